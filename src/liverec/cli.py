@@ -1,0 +1,368 @@
+"""The ``liverec`` command line: evaluate models, generate synthetic streams, inspect datasets, run the demo.
+
+Errors people can fix (a bad file, a bad flag value) end the program with exit code 2 and one line
+on stderr; nothing else is printed to stdout then, so ``--json`` output is always one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverec import __version__
+from liverec.data.interactions import Dataset
+from liverec.data.loaders import DataFormatError, describe, load_dataset
+from liverec.data.splits import RankingSplit, leave_one_out, temporal_split, user_temporal_split
+from liverec.data.synthetic import SyntheticConfig, generate
+from liverec.evaluation.protocols import RankingResult, evaluate_ranking
+from liverec.evaluation.rating import rating_metrics
+from liverec.models import MODEL_REGISTRY, Recommender, create_model
+
+PROTOCOLS = ("loo", "temporal", "user-temporal")
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; printed as one line, exit code 2."""
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def parse_params(model_name: str, pairs: Sequence[str]) -> dict[str, Any]:
+    """``["n_factors=64", "learning_rate=0.01"]`` -> typed overrides for the model's Config."""
+    fields = {f.name: f for f in dataclasses.fields(MODEL_REGISTRY[model_name].Config)}
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--param: expected NAME=VALUE, got {pair!r}")
+        if key not in fields:
+            raise UsageError(f"--param: model {model_name!r} has no parameter {key!r}; "
+                             f"expected one of {', '.join(sorted(fields))}")
+        default = fields[key].default
+        try:
+            if isinstance(default, bool):
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                params[key] = raw.lower() in ("true", "1")
+            elif isinstance(default, int):
+                params[key] = int(raw)
+            elif isinstance(default, float):
+                params[key] = float(raw)
+            else:
+                params[key] = raw
+        except ValueError:
+            raise UsageError(f"--param {key}: expected a {type(default).__name__}, got {raw!r}") from None
+    return params
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        raise UsageError(f"--k: expected a positive integer or a comma-separated list, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise UsageError(f"--k: expected positive integers, got {text!r}")
+    return ks
+
+
+def load_input(args: argparse.Namespace) -> tuple[Dataset, str]:
+    """The dataset named by ``--data`` (a file or folder) or ``--synthetic``; and how to describe its source."""
+    if args.synthetic:
+        dataset, _truth = generate(SyntheticConfig(n_events=args.synthetic, seed=args.seed))
+        return dataset, f"synthetic(n_events={args.synthetic}, seed={args.seed})"
+    if args.data is None:
+        raise UsageError("--data: a dataset file or folder is required (or --synthetic N_EVENTS)")
+    mapping = {
+        "user_col": args.user_col, "item_col": args.item_col, "timestamp_col": args.timestamp_col,
+        "event_type_col": args.event_type_col, "value_col": args.value_col,
+    }
+    return load_dataset(args.data, format=args.format, **mapping), str(args.data)
+
+
+def make_split(dataset: Dataset, protocol: str, test_fraction: float) -> tuple[RankingSplit, RankingSplit | None]:
+    """The test split of ``protocol`` and, for leave-one-out, the validation split beside it."""
+    if protocol == "loo":
+        validation, test = leave_one_out(dataset.interactions)
+        return test, validation
+    if protocol == "temporal":
+        return temporal_split(dataset.interactions, test_fraction=test_fraction), None
+    return user_temporal_split(dataset.interactions, test_fraction=test_fraction), None
+
+
+def save_rankings(path: Path, dataset: Dataset, split: RankingSplit, result: RankingResult) -> None:
+    """``path``: ``user_id,item_id,rank,score`` (external ids, rank from 1); ``path.targets.csv``: targets."""
+    import pandas as pd
+
+    ranked, scores = result.ranked, result.scores
+    n_users, k = ranked.shape
+    valid = ranked >= 0
+    user_rows = np.repeat(np.arange(n_users), k).reshape(n_users, k)
+    frame = pd.DataFrame({
+        "user_id": dataset.user_map.to_external(split.history.users[user_rows[valid]]),
+        "item_id": dataset.item_map.to_external(ranked[valid]),
+        "rank": np.tile(np.arange(1, k + 1), n_users).reshape(n_users, k)[valid],
+        "score": scores[valid].astype(np.float64),
+    })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, float_format="%.9g")
+    targets = pd.DataFrame({
+        "user_id": dataset.user_map.to_external(np.repeat(split.targets.users, split.targets.lengths())),
+        "item_id": dataset.item_map.to_external(split.targets.items),
+    })
+    targets.to_csv(f"{path}.targets.csv", index=False)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A readable summary of an evaluation report."""
+    lines = [
+        f"dataset   {report['dataset']['name']}: {report['dataset']['users']} users, "
+        f"{report['dataset']['items']} items, {report['dataset']['events']} events",
+        f"protocol  {report['protocol']['name']} ({report['protocol']['description']})",
+        f"model     {report['model']}  {json.dumps(report['parameters'])}",
+        f"users     {report['evaluated_users']} evaluated",
+        "",
+        f"{'metric':<22}{'value':>10}",
+    ]
+    lines += [f"{name:<22}{value:>10.4f}" for name, value in report["metrics"].items()]
+    if report.get("sampled_metrics"):
+        sampled = report["sampled_metrics"]
+        lines += ["", f"SAMPLED protocol ({sampled['description']}) — for comparison with papers only:"]
+        lines += [f"{'sampled ' + name:<22}{value:>10.4f}" for name, value in sampled["metrics"].items()]
+    seconds = report["seconds"]
+    lines += ["", "seconds   " + ", ".join(f"{key} {value:.2f}" for key, value in seconds.items())]
+    return "\n".join(lines)
+
+
+PROTOCOL_DESCRIPTIONS = {
+    "loo": "leave-one-out: last event per user is the test target, the one before validation",
+    "temporal": "global temporal split by time, test = events after the cut",
+    "user-temporal": "per-user temporal split, test = each user's last events",
+}
+
+
+# --------------------------------------------------------------------------------------------- commands
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    ks = parse_ks(args.k)
+    if args.model not in MODEL_REGISTRY:
+        raise UsageError(f"--model: unknown model {args.model!r}; expected one of {', '.join(sorted(MODEL_REGISTRY))}")
+    params = parse_params(args.model, args.param)
+    params.setdefault("seed", args.seed)
+    started = time.perf_counter()
+    dataset, source = load_input(args)
+    seconds = {"load": time.perf_counter() - started}
+    started = time.perf_counter()
+    split, _validation = make_split(dataset, args.protocol, args.test_fraction)
+    seconds["split"] = time.perf_counter() - started
+    try:
+        model = create_model(args.model, **params)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--param: {error}") from None
+    started = time.perf_counter()
+    model.fit(split.train)
+    seconds["fit"] = time.perf_counter() - started
+    report: dict[str, Any] = {
+        "dataset": {"name": dataset.name, "source": source, "users": dataset.interactions.n_users,
+                    "items": dataset.interactions.n_items, "events": len(dataset.interactions)},
+        "protocol": {"name": args.protocol, "description": PROTOCOL_DESCRIPTIONS[args.protocol],
+                     "test_fraction": args.test_fraction if args.protocol != "loo" else None,
+                     **{key: value for key, value in split.info.items()}},
+        "task": args.task,
+        "model": args.model,
+        "parameters": dataclasses.asdict(model.config),
+        "seed": args.seed,
+    }
+    started = time.perf_counter()
+    if args.task == "rating":
+        if split.test_events is None:
+            raise UsageError("--task rating: this protocol has no held-out events")
+        try:
+            report["metrics"] = rating_metrics(model, split.test_events)
+        except TypeError as error:
+            raise UsageError(f"--task rating: {error}") from None
+        report["evaluated_events"] = len(split.test_events)
+        report["evaluated_users"] = int(len(np.unique(split.test_events.user_ids)))
+    else:
+        result = evaluate_ranking(
+            model, split, ks, exclude_seen=not args.keep_seen, sampled_negatives=args.sampled_negatives or None,
+            seed=args.seed, progress=not args.quiet,
+        )
+        report["metrics"] = result.metrics
+        report["exclude_seen"] = not args.keep_seen
+        report["evaluated_users"] = len(split.history)
+        if result.sampled is not None:
+            report["sampled_metrics"] = {
+                "description": f"SAMPLED: target ranked among {args.sampled_negatives} uniform negatives the user "
+                               "never interacted with (SASRec paper protocol); not comparable to full ranking",
+                "negatives": args.sampled_negatives,
+                "metrics": result.sampled,
+            }
+        if args.save_rankings:
+            save_rankings(Path(args.save_rankings), dataset, split, result)
+            report["rankings_file"] = str(args.save_rankings)
+            report["targets_file"] = f"{args.save_rankings}.targets.csv"
+    seconds["evaluate"] = time.perf_counter() - started
+    report["seconds"] = seconds
+    print(json.dumps(report) if args.json else format_table(report))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    dataset, source = load_input(args)
+    summary = describe(dataset)
+    print(json.dumps(summary, default=str) if args.json else
+          "\n".join(f"{key:<20}{value}" for key, value in summary.items()))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    config = SyntheticConfig(n_users=args.users, n_items=args.items, n_events=args.events, seed=args.seed)
+    started = time.perf_counter()
+    dataset, _truth = generate(config)
+    seconds = time.perf_counter() - started
+    inter = dataset.interactions
+    frame = pd.DataFrame({
+        "user_id": dataset.user_map.to_external(inter.user_ids),
+        "item_id": dataset.item_map.to_external(inter.item_ids),
+        "timestamp": inter.timestamps,
+        "event_type": np.asarray(inter.event_type_names, dtype=object)[inter.event_types],
+        "value": inter.values,
+    })
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+    else:
+        frame.to_csv(out, index=False, sep="\t" if out.suffix == ".tsv" else ",")
+    print(f"wrote {len(frame)} events ({inter.n_users} users, {inter.n_items} items) to {out} "
+          f"in {seconds:.2f}s generation")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    for name in sorted(MODEL_REGISTRY):
+        cls = MODEL_REGISTRY[name]
+        defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<12}{doc}\n{'':<12}{defaults}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate a synthetic stream with planted structure, evaluate every baseline on it, print a table."""
+    config = SyntheticConfig(n_users=args.users, n_items=args.items, n_events=args.events, seed=args.seed)
+    started = time.perf_counter()
+    dataset, _truth = generate(config)
+    print(f"generated {len(dataset.interactions)} synthetic events ({config.n_users} users, {config.n_items} items, "
+          f"drifting tastes, popularity waves, planted item sequences, new items mid-stream) "
+          f"in {time.perf_counter() - started:.2f}s")
+    validation, test = leave_one_out(dataset.interactions)
+    print(f"leave-one-out, full ranking, seen items excluded: {len(test.history)} users evaluated\n")
+    print(f"{'model':<12}{'ndcg@10':>10}{'recall@10':>11}{'mrr@10':>9}{'coverage@10':>13}{'fit s':>8}")
+    for name in args.models.split(","):
+        model: Recommender = create_model(name, seed=args.seed)
+        started = time.perf_counter()
+        model.fit(test.train)
+        fit_seconds = time.perf_counter() - started
+        metrics = evaluate_ranking(model, test, (10,)).metrics
+        print(f"{name:<12}{metrics['ndcg@10']:>10.4f}{metrics['recall@10']:>11.4f}{metrics['mrr@10']:>9.4f}"
+              f"{metrics['coverage@10']:>13.4f}{fit_seconds:>8.2f}", flush=True)
+    print("\nnext: liverec evaluate --data PATH --model ease   (PATH: a MovieLens folder or an events file)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- parser
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", type=Path, help="dataset file or folder: MovieLens (ratings.csv, u.data, "
+                       "ratings.dat), an events file (.csv/.tsv/.parquet/.jsonl) or SASRec text (user item per line)")
+    group.add_argument("--synthetic", type=int, metavar="N_EVENTS", help="use a generated stream instead of --data")
+    group.add_argument("--format", choices=("movielens", "ml-100k", "ml-1m", "events", "sasrec"),
+                       help="force a loader instead of detecting it")
+    for column in ("user", "item", "timestamp", "event_type", "value"):
+        group.add_argument(f"--{column.replace('_', '-')}-col", dest=f"{column}_col", default=f"{column}_id"
+                           if column in ("user", "item") else column, metavar="NAME",
+                           help=f"column holding the {column.replace('_', ' ')} in an events file")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liverec", description="LiveRec: real-time personalised recommendations.")
+    parser.add_argument("--version", action="version", version=f"liverec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    evaluate = sub.add_parser("evaluate", help="train a model on a split and measure it",
+                              description="Train a model on the training part of a split and report full-ranking "
+                                          "metrics (seen items excluded), optionally the sampled protocol too.")
+    _add_data_options(evaluate)
+    evaluate.add_argument("--model", required=True, help=f"one of: {', '.join(sorted(MODEL_REGISTRY))}")
+    evaluate.add_argument("--protocol", choices=PROTOCOLS, default="loo", help="split (default loo)")
+    evaluate.add_argument("--test-fraction", type=float, default=0.2,
+                          help="share of events held out by temporal protocols (default 0.2)")
+    evaluate.add_argument("--task", choices=("ranking", "rating"), default="ranking",
+                          help="ranking (top-K metrics) or rating (RMSE/MAE of predicted values; mf-mse)")
+    evaluate.add_argument("--k", default="10", help="cut-off(s), e.g. 10 or 5,10,20 (default 10)")
+    evaluate.add_argument("--sampled-negatives", type=int, default=0, metavar="N",
+                          help="also report the SAMPLED protocol with N negatives (papers use 100)")
+    evaluate.add_argument("--keep-seen", action="store_true", help="do not exclude items the user has seen")
+    evaluate.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                          help="model hyperparameter override (repeatable); see `liverec models`")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    evaluate.add_argument("--save-rankings", metavar="FILE", help="write top-K as CSV and FILE.targets.csv")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    info = sub.add_parser("info", help="describe a dataset", description="Load a dataset and print its counts.")
+    _add_data_options(info)
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(handler=cmd_info)
+
+    gen = sub.add_parser("generate", help="write a synthetic event stream to a file",
+                         description="Generate a seeded synthetic stream (drifting tastes, popularity waves, "
+                                     "sequences, new items) and write it as CSV, TSV or Parquet.")
+    gen.add_argument("--events", type=int, default=100_000, help="number of events (default 100000)")
+    gen.add_argument("--users", type=int, default=2_000, help="number of users (default 2000)")
+    gen.add_argument("--items", type=int, default=1_000, help="number of items (default 1000)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    gen.add_argument("--output", required=True, help="output file (.csv, .tsv or .parquet)")
+    gen.set_defaults(handler=cmd_generate)
+
+    models = sub.add_parser("models", help="list models and their default hyperparameters",
+                            description="List every registered model with its default hyperparameters.")
+    models.set_defaults(handler=cmd_models)
+
+    demo = sub.add_parser("demo", help="the main job: evaluate every baseline on a synthetic stream",
+                          description="Generate a synthetic stream with a known structure and compare the "
+                                      "baselines on it under leave-one-out full ranking.")
+    demo.add_argument("--events", type=int, default=200_000, help="number of events (default 200000)")
+    demo.add_argument("--users", type=int, default=2_000, help="number of users (default 2000)")
+    demo.add_argument("--items", type=int, default=1_000, help="number of items (default 1000)")
+    demo.add_argument("--models", default="pop,pop-decay,pop-recent,itemknn,ease,mf-bpr,mf-bce",
+                      help="comma-separated models to compare")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (UsageError, DataFormatError, FileNotFoundError) as error:
+        print(f"liverec: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Ranking, sampled-ranking and beyond-accuracy metrics, vectorised over users.
+
+Conventions (binary relevance; ``R`` = a user's held-out target items, ``k`` = cut-off):
+
+- ``hr@k``        1 if any target is in the top-k
+- ``recall@k``    hits / |R|
+- ``precision@k`` hits / k
+- ``ndcg@k``      DCG / ideal DCG, discount 1/log2(rank+1), ideal over min(|R|, k) hits
+- ``mrr@k``       1 / rank of the first hit (0 when none)
+- ``map@k``       sum over hit ranks r of precision@r, divided by |R| (as ``ranx`` and ``trec_eval``)
+
+Each is averaged over evaluated users (users with at least one target). Ranked lists are
+``[n_users, k]`` arrays of internal item ids padded with -1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from liverec.data.interactions import Histories
+
+RANKING_METRICS = ("hr", "recall", "precision", "ndcg", "mrr", "map")
+
+
+def hit_matrix(ranked: np.ndarray, targets: Histories) -> np.ndarray:
+    """Bool ``[n_users, k]``: whether ``ranked[u, j]`` is one of row u's targets."""
+    n_rows, k = ranked.shape
+    if len(targets) != n_rows:
+        raise ValueError(f"targets: expected {n_rows} rows like ranked, got {len(targets)}")
+    width = int(max(ranked.max(initial=-1), targets.items.max(initial=-1))) + 2
+    target_rows = np.repeat(np.arange(n_rows, dtype=np.int64), targets.lengths())
+    target_keys = target_rows * width + targets.items
+    ranked_keys = np.arange(n_rows, dtype=np.int64)[:, None] * width + ranked
+    hits = np.isin(ranked_keys, target_keys)
+    return hits & (ranked >= 0)
+
+
+def per_user_ranking_metrics(ranked: np.ndarray, targets: Histories, k: int) -> dict[str, np.ndarray]:
+    """Per-user values ``[n_users]`` of every metric in :data:`RANKING_METRICS` at cut-off ``k``."""
+    if k < 1 or k > ranked.shape[1]:
+        raise ValueError(f"k: expected 1..{ranked.shape[1]} (the ranked list length), got {k}")
+    n_targets = targets.lengths().astype(np.float64)
+    if (n_targets == 0).any():
+        raise ValueError("targets: every evaluated user needs at least one target item")
+    hits = hit_matrix(ranked[:, :k], targets).astype(np.float64)
+    n_hits = hits.sum(axis=1)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = hits @ discounts
+    ideal = np.cumsum(discounts)[np.minimum(n_targets, k).astype(np.int64) - 1]
+    first_hit = hits.argmax(axis=1)
+    mrr = np.zeros(len(hits))
+    np.divide(1.0, first_hit + 1.0, out=mrr, where=n_hits > 0)
+    precision_at = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
+    average_precision = (precision_at * hits).sum(axis=1) / n_targets
+    return {
+        "hr": (n_hits > 0).astype(np.float64),
+        "recall": n_hits / n_targets,
+        "precision": n_hits / k,
+        "ndcg": dcg / ideal,
+        "mrr": mrr,
+        "map": average_precision,
+    }
+
+
+def ranking_metrics(ranked: np.ndarray, targets: Histories, ks: tuple[int, ...] = (10,)) -> dict[str, float]:
+    """Mean of each ranking metric over users, keyed like ``ndcg@10``."""
+    out: dict[str, float] = {}
+    for k in ks:
+        for name, values in per_user_ranking_metrics(ranked, targets, k).items():
+            out[f"{name}@{k}"] = float(values.mean()) if len(values) else 0.0
+    return out
+
+
+def sampled_metrics(target_ranks: np.ndarray, ks: tuple[int, ...] = (10,)) -> dict[str, float]:
+    """HR@k and NDCG@k of the SASRec paper's sampled protocol from 0-based ranks among target + negatives."""
+    ranks = np.asarray(target_ranks, dtype=np.float64)
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"hr@{k}"] = float(hit.mean()) if len(ranks) else 0.0
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()) if len(ranks) else 0.0
+    out["mrr"] = float((1.0 / (ranks + 1.0)).mean()) if len(ranks) else 0.0
+    return out
+
+
+# ---------------------------------------------------------------------------------- beyond accuracy
+def gini(values: np.ndarray) -> float:
+    """Gini index of non-negative ``values`` (0 = perfectly even, → 1 = all mass on one entry)."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(x)
+    if n == 0 or x.sum() == 0:
+        return 0.0
+    index = np.arange(1, n + 1)
+    return float(((2 * index - n - 1) * x).sum() / (n * x.sum()))
+
+
+def beyond_accuracy_metrics(
+    ranked: np.ndarray,
+    item_popularity: np.ndarray,
+    n_train_users: int,
+    k: int = 10,
+    head_fraction: float = 0.2,
+) -> dict[str, float]:
+    """Catalogue and popularity-bias metrics of the top-``k`` lists ``ranked`` ``[n_users, >=k]``.
+
+    - ``coverage@k``: share of the catalogue recommended to at least one user.
+    - ``gini@k``: Gini index of how often each catalogue item is recommended (exposure inequality).
+    - ``arp@k``: average recommended popularity (training events per recommended item).
+    - ``long_tail@k``: share of recommendations outside the head, the ``head_fraction`` most popular items.
+    - ``novelty@k``: mean self-information ``-log2(p_i)`` of recommended items, with
+      ``p_i = (users who interacted with i + 1) / (n_train_users + 1)``; ``item_popularity`` counts users
+      when interactions are one per (user, item), as in MovieLens.
+    """
+    top = ranked[:, :k]
+    valid = top >= 0
+    items = top[valid]
+    n_items = len(item_popularity)
+    if len(items) == 0:
+        return {f"{m}@{k}": 0.0 for m in ("coverage", "gini", "arp", "long_tail", "novelty")}
+    exposure = np.bincount(items, minlength=n_items)
+    popularity = np.asarray(item_popularity, dtype=np.float64)
+    n_head = int(np.ceil(head_fraction * n_items))
+    head = np.zeros(n_items, dtype=bool)
+    head[np.argsort(-popularity, kind="stable")[:n_head]] = True
+    probability = np.minimum(popularity + 1.0, n_train_users + 1.0) / (n_train_users + 1.0)
+    return {
+        f"coverage@{k}": float((exposure > 0).sum() / n_items),
+        f"gini@{k}": gini(exposure),
+        f"arp@{k}": float(popularity[items].mean()),
+        f"long_tail@{k}": float((~head[items]).mean()),
+        f"novelty@{k}": float((-np.log2(probability[items])).mean()),
+    }

@@ -1,0 +1,232 @@
+"""The model protocol every LiveRec recommender follows (see docs/architecture.md).
+
+A model is configured by one frozen dataclass (its ``Config``), trained with :meth:`Recommender.fit`
+(from scratch, reproducible for a given ``seed``) or :meth:`Recommender.partial_fit` (continues from
+the current parameters, growing the id spaces), and queried batch-first: :meth:`score` gives a
+``[batch, n_items]`` score matrix for a batch of :class:`~liverec.data.Histories`, :meth:`recommend`
+the top-``k`` item ids with the excluded items filtered out. Models are saved as ``config.json`` plus
+``state.npz`` (loaded with ``allow_pickle=False``); nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from liverec.data.interactions import Histories, Interactions
+
+#: name -> model class; filled by :func:`register`.
+MODEL_REGISTRY: dict[str, type[Recommender]] = {}
+
+
+def register(cls: type[Recommender]) -> type[Recommender]:
+    """Class decorator: make a model available by its ``name`` (CLI, registry, loading)."""
+    if cls.name in MODEL_REGISTRY:
+        raise ValueError(f"model name {cls.name!r} registered twice")
+    MODEL_REGISTRY[cls.name] = cls
+    return cls
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Base of every model's hyperparameters; ``seed`` drives all randomness in ``fit``."""
+
+    seed: int = 0
+
+
+class Recommender(ABC):
+    """Base class: public methods validate and delegate to the ``_``-prefixed ones subclasses write."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    supports_partial_fit: ClassVar[bool] = False
+    #: True when scores depend on the history passed in (not on per-user parameters only).
+    needs_user_history: ClassVar[bool] = True
+    #: True when items unseen at ``fit`` time can be scored after ``partial_fit``.
+    handles_new_items: ClassVar[bool] = False
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
+        base = config if config is not None else self.Config()
+        if not isinstance(base, self.Config):
+            raise TypeError(f"config: expected {self.Config.__name__}, got {type(base).__name__}")
+        self.config = dataclasses.replace(base, **overrides) if overrides else base
+        self.n_users = 0
+        self.n_items = 0
+        self._fitted = False
+
+    # ----------------------------------------------------------------- training
+    def fit(self, interactions: Interactions) -> Self:
+        """Train from scratch on ``interactions``; the same data and seed give the same model."""
+        if len(interactions) == 0:
+            raise ValueError("interactions: expected at least one event to fit on, got none")
+        self.n_users, self.n_items = interactions.n_users, interactions.n_items
+        self._fit(interactions)
+        self._fitted = True
+        return self
+
+    def partial_fit(self, interactions: Interactions) -> Self:
+        """Continue training on new ``interactions`` (ids may exceed the current id spaces)."""
+        if not self.supports_partial_fit:
+            raise NotImplementedError(f"model {self.name!r} does not support partial_fit; call fit")
+        if not self._fitted:
+            return self.fit(interactions)
+        if interactions.n_users < self.n_users or interactions.n_items < self.n_items:
+            interactions = interactions.with_sizes(max(self.n_users, interactions.n_users),
+                                                   max(self.n_items, interactions.n_items))
+        self._partial_fit(interactions)
+        self.n_users, self.n_items = interactions.n_users, interactions.n_items
+        return self
+
+    @abstractmethod
+    def _fit(self, interactions: Interactions) -> None: ...
+
+    def _partial_fit(self, interactions: Interactions) -> None:
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- scoring
+    def score(self, histories: Histories, items: np.ndarray | None = None) -> np.ndarray:
+        """Scores ``[len(histories), n_items]`` (or ``[len(histories), len(items)]`` for ``items``)."""
+        self._check_fitted()
+        scores = self._score(histories)
+        return scores if items is None else scores[:, np.asarray(items, dtype=np.int64)]
+
+    @abstractmethod
+    def _score(self, histories: Histories) -> np.ndarray:
+        """Float32 scores ``[batch, n_items]``; higher is better."""
+
+    def recommend(
+        self,
+        histories: Histories,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
+        exclude_seen: bool = True,
+        batch_size: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` item ids and scores per row, best first: two ``[len(histories), k]`` arrays.
+
+        Excluded items are the row's history (``exclude_seen``) plus ``exclude`` (``[batch, n_items]``
+        CSR). When fewer than ``k`` items are eligible, the tail is padded with id -1 and score -inf.
+        Ties are broken towards the lower item id, so results are deterministic.
+        """
+        self._check_fitted()
+        if k < 1:
+            raise ValueError(f"k: expected a positive integer, got {k}")
+        if exclude is not None and exclude.shape[0] != len(histories):
+            raise ValueError(f"exclude: expected {len(histories)} rows, got {exclude.shape[0]}")
+        n = len(histories)
+        ids = np.full((n, k), -1, dtype=np.int64)
+        top_scores = np.full((n, k), -np.inf, dtype=np.float32)
+        step = batch_size or max(1, min(4096, (1 << 24) // max(self.n_items, 1)))
+        for start in range(0, n, step):
+            rows = np.arange(start, min(n, start + step))
+            batch = histories.select(rows)
+            scores = np.array(self._score(batch), dtype=np.float32, copy=True)
+            mask = sp.csr_matrix(scores.shape, dtype=np.float32)
+            if exclude_seen:
+                mask = mask + _clip_csr(batch.to_csr(max(self.n_items, _max_item(batch) + 1)), scores.shape[1])
+            if exclude is not None:
+                mask = mask + _clip_csr(exclude[rows], scores.shape[1])
+            mask = mask.tocoo()
+            scores[mask.row, mask.col] = -np.inf
+            batch_ids, batch_scores = top_k(scores, k)
+            ids[rows] = batch_ids
+            top_scores[rows] = batch_scores
+        return ids, top_scores
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``state.npz`` to ``directory`` (created if missing)."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "model": self.name,
+            "config": dataclasses.asdict(self.config),
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+        }
+        (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        np.savez(directory / "state.npz", **self._get_state())
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Recommender:
+        """Load a model saved by :meth:`save`; on the base class, dispatches on the saved name."""
+        directory = Path(directory)
+        meta = json.loads((directory / "config.json").read_text())
+        model_cls = MODEL_REGISTRY.get(meta["model"])
+        if model_cls is None:
+            raise ValueError(f"{directory}: unknown model {meta['model']!r}; known: {sorted(MODEL_REGISTRY)}")
+        if cls is not Recommender and not issubclass(model_cls, cls):
+            raise TypeError(f"{directory}: holds a {meta['model']!r} model, not {cls.name!r}")
+        model = model_cls(model_cls.Config(**meta["config"]))
+        model.n_users, model.n_items = int(meta["n_users"]), int(meta["n_items"])
+        with np.load(directory / "state.npz", allow_pickle=False) as state:
+            model._set_state({key: state[key] for key in state.files})
+        model._fitted = True
+        return model
+
+    @abstractmethod
+    def _get_state(self) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def _set_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+    def _check_fitted(self) -> None:
+        if not self._fitted:
+            raise RuntimeError(f"model {self.name!r} is not fitted: call fit first")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-``k`` of ``scores`` ``[batch, n]``: ids and scores, best first.
+
+    Ties break towards the lower column; entries equal to -inf are returned as id -1.
+    """
+    n_rows, n_cols = scores.shape
+    kk = min(k, n_cols)
+    if kk < n_cols:
+        # partition on a key that orders ties by column id, so the result is deterministic
+        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        # candidates: everything at or above the k-th best score, so boundary ties are all seen and
+        # the final order (score desc, then item id asc) does not depend on the partition algorithm
+        kth = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
+        rows, cols = np.nonzero(scores >= kth)
+        order = np.lexsort((cols, -scores[rows, cols], rows))
+        rows, cols = rows[order], cols[order]
+        rank = np.arange(len(rows)) - np.searchsorted(rows, np.arange(n_rows))[rows]
+        keep = rank < kk
+        ids = np.full((n_rows, kk), -1, dtype=np.int64)
+        ids[rows[keep], rank[keep]] = cols[keep]
+    else:
+        cols = np.broadcast_to(np.arange(n_cols), scores.shape)
+        order = np.lexsort((cols, -scores), axis=1) if scores.size else np.empty_like(cols)
+        ids = np.asarray(order, dtype=np.int64)
+    out_scores = np.take_along_axis(scores, np.maximum(ids, 0), axis=1).astype(np.float32)
+    ids = np.where(np.isneginf(out_scores) | (ids < 0), -1, ids)
+    out_scores = np.where(ids < 0, -np.inf, out_scores).astype(np.float32)
+    if kk < k:
+        ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
+        out_scores = np.pad(out_scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+    return ids, out_scores
+
+
+def _max_item(batch: Histories) -> int:
+    return int(batch.items.max()) if len(batch.items) else -1
+
+
+def _clip_csr(matrix: sp.csr_matrix, n_cols: int) -> sp.csr_matrix:
+    """``matrix`` resized to ``n_cols`` columns (items outside the model's catalogue dropped)."""
+    matrix = sp.csr_matrix(matrix)
+    if matrix.shape[1] == n_cols:
+        return matrix
+    matrix = matrix.tocoo()
+    keep = matrix.col < n_cols
+    return sp.csr_matrix((matrix.data[keep], (matrix.row[keep], matrix.col[keep])), shape=(matrix.shape[0], n_cols))
