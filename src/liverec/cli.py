@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -75,8 +76,17 @@ def parse_ks(text: str) -> tuple[int, ...]:
 def load_input(args: argparse.Namespace) -> tuple[Dataset, str]:
     """The dataset named by ``--data`` (a file or folder) or ``--synthetic``; and how to describe its source."""
     if args.synthetic:
-        dataset, _truth = generate(SyntheticConfig(n_events=args.synthetic, seed=args.seed))
-        return dataset, f"synthetic(n_events={args.synthetic}, seed={args.seed})"
+        if args.synthetic < 1:
+            raise UsageError(f"--synthetic: expected a positive number of events, got {args.synthetic}")
+        # about 50 events per user and 100 per item, capped so small and large streams both make sense
+        n_users = max(1, min(args.synthetic // 50, 20_000))
+        n_items = max(10, min(args.synthetic // 100, 10_000))
+        config = SyntheticConfig(n_users=n_users, n_items=n_items, n_events=args.synthetic, seed=args.seed)
+        try:
+            dataset, _truth = generate(config)
+        except ValueError as error:
+            raise UsageError(f"--synthetic: {error}") from None
+        return dataset, f"synthetic(n_events={args.synthetic}, n_users={n_users}, n_items={n_items}, seed={args.seed})"
     if args.data is None:
         raise UsageError("--data: a dataset file or folder is required (or --synthetic N_EVENTS)")
     mapping = {
@@ -362,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (silence the interpreter's flush at exit)
+        return 141
 
 
 if __name__ == "__main__":

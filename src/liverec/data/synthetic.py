@@ -98,8 +98,9 @@ class SyntheticConfig:
         if self.n_clusters > self.n_items:
             raise ValueError(f"n_clusters: expected at most n_items={self.n_items}, got {self.n_clusters}")
         if self.clusters_per_user > self.n_clusters:
-            raise ValueError(f"clusters_per_user: expected at most n_clusters={self.n_clusters}, "
-                             f"got {self.clusters_per_user}")
+            raise ValueError(
+                f"clusters_per_user: expected at most n_clusters={self.n_clusters}, got {self.clusters_per_user}"
+            )
         if not (math.isfinite(self.duration_days) and self.duration_days > 0):
             raise ValueError(f"duration_days: expected a positive number, got {self.duration_days!r}")
         for name in ("p_sequential", "successor_same_cluster"):
@@ -184,8 +185,10 @@ class SyntheticTruth:
         """
         times = np.asarray(times, dtype=np.float64).reshape(-1, 1)
         weights = self.base_popularity * self.popularity_wave(times[:, 0]) * (self.release_time <= times)
-        one_hot = sp.csr_array((np.ones(self.n_items), (np.arange(self.n_items), self.item_cluster)),
-                               shape=(self.n_items, self.config.n_clusters))
+        one_hot = sp.csr_array(
+            (np.ones(self.n_items), (np.arange(self.n_items), self.item_cluster)),
+            shape=(self.n_items, self.config.n_clusters),
+        )
         totals = np.asarray(one_hot.T @ weights.T).T  # [batch, n_clusters]
         return weights / totals[:, self.item_cluster]
 
@@ -223,8 +226,10 @@ class SyntheticTruth:
         if len(previous_items) != len(users):
             raise ValueError(f"previous_items: expected {len(users)} entries like users, got {len(previous_items)}")
         if len(previous_items) and (previous_items.min() < -1 or previous_items.max() >= self.n_items):
-            raise ValueError(f"previous_items: expected ids in [-1, {self.n_items}), got "
-                             f"{previous_items.min()}..{previous_items.max()}")
+            raise ValueError(
+                f"previous_items: expected ids in [-1, {self.n_items}), got "
+                f"{previous_items.min()}..{previous_items.max()}"
+            )
         p_sequential = np.where(previous_items >= 0, self.config.p_sequential, 0.0)[:, None]
         return (1.0 - p_sequential) * fresh + p_sequential * self.successor_probabilities(previous_items)
 
@@ -268,18 +273,25 @@ def generate(config: SyntheticConfig | None = None, **overrides: object) -> tupl
     cluster_genres = np.empty(config.n_clusters, dtype=object)
     for cluster in range(config.n_clusters):  # one tuple per cluster, shared by its items
         cluster_genres[cluster] = (f"cluster{cluster}",)
-    metadata = ItemMetadata(titles=_numbered("Item ", config.n_items),
-                            genres=cluster_genres[truth.item_cluster].tolist())
-    dataset = Dataset(interactions, IdMap(_numbered("u", config.n_users)), IdMap(_numbered("i", config.n_items)),
-                      metadata, name="synthetic")
+    metadata = ItemMetadata(
+        titles=_numbered("Item ", config.n_items), genres=cluster_genres[truth.item_cluster].tolist()
+    )
+    dataset = Dataset(
+        interactions,
+        IdMap(_numbered("u", config.n_users)),
+        IdMap(_numbered("i", config.n_items)),
+        metadata,
+        name="synthetic",
+    )
     return dataset, truth
 
 
 # --- planting the structure ------------------------------------------------------------------------
 
 
-def _plant(config: SyntheticConfig, catalogue_rng: np.random.Generator,
-           users_rng: np.random.Generator) -> SyntheticTruth:
+def _plant(
+    config: SyntheticConfig, catalogue_rng: np.random.Generator, users_rng: np.random.Generator
+) -> SyntheticTruth:
     n_items, n_clusters, duration = config.n_items, config.n_clusters, config.duration
 
     # Which items are released mid-stream; every cluster gets at least one item present from the start.
@@ -304,8 +316,9 @@ def _plant(config: SyntheticConfig, catalogue_rng: np.random.Generator,
     low, high = config.wave_periods
     wave_period = catalogue_rng.uniform(low, high, size=n_items) * duration
     wave_phase = catalogue_rng.uniform(0.0, 2.0 * np.pi, size=n_items)
-    successors = _plant_successors(item_cluster, release_time, config.n_successors,
-                                   config.successor_same_cluster, catalogue_rng)
+    successors = _plant_successors(
+        item_cluster, release_time, config.n_successors, config.successor_same_cluster, catalogue_rng
+    )
 
     # Users: Zipf activity over a random ranking, distinct start (and end) clusters per user.
     n_users, m = config.n_users, config.clusters_per_user
@@ -344,7 +357,7 @@ def _zipf_mass(rank: np.ndarray, size: np.ndarray, exponent: float) -> np.ndarra
     """Probability of ``rank`` (0-based) under the discretised power law on ``size`` ranks.
 
     Rank ``r`` gets ``∫_{r+1}^{r+2} y^-s dy / ∫_1^{size+1} y^-s dy`` — close to ``(r+1)^-s`` normalised,
-    and exactly what :func:`_zipf_ranks` samples by inversion.
+    and exactly what :class:`_ZipfSampler` samples by inversion.
     """
     rank = rank.astype(np.float64)
     size = np.asarray(size, dtype=np.float64)
@@ -353,19 +366,27 @@ def _zipf_mass(rank: np.ndarray, size: np.ndarray, exponent: float) -> np.ndarra
     return (upper - lower) / _zipf_log_integral(size + 1.0, exponent)
 
 
-def _zipf_ranks(uniform: np.ndarray, size: np.ndarray, exponent: float) -> np.ndarray:
-    """Ranks in ``0..size-1`` with the probabilities of :func:`_zipf_mass`, by inverting its CDF."""
-    a = 1.0 - exponent
-    log_top = np.log(size + 1.0)
-    if abs(a) < 1e-9:
-        x = np.exp(uniform * log_top)
-    else:
-        x = np.exp(np.log1p(uniform * np.expm1(a * log_top)) / a)
-    return np.clip(x.astype(np.int64) - 1, 0, size - 1)
+class _ZipfSampler:
+    """Inverse-CDF sampling of :func:`_zipf_mass` ranks for a few distribution sizes (one per cluster)."""
+
+    def __init__(self, sizes: np.ndarray, exponent: float) -> None:
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.a = 1.0 - exponent
+        log_top = np.log(self.sizes + 1.0)
+        self.log_scale = log_top if abs(self.a) < 1e-9 else np.expm1(self.a * log_top)
+
+    def ranks(self, uniform: np.ndarray, which: np.ndarray) -> np.ndarray:
+        """Ranks ``[n]`` for uniforms ``[n]`` in ``[0, 1)`` under distributions ``which`` ``[n]``."""
+        if abs(self.a) < 1e-9:
+            x = np.exp(uniform * self.log_scale[which])
+        else:
+            x = np.exp(np.log1p(uniform * self.log_scale[which]) / self.a)
+        return np.minimum(x.astype(np.int64) - 1, self.sizes[which] - 1)  # x >= 1, so ranks are >= 0
 
 
-def _plant_successors(item_cluster: np.ndarray, release_time: np.ndarray, n_successors: int,
-                      same_cluster: float, rng: np.random.Generator) -> np.ndarray:
+def _plant_successors(
+    item_cluster: np.ndarray, release_time: np.ndarray, n_successors: int, same_cluster: float, rng: np.random.Generator
+) -> np.ndarray:
     """``[n_items, n_successors]`` successors, each released no later than its item, never the item itself.
 
     With probability ``same_cluster`` a successor comes from the item's cluster (when it has another
@@ -468,25 +489,25 @@ def _stable_argsort_ids(ids: np.ndarray, n_ids: int) -> np.ndarray:
     if n_ids <= 1 << 16:
         return np.argsort(ids.astype(np.uint16), kind="stable")
     if n_ids <= 1 << 32:
-        order = np.argsort((ids & 0xFFFF).astype(np.uint16), kind="stable")
+        order = np.argsort(ids.astype(np.uint16), kind="stable")  # the cast keeps the low 16 bits
         return order[np.argsort((ids[order] >> 16).astype(np.uint16), kind="stable")]
     return np.argsort(ids, kind="stable")
 
 
-def _sample_fresh(truth: SyntheticTruth, users: np.ndarray, times: np.ndarray,
-                  rng: np.random.Generator) -> np.ndarray:
+def _sample_fresh(truth: SyntheticTruth, users: np.ndarray, times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Fresh draws ``[n]`` for ``users`` ``[n]`` at ``times`` ``[n]``: a taste cluster, then an item in it."""
     config = truth.config
-    slot = rng.integers(0, config.clusters_per_user, size=len(users))
-    clusters = truth.user_clusters_start[users, slot]
+    slot = users * config.clusters_per_user + rng.integers(0, config.clusters_per_user, size=len(users))
+    clusters = truth.user_clusters_start.reshape(-1)[slot]
     if config.drift:
         use_end = rng.random(len(users)) * config.duration < times
-        clusters = np.where(use_end, truth.user_clusters_end[users, slot], clusters)
+        clusters[use_end] = truth.user_clusters_end.reshape(-1)[slot[use_end]]
     return _sample_in_clusters(truth, clusters, times, rng)
 
 
-def _sample_in_clusters(truth: SyntheticTruth, clusters: np.ndarray, times: np.ndarray,
-                        rng: np.random.Generator) -> np.ndarray:
+def _sample_in_clusters(
+    truth: SyntheticTruth, clusters: np.ndarray, times: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Items ``[n]`` drawn from ``P(item | cluster, t)`` (:meth:`SyntheticTruth.item_probabilities_in_cluster`).
 
     Rejection sampling: propose from the static Zipf base popularity by inverting its CDF (O(1) per
@@ -496,8 +517,13 @@ def _sample_in_clusters(truth: SyntheticTruth, clusters: np.ndarray, times: np.n
     config = truth.config
     sizes = np.bincount(truth.item_cluster, minlength=config.n_clusters)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    by_rank = np.lexsort((truth.item_rank, truth.item_cluster))  # cluster c, rank r -> by_rank[starts[c] + r]
+    zipf = _ZipfSampler(sizes, config.zipf_exponent)
+    # Item attributes laid out by (cluster, rank): a proposal is one position, ``starts[c] + rank``.
+    by_rank = np.lexsort((truth.item_rank, truth.item_cluster))
+    release = truth.release_time[by_rank]
     amplitude = config.wave_amplitude if config.popularity_waves else 0.0
+    frequency = 2.0 * np.pi / truth.wave_period[by_rank]
+    phase = truth.wave_phase[by_rank]
 
     items = np.empty(len(clusters), dtype=np.int64)
     pending = np.arange(len(clusters))
@@ -505,14 +531,15 @@ def _sample_in_clusters(truth: SyntheticTruth, clusters: np.ndarray, times: np.n
         if len(pending) == 0:
             return items
         cluster, time = clusters[pending], times[pending]
-        rank = _zipf_ranks(rng.random(len(pending)), sizes[cluster], config.zipf_exponent)
-        proposal = by_rank[starts[cluster] + rank]
-        accept = truth.release_time[proposal] <= time
+        uniform = rng.random((2, len(pending)))
+        proposal = starts[cluster] + zipf.ranks(uniform[0], cluster)
+        accept = release[proposal] <= time
         if amplitude > 0.0:
-            wave = 1.0 + amplitude * np.sin(2.0 * np.pi * time / truth.wave_period[proposal]
-                                            + truth.wave_phase[proposal])
-            accept &= rng.random(len(pending)) * (1.0 + amplitude) < wave
-        items[pending[accept]] = proposal[accept]
+            wave = np.sin(time * frequency[proposal] + phase[proposal])
+            wave *= amplitude
+            wave += 1.0
+            accept &= uniform[1] * (1.0 + amplitude) < wave
+        items[pending[accept]] = by_rank[proposal[accept]]
         pending = pending[~accept]
 
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // truth.n_items)
@@ -528,8 +555,9 @@ def _sample_in_clusters(truth: SyntheticTruth, clusters: np.ndarray, times: np.n
     return items
 
 
-def _follow_successors(successors: np.ndarray, items: np.ndarray, follows: np.ndarray,
-                       rng: np.random.Generator) -> None:
+def _follow_successors(
+    successors: np.ndarray, items: np.ndarray, follows: np.ndarray, rng: np.random.Generator
+) -> None:
     """Fill ``items[k]`` for every ``follows[k]`` with a uniform successor of ``items[k - 1]``, in place.
 
     ``items`` ``[n]`` is in sequence order with fresh draws filled in. A run of follows after a fresh

@@ -46,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -78,7 +78,7 @@ class MFConfig(ModelConfig):
     init_std: float = 0.1
     use_bias: bool = True
     partial_fit_epochs: int = 3
-    n_threads: int = 2
+    n_threads: int = 1
 
     def __post_init__(self) -> None:
         positive_ints = ("n_factors", "batch_size", "n_threads")
@@ -184,21 +184,19 @@ class MFNetwork(nn.Module):
 class _MatrixFactorization(Recommender):
     """Shared estimator: data preparation, the training loop, growth, scoring and persistence.
 
-    Subclasses set ``name``/``Config`` and write :meth:`_loss` (and, for implicit feedback, set
-    ``_samples_negatives``).
+    Subclasses set ``name``/``Config`` and write :meth:`_loss`; implicit-feedback models also draw
+    negatives (:meth:`_epoch_negatives`).
     """
 
     Config: ClassVar[type[ModelConfig]] = MFConfig
     supports_partial_fit: ClassVar[bool] = True
     needs_user_history: ClassVar[bool] = False
     handles_new_items: ClassVar[bool] = True
-    #: whether training draws negative items (implicit feedback) or uses the observed values only.
-    _samples_negatives: ClassVar[bool] = False
 
     config: MFConfig
 
-    def __init__(self, config: ModelConfig | None = None, **overrides: object) -> None:
-        super().__init__(config, **overrides)  # type: ignore[arg-type]
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
         self._network: MFNetwork | None = None
         #: ``[n_users]`` bool: user rows trained on at least one event (others are folded in).
         self._user_trained = np.zeros(0, dtype=bool)
@@ -211,13 +209,15 @@ class _MatrixFactorization(Recommender):
         config = self.config
         generator = torch.Generator().manual_seed(config.seed)
         n_users, n_items, n_factors = interactions.n_users, interactions.n_items, config.n_factors
-        self._network = MFNetwork.from_arrays({
-            "user_factors": _normal(generator, (n_users, n_factors), config.init_std),
-            "item_factors": _normal(generator, (n_items, n_factors), config.init_std),
-            "user_bias": np.zeros(n_users, dtype=np.float32),
-            "item_bias": np.zeros(n_items, dtype=np.float32),
-            "global_bias": np.array([self._initial_global_bias(interactions)], dtype=np.float32),
-        })
+        self._network = MFNetwork.from_arrays(
+            {
+                "user_factors": _normal(generator, (n_users, n_factors), config.init_std),
+                "item_factors": _normal(generator, (n_items, n_factors), config.init_std),
+                "user_bias": np.zeros(n_users, dtype=np.float32),
+                "item_bias": np.zeros(n_items, dtype=np.float32),
+                "global_bias": np.array([self._initial_global_bias(interactions)], dtype=np.float32),
+            }
+        )
         self._user_trained = np.zeros(n_users, dtype=bool)
         self._n_partial_fits = 0
         self._train(interactions, config.n_epochs, np.random.default_rng(config.seed))
@@ -268,10 +268,8 @@ class _MatrixFactorization(Recommender):
                 epoch_users = torch.from_numpy(users[order])
                 epoch_items = torch.from_numpy(items[order])
                 epoch_targets = torch.from_numpy(targets[order])
-                epoch_negatives = None
-                if self._samples_negatives:
-                    negatives = self._sample_negatives(users[order], positive_keys, interactions.n_items, rng)
-                    epoch_negatives = torch.from_numpy(negatives)
+                negatives = self._epoch_negatives(users[order], positive_keys, interactions.n_items, rng)
+                epoch_negatives = None if negatives is None else torch.from_numpy(negatives)
                 total = 0.0
                 for start in range(0, n_examples, config.batch_size):
                     batch = slice(start, start + config.batch_size)
@@ -289,27 +287,11 @@ class _MatrixFactorization(Recommender):
                 self.epoch_losses.append(total / n_examples)
             network.eval()
 
-    def _sample_negatives(
+    def _epoch_negatives(
         self, users: np.ndarray, positive_keys: np.ndarray, n_items: int, rng: np.random.Generator
-    ) -> np.ndarray:
-        """Negative item ids ``[len(users), n_negatives]``, uniform over ``[0, n_items)``.
-
-        With ``reject_positives``, draws that are a training positive of their user are redrawn, all
-        at once, for up to a fixed number of rounds (a user who has consumed nearly the whole
-        catalogue may keep a few positives as negatives).
-        """
-        config = self.config
-        n_negatives = config.n_negatives  # type: ignore[attr-defined]
-        negatives = rng.integers(0, n_items, size=(len(users), n_negatives), dtype=np.int64)
-        if not config.reject_positives or len(positive_keys) == 0:  # type: ignore[attr-defined]
-            return negatives
-        row_users = np.broadcast_to(users[:, None], negatives.shape) * np.int64(n_items)
-        for _ in range(_REJECTION_ROUNDS):
-            hits = np.flatnonzero(_contains(positive_keys, (row_users + negatives).ravel()))
-            if len(hits) == 0:
-                break
-            negatives.ravel()[hits] = rng.integers(0, n_items, size=len(hits), dtype=np.int64)
-        return negatives
+    ) -> np.ndarray | None:
+        """Negative items ``[len(users), n_negatives]`` for the examples of an epoch; None when unused."""
+        return None
 
     def _loss(
         self,
@@ -385,6 +367,55 @@ class _MatrixFactorization(Recommender):
         }
 
 
+class _ImplicitMatrixFactorization(_MatrixFactorization):
+    """Implicit feedback: each distinct (user, item) pair is a positive, negatives are sampled."""
+
+    Config: ClassVar[type[ModelConfig]] = ImplicitMFConfig
+    config: ImplicitMFConfig
+
+    def _epoch_negatives(
+        self, users: np.ndarray, positive_keys: np.ndarray, n_items: int, rng: np.random.Generator
+    ) -> np.ndarray | None:
+        """Negative item ids ``[len(users), n_negatives]``, uniform over ``[0, n_items)``.
+
+        With ``reject_positives``, draws that are a training positive of their user are redrawn, all
+        at once, for up to a fixed number of rounds (a user who has consumed nearly the whole
+        catalogue may keep a few positives as negatives).
+        """
+        negatives = rng.integers(0, n_items, size=(len(users), self.config.n_negatives), dtype=np.int64)
+        if not self.config.reject_positives or len(positive_keys) == 0:
+            return negatives
+        row_users = np.broadcast_to(users[:, None], negatives.shape) * np.int64(n_items)
+        for _ in range(_REJECTION_ROUNDS):
+            hits = np.flatnonzero(_contains(positive_keys, (row_users + negatives).ravel()))
+            if len(hits) == 0:
+                break
+            negatives.ravel()[hits] = rng.integers(0, n_items, size=len(hits), dtype=np.int64)
+        return negatives
+
+    def _loss(
+        self,
+        network: MFNetwork,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor | None,
+    ) -> torch.Tensor:
+        if negatives is None:
+            raise RuntimeError(f"model {self.name!r}: training batch without negatives")
+        use_bias = self.config.use_bias
+        positive = network.pair_scores(users, items, use_bias)  # [batch]
+        negative = network.pair_scores(users, negatives, use_bias)  # [batch, n_negatives]
+        loss = self._implicit_loss(positive, negative).mean()
+        if self.config.l2 > 0:
+            loss = loss + self.config.l2 * _implicit_penalty(network, users, items, negatives, use_bias).mean()
+        return loss
+
+    def _implicit_loss(self, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+        """Loss per example ``[batch]`` from positive scores ``[batch]`` and negative ``[batch, n_negatives]``."""
+        raise NotImplementedError
+
+
 @dataclasses.dataclass(frozen=True)
 class BPRMFConfig(ImplicitMFConfig):
     """Defaults tuned on MovieLens-100K leave-one-out validation items (see the class docstring)."""
@@ -397,7 +428,7 @@ class BPRMFConfig(ImplicitMFConfig):
 
 
 @register
-class BPRMF(_MatrixFactorization):
+class BPRMF(_ImplicitMatrixFactorization):
     """Matrix factorisation trained with the BPR pairwise loss on implicit feedback.
 
     Loss per positive ``(u, i)`` with sampled negatives ``j_1..j_n``:
@@ -407,17 +438,9 @@ class BPRMF(_MatrixFactorization):
 
     name = "mf-bpr"
     Config = BPRMFConfig
-    _samples_negatives = True
 
-    def _loss(self, network, users, items, targets, negatives):  # type: ignore[no-untyped-def]
-        use_bias = self.config.use_bias
-        positive = network.pair_scores(users, items, use_bias)  # [batch]
-        negative = network.pair_scores(users, negatives, use_bias)  # [batch, n_negatives]
-        ranking = -F.logsigmoid(positive[:, None] - negative).mean(dim=1)
-        loss = ranking.mean()
-        if self.config.l2 > 0:
-            loss = loss + self.config.l2 * _implicit_penalty(network, users, items, negatives, use_bias).mean()
-        return loss
+    def _implicit_loss(self, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+        return -F.logsigmoid(positive[:, None] - negative).mean(dim=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,7 +455,7 @@ class BCEMFConfig(ImplicitMFConfig):
 
 
 @register
-class BCEMF(_MatrixFactorization):
+class BCEMF(_ImplicitMatrixFactorization):
     """Matrix factorisation trained with binary cross-entropy on implicit feedback.
 
     Each positive ``(u, i)`` has label 1 and its ``n_negatives`` sampled items label 0; the loss is
@@ -442,17 +465,9 @@ class BCEMF(_MatrixFactorization):
 
     name = "mf-bce"
     Config = BCEMFConfig
-    _samples_negatives = True
 
-    def _loss(self, network, users, items, targets, negatives):  # type: ignore[no-untyped-def]
-        use_bias = self.config.use_bias
-        positive = network.pair_scores(users, items, use_bias)  # [batch]
-        negative = network.pair_scores(users, negatives, use_bias)  # [batch, n_negatives]
-        per_example = -F.logsigmoid(positive) - F.logsigmoid(-negative).mean(dim=1)
-        loss = per_example.mean()
-        if self.config.l2 > 0:
-            loss = loss + self.config.l2 * _implicit_penalty(network, users, items, negatives, use_bias).mean()
-        return loss
+    def _implicit_loss(self, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+        return -F.logsigmoid(positive) - F.logsigmoid(-negative).mean(dim=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -489,7 +504,14 @@ class MSEMF(_MatrixFactorization):
         latest = len(keys) - 1 - first_in_reversed
         return ordered.user_ids[latest], ordered.item_ids[latest], ordered.values[latest]
 
-    def _loss(self, network, users, items, targets, negatives):  # type: ignore[no-untyped-def]
+    def _loss(
+        self,
+        network: MFNetwork,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor | None,
+    ) -> torch.Tensor:
         use_bias = self.config.use_bias
         predictions = network.pair_scores(users, items, use_bias)  # [batch]
         loss = (predictions - targets).pow(2).mean()

@@ -1,0 +1,126 @@
+"""The contract every registered model honours (run automatically over MODEL_REGISTRY)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from liverec.data.interactions import Histories, Interactions
+from liverec.models import MODEL_REGISTRY, Recommender, create_model
+
+ALL_MODELS = sorted(MODEL_REGISTRY)
+
+
+def random_interactions(seed: int, n_users: int = 30, n_items: int = 25, n_events: int = 400) -> Interactions:
+    rng = np.random.default_rng(seed)
+    return Interactions(
+        user_ids=rng.integers(0, n_users, n_events),
+        item_ids=rng.integers(0, n_items, n_events),
+        timestamps=np.sort(rng.uniform(0, 30 * 86_400, n_events)),
+        values=rng.integers(1, 6, n_events).astype(np.float32),
+        event_types=np.zeros(n_events, dtype=np.int16),
+        n_users=n_users,
+        n_items=n_items,
+    )
+
+
+@pytest.fixture(scope="module")
+def data() -> Interactions:
+    return random_interactions(0)
+
+
+@pytest.fixture(scope="module", params=ALL_MODELS)
+def fitted(request: pytest.FixtureRequest, data: Interactions) -> Recommender:
+    return create_model(request.param, seed=3).fit(data)
+
+
+def test_registry_has_every_baseline() -> None:
+    expected = {"pop", "pop-decay", "pop-recent", "itemknn", "ease", "mf-bpr", "mf-bce", "mf-mse"}
+    assert expected <= set(MODEL_REGISTRY)
+
+
+def test_save_load_round_trip(fitted: Recommender, data: Interactions, tmp_path: Path) -> None:
+    histories = Histories.from_interactions(data)
+    fitted.save(tmp_path / "model")
+    loaded = Recommender.load(tmp_path / "model")
+    assert type(loaded) is type(fitted)
+    assert loaded.config == fitted.config
+    np.testing.assert_array_equal(loaded.score(histories), fitted.score(histories))
+    assert not list((tmp_path / "model").glob("*.pkl"))
+
+
+def test_batch_equals_single_user(fitted: Recommender, data: Interactions) -> None:
+    histories = Histories.from_interactions(data)
+    batch_scores = fitted.score(histories)
+    batch_ids, _ = fitted.recommend(histories, k=5)
+    for row in (0, 7, len(histories) - 1):
+        single = histories.select(np.array([row]))
+        np.testing.assert_allclose(fitted.score(single)[0], batch_scores[row], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(fitted.recommend(single, k=5)[0][0], batch_ids[row])
+
+
+def test_seeded_fit_is_reproducible(fitted: Recommender, data: Interactions) -> None:
+    histories = Histories.from_interactions(data)
+    again = create_model(fitted.name, seed=3).fit(data)
+    np.testing.assert_array_equal(again.score(histories), fitted.score(histories))
+
+
+def test_fit_restarts_rather_than_resumes(fitted: Recommender, data: Interactions) -> None:
+    histories = Histories.from_interactions(data)
+    model = create_model(fitted.name, seed=3).fit(random_interactions(5)).fit(data)
+    np.testing.assert_array_equal(model.score(histories), fitted.score(histories))
+
+
+def test_recommendations_never_include_excluded_items(fitted: Recommender, data: Interactions) -> None:
+    histories = Histories.from_interactions(data)
+    rng = np.random.default_rng(1)
+    extra = sp.random(len(histories), data.n_items, density=0.2, format="csr", random_state=rng)
+    ids, scores = fitted.recommend(histories, k=data.n_items, exclude=extra)
+    seen = histories.to_csr(data.n_items) + extra
+    for row in range(len(histories)):
+        banned = set(seen[row].indices)
+        returned = [i for i in ids[row] if i >= 0]
+        assert not banned & set(returned)
+        # everything eligible is returned (k = catalogue size), padding only for the banned ones
+        assert len(returned) == data.n_items - len(banned)
+        assert np.all(np.diff(scores[row][: len(returned)]) <= 0)
+    # keeping seen items makes them eligible again
+    ids_all, _ = fitted.recommend(histories, k=data.n_items, exclude_seen=False)
+    assert (ids_all >= 0).all()
+
+
+def test_unfitted_model_refuses_to_score(data: Interactions) -> None:
+    for name in ALL_MODELS:
+        with pytest.raises(RuntimeError, match="not fitted"):
+            create_model(name).score(Histories.from_interactions(data))
+
+
+def test_partial_fit_grows_and_changes_the_model(fitted: Recommender, data: Interactions, tmp_path: Path) -> None:
+    if not fitted.supports_partial_fit:
+        with pytest.raises(NotImplementedError, match="partial_fit"):
+            fitted.partial_fit(data)
+        return
+    fitted.save(tmp_path / "copy")
+    model = Recommender.load(tmp_path / "copy")
+    histories = Histories.from_interactions(data)
+    before = model.score(histories)
+    # new users and a new item (id n_items) arrive, with events later than everything before
+    new = Interactions.from_arrays(
+        user_ids=[data.n_users, data.n_users, 0, 1, 2],
+        item_ids=[data.n_items, 3, data.n_items, data.n_items, 4],
+        timestamps=np.full(5, data.timestamps.max() + 3600.0),
+        n_users=data.n_users + 1,
+        n_items=data.n_items + 1,
+    )
+    model.partial_fit(new)
+    assert (model.n_users, model.n_items) == (data.n_users + 1, data.n_items + 1)
+    after = model.score(histories)
+    assert after.shape == (len(histories), data.n_items + 1)
+    assert np.isfinite(after).all()
+    assert not np.allclose(after[:, : data.n_items], before)
+    if model.handles_new_items:
+        ids, _ = model.recommend(histories, k=data.n_items + 1, exclude_seen=False)
+        assert (ids == data.n_items).any(axis=1).all()
