@@ -20,7 +20,7 @@ import numpy as np
 
 from liverec import __version__
 from liverec.data.interactions import Dataset
-from liverec.data.loaders import DataFormatError, describe, load_dataset
+from liverec.data.loaders import FORMATS, DataFormatError, describe, load_dataset
 from liverec.data.splits import RankingSplit, leave_one_out, temporal_split, user_temporal_split
 from liverec.data.synthetic import SyntheticConfig, generate
 from liverec.evaluation.protocols import RankingResult, evaluate_ranking
@@ -168,14 +168,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset, source = load_input(args)
     seconds = {"load": time.perf_counter() - started}
     started = time.perf_counter()
-    split, _validation = make_split(dataset, args.protocol, args.test_fraction)
+    split, validation = make_split(dataset, args.protocol, args.test_fraction)
     seconds["split"] = time.perf_counter() - started
     try:
         model = create_model(args.model, **params)
     except (TypeError, ValueError) as error:
         raise UsageError(f"--param: {error}") from None
     started = time.perf_counter()
-    model.fit(split.train)
+    model.fit(split.train, validation=validation)
     seconds["fit"] = time.perf_counter() - started
     report: dict[str, Any] = {
         "dataset": {"name": dataset.name, "source": source, "users": dataset.interactions.n_users,
@@ -280,7 +280,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name in args.models.split(","):
         model: Recommender = create_model(name, seed=args.seed)
         started = time.perf_counter()
-        model.fit(test.train)
+        model.fit(test.train, validation=validation)
         fit_seconds = time.perf_counter() - started
         metrics = evaluate_ranking(model, test, (10,)).metrics
         print(f"{name:<12}{metrics['ndcg@10']:>10.4f}{metrics['recall@10']:>11.4f}{metrics['mrr@10']:>9.4f}"
@@ -295,7 +295,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data", type=Path, help="dataset file or folder: MovieLens (ratings.csv, u.data, "
                        "ratings.dat), an events file (.csv/.tsv/.parquet/.jsonl) or SASRec text (user item per line)")
     group.add_argument("--synthetic", type=int, metavar="N_EVENTS", help="use a generated stream instead of --data")
-    group.add_argument("--format", choices=("movielens", "ml-100k", "ml-1m", "events", "sasrec"),
+    group.add_argument("--format", choices=FORMATS,
                        help="force a loader instead of detecting it")
     for column in ("user", "item", "timestamp", "event_type", "value"):
         group.add_argument(f"--{column.replace('_', '-')}-col", dest=f"{column}_col", default=f"{column}_id"

@@ -134,3 +134,19 @@ def user_temporal_split(interactions: Interactions, test_fraction: float = 0.2, 
     is_test = (from_end < n_test) & (counts >= 2)
     split = _targets_after(ordered.subset(~is_test), ordered.subset(is_test), repeat)
     return RankingSplit(split.train, split.history, split.targets, "user-temporal", split.info, split.test_events)
+
+
+def hold_out_last(interactions: Interactions, min_events: int = 3) -> tuple[Interactions, tuple[Histories, Histories]]:
+    """Carve a validation set out of training data: each user's last event (users with >= ``min_events``).
+
+    Returns the remaining events and ``(history, targets)`` for the held-out users; models use it for
+    early stopping when no validation split is given.
+    """
+    ordered = interactions.sorted()
+    counts = ordered.user_counts()
+    is_last = np.zeros(len(ordered), dtype=bool)
+    users = np.flatnonzero(counts >= min_events)
+    is_last[np.cumsum(counts)[users] - 1] = True
+    train = ordered.subset(~is_last)
+    targets = Histories(users, np.arange(len(users) + 1), ordered.item_ids[is_last])
+    return train, (Histories.from_interactions(train, users), targets)

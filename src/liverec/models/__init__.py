@@ -1,6 +1,6 @@
 """Recommenders under one protocol (see :mod:`liverec.models.base`), registered by name."""
 
-from liverec.models import mf, neighbors, popularity  # noqa: F401  (registration side effects)
+from liverec.models import fusion, mf, neighbors, popularity, sasrec  # noqa: F401  (registration side effects)
 from liverec.models.base import MODEL_REGISTRY, ModelConfig, Recommender, register
 
 __all__ = ["MODEL_REGISTRY", "ModelConfig", "Recommender", "create_model", "register"]

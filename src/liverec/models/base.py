@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from liverec.data.interactions import Histories, Interactions
+from liverec.data.splits import RankingSplit
 
 #: name -> model class; filled by :func:`register`.
 MODEL_REGISTRY: dict[str, type[Recommender]] = {}
@@ -50,6 +51,8 @@ class Recommender(ABC):
     needs_user_history: ClassVar[bool] = True
     #: True when items unseen at ``fit`` time can be scored after ``partial_fit``.
     handles_new_items: ClassVar[bool] = False
+    #: True when ``fit`` uses a validation split (early stopping, learned weights) when one is given.
+    uses_validation: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         base = config if config is not None else self.Config()
@@ -61,12 +64,19 @@ class Recommender(ABC):
         self._fitted = False
 
     # ----------------------------------------------------------------- training
-    def fit(self, interactions: Interactions) -> Self:
-        """Train from scratch on ``interactions``; the same data and seed give the same model."""
+    def fit(self, interactions: Interactions, validation: RankingSplit | None = None) -> Self:
+        """Train from scratch on ``interactions``; the same data and seed give the same model.
+
+        ``validation`` (history and held-out targets, e.g. the leave-one-out validation split) is used
+        by models with ``uses_validation`` for early stopping or weight learning, and ignored by others.
+        """
         if len(interactions) == 0:
             raise ValueError("interactions: expected at least one event to fit on, got none")
         self.n_users, self.n_items = interactions.n_users, interactions.n_items
-        self._fit(interactions)
+        if self.uses_validation:
+            self._fit(interactions, validation)  # type: ignore[call-arg]
+        else:
+            self._fit(interactions)
         self._fitted = True
         return self
 

@@ -2,7 +2,7 @@
 
 Every model here scores a (user, item) pair as
 
-    x_ui = global_bias + user_bias[u] + item_bias[i] + user_factors[u] · item_factors[i]
+    x_ui = μ + b_u + b_i + p_u · q_i      (μ: global bias, b: user/item biases, p/q: user/item factors)
 
 and differs only in what it is trained to do with that score:
 
@@ -15,8 +15,9 @@ and differs only in what it is trained to do with that score:
 
 Training details shared by all three:
 
-* **Optimiser: lazy (sparse) Adam** (``torch.optim.SparseAdam``). Every parameter, the global bias
-  included, is an ``nn.Embedding(sparse=True)``, so one step touches only the rows in the mini-batch:
+* **Optimiser: lazy (sparse) Adam** (``torch.optim.SparseAdam``). The parameters are two
+  ``nn.Embedding(sparse=True)`` tables (user rows ``[p_u, b_u]``, item rows ``[q_i, b_i]``; the
+  global bias is a constant), so one step touches only the rows in the mini-batch:
   the cost of a step does not grow with the catalogue or the user base, which keeps full training
   and the frequent small ``partial_fit`` calls of the online updater cheap. Adam's per-row step sizes
   also make the learning rate far less sensitive than plain SGD's on the long-tailed item
@@ -79,6 +80,7 @@ class MFConfig(ModelConfig):
     use_bias: bool = True
     partial_fit_epochs: int = 3
     n_threads: int = 1
+    final_lr_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         positive_ints = ("n_factors", "batch_size", "n_threads")
@@ -113,72 +115,72 @@ class ImplicitMFConfig(MFConfig):
 
 
 class MFNetwork(nn.Module):
-    """The bilinear scorer: ``x_ui = g + b_u + b_i + p_u · q_i``.
+    """The bilinear scorer ``x_ui = μ + b_u + b_i + p_u · q_i``.
 
-    All parameters are sparse embeddings (the global bias is a ``[1, 1]`` table) so that lazy Adam
-    updates only the rows of a batch.
+    A user row holds ``[p_u, b_u]`` and an item row ``[q_i, b_i]`` (``n_factors + 1`` columns), so a
+    batch reads and updates two sparse tables only (every extra table costs a sparse-gradient
+    coalesce and an optimiser update per step). The global bias ``μ`` is a constant buffer, not a
+    trained parameter: the item biases can absorb any offset, and a fixed ``μ`` (the mean rating for
+    ``mf-mse``) keeps the biases centred so that ``l2`` shrinks them towards it.
     """
 
-    def __init__(self, n_users: int, n_items: int, n_factors: int) -> None:
+    def __init__(self, n_users: int, n_items: int, n_factors: int, global_bias: float = 0.0) -> None:
         super().__init__()
-        self.user_factors = nn.Embedding(n_users, n_factors, sparse=True)  # [n_users, n_factors]
-        self.item_factors = nn.Embedding(n_items, n_factors, sparse=True)  # [n_items, n_factors]
-        self.user_bias = nn.Embedding(n_users, 1, sparse=True)  # [n_users, 1]
-        self.item_bias = nn.Embedding(n_items, 1, sparse=True)  # [n_items, 1]
-        self.global_bias = nn.Embedding(1, 1, sparse=True)  # [1, 1]
+        self.n_factors = n_factors
+        self.users = nn.Embedding(n_users, n_factors + 1, sparse=True)  # [n_users, n_factors + 1]
+        self.items = nn.Embedding(n_items, n_factors + 1, sparse=True)  # [n_items, n_factors + 1]
+        self.global_bias: torch.Tensor
+        self.register_buffer("global_bias", torch.tensor(float(global_bias), dtype=torch.float32))
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> MFNetwork:
-        """A network holding copies of ``arrays`` (keys as in :meth:`to_arrays`)."""
+        """A network holding copies of ``arrays`` (keys and shapes as in :meth:`to_arrays`)."""
         user_factors = np.asarray(arrays["user_factors"], dtype=np.float32)
         item_factors = np.asarray(arrays["item_factors"], dtype=np.float32)
-        network = cls(user_factors.shape[0], item_factors.shape[0], user_factors.shape[1])
+        global_bias = float(np.asarray(arrays["global_bias"]).reshape(-1)[0])
+        network = cls(user_factors.shape[0], item_factors.shape[0], user_factors.shape[1], global_bias)
+        user_rows = np.column_stack([user_factors, np.asarray(arrays["user_bias"], dtype=np.float32)])
+        item_rows = np.column_stack([item_factors, np.asarray(arrays["item_bias"], dtype=np.float32)])
         with torch.no_grad():
-            network.user_factors.weight.copy_(torch.from_numpy(user_factors))
-            network.item_factors.weight.copy_(torch.from_numpy(item_factors))
-            network.user_bias.weight.copy_(torch.from_numpy(np.asarray(arrays["user_bias"], np.float32)[:, None]))
-            network.item_bias.weight.copy_(torch.from_numpy(np.asarray(arrays["item_bias"], np.float32)[:, None]))
-            network.global_bias.weight.fill_(float(np.asarray(arrays["global_bias"]).reshape(-1)[0]))
+            network.users.weight.copy_(torch.from_numpy(user_rows))
+            network.items.weight.copy_(torch.from_numpy(item_rows))
         return network
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """Copies of the weights: factors ``[n, n_factors]``, biases ``[n]``, global bias ``[1]``."""
-        return {
-            "user_factors": self.user_factors.weight.detach().numpy().copy(),
-            "item_factors": self.item_factors.weight.detach().numpy().copy(),
-            "user_bias": self.user_bias.weight.detach().numpy()[:, 0].copy(),
-            "item_bias": self.item_bias.weight.detach().numpy()[:, 0].copy(),
-            "global_bias": self.global_bias.weight.detach().numpy().reshape(1).copy(),
+    def to_arrays(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """The weights: factors ``[n, n_factors]``, biases ``[n]``, global bias ``[1]`` (views unless ``copy``)."""
+        users = self.users.weight.detach().numpy()
+        items = self.items.weight.detach().numpy()
+        f = self.n_factors
+        arrays = {
+            "user_factors": users[:, :f],
+            "item_factors": items[:, :f],
+            "user_bias": users[:, f],
+            "item_bias": items[:, f],
+            "global_bias": self.global_bias.detach().numpy().reshape(1),
         }
+        return {key: np.array(value, copy=True) for key, value in arrays.items()} if copy else arrays
 
-    def pair_scores(self, users: torch.Tensor, items: torch.Tensor, use_bias: bool) -> torch.Tensor:
-        """Scores of users ``[batch]`` against items ``[batch]`` or ``[batch, n]``: same shape as ``items``."""
-        user_vectors = self.user_factors(users)  # [batch, n_factors]
-        item_vectors = self.item_factors(items)  # [batch, (n,) n_factors]
-        if items.dim() == 2:
-            scores = torch.einsum("bf,bnf->bn", user_vectors, item_vectors)
-        else:
-            scores = (user_vectors * item_vectors).sum(dim=-1)
-        if use_bias:
-            user_bias = self.user_bias(users)[:, 0]  # [batch]
-            if items.dim() == 2:
-                user_bias = user_bias[:, None]
-            global_bias = self.global_bias(torch.zeros_like(users))[:, 0]  # [batch]; a lookup keeps grads sparse
-            if items.dim() == 2:
-                global_bias = global_bias[:, None]
-            scores = scores + global_bias + user_bias + self.item_bias(items)[..., 0]
-        return scores
+    def scores(
+        self, user_rows: torch.Tensor, item_rows: torch.Tensor, user_bias: bool, item_bias: bool
+    ) -> torch.Tensor:
+        """Scores of user rows ``[batch, n_factors + 1]`` against item rows ``[batch, (n,) n_factors + 1]``.
 
-    def penalty(self, users: torch.Tensor, items: torch.Tensor, use_bias: bool) -> torch.Tensor:
-        """Squared norms of the rows used by each example, summed per example ``[batch]``.
-
-        ``items`` is ``[batch, n]``: the norms of the ``n`` items of an example are averaged so that
-        the user and each item column carry the same weight whatever the number of negatives.
+        Returns ``[batch]`` or ``[batch, n]`` (the shape of ``item_rows`` without its last axis).
+        ``user_bias`` adds ``μ + b_u``, ``item_bias`` adds ``b_i``.
         """
-        norms = self.user_factors(users).pow(2).sum(-1) + self.item_factors(items).pow(2).sum(-1).sum(-1)
-        if use_bias:
-            norms = norms + self.user_bias(users)[:, 0].pow(2) + self.item_bias(items)[..., 0].pow(2).sum(-1)
-        return norms
+        f = self.n_factors
+        if item_rows.dim() == 3:
+            # broadcast multiply + sum: much faster on CPU than einsum's batch of [1, f] @ [f, n] matmuls
+            scores = (user_rows[:, None, :f] * item_rows[..., :f]).sum(dim=-1)
+            user_terms = user_rows[:, f:]  # [batch, 1], broadcast over the n items
+        else:
+            scores = (user_rows[:, :f] * item_rows[:, :f]).sum(dim=-1)
+            user_terms = user_rows[:, f]
+        if user_bias:
+            scores = scores + user_terms + self.global_bias
+        if item_bias:
+            scores = scores + item_rows[..., f]
+        return scores
 
 
 class _MatrixFactorization(Recommender):
@@ -192,6 +194,9 @@ class _MatrixFactorization(Recommender):
     supports_partial_fit: ClassVar[bool] = True
     needs_user_history: ClassVar[bool] = False
     handles_new_items: ClassVar[bool] = True
+    #: False when the loss cannot identify ``μ + b_u`` (it cancels in BPR's score differences): the
+    #: user biases are then left out of training and stay 0.
+    _learns_user_bias: ClassVar[bool] = True
 
     config: MFConfig
 
@@ -209,13 +214,14 @@ class _MatrixFactorization(Recommender):
         config = self.config
         generator = torch.Generator().manual_seed(config.seed)
         n_users, n_items, n_factors = interactions.n_users, interactions.n_items, config.n_factors
+        global_bias = self._global_bias(interactions) if config.use_bias else 0.0
         self._network = MFNetwork.from_arrays(
             {
                 "user_factors": _normal(generator, (n_users, n_factors), config.init_std),
                 "item_factors": _normal(generator, (n_items, n_factors), config.init_std),
                 "user_bias": np.zeros(n_users, dtype=np.float32),
                 "item_bias": np.zeros(n_items, dtype=np.float32),
-                "global_bias": np.array([self._initial_global_bias(interactions)], dtype=np.float32),
+                "global_bias": np.array([global_bias], dtype=np.float32),
             }
         )
         self._user_trained = np.zeros(n_users, dtype=bool)
@@ -223,23 +229,26 @@ class _MatrixFactorization(Recommender):
         self._train(interactions, config.n_epochs, np.random.default_rng(config.seed))
 
     def _partial_fit(self, interactions: Interactions) -> None:
-        network = self._require_network()
         config = self.config
         self._n_partial_fits += 1
         # one stream of randomness per partial_fit call, so a replayed sequence of calls is reproducible
-        generator = torch.Generator().manual_seed(_mix_seed(config.seed, self._n_partial_fits))
-        arrays = network.to_arrays()
-        n_new_users = interactions.n_users - arrays["user_factors"].shape[0]
-        n_new_items = interactions.n_items - arrays["item_factors"].shape[0]
-        if n_new_users > 0 or n_new_items > 0:
-            arrays = _grown(arrays, max(n_new_users, 0), max(n_new_items, 0), generator, config.init_std)
-            self._network = MFNetwork.from_arrays(arrays)
-            self._user_trained = np.concatenate([self._user_trained, np.zeros(max(n_new_users, 0), dtype=bool)])
-        rng = np.random.default_rng([config.seed, self._n_partial_fits])
-        self._train(interactions, config.partial_fit_epochs, rng)
+        seed = _mix_seed(config.seed, self._n_partial_fits)
+        arrays = self._require_network().to_arrays()
+        n_new_users = max(0, interactions.n_users - arrays["user_factors"].shape[0])
+        n_new_items = max(0, interactions.n_items - arrays["item_factors"].shape[0])
+        if n_new_users or n_new_items:
+            generator = torch.Generator().manual_seed(seed)
+            self._network = MFNetwork.from_arrays(_grown(arrays, n_new_users, n_new_items, generator, config.init_std))
+            self._user_trained = np.concatenate([self._user_trained, np.zeros(n_new_users, dtype=bool)])
+        self._train(interactions, config.partial_fit_epochs, np.random.default_rng(seed))
 
-    def _initial_global_bias(self, interactions: Interactions) -> float:
+    def _global_bias(self, interactions: Interactions) -> float:
+        """The constant ``μ`` of the score (0 for implicit feedback)."""
         return 0.0
+
+    def _bias_terms(self) -> tuple[bool, bool]:
+        """Whether scores include ``μ + b_u`` and ``b_i``."""
+        return self.config.use_bias and self._learns_user_bias, self.config.use_bias
 
     def _training_pairs(self, interactions: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Training examples: users ``[n]``, items ``[n]``, targets ``[n]`` float32.
@@ -262,20 +271,24 @@ class _MatrixFactorization(Recommender):
         optimizer = torch.optim.SparseAdam(list(network.parameters()), lr=config.learning_rate)
         n_examples = len(users)
         with _torch_threads(config.n_threads):
-            network.train()
-            for _ in range(n_epochs):
+            for epoch in range(n_epochs):
+                # learning rate decays geometrically from learning_rate to learning_rate * final_lr_ratio
+                decay = config.final_lr_ratio ** (epoch / (n_epochs - 1)) if n_epochs > 1 else 1.0
+                for group in optimizer.param_groups:
+                    group["lr"] = config.learning_rate * decay
                 order = rng.permutation(n_examples)
                 epoch_users = torch.from_numpy(users[order])
                 epoch_items = torch.from_numpy(items[order])
                 epoch_targets = torch.from_numpy(targets[order])
                 negatives = self._epoch_negatives(users[order], positive_keys, interactions.n_items, rng)
                 epoch_negatives = None if negatives is None else torch.from_numpy(negatives)
-                total = 0.0
+                total = torch.zeros(())
                 for start in range(0, n_examples, config.batch_size):
                     batch = slice(start, start + config.batch_size)
+                    batch_users = epoch_users[batch]
                     loss = self._loss(
                         network,
-                        epoch_users[batch],
+                        batch_users,
                         epoch_items[batch],
                         epoch_targets[batch],
                         None if epoch_negatives is None else epoch_negatives[batch],
@@ -283,9 +296,8 @@ class _MatrixFactorization(Recommender):
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    total += float(loss.detach()) * len(epoch_users[batch])
-                self.epoch_losses.append(total / n_examples)
-            network.eval()
+                    total += loss.detach() * len(batch_users)
+                self.epoch_losses.append(float(total) / n_examples)
 
     def _epoch_negatives(
         self, users: np.ndarray, positive_keys: np.ndarray, n_items: int, rng: np.random.Generator
@@ -307,7 +319,7 @@ class _MatrixFactorization(Recommender):
     # ----------------------------------------------------------------- scoring
     def _user_vectors(self, histories: Histories) -> tuple[np.ndarray, np.ndarray]:
         """User factors ``[batch, n_factors]`` and user biases ``[batch]`` of each row (see module doc)."""
-        arrays = self._arrays()
+        arrays = self._require_network().to_arrays(copy=False)
         item_factors = arrays["item_factors"]
         n_table_items = item_factors.shape[0]
         users = histories.users
@@ -324,17 +336,16 @@ class _MatrixFactorization(Recommender):
             inside = (folded.items >= 0) & (folded.items < n_table_items)
             rows, items = rows[inside], folded.items[inside]
             counts = np.bincount(rows, minlength=len(folded)).astype(np.float32)
-            weights = 1.0 / counts[rows]
-            mean_of_items = sp.csr_matrix((weights, (rows, items)), shape=(len(folded), n_table_items))
+            mean_of_items = sp.csr_matrix((1.0 / counts[rows], (rows, items)), shape=(len(folded), n_table_items))
             vectors[unknown] = np.asarray(mean_of_items @ item_factors, dtype=np.float32)
         return vectors, biases
 
     def _score(self, histories: Histories) -> np.ndarray:
-        arrays = self._arrays()
+        arrays = self._require_network().to_arrays(copy=False)
         vectors, user_bias = self._user_vectors(histories)
         scores = vectors @ arrays["item_factors"].T  # [batch, n_items]
         if self.config.use_bias:
-            scores += arrays["item_bias"][None, :] + user_bias[:, None] + arrays["global_bias"][0]
+            scores += arrays["item_bias"][None, :] + (user_bias + arrays["global_bias"][0])[:, None]
         return scores.astype(np.float32, copy=False)
 
     # ----------------------------------------------------------------- persistence
@@ -349,22 +360,10 @@ class _MatrixFactorization(Recommender):
         self._user_trained = np.asarray(state["user_trained"], dtype=bool).copy()
         self._n_partial_fits = int(np.asarray(state["n_partial_fits"]).reshape(-1)[0])
 
-    # ----------------------------------------------------------------- helpers
     def _require_network(self) -> MFNetwork:
         if self._network is None:
             raise RuntimeError(f"model {self.name!r} is not fitted: call fit first")
         return self._network
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        """Read-only numpy views of the current weights (no copy)."""
-        network = self._require_network()
-        return {
-            "user_factors": network.user_factors.weight.detach().numpy(),
-            "item_factors": network.item_factors.weight.detach().numpy(),
-            "user_bias": network.user_bias.weight.detach().numpy()[:, 0],
-            "item_bias": network.item_bias.weight.detach().numpy()[:, 0],
-            "global_bias": network.global_bias.weight.detach().numpy().reshape(1),
-        }
 
 
 class _ImplicitMatrixFactorization(_MatrixFactorization):
@@ -385,12 +384,14 @@ class _ImplicitMatrixFactorization(_MatrixFactorization):
         negatives = rng.integers(0, n_items, size=(len(users), self.config.n_negatives), dtype=np.int64)
         if not self.config.reject_positives or len(positive_keys) == 0:
             return negatives
-        row_users = np.broadcast_to(users[:, None], negatives.shape) * np.int64(n_items)
+        flat = negatives.reshape(-1)  # a view: redraws land in ``negatives``
+        row_keys = np.repeat(users * np.int64(n_items), self.config.n_negatives)
+        pending = np.arange(len(flat))
         for _ in range(_REJECTION_ROUNDS):
-            hits = np.flatnonzero(_contains(positive_keys, (row_users + negatives).ravel()))
-            if len(hits) == 0:
+            pending = pending[_contains(positive_keys, row_keys[pending] + flat[pending])]
+            if len(pending) == 0:
                 break
-            negatives.ravel()[hits] = rng.integers(0, n_items, size=len(hits), dtype=np.int64)
+            flat[pending] = rng.integers(0, n_items, size=len(pending), dtype=np.int64)
         return negatives
 
     def _loss(
@@ -403,12 +404,17 @@ class _ImplicitMatrixFactorization(_MatrixFactorization):
     ) -> torch.Tensor:
         if negatives is None:
             raise RuntimeError(f"model {self.name!r}: training batch without negatives")
-        use_bias = self.config.use_bias
-        positive = network.pair_scores(users, items, use_bias)  # [batch]
-        negative = network.pair_scores(users, negatives, use_bias)  # [batch, n_negatives]
+        user_bias, item_bias = self._bias_terms()
+        user_rows = network.users(users)  # [batch, n_factors + 1]
+        positive_rows = network.items(items)  # [batch, n_factors + 1]
+        negative_rows = network.items(negatives)  # [batch, n_negatives, n_factors + 1]
+        positive = network.scores(user_rows, positive_rows, user_bias, item_bias)  # [batch]
+        negative = network.scores(user_rows, negative_rows, user_bias, item_bias)  # [batch, n_negatives]
         loss = self._implicit_loss(positive, negative).mean()
         if self.config.l2 > 0:
-            loss = loss + self.config.l2 * _implicit_penalty(network, users, items, negatives, use_bias).mean()
+            # bias columns the loss does not use stay exactly 0, so whole rows can be penalised
+            norms = user_rows.pow(2).sum(-1) + positive_rows.pow(2).sum(-1) + negative_rows.pow(2).sum(-1).mean(-1)
+            loss = loss + self.config.l2 * norms.mean()
         return loss
 
     def _implicit_loss(self, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
@@ -418,7 +424,7 @@ class _ImplicitMatrixFactorization(_MatrixFactorization):
 
 @dataclasses.dataclass(frozen=True)
 class BPRMFConfig(ImplicitMFConfig):
-    """Defaults tuned on MovieLens-100K leave-one-out validation items (see the class docstring)."""
+    """Defaults tuned on MovieLens-100K leave-one-out validation items (see the module docstring)."""
 
     n_factors: int = 64
     n_epochs: int = 30
@@ -432,12 +438,13 @@ class BPRMF(_ImplicitMatrixFactorization):
     """Matrix factorisation trained with the BPR pairwise loss on implicit feedback.
 
     Loss per positive ``(u, i)`` with sampled negatives ``j_1..j_n``:
-    ``mean_k -log σ(x_ui - x_uj_k) + l2 · (‖p_u‖² + ‖q_i‖² + mean_k ‖q_jk‖² + biases²)``.
-    The user and global biases cancel in the difference, so only the item bias is learned.
+    ``mean_k -log σ(x_ui - x_ujk) + l2 · (‖[p_u, b_u]‖² + ‖[q_i, b_i]‖² + mean_k ‖[q_jk, b_jk]‖²)``.
+    ``μ + b_u`` cancels in the difference, so only the item biases are learned (user biases stay 0).
     """
 
     name = "mf-bpr"
     Config = BPRMFConfig
+    _learns_user_bias = False
 
     def _implicit_loss(self, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
         return -F.logsigmoid(positive[:, None] - negative).mean(dim=1)
@@ -459,7 +466,7 @@ class BCEMF(_ImplicitMatrixFactorization):
     """Matrix factorisation trained with binary cross-entropy on implicit feedback.
 
     Each positive ``(u, i)`` has label 1 and its ``n_negatives`` sampled items label 0; the loss is
-    ``BCE(σ(x_ui), 1) + mean_k BCE(σ(x_uj_k), 0)`` plus the same L2 penalty as :class:`BPRMF`.
+    ``-log σ(x_ui) - mean_k log(1 - σ(x_ujk))`` plus the same L2 penalty as :class:`BPRMF`.
     Scores are the logits ``x_ui``.
     """
 
@@ -484,8 +491,9 @@ class MSEMFConfig(MFConfig):
 class MSEMF(_MatrixFactorization):
     """Biased matrix factorisation for explicit ratings, trained with mean squared error.
 
-    ``r̂_ui = μ + b_u + b_i + p_u · q_i`` where μ starts at the mean training rating (and is trained
-    with the rest). The loss per rating is ``(r̂_ui - r_ui)² + l2 · (‖p_u‖² + ‖q_i‖² + b_u² + b_i²)``.
+    ``r̂_ui = μ + b_u + b_i + p_u · q_i`` where μ is the mean training rating of ``fit`` (kept fixed,
+    also by ``partial_fit``). The loss per rating is
+    ``(r̂_ui - r_ui)² + l2 · (‖p_u‖² + b_u² + ‖q_i‖² + b_i²)``.
     When a (user, item) pair was rated more than once, the latest rating (by timestamp) is used.
     :meth:`predict` returns ratings; :meth:`score` ranks items by predicted rating.
     """
@@ -493,14 +501,13 @@ class MSEMF(_MatrixFactorization):
     name = "mf-mse"
     Config = MSEMFConfig
 
-    def _initial_global_bias(self, interactions: Interactions) -> float:
+    def _global_bias(self, interactions: Interactions) -> float:
         return float(np.mean(interactions.values, dtype=np.float64))
 
     def _training_pairs(self, interactions: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ordered = interactions.sorted()  # by user then time: the last row of each pair is its latest
         keys = ordered.user_ids * np.int64(interactions.n_items) + ordered.item_ids
-        reversed_keys = keys[::-1]
-        _, first_in_reversed = np.unique(reversed_keys, return_index=True)
+        _, first_in_reversed = np.unique(keys[::-1], return_index=True)
         latest = len(keys) - 1 - first_in_reversed
         return ordered.user_ids[latest], ordered.item_ids[latest], ordered.values[latest]
 
@@ -512,11 +519,12 @@ class MSEMF(_MatrixFactorization):
         targets: torch.Tensor,
         negatives: torch.Tensor | None,
     ) -> torch.Tensor:
-        use_bias = self.config.use_bias
-        predictions = network.pair_scores(users, items, use_bias)  # [batch]
+        user_rows = network.users(users)  # [batch, n_factors + 1]
+        item_rows = network.items(items)  # [batch, n_factors + 1]
+        predictions = network.scores(user_rows, item_rows, *self._bias_terms())  # [batch]
         loss = (predictions - targets).pow(2).mean()
         if self.config.l2 > 0:
-            loss = loss + self.config.l2 * network.penalty(users, items[:, None], use_bias).mean()
+            loss = loss + self.config.l2 * (user_rows.pow(2).sum(-1) + item_rows.pow(2).sum(-1)).mean()
         return loss
 
     def predict(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
@@ -530,35 +538,23 @@ class MSEMF(_MatrixFactorization):
         item_ids = np.asarray(item_ids, dtype=np.int64).ravel()
         if len(user_ids) != len(item_ids):
             raise ValueError(f"item_ids: expected {len(user_ids)} ids like user_ids, got {len(item_ids)}")
-        arrays = self._arrays()
-        n_items = arrays["item_factors"].shape[0]
+        arrays = self._require_network().to_arrays(copy=False)
         known_users = (user_ids >= 0) & (user_ids < len(self._user_trained))
         known_users[known_users] = self._user_trained[user_ids[known_users]]
-        known_items = (item_ids >= 0) & (item_ids < n_items)
-        safe_users = np.where(known_users, user_ids, 0)
-        safe_items = np.where(known_items, item_ids, 0)
-        user_vectors = np.where(known_users[:, None], arrays["user_factors"][safe_users], 0.0)
-        item_vectors = np.where(known_items[:, None], arrays["item_factors"][safe_items], 0.0)
-        predictions = (user_vectors * item_vectors).sum(axis=1)
+        known_items = (item_ids >= 0) & (item_ids < arrays["item_factors"].shape[0])
+        users, items = user_ids[known_users & known_items], item_ids[known_users & known_items]
+        predictions = np.zeros(len(user_ids), dtype=np.float32)
+        predictions[known_users & known_items] = np.einsum(
+            "nf,nf->n", arrays["user_factors"][users], arrays["item_factors"][items]
+        )
         if self.config.use_bias:
             predictions += arrays["global_bias"][0]
-            predictions += np.where(known_users, arrays["user_bias"][safe_users], 0.0)
-            predictions += np.where(known_items, arrays["item_bias"][safe_items], 0.0)
-        return predictions.astype(np.float32)
+            predictions[known_users] += arrays["user_bias"][user_ids[known_users]]
+            predictions[known_items] += arrays["item_bias"][item_ids[known_items]]
+        return predictions
 
 
 # --------------------------------------------------------------------- helpers
-def _implicit_penalty(
-    network: MFNetwork, users: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor, use_bias: bool
-) -> torch.Tensor:
-    """Per-example L2 penalty ``[batch]``: user + positive item + mean over the negatives."""
-    user_and_positive = network.penalty(users, items[:, None], use_bias)
-    negative_items = network.item_factors(negatives).pow(2).sum(-1)  # [batch, n_negatives]
-    if use_bias:
-        negative_items = negative_items + network.item_bias(negatives)[..., 0].pow(2)
-    return user_and_positive + negative_items.mean(dim=1)
-
-
 def _normal(generator: torch.Generator, shape: tuple[int, int], std: float) -> np.ndarray:
     return (torch.randn(shape, generator=generator) * std).numpy().astype(np.float32)
 

@@ -1,0 +1,424 @@
+"""SASRec: a causal self-attention sequence recommender (Kang & McAuley, ICDM 2018), LiveRec's main model.
+
+The network (:class:`SASRecNetwork`) embeds a user's recent item sequence, adds learned positions,
+runs ``n_layers`` pre-LayerNorm causal Transformer blocks and reads the user's representation at
+the last position. Scores are dot products with the same item table that embeds the inputs, so a
+retrieval index over item vectors serves it directly. There are no per-user parameters: a new event
+changes the representation at once, and deleting a user's history forgets them.
+
+Training (:class:`SASRec`) takes one sequence per user and puts a loss at every position (never one
+sample per prefix). Three losses:
+
+* ``softmax`` — full softmax cross-entropy over the catalogue (default; exact while it fits).
+* ``sampled-softmax`` — cross-entropy over the target and ``n_negatives`` shared negatives drawn
+  ∝ popularity^0.75, with the log-Q correction so the estimate is unbiased for large catalogues.
+* ``bce`` — binary cross-entropy with one uniform negative per position (the original paper's loss).
+
+AdamW with linear warm-up; early stopping on validation NDCG@10 (the validation split passed to
+``fit``, or each user's last training event held out when none is given); the best epoch's weights
+are kept. Item id 0 is padding inside the network; LiveRec item ``i`` is row ``i + 1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from liverec.data.interactions import Histories, Interactions, concat_ranges
+from liverec.data.splits import RankingSplit, hold_out_last
+from liverec.models.base import ModelConfig, Recommender, register
+
+LOSSES = ("softmax", "sampled-softmax", "bce")
+
+
+@dataclasses.dataclass(frozen=True)
+class SASRecConfig(ModelConfig):
+    """SASRec hyperparameters (defaults tuned on ml-100k's validation item, never on test).
+
+    ``max_len``: most recent items a user is represented by; ``dim``: embedding width; ``n_layers`` /
+    ``n_heads``: Transformer blocks / attention heads; ``dropout``: on embeddings, attention and FFN;
+    ``loss``: one of ``softmax``, ``sampled-softmax``, ``bce``; ``n_negatives``: shared negatives per
+    batch for ``sampled-softmax``; ``max_epochs``/``patience``: early stopping, evaluated every
+    ``eval_every`` epochs on validation NDCG@10; ``warmup_steps``: linear learning-rate warm-up;
+    ``n_threads``: torch threads while training and scoring (0 = all cores);
+    ``partial_fit_epochs``: epochs over the new sequences in ``partial_fit``; ``crop``: which
+    ``max_len + 1`` window of a longer history trains each epoch (``last``, or a ``random`` one).
+    """
+
+    max_len: int = 200
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 1
+    dropout: float = 0.2
+    loss: str = "softmax"
+    n_negatives: int = 256
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    max_epochs: int = 200
+    patience: int = 10
+    eval_every: int = 1
+    n_threads: int = 0
+    partial_fit_epochs: int = 1
+    crop: str = "last"
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss: expected one of {', '.join(LOSSES)}, got {self.loss!r}")
+        for name in ("max_len", "dim", "n_layers", "n_heads", "batch_size", "max_epochs", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"n_heads: dim={self.dim} must be divisible by n_heads, got {self.n_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate: expected a positive number, got {self.learning_rate!r}")
+        if self.crop not in ("last", "random"):
+            raise ValueError(f"crop: expected 'last' or 'random', got {self.crop!r}")
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm causal self-attention + position-wise feed-forward, each with a residual."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.query_key_value = nn.Linear(dim, 3 * dim)
+        self.attention_out = nn.Linear(dim, dim)
+        self.feed_forward_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.feed_forward = nn.Sequential(
+            nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim)
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.n_heads = n_heads
+        self.attention_dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[batch, seq_len, dim]`` -> ``[batch, seq_len, dim]``; position t sees positions <= t."""
+        batch, seq_len, dim = x.shape
+        qkv = self.query_key_value(self.attention_norm(x))
+        qkv = qkv.view(batch, seq_len, 3, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(
+            qkv[0], qkv[1], qkv[2], is_causal=True,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+        )  # [batch, heads, seq_len, head_dim]
+        attended = attended.transpose(1, 2).reshape(batch, seq_len, dim)
+        x = x + self.dropout(self.attention_out(attended))
+        return x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))
+
+
+class SASRecNetwork(nn.Module):
+    """Item + position embeddings, causal Transformer blocks, final LayerNorm."""
+
+    def __init__(self, n_items: int, config: SASRecConfig) -> None:
+        super().__init__()
+        self.item_embedding = nn.Embedding(n_items + 1, config.dim, padding_idx=0)  # row 0 = padding
+        self.position_embedding = nn.Embedding(config.max_len, config.dim)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.dim, config.n_heads, config.dropout) for _ in range(config.n_layers)
+        )
+        self.final_norm = nn.LayerNorm(config.dim, eps=1e-8)
+        self.scale = math.sqrt(config.dim)
+
+    def forward(self, sequences: torch.Tensor) -> torch.Tensor:
+        """``sequences``: ``[batch, seq_len]`` item rows, left-padded with 0 -> hidden ``[batch, seq_len, dim]``."""
+        seq_len = sequences.shape[1]
+        positions = torch.arange(seq_len, device=sequences.device)
+        x = self.item_embedding(sequences) * self.scale + self.position_embedding(positions)[None]
+        x = self.embedding_dropout(x)
+        not_padding = (sequences > 0).unsqueeze(-1).to(x.dtype)
+        x = x * not_padding
+        for block in self.blocks:
+            x = block(x) * not_padding
+        return self.final_norm(x)
+
+    def item_vectors(self) -> torch.Tensor:
+        """``[n_items, dim]``: the output item table (padding row dropped)."""
+        return self.item_embedding.weight[1:]
+
+
+@contextmanager
+def _torch_threads(n_threads: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads if n_threads > 0 else (os.cpu_count() or 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def padded_sequences(histories: Histories, length: int) -> np.ndarray:
+    """``[len(histories), length]`` of each row's last ``length`` items as network rows (item + 1), left-padded."""
+    recent = histories.last(length)
+    lengths = recent.lengths()
+    out = np.zeros((len(recent), length), dtype=np.int64)
+    rows = np.repeat(np.arange(len(recent)), lengths)
+    columns = np.arange(len(recent.items)) - np.repeat(recent.indptr[:-1], lengths) + np.repeat(length - lengths, lengths)
+    out[rows, columns] = recent.items + 1
+    return out
+
+
+@register
+class SASRec(Recommender):
+    """``sasrec``: self-attentive sequential recommendation (see the module docstring)."""
+
+    name = "sasrec"
+    Config = SASRecConfig
+    config: SASRecConfig
+    supports_partial_fit = True
+    handles_new_items = True
+    uses_validation = True
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.network: SASRecNetwork | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.item_log_q = np.zeros(0)
+        self.history: list[dict[str, float]] = []
+        self._steps = 0
+
+    # ------------------------------------------------------------------------------------------ training
+    def _fit(self, interactions: Interactions, validation: RankingSplit | None = None) -> None:
+        config = self.config
+        torch.manual_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        if validation is None:
+            interactions, held_out = hold_out_last(interactions)
+        else:
+            held_out = (validation.history, validation.targets)
+        self.network = SASRecNetwork(interactions.n_items, config)
+        self._init_weights()
+        self.optimizer = torch.optim.AdamW(
+            self.network.parameters(), lr=config.learning_rate, betas=(0.9, 0.98), weight_decay=config.weight_decay
+        )
+        self._steps = 0
+        self.history = []
+        self._set_sampling_distribution(interactions)
+        histories = _trainable(Histories.from_interactions(interactions))
+        best_ndcg, best_state, best_epoch, waited = -1.0, None, 0, 0
+        started = time.perf_counter()
+        with _torch_threads(config.n_threads):
+            for epoch in range(1, config.max_epochs + 1):
+                loss = self._train_epoch(histories, rng)
+                if epoch % config.eval_every and epoch != config.max_epochs:
+                    continue
+                ndcg = self._validation_ndcg(*held_out)
+                self.history.append({"epoch": epoch, "loss": loss, "val_ndcg@10": ndcg,
+                                     "seconds": time.perf_counter() - started})
+                if config.verbose:
+                    print(f"epoch {epoch:4d} loss {loss:.4f} val ndcg@10 {ndcg:.4f} "
+                          f"({time.perf_counter() - started:.1f}s)", flush=True)
+                if ndcg > best_ndcg:
+                    best_ndcg, best_epoch, waited = ndcg, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+                else:
+                    waited += config.eval_every
+                    if waited >= config.patience:
+                        break
+        if best_state is not None:
+            self.network.load_state_dict(best_state)
+        self.best_epoch, self.best_validation_ndcg = best_epoch, best_ndcg
+
+    def _partial_fit(self, interactions: Interactions) -> None:
+        """Continue from the current weights on the sequences in ``interactions``; grow the item table."""
+        config = self.config
+        self._grow_items(interactions.n_items)
+        rng = np.random.default_rng(config.seed + 1 + self._steps)
+        self._set_sampling_distribution(interactions, blend=True)
+        histories = _trainable(Histories.from_interactions(interactions))
+        if len(histories) == 0:
+            return
+        with _torch_threads(config.n_threads):
+            for _ in range(config.partial_fit_epochs):
+                self._train_epoch(histories, rng)
+
+    def _init_weights(self) -> None:
+        generator = torch.Generator().manual_seed(self.config.seed)
+        for name, parameter in self._net().named_parameters():
+            if parameter.dim() >= 2:
+                with torch.no_grad():
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+                    if "item_embedding" in name:
+                        parameter[0].zero_()
+
+    def _set_sampling_distribution(self, interactions: Interactions, blend: bool = False) -> None:
+        counts = np.bincount(interactions.item_ids, minlength=interactions.n_items).astype(np.float64)
+        if blend and len(self.item_log_q):
+            old = np.exp(self.item_log_q) * len(interactions)
+            counts[: len(old)] += old
+        weights = (counts + 1.0) ** 0.75
+        self.item_log_q = np.log(weights / weights.sum())
+
+    def _train_epoch(self, histories: Histories, rng: np.random.Generator) -> float:
+        """One pass over every user's window; batches group users of similar length (little padding)."""
+        network, optimizer, config = self._net(), self._optimizer(), self.config
+        network.train()
+        windows = _windows(histories, config.max_len + 1, rng if config.crop == "random" else None)
+        lengths = windows.lengths()
+        # sort by length with random tie order, cut into batches, visit batches in random order
+        by_length = np.lexsort((rng.random(len(lengths)), lengths))
+        batches = [by_length[i : i + config.batch_size] for i in range(0, len(by_length), config.batch_size)]
+        total, count = 0.0, 0
+        for index in rng.permutation(len(batches)):
+            rows = batches[index]
+            width = int(lengths[rows].max())
+            batch = torch.from_numpy(padded_sequences(windows.select(rows), width))
+            inputs, targets = batch[:, :-1], batch[:, 1:]
+            mask = inputs > 0
+            hidden = network(inputs)[mask]  # [n_positions, dim]
+            loss = self._loss(hidden, targets[mask], rng)
+            self._steps += 1
+            scale = min(1.0, self._steps / config.warmup_steps) if config.warmup_steps > 0 else 1.0
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate * scale
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(hidden)
+            count += len(hidden)
+        return total / max(count, 1)
+
+    def _loss(self, hidden: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """``hidden``: ``[n, dim]`` at non-padding positions; ``targets``: ``[n]`` network rows of the next items."""
+        items = self._net().item_vectors()  # [n_items, dim]
+        loss_name = self.config.loss
+        if loss_name == "softmax":
+            return F.cross_entropy(hidden @ items.T, targets - 1)
+        if loss_name == "sampled-softmax":
+            n_items = items.shape[0]
+            probabilities = np.exp(self.item_log_q)
+            negatives = rng.choice(n_items, size=min(self.config.n_negatives, n_items), p=probabilities / probabilities.sum())
+            negatives_t = torch.from_numpy(negatives)
+            log_q = torch.from_numpy(self.item_log_q).to(hidden.dtype)
+            positive = (hidden * items[targets - 1]).sum(-1, keepdim=True) - log_q[targets - 1, None]
+            negative = hidden @ items[negatives_t].T - log_q[negatives_t][None, :]  # [n, n_negatives]
+            negative = negative.masked_fill(negatives_t[None, :] == (targets[:, None] - 1), float("-inf"))
+            logits = torch.cat([positive, negative], dim=1)
+            return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+        negatives_t = torch.from_numpy(rng.integers(0, items.shape[0], size=len(targets)))
+        positive = (hidden * items[targets - 1]).sum(-1)
+        negative = (hidden * items[negatives_t]).sum(-1)
+        return F.binary_cross_entropy_with_logits(positive, torch.ones_like(positive)) + \
+            F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative))
+
+    def _validation_ndcg(self, history: Histories, targets: Histories) -> float:
+        """Mean NDCG@10 of each row's first target, full ranking, history items excluded."""
+        if len(history) == 0:
+            return 0.0
+        scores = self._score(history)
+        seen = history.to_csr(max(self.n_items, int(history.items.max(initial=-1)) + 1))[:, : self.n_items].tocoo()
+        scores[seen.row, seen.col] = -np.inf
+        target = targets.items[targets.indptr[:-1]]
+        known = target < scores.shape[1]
+        target_scores = scores[np.arange(len(target)), np.minimum(target, scores.shape[1] - 1)]
+        rank = (scores > target_scores[:, None]).sum(axis=1)
+        gains = np.where(known & (rank < 10), 1.0 / np.log2(rank + 2.0), 0.0)
+        return float(gains.mean())
+
+    # ------------------------------------------------------------------------------------------ scoring
+    def user_vectors(self, histories: Histories) -> np.ndarray:
+        """``[len(histories), dim]``: each row's representation (hidden state at its last position)."""
+        network = self._net()
+        known = histories
+        if len(known.items) and known.items.max() >= self.n_items:  # items beyond the table are skipped
+            keep = known.items < self.n_items
+            rows = np.repeat(np.arange(len(known)), known.lengths())
+            lengths = np.bincount(rows[keep], minlength=len(known))
+            known = Histories(known.users, np.concatenate([[0], np.cumsum(lengths)]), known.items[keep])
+        sequences = torch.from_numpy(padded_sequences(known, self.config.max_len))
+        network.eval()
+        with torch.inference_mode():
+            hidden = network(sequences)[:, -1, :]
+        return hidden.numpy()
+
+    def item_vectors(self) -> np.ndarray:
+        """``[n_items, dim]``: the item table scores are dot products with."""
+        return self._net().item_vectors().detach().numpy()
+
+    def _score(self, histories: Histories) -> np.ndarray:
+        with _torch_threads(self.config.n_threads), torch.inference_mode():
+            users = torch.from_numpy(self.user_vectors(histories))
+            scores = users @ self._net().item_vectors().T
+        return scores.numpy().astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------------------------------------ growth & state
+    def _grow_items(self, n_items: int) -> None:
+        """Append rows for new items, initialised to the mean item vector; keep AdamW state of old rows."""
+        network, optimizer = self._net(), self._optimizer()
+        old = network.item_embedding.weight
+        n_old = old.shape[0] - 1
+        if n_items <= n_old:
+            return
+        with torch.no_grad():
+            mean = old[1:].mean(dim=0, keepdim=True)
+            grown = nn.Parameter(torch.cat([old.detach(), mean.expand(n_items - n_old, -1)], dim=0))
+        network.item_embedding.weight = grown
+        network.item_embedding.num_embeddings = n_items + 1
+        state = optimizer.state.pop(old, None)
+        for group in optimizer.param_groups:
+            group["params"] = [grown if p is old else p for p in group["params"]]
+        if state:  # AdamW moments of existing rows are kept; new rows start from zero
+            optimizer.state[grown] = {
+                key: torch.cat([value, value.new_zeros(n_items - n_old, *value.shape[1:])])
+                if torch.is_tensor(value) and value.dim() == 2 else value
+                for key, value in state.items()
+            }
+
+    def _net(self) -> SASRecNetwork:
+        if self.network is None:
+            raise RuntimeError(f"model {self.name!r} is not fitted: call fit first")
+        return self.network
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            raise RuntimeError(f"model {self.name!r} has no optimiser: call fit first")
+        return self.optimizer
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        state = {f"network.{k}": v.detach().numpy() for k, v in self._net().state_dict().items()}
+        state["item_log_q"] = self.item_log_q
+        return state
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        n_items = state["network.item_embedding.weight"].shape[0] - 1
+        self.network = SASRecNetwork(n_items, self.config)
+        self.network.load_state_dict(
+            {k.removeprefix("network."): torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("network.")}
+        )
+        self.item_log_q = state["item_log_q"]
+        self.optimizer = torch.optim.AdamW(
+            self.network.parameters(), lr=self.config.learning_rate, betas=(0.9, 0.98),
+            weight_decay=self.config.weight_decay,
+        )
+
+
+def _trainable(histories: Histories) -> Histories:
+    """Rows with at least two items (one input, one target)."""
+    return histories.select(np.flatnonzero(histories.lengths() >= 2))
+
+
+def _windows(histories: Histories, length: int, rng: np.random.Generator | None) -> Histories:
+    """Each row cut to a window of at most ``length`` consecutive items: the last one, or a random one."""
+    lengths = histories.lengths()
+    size = np.minimum(lengths, length)
+    end = histories.indptr[1:].copy()
+    if rng is not None:
+        slack = lengths - size  # how far back a window may start
+        end -= (rng.random(len(lengths)) * (slack + 1)).astype(np.int64)
+    start = end - size
+    take = concat_ranges(start, size)
+    return Histories(histories.users, np.concatenate([[0], np.cumsum(size)]), histories.items[take])
