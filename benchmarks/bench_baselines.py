@@ -52,14 +52,23 @@ def main() -> None:
             "ndcg@10": round(metrics["ndcg@10"], 4),
             "recall@10": round(metrics["recall@10"], 4),
         }
-    print(json.dumps({
-        "benchmark": "baselines-ml100k-loo",
-        "dataset": str(args.data),
-        "repeats": args.repeats,
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-                    "load_average": os.getloadavg()},
-        "models": results,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "baselines-ml100k-loo",
+                "dataset": str(args.data),
+                "repeats": args.repeats,
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(),
+                    "python": platform.python_version(),
+                    "load_average": os.getloadavg(),
+                },
+                "models": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

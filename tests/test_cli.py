@@ -39,8 +39,20 @@ def test_evaluate_ml100k_rankings_recompute(
     model: str, ml100k_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_file = tmp_path / "rankings.csv"
-    code, out, _ = run_cli(capsys, "evaluate", "--data", str(ml100k_path), "--model", model, "--protocol", "loo",
-                           "--json", "--save-rankings", str(out_file), "--quiet")
+    code, out, _ = run_cli(
+        capsys,
+        "evaluate",
+        "--data",
+        str(ml100k_path),
+        "--model",
+        model,
+        "--protocol",
+        "loo",
+        "--json",
+        "--save-rankings",
+        str(out_file),
+        "--quiet",
+    )
     assert code == 0
     report = json.loads(out)
     assert report["dataset"]["users"] == 943 and report["evaluated_users"] == 943
@@ -53,8 +65,20 @@ def test_evaluate_ml100k_rankings_recompute(
 
 
 def test_evaluate_temporal(ml100k_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "evaluate", "--data", str(ml100k_path), "--model", "ease", "--protocol",
-                           "temporal", "--k", "5,10", "--json", "--quiet")
+    code, out, _ = run_cli(
+        capsys,
+        "evaluate",
+        "--data",
+        str(ml100k_path),
+        "--model",
+        "ease",
+        "--protocol",
+        "temporal",
+        "--k",
+        "5,10",
+        "--json",
+        "--quiet",
+    )
     assert code == 0
     report = json.loads(out)
     assert report["protocol"]["name"] == "temporal"
@@ -64,8 +88,18 @@ def test_evaluate_temporal(ml100k_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_sampled_protocol_is_labelled_and_flatters(ml100k_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "evaluate", "--data", str(ml100k_path), "--model", "ease",
-                           "--sampled-negatives", "100", "--json", "--quiet")
+    code, out, _ = run_cli(
+        capsys,
+        "evaluate",
+        "--data",
+        str(ml100k_path),
+        "--model",
+        "ease",
+        "--sampled-negatives",
+        "100",
+        "--json",
+        "--quiet",
+    )
     assert code == 0
     report = json.loads(out)
     assert "SAMPLED" in report["sampled_metrics"]["description"]
@@ -75,16 +109,29 @@ def test_sampled_protocol_is_labelled_and_flatters(ml100k_path: Path, capsys: py
 
 
 def test_rating_task(ml100k_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "evaluate", "--data", str(ml100k_path), "--model", "mf-mse", "--task", "rating",
-                           "--protocol", "temporal", "--json", "--quiet")
+    code, out, _ = run_cli(
+        capsys,
+        "evaluate",
+        "--data",
+        str(ml100k_path),
+        "--model",
+        "mf-mse",
+        "--task",
+        "rating",
+        "--protocol",
+        "temporal",
+        "--json",
+        "--quiet",
+    )
     assert code == 0
     metrics = json.loads(out)["metrics"]
     assert 0.5 < metrics["mae"] < metrics["rmse"] < 1.3
 
 
 def test_table_output_and_params(ml100k_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "evaluate", "--data", str(ml100k_path), "--model", "itemknn",
-                           "--param", "n_neighbors=10", "--quiet")
+    code, out, _ = run_cli(
+        capsys, "evaluate", "--data", str(ml100k_path), "--model", "itemknn", "--param", "n_neighbors=10", "--quiet"
+    )
     assert code == 0
     assert "ndcg@10" in out and '"n_neighbors": 10' in out
 
@@ -131,15 +178,17 @@ def test_missing_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
 
 def test_every_subcommand_has_help() -> None:
     for command in ("evaluate", "info", "generate", "models", "demo"):
-        result = subprocess.run([sys.executable, "-m", "liverec.cli", command, "--help"],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "liverec.cli", command, "--help"], capture_output=True, text=True, check=False
+        )
         assert result.returncode == 0 and "usage: liverec" in result.stdout
 
 
 def test_generate_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "stream.csv"
-    code, out, _ = run_cli(capsys, "generate", "--events", "5000", "--users", "200", "--items", "100",
-                           "--output", str(path))
+    code, out, _ = run_cli(
+        capsys, "generate", "--events", "5000", "--users", "200", "--items", "100", "--output", str(path)
+    )
     assert code == 0 and path.exists()
     code, out, _ = run_cli(capsys, "evaluate", "--data", str(path), "--model", "pop", "--json", "--quiet")
     assert code == 0 and json.loads(out)["dataset"]["events"] == 5000

@@ -44,8 +44,9 @@ def parse_params(model_name: str, pairs: Sequence[str]) -> dict[str, Any]:
         if not sep:
             raise UsageError(f"--param: expected NAME=VALUE, got {pair!r}")
         if key not in fields:
-            raise UsageError(f"--param: model {model_name!r} has no parameter {key!r}; "
-                             f"expected one of {', '.join(sorted(fields))}")
+            raise UsageError(
+                f"--param: model {model_name!r} has no parameter {key!r}; expected one of {', '.join(sorted(fields))}"
+            )
         default = fields[key].default
         try:
             if isinstance(default, bool):
@@ -90,8 +91,11 @@ def load_input(args: argparse.Namespace) -> tuple[Dataset, str]:
     if args.data is None:
         raise UsageError("--data: a dataset file or folder is required (or --synthetic N_EVENTS)")
     mapping = {
-        "user_col": args.user_col, "item_col": args.item_col, "timestamp_col": args.timestamp_col,
-        "event_type_col": args.event_type_col, "value_col": args.value_col,
+        "user_col": args.user_col,
+        "item_col": args.item_col,
+        "timestamp_col": args.timestamp_col,
+        "event_type_col": args.event_type_col,
+        "value_col": args.value_col,
     }
     return load_dataset(args.data, format=args.format, **mapping), str(args.data)
 
@@ -114,18 +118,22 @@ def save_rankings(path: Path, dataset: Dataset, split: RankingSplit, result: Ran
     n_users, k = ranked.shape
     valid = ranked >= 0
     user_rows = np.repeat(np.arange(n_users), k).reshape(n_users, k)
-    frame = pd.DataFrame({
-        "user_id": dataset.user_map.to_external(split.history.users[user_rows[valid]]),
-        "item_id": dataset.item_map.to_external(ranked[valid]),
-        "rank": np.tile(np.arange(1, k + 1), n_users).reshape(n_users, k)[valid],
-        "score": scores[valid].astype(np.float64),
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": dataset.user_map.to_external(split.history.users[user_rows[valid]]),
+            "item_id": dataset.item_map.to_external(ranked[valid]),
+            "rank": np.tile(np.arange(1, k + 1), n_users).reshape(n_users, k)[valid],
+            "score": scores[valid].astype(np.float64),
+        }
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False, float_format="%.9g")
-    targets = pd.DataFrame({
-        "user_id": dataset.user_map.to_external(np.repeat(split.targets.users, split.targets.lengths())),
-        "item_id": dataset.item_map.to_external(split.targets.items),
-    })
+    targets = pd.DataFrame(
+        {
+            "user_id": dataset.user_map.to_external(np.repeat(split.targets.users, split.targets.lengths())),
+            "item_id": dataset.item_map.to_external(split.targets.items),
+        }
+    )
     targets.to_csv(f"{path}.targets.csv", index=False)
 
 
@@ -178,11 +186,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model.fit(split.train, validation=validation)
     seconds["fit"] = time.perf_counter() - started
     report: dict[str, Any] = {
-        "dataset": {"name": dataset.name, "source": source, "users": dataset.interactions.n_users,
-                    "items": dataset.interactions.n_items, "events": len(dataset.interactions)},
-        "protocol": {"name": args.protocol, "description": PROTOCOL_DESCRIPTIONS[args.protocol],
-                     "test_fraction": args.test_fraction if args.protocol != "loo" else None,
-                     **{key: value for key, value in split.info.items()}},
+        "dataset": {
+            "name": dataset.name,
+            "source": source,
+            "users": dataset.interactions.n_users,
+            "items": dataset.interactions.n_items,
+            "events": len(dataset.interactions),
+        },
+        "protocol": {
+            "name": args.protocol,
+            "description": PROTOCOL_DESCRIPTIONS[args.protocol],
+            "test_fraction": args.test_fraction if args.protocol != "loo" else None,
+            **{key: value for key, value in split.info.items()},
+        },
         "task": args.task,
         "model": args.model,
         "parameters": dataclasses.asdict(model.config),
@@ -197,11 +213,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         except TypeError as error:
             raise UsageError(f"--task rating: {error}") from None
         report["evaluated_events"] = len(split.test_events)
-        report["evaluated_users"] = int(len(np.unique(split.test_events.user_ids)))
+        report["evaluated_users"] = len(np.unique(split.test_events.user_ids))
     else:
         result = evaluate_ranking(
-            model, split, ks, exclude_seen=not args.keep_seen, sampled_negatives=args.sampled_negatives or None,
-            seed=args.seed, progress=not args.quiet,
+            model,
+            split,
+            ks,
+            exclude_seen=not args.keep_seen,
+            sampled_negatives=args.sampled_negatives or None,
+            seed=args.seed,
+            progress=not args.quiet,
         )
         report["metrics"] = result.metrics
         report["exclude_seen"] = not args.keep_seen
@@ -209,7 +230,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if result.sampled is not None:
             report["sampled_metrics"] = {
                 "description": f"SAMPLED: target ranked among {args.sampled_negatives} uniform negatives the user "
-                               "never interacted with (SASRec paper protocol); not comparable to full ranking",
+                "never interacted with (SASRec paper protocol); not comparable to full ranking",
                 "negatives": args.sampled_negatives,
                 "metrics": result.sampled,
             }
@@ -224,10 +245,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    dataset, source = load_input(args)
+    dataset, _source = load_input(args)
     summary = describe(dataset)
-    print(json.dumps(summary, default=str) if args.json else
-          "\n".join(f"{key:<20}{value}" for key, value in summary.items()))
+    print(
+        json.dumps(summary, default=str)
+        if args.json
+        else "\n".join(f"{key:<20}{value}" for key, value in summary.items())
+    )
     return 0
 
 
@@ -239,21 +263,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
     dataset, _truth = generate(config)
     seconds = time.perf_counter() - started
     inter = dataset.interactions
-    frame = pd.DataFrame({
-        "user_id": dataset.user_map.to_external(inter.user_ids),
-        "item_id": dataset.item_map.to_external(inter.item_ids),
-        "timestamp": inter.timestamps,
-        "event_type": np.asarray(inter.event_type_names, dtype=object)[inter.event_types],
-        "value": inter.values,
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": dataset.user_map.to_external(inter.user_ids),
+            "item_id": dataset.item_map.to_external(inter.item_ids),
+            "timestamp": inter.timestamps,
+            "event_type": np.asarray(inter.event_type_names, dtype=object)[inter.event_types],
+            "value": inter.values,
+        }
+    )
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".parquet":
         frame.to_parquet(out, index=False)
     else:
         frame.to_csv(out, index=False, sep="\t" if out.suffix == ".tsv" else ",")
-    print(f"wrote {len(frame)} events ({inter.n_users} users, {inter.n_items} items) to {out} "
-          f"in {seconds:.2f}s generation")
+    print(
+        f"wrote {len(frame)} events ({inter.n_users} users, {inter.n_items} items) to {out} "
+        f"in {seconds:.2f}s generation"
+    )
     return 0
 
 
@@ -271,9 +299,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = SyntheticConfig(n_users=args.users, n_items=args.items, n_events=args.events, seed=args.seed)
     started = time.perf_counter()
     dataset, _truth = generate(config)
-    print(f"generated {len(dataset.interactions)} synthetic events ({config.n_users} users, {config.n_items} items, "
-          f"drifting tastes, popularity waves, planted item sequences, new items mid-stream) "
-          f"in {time.perf_counter() - started:.2f}s")
+    print(
+        f"generated {len(dataset.interactions)} synthetic events ({config.n_users} users, {config.n_items} items, "
+        f"drifting tastes, popularity waves, planted item sequences, new items mid-stream) "
+        f"in {time.perf_counter() - started:.2f}s"
+    )
     validation, test = leave_one_out(dataset.interactions)
     print(f"leave-one-out, full ranking, seen items excluded: {len(test.history)} users evaluated\n")
     print(f"{'model':<12}{'ndcg@10':>10}{'recall@10':>11}{'mrr@10':>9}{'coverage@10':>13}{'fit s':>8}")
@@ -283,8 +313,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model.fit(test.train, validation=validation)
         fit_seconds = time.perf_counter() - started
         metrics = evaluate_ranking(model, test, (10,)).metrics
-        print(f"{name:<12}{metrics['ndcg@10']:>10.4f}{metrics['recall@10']:>11.4f}{metrics['mrr@10']:>9.4f}"
-              f"{metrics['coverage@10']:>13.4f}{fit_seconds:>8.2f}", flush=True)
+        print(
+            f"{name:<12}{metrics['ndcg@10']:>10.4f}{metrics['recall@10']:>11.4f}{metrics['mrr@10']:>9.4f}"
+            f"{metrics['coverage@10']:>13.4f}{fit_seconds:>8.2f}",
+            flush=True,
+        )
     print("\nnext: liverec evaluate --data PATH --model ease   (PATH: a MovieLens folder or an events file)")
     return 0
 
@@ -292,15 +325,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------- parser
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--data", type=Path, help="dataset file or folder: MovieLens (ratings.csv, u.data, "
-                       "ratings.dat), an events file (.csv/.tsv/.parquet/.jsonl) or SASRec text (user item per line)")
+    group.add_argument(
+        "--data",
+        type=Path,
+        help="dataset file or folder: MovieLens (ratings.csv, u.data, "
+        "ratings.dat), an events file (.csv/.tsv/.parquet/.jsonl) or SASRec text (user item per line)",
+    )
     group.add_argument("--synthetic", type=int, metavar="N_EVENTS", help="use a generated stream instead of --data")
-    group.add_argument("--format", choices=FORMATS,
-                       help="force a loader instead of detecting it")
+    group.add_argument("--format", choices=FORMATS, help="force a loader instead of detecting it")
     for column in ("user", "item", "timestamp", "event_type", "value"):
-        group.add_argument(f"--{column.replace('_', '-')}-col", dest=f"{column}_col", default=f"{column}_id"
-                           if column in ("user", "item") else column, metavar="NAME",
-                           help=f"column holding the {column.replace('_', ' ')} in an events file")
+        group.add_argument(
+            f"--{column.replace('_', '-')}-col",
+            dest=f"{column}_col",
+            default=f"{column}_id" if column in ("user", "item") else column,
+            metavar="NAME",
+            help=f"column holding the {column.replace('_', ' ')} in an events file",
+        )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
@@ -309,22 +349,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"liverec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    evaluate = sub.add_parser("evaluate", help="train a model on a split and measure it",
-                              description="Train a model on the training part of a split and report full-ranking "
-                                          "metrics (seen items excluded), optionally the sampled protocol too.")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="train a model on a split and measure it",
+        description="Train a model on the training part of a split and report full-ranking "
+        "metrics (seen items excluded), optionally the sampled protocol too.",
+    )
     _add_data_options(evaluate)
     evaluate.add_argument("--model", required=True, help=f"one of: {', '.join(sorted(MODEL_REGISTRY))}")
     evaluate.add_argument("--protocol", choices=PROTOCOLS, default="loo", help="split (default loo)")
-    evaluate.add_argument("--test-fraction", type=float, default=0.2,
-                          help="share of events held out by temporal protocols (default 0.2)")
-    evaluate.add_argument("--task", choices=("ranking", "rating"), default="ranking",
-                          help="ranking (top-K metrics) or rating (RMSE/MAE of predicted values; mf-mse)")
+    evaluate.add_argument(
+        "--test-fraction", type=float, default=0.2, help="share of events held out by temporal protocols (default 0.2)"
+    )
+    evaluate.add_argument(
+        "--task",
+        choices=("ranking", "rating"),
+        default="ranking",
+        help="ranking (top-K metrics) or rating (RMSE/MAE of predicted values; mf-mse)",
+    )
     evaluate.add_argument("--k", default="10", help="cut-off(s), e.g. 10 or 5,10,20 (default 10)")
-    evaluate.add_argument("--sampled-negatives", type=int, default=0, metavar="N",
-                          help="also report the SAMPLED protocol with N negatives (papers use 100)")
+    evaluate.add_argument(
+        "--sampled-negatives",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also report the SAMPLED protocol with N negatives (papers use 100)",
+    )
     evaluate.add_argument("--keep-seen", action="store_true", help="do not exclude items the user has seen")
-    evaluate.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                          help="model hyperparameter override (repeatable); see `liverec models`")
+    evaluate.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="model hyperparameter override (repeatable); see `liverec models`",
+    )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     evaluate.add_argument("--save-rankings", metavar="FILE", help="write top-K as CSV and FILE.targets.csv")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -335,9 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(handler=cmd_info)
 
-    gen = sub.add_parser("generate", help="write a synthetic event stream to a file",
-                         description="Generate a seeded synthetic stream (drifting tastes, popularity waves, "
-                                     "sequences, new items) and write it as CSV, TSV or Parquet.")
+    gen = sub.add_parser(
+        "generate",
+        help="write a synthetic event stream to a file",
+        description="Generate a seeded synthetic stream (drifting tastes, popularity waves, "
+        "sequences, new items) and write it as CSV, TSV or Parquet.",
+    )
     gen.add_argument("--events", type=int, default=100_000, help="number of events (default 100000)")
     gen.add_argument("--users", type=int, default=2_000, help="number of users (default 2000)")
     gen.add_argument("--items", type=int, default=1_000, help="number of items (default 1000)")
@@ -345,18 +406,27 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output", required=True, help="output file (.csv, .tsv or .parquet)")
     gen.set_defaults(handler=cmd_generate)
 
-    models = sub.add_parser("models", help="list models and their default hyperparameters",
-                            description="List every registered model with its default hyperparameters.")
+    models = sub.add_parser(
+        "models",
+        help="list models and their default hyperparameters",
+        description="List every registered model with its default hyperparameters.",
+    )
     models.set_defaults(handler=cmd_models)
 
-    demo = sub.add_parser("demo", help="the main job: evaluate every baseline on a synthetic stream",
-                          description="Generate a synthetic stream with a known structure and compare the "
-                                      "baselines on it under leave-one-out full ranking.")
+    demo = sub.add_parser(
+        "demo",
+        help="the main job: evaluate every baseline on a synthetic stream",
+        description="Generate a synthetic stream with a known structure and compare the "
+        "baselines on it under leave-one-out full ranking.",
+    )
     demo.add_argument("--events", type=int, default=200_000, help="number of events (default 200000)")
     demo.add_argument("--users", type=int, default=2_000, help="number of users (default 2000)")
     demo.add_argument("--items", type=int, default=1_000, help="number of items (default 1000)")
-    demo.add_argument("--models", default="pop,pop-decay,pop-recent,itemknn,ease,mf-bpr,mf-bce",
-                      help="comma-separated models to compare")
+    demo.add_argument(
+        "--models",
+        default="pop,pop-decay,pop-recent,itemknn,ease,mf-bpr,mf-bce",
+        help="comma-separated models to compare",
+    )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(handler=cmd_demo)
     return parser
@@ -373,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (silence the interpreter's flush at exit)
+        sys.stdout = open(os.devnull, "w")
         return 141
 
 

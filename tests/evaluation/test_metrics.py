@@ -52,7 +52,7 @@ def test_padding_never_hits_and_k_bounds() -> None:
     ranked = np.array([[-1, -1, 3]])
     m = per_user_ranking_metrics(ranked, targets_of([3]), k=3)
     assert m["hr"][0] == 1 and m["mrr"][0] == pytest.approx(1 / 3)
-    with pytest.raises(ValueError, match="k: expected 1..3"):
+    with pytest.raises(ValueError, match=r"k: expected 1\.\.3"):
         per_user_ranking_metrics(ranked, targets_of([3]), k=4)
     with pytest.raises(ValueError, match="at least one target"):
         per_user_ranking_metrics(ranked, targets_of([]), k=1)
@@ -132,6 +132,7 @@ def test_gini_bounds(values: list[float]) -> None:
 
 def test_agrees_with_ranx_on_random_rankings() -> None:
     import ranx  # the test-only peer implementation (extra "test")
+
     rng = np.random.default_rng(7)
     n_users, n_items, k = 60, 40, 10
     ranked = np.stack([rng.permutation(n_items)[:k] for _ in range(n_users)])
@@ -140,6 +141,12 @@ def test_agrees_with_ranx_on_random_rankings() -> None:
     run = ranx.Run({f"u{u}": {f"i{i}": float(k - j) for j, i in enumerate(ranked[u])} for u in range(n_users)})
     theirs = ranx.evaluate(qrels, run, [f"{m}@{k}" for m in ("hit_rate", "recall", "precision", "ndcg", "mrr", "map")])
     ours = ranking_metrics(ranked, targets_of(*target_rows), ks=(k,))
-    for our_name, their_name in [("hr", "hit_rate"), ("recall", "recall"), ("precision", "precision"),
-                                 ("ndcg", "ndcg"), ("mrr", "mrr"), ("map", "map")]:
+    for our_name, their_name in [
+        ("hr", "hit_rate"),
+        ("recall", "recall"),
+        ("precision", "precision"),
+        ("ndcg", "ndcg"),
+        ("mrr", "mrr"),
+        ("map", "map"),
+    ]:
         assert ours[f"{our_name}@{k}"] == pytest.approx(theirs[f"{their_name}@{k}"], abs=1e-9), our_name

@@ -19,12 +19,22 @@ def cycle_data(n_users: int = 120, length: int = 12, seed: int = 0) -> Interacti
     starts = rng.integers(0, N_ITEMS, n_users)
     items = (starts[:, None] + np.arange(length)[None, :]) % N_ITEMS
     users = np.repeat(np.arange(n_users), length)
-    return Interactions.from_arrays(users, items.ravel(), np.tile(np.arange(length, dtype=float), n_users),
-                                    n_users=n_users, n_items=N_ITEMS)
+    return Interactions.from_arrays(
+        users, items.ravel(), np.tile(np.arange(length, dtype=float), n_users), n_users=n_users, n_items=N_ITEMS
+    )
 
 
-SMALL = {"dim": 32, "max_len": 16, "batch_size": 32, "learning_rate": 5e-3, "warmup_steps": 0, "max_epochs": 60,
-         "patience": 60, "n_threads": 1, "dropout": 0.0}
+SMALL = {
+    "dim": 32,
+    "max_len": 16,
+    "batch_size": 32,
+    "learning_rate": 5e-3,
+    "warmup_steps": 0,
+    "max_epochs": 60,
+    "patience": 60,
+    "n_threads": 1,
+    "dropout": 0.0,
+}
 
 
 @pytest.mark.parametrize("loss", ["softmax", "sampled-softmax", "bce"])
@@ -66,7 +76,7 @@ def test_history_longer_than_max_len_uses_the_most_recent_items() -> None:
     model = SASRec(**{**SMALL, "max_epochs": 2}).fit(cycle_data())
     long = list(range(N_ITEMS)) * 2
     a = model.score(Histories.from_lists([long]))
-    b = model.score(Histories.from_lists([long[-SMALL["max_len"]:]]))
+    b = model.score(Histories.from_lists([long[-SMALL["max_len"] :]]))
     np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
@@ -83,12 +93,11 @@ def test_partial_fit_grows_items_and_keeps_optimizer_state() -> None:
     torch.testing.assert_close(weight[N_ITEMS + 1], old_weight[1:].mean(dim=0))
     moment = model.optimizer.state[weight]["exp_avg"]  # type: ignore[union-attr]
     torch.testing.assert_close(moment[: N_ITEMS + 1], old_moment)
-    assert float(moment[N_ITEMS + 1:].abs().sum()) == 0.0
+    assert float(moment[N_ITEMS + 1 :].abs().sum()) == 0.0
     # new item N_ITEMS always follows item 0 in the new events: partial_fit learns it
     users = np.repeat(np.arange(40), 4)
     items = np.tile([5, 0, N_ITEMS, 7], 40)
-    new = Interactions.from_arrays(users, items, np.tile(np.arange(4.0), 40), n_users=data.n_users,
-                                   n_items=N_ITEMS + 2)
+    new = Interactions.from_arrays(users, items, np.tile(np.arange(4.0), 40), n_users=data.n_users, n_items=N_ITEMS + 2)
     model.config = type(model.config)(**{**model.config.__dict__, "partial_fit_epochs": 30})
     model.partial_fit(new)
     assert model.n_items == N_ITEMS + 2

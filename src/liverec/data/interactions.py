@@ -41,8 +41,9 @@ class IdMap:
     @classmethod
     def from_values(cls, values: Iterable[object]) -> IdMap:
         """Build a map from raw values, in order of first appearance (values become strings)."""
-        as_str = pd.Series(np.asarray(list(values) if not isinstance(values, np.ndarray | pd.Series)
-                                      else values, dtype=object)).astype(str)
+        as_str = pd.Series(
+            np.asarray(list(values) if not isinstance(values, np.ndarray | pd.Series) else values, dtype=object)
+        ).astype(str)
         return cls(pd.unique(as_str.to_numpy()))
 
     @classmethod
@@ -117,11 +118,15 @@ class Interactions:
         object.__setattr__(self, "event_types", np.asarray(self.event_types, dtype=np.int16))
         if n:
             if self.user_ids.min() < 0 or self.user_ids.max() >= self.n_users:
-                raise ValueError(f"user_ids: expected values in [0, {self.n_users}), got "
-                                 f"{self.user_ids.min()}..{self.user_ids.max()}")
+                raise ValueError(
+                    f"user_ids: expected values in [0, {self.n_users}), got "
+                    f"{self.user_ids.min()}..{self.user_ids.max()}"
+                )
             if self.item_ids.min() < 0 or self.item_ids.max() >= self.n_items:
-                raise ValueError(f"item_ids: expected values in [0, {self.n_items}), got "
-                                 f"{self.item_ids.min()}..{self.item_ids.max()}")
+                raise ValueError(
+                    f"item_ids: expected values in [0, {self.n_items}), got "
+                    f"{self.item_ids.min()}..{self.item_ids.max()}"
+                )
 
     @classmethod
     def from_arrays(
@@ -172,8 +177,16 @@ class Interactions:
         """The same rows in (possibly larger) id spaces."""
         if n_users < self.n_users or n_items < self.n_items:
             raise ValueError(f"id spaces can only grow: ({self.n_users}, {self.n_items}) -> ({n_users}, {n_items})")
-        return Interactions(self.user_ids, self.item_ids, self.timestamps, self.values, self.event_types,
-                            n_users, n_items, self.event_type_names)
+        return Interactions(
+            self.user_ids,
+            self.item_ids,
+            self.timestamps,
+            self.values,
+            self.event_types,
+            n_users,
+            n_items,
+            self.event_type_names,
+        )
 
     @staticmethod
     def concat(parts: Sequence[Interactions]) -> Interactions:
@@ -237,9 +250,11 @@ class Histories:
     def from_lists(cls, sequences: Sequence[Sequence[int]], users: Sequence[int] | None = None) -> Histories:
         lengths = np.array([len(s) for s in sequences], dtype=np.int64)
         indptr = np.concatenate([[0], np.cumsum(lengths)])
-        items = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences]) if len(sequences) else []
+        items = np.zeros(0, dtype=np.int64)
+        if len(sequences):
+            items = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences])
         users_arr = np.full(len(sequences), -1, dtype=np.int64) if users is None else np.asarray(users)
-        return cls(users_arr, indptr, np.asarray(items, dtype=np.int64))
+        return cls(users_arr, indptr, items)
 
     @classmethod
     def from_interactions(cls, interactions: Interactions, users: np.ndarray | None = None) -> Histories:
@@ -321,11 +336,13 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if self.interactions.n_users != self.user_map.size:
-            raise ValueError(f"user_map: {self.user_map.size} ids but interactions have n_users="
-                             f"{self.interactions.n_users}")
+            raise ValueError(
+                f"user_map: {self.user_map.size} ids but interactions have n_users={self.interactions.n_users}"
+            )
         if self.interactions.n_items != self.item_map.size:
-            raise ValueError(f"item_map: {self.item_map.size} ids but interactions have n_items="
-                             f"{self.interactions.n_items}")
+            raise ValueError(
+                f"item_map: {self.item_map.size} ids but interactions have n_items={self.interactions.n_items}"
+            )
 
     @classmethod
     def from_frame(

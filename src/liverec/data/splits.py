@@ -111,7 +111,7 @@ def temporal_split(
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction}")
         order = np.argsort(interactions.timestamps, kind="stable")
-        n_train = int(round(len(interactions) * (1.0 - test_fraction)))
+        n_train = round(len(interactions) * (1.0 - test_fraction))
         in_train = np.zeros(len(interactions), dtype=bool)
         in_train[order[:n_train]] = True
         cut = float(interactions.timestamps[order[n_train]]) if n_train < len(interactions) else np.inf

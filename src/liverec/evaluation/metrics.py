@@ -24,7 +24,7 @@ RANKING_METRICS = ("hr", "recall", "precision", "ndcg", "mrr", "map")
 
 def hit_matrix(ranked: np.ndarray, targets: Histories) -> np.ndarray:
     """Bool ``[n_users, k]``: whether ``ranked[u, j]`` is one of row u's targets."""
-    n_rows, k = ranked.shape
+    n_rows, _k = ranked.shape
     if len(targets) != n_rows:
         raise ValueError(f"targets: expected {n_rows} rows like ranked, got {len(targets)}")
     width = int(max(ranked.max(initial=-1), targets.items.max(initial=-1))) + 2

@@ -106,8 +106,10 @@ def sampled_target_ranks(
         seen |= targets.select(rows).to_csr(n_items).toarray() > 0
         n_free = (~seen).sum(axis=1)
         if (n_free < n_negatives).any():
-            raise ValueError(f"sampled_negatives: {n_negatives} negatives requested but a user has only "
-                             f"{int(n_free.min())} unseen items")
+            raise ValueError(
+                f"sampled_negatives: {n_negatives} negatives requested but a user has only "
+                f"{int(n_free.min())} unseen items"
+            )
         keys = rng.random((len(rows), n_items))
         keys[seen] = np.inf
         negatives = np.argpartition(keys, n_negatives - 1, axis=1)[:, :n_negatives]

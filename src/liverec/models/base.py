@@ -87,8 +87,9 @@ class Recommender(ABC):
         if not self._fitted:
             return self.fit(interactions)
         if interactions.n_users < self.n_users or interactions.n_items < self.n_items:
-            interactions = interactions.with_sizes(max(self.n_users, interactions.n_users),
-                                                   max(self.n_items, interactions.n_items))
+            interactions = interactions.with_sizes(
+                max(self.n_users, interactions.n_users), max(self.n_items, interactions.n_items)
+            )
         self._partial_fit(interactions)
         self.n_users, self.n_items = interactions.n_users, interactions.n_items
         return self
@@ -162,7 +163,8 @@ class Recommender(ABC):
             "n_items": self.n_items,
         }
         (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-        np.savez(directory / "state.npz", **self._get_state())
+        state: dict[str, Any] = self._get_state()
+        np.savez(directory / "state.npz", **state)
 
     @classmethod
     def load(cls, directory: str | Path) -> Recommender:

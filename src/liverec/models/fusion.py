@@ -83,8 +83,9 @@ class Fusion(Recommender):
         weights = np.zeros(len(self.components))
         weights[0] = 1.0
         best = _ndcg_at_10(_blend(standardised, weights), target)
-        self.validation_ndcg = {name: _ndcg_at_10(z, target) for name, z in zip(self.config.names(), standardised,
-                                                                              strict=True)}
+        self.validation_ndcg = {
+            name: _ndcg_at_10(z, target) for name, z in zip(self.config.names(), standardised, strict=True)
+        }
         for _ in range(self.config.rounds):
             for c in range(1, len(self.components)):
                 for w in WEIGHT_GRID:
@@ -112,8 +113,14 @@ class Fusion(Recommender):
         state: dict[str, np.ndarray] = {"weights": self.weights}
         meta = []
         for index, component in enumerate(self.components):
-            meta.append({"model": component.name, "config": dataclasses.asdict(component.config),
-                         "n_users": component.n_users, "n_items": component.n_items})
+            meta.append(
+                {
+                    "model": component.name,
+                    "config": dataclasses.asdict(component.config),
+                    "n_users": component.n_users,
+                    "n_items": component.n_items,
+                }
+            )
             for key, value in component._get_state().items():
                 state[f"c{index}.{key}"] = value
         state["components"] = np.array([json.dumps(meta)])

@@ -114,8 +114,12 @@ class ItemKNN(Recommender):
     def _get_state(self) -> dict[str, np.ndarray]:
         ui, sim = self.user_items, self.similarity
         return {
-            "user_items_indptr": ui.indptr, "user_items_indices": ui.indices, "user_items_shape": np.array(ui.shape),
-            "sim_indptr": sim.indptr, "sim_indices": sim.indices, "sim_data": sim.data,
+            "user_items_indptr": ui.indptr,
+            "user_items_indices": ui.indices,
+            "user_items_shape": np.array(ui.shape),
+            "sim_indptr": sim.indptr,
+            "sim_indices": sim.indices,
+            "sim_data": sim.data,
         }
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
@@ -157,8 +161,10 @@ class EASE(Recommender):
     def _fit(self, interactions: Interactions) -> None:
         cfg = self.config
         if interactions.n_items > cfg.max_items:
-            raise ValueError(f"ease: {interactions.n_items} items exceed max_items={cfg.max_items} (a dense "
-                             f"{interactions.n_items}² matrix); raise max_items if memory allows")
+            raise ValueError(
+                f"ease: {interactions.n_items} items exceed max_items={cfg.max_items} (a dense "
+                f"{interactions.n_items}² matrix); raise max_items if memory allows"
+            )
         if cfg.l2 <= 0:
             raise ValueError(f"l2: expected a positive number, got {cfg.l2}")
         user_items = interactions.to_csr()

@@ -99,9 +99,7 @@ class TransformerBlock(nn.Module):
         self.query_key_value = nn.Linear(dim, 3 * dim)
         self.attention_out = nn.Linear(dim, dim)
         self.feed_forward_norm = nn.LayerNorm(dim, eps=1e-8)
-        self.feed_forward = nn.Sequential(
-            nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim)
-        )
+        self.feed_forward = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
         self.dropout = nn.Dropout(dropout)
         self.n_heads = n_heads
         self.attention_dropout = dropout
@@ -112,7 +110,10 @@ class TransformerBlock(nn.Module):
         qkv = self.query_key_value(self.attention_norm(x))
         qkv = qkv.view(batch, seq_len, 3, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(
-            qkv[0], qkv[1], qkv[2], is_causal=True,
+            qkv[0],
+            qkv[1],
+            qkv[2],
+            is_causal=True,
             dropout_p=self.attention_dropout if self.training else 0.0,
         )  # [batch, heads, seq_len, head_dim]
         attended = attended.transpose(1, 2).reshape(batch, seq_len, dim)
@@ -167,7 +168,9 @@ def padded_sequences(histories: Histories, length: int) -> np.ndarray:
     lengths = recent.lengths()
     out = np.zeros((len(recent), length), dtype=np.int64)
     rows = np.repeat(np.arange(len(recent)), lengths)
-    columns = np.arange(len(recent.items)) - np.repeat(recent.indptr[:-1], lengths) + np.repeat(length - lengths, lengths)
+    columns = (
+        np.arange(len(recent.items)) - np.repeat(recent.indptr[:-1], lengths) + np.repeat(length - lengths, lengths)
+    )
     out[rows, columns] = recent.items + 1
     return out
 
@@ -217,11 +220,15 @@ class SASRec(Recommender):
                 if epoch % config.eval_every and epoch != config.max_epochs:
                     continue
                 ndcg = self._validation_ndcg(*held_out)
-                self.history.append({"epoch": epoch, "loss": loss, "val_ndcg@10": ndcg,
-                                     "seconds": time.perf_counter() - started})
+                self.history.append(
+                    {"epoch": epoch, "loss": loss, "val_ndcg@10": ndcg, "seconds": time.perf_counter() - started}
+                )
                 if config.verbose:
-                    print(f"epoch {epoch:4d} loss {loss:.4f} val ndcg@10 {ndcg:.4f} "
-                          f"({time.perf_counter() - started:.1f}s)", flush=True)
+                    print(
+                        f"epoch {epoch:4d} loss {loss:.4f} val ndcg@10 {ndcg:.4f} "
+                        f"({time.perf_counter() - started:.1f}s)",
+                        flush=True,
+                    )
                 if ndcg > best_ndcg:
                     best_ndcg, best_epoch, waited = ndcg, epoch, 0
                     best_state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
@@ -301,7 +308,9 @@ class SASRec(Recommender):
         if loss_name == "sampled-softmax":
             n_items = items.shape[0]
             probabilities = np.exp(self.item_log_q)
-            negatives = rng.choice(n_items, size=min(self.config.n_negatives, n_items), p=probabilities / probabilities.sum())
+            negatives = rng.choice(
+                n_items, size=min(self.config.n_negatives, n_items), p=probabilities / probabilities.sum()
+            )
             negatives_t = torch.from_numpy(negatives)
             log_q = torch.from_numpy(self.item_log_q).to(hidden.dtype)
             positive = (hidden * items[targets - 1]).sum(-1, keepdim=True) - log_q[targets - 1, None]
@@ -312,8 +321,9 @@ class SASRec(Recommender):
         negatives_t = torch.from_numpy(rng.integers(0, items.shape[0], size=len(targets)))
         positive = (hidden * items[targets - 1]).sum(-1)
         negative = (hidden * items[negatives_t]).sum(-1)
-        return F.binary_cross_entropy_with_logits(positive, torch.ones_like(positive)) + \
-            F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative))
+        return F.binary_cross_entropy_with_logits(
+            positive, torch.ones_like(positive)
+        ) + F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative))
 
     def _validation_ndcg(self, history: Histories, targets: Histories) -> float:
         """Mean NDCG@10 of each row's first target, full ranking, history items excluded."""
@@ -374,7 +384,8 @@ class SASRec(Recommender):
         if state:  # AdamW moments of existing rows are kept; new rows start from zero
             optimizer.state[grown] = {
                 key: torch.cat([value, value.new_zeros(n_items - n_old, *value.shape[1:])])
-                if torch.is_tensor(value) and value.dim() == 2 else value
+                if torch.is_tensor(value) and value.dim() == 2
+                else value
                 for key, value in state.items()
             }
 
@@ -397,11 +408,17 @@ class SASRec(Recommender):
         n_items = state["network.item_embedding.weight"].shape[0] - 1
         self.network = SASRecNetwork(n_items, self.config)
         self.network.load_state_dict(
-            {k.removeprefix("network."): torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("network.")}
+            {
+                k.removeprefix("network."): torch.from_numpy(np.array(v))
+                for k, v in state.items()
+                if k.startswith("network.")
+            }
         )
         self.item_log_q = state["item_log_q"]
         self.optimizer = torch.optim.AdamW(
-            self.network.parameters(), lr=self.config.learning_rate, betas=(0.9, 0.98),
+            self.network.parameters(),
+            lr=self.config.learning_rate,
+            betas=(0.9, 0.98),
             weight_decay=self.config.weight_decay,
         )
 
