@@ -182,6 +182,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model = create_model(args.model, **params)
     except (TypeError, ValueError) as error:
         raise UsageError(f"--param: {error}") from None
+    model.progress = not args.quiet and sys.stderr.isatty()
     started = time.perf_counter()
     model.fit(split.train, validation=validation)
     seconds["fit"] = time.perf_counter() - started

@@ -78,7 +78,15 @@ def test_models_are_registered_under_their_names() -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("n_factors", 0), ("batch_size", -1), ("learning_rate", 0.0), ("l2", -1.0), ("n_epochs", -1)]
+    ("field", "value"),
+    [
+        ("n_factors", 0),
+        ("batch_size", -1),
+        ("learning_rate", 0.0),
+        ("l2", -1.0),
+        ("n_epochs", -1),
+        ("final_lr_ratio", 0.0),
+    ],
 )
 def test_invalid_config_is_rejected_with_the_field_name(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):

@@ -62,6 +62,8 @@ class Recommender(ABC):
         self.n_users = 0
         self.n_items = 0
         self._fitted = False
+        #: show progress bars during long fits (the CLI turns this on for terminals)
+        self.progress = False
 
     # ----------------------------------------------------------------- training
     def fit(self, interactions: Interactions, validation: RankingSplit | None = None) -> Self:

@@ -21,9 +21,10 @@ Training details shared by all three:
   the cost of a step does not grow with the catalogue or the user base, which keeps full training
   and the frequent small ``partial_fit`` calls of the online updater cheap. Adam's per-row step sizes
   also make the learning rate far less sensitive than plain SGD's on the long-tailed item
-  frequencies of recommendation data. Regularisation is an L2 penalty on the rows in the batch
-  (``l2`` times the mean squared norm per example), not Adam's ``weight_decay``, which would need
-  dense updates.
+  frequencies of recommendation data, and mini-batches keep the Python overhead per example low.
+  Regularisation is an L2 penalty on the rows in the batch (``l2`` times the mean squared norm per
+  example), not Adam's ``weight_decay``, which would need dense updates. The learning rate decays
+  geometrically over the epochs of a call (``final_lr_ratio``).
 * **Mini-batches** are built once per epoch with numpy, vectorised: a permutation of the training
   pairs plus all negatives of the epoch drawn in one call (uniform over the catalogue; with
   ``reject_positives`` the few draws that hit an item of the user's training data are redrawn, in
@@ -38,8 +39,27 @@ Training details shared by all three:
   its user vector is the mean of the item factors of the items in that row's history (items beyond
   the catalogue are ignored; a zero vector for an empty history) and its user bias is 0.
 * **partial_fit** continues from the current weights for ``partial_fit_epochs`` epochs on the new
-  data only, with a fresh optimiser. User and item tables grow to the new id spaces first: existing
-  rows are kept unchanged, new factor rows are drawn from ``N(0, init_std²)`` and new biases are 0.
+  data only, with a fresh optimiser and the same learning-rate schedule. User and item tables grow
+  to the new id spaces first: existing rows are kept unchanged, new factor rows are drawn from
+  ``N(0, init_std²)`` and new biases are 0. Its randomness comes from ``seed`` and the number of
+  ``partial_fit`` calls so far (saved with the model), so a replayed sequence of calls is reproducible.
+
+Measured on MovieLens-100K with the default configs (leave-one-out: last item per user is the
+test item, second-last the validation item, training on the rest; full ranking over all items minus
+the user's training items, and for the test item its validation item too; mean of seeds 0-2; one
+CPU thread; the user's own factors, not fold-in):
+
+=======  =============  ===============  ============  ==============  =====
+model    valid NDCG@10  valid Recall@10  test NDCG@10  test Recall@10  fit
+=======  =============  ===============  ============  ==============  =====
+mf-bpr   0.0734         0.150            0.0718        0.136           10 s
+mf-bce   0.0705         0.147            0.0702        0.130           16 s
+mf-mse   0.0080         0.018            0.0059        0.014           4 s
+=======  =============  ===============  ============  ==============  =====
+
+(RecBole's BPR reference: Recall@10 0.1241, NDCG@10 0.0673.) mf-mse ranks by predicted rating,
+which ignores what users choose to rate, hence its poor top-K figures; its rating errors are in
+:class:`MSEMF`.
 """
 
 from __future__ import annotations
@@ -64,36 +84,47 @@ _REJECTION_ROUNDS = 20
 
 @dataclasses.dataclass(frozen=True)
 class MFConfig(ModelConfig):
-    """Hyperparameters shared by the matrix-factorisation models (subclasses change the defaults).
+    """Hyperparameters shared by the matrix-factorisation models (each model's config sets its defaults).
 
-    ``l2`` weighs the squared norm of the factor (and bias) rows used by each example, averaged over
-    the batch; ``init_std`` is the standard deviation of the initial factors; ``use_bias`` adds the
-    user, item and global biases to the dot product.
+    * ``n_factors`` — width of the user and item factor vectors.
+    * ``n_epochs`` — passes over the training pairs in ``fit``; ``partial_fit_epochs`` in ``partial_fit``.
+    * ``learning_rate`` — Adam's step size at the first epoch of a call; it decays geometrically to
+      ``learning_rate * final_lr_ratio`` at the last epoch (1.0: constant). The decay removes most of
+      the epoch-to-epoch jitter of the ranking quality.
+    * ``l2`` — weight of the squared norm of the user and item rows (factors and biases) each example
+      uses, averaged over the batch.
+    * ``batch_size`` — training examples (positives or ratings) per optimiser step.
+    * ``init_std`` — standard deviation of the initial factors (biases start at 0).
+    * ``use_bias`` — add ``μ + b_u + b_i`` to the dot product.
+    * ``n_threads`` — torch intra-op threads while training. 1 by default: steps are small sparse
+      updates dominated by per-operation overhead, and on a shared 2-core machine a second thread
+      was measured to slow training down many times over (threads spin while waiting for a core).
     """
 
     n_factors: int = 64
     n_epochs: int = 30
-    learning_rate: float = 0.005
+    learning_rate: float = 0.01
+    final_lr_ratio: float = 1.0
     l2: float = 0.0
     batch_size: int = 1024
     init_std: float = 0.1
     use_bias: bool = True
     partial_fit_epochs: int = 3
     n_threads: int = 1
-    final_lr_ratio: float = 1.0
 
     def __post_init__(self) -> None:
-        positive_ints = ("n_factors", "batch_size", "n_threads")
-        for name in positive_ints:
+        for name in ("n_factors", "batch_size", "n_threads"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         for name in ("n_epochs", "partial_fit_epochs"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
+            if not isinstance(value, int | np.integer) or value < 0:
                 raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate: expected a positive number, got {self.learning_rate!r}")
+        if not 0 < self.final_lr_ratio <= 1:
+            raise ValueError(f"final_lr_ratio: expected a number in (0, 1], got {self.final_lr_ratio!r}")
         if not self.l2 >= 0:
             raise ValueError(f"l2: expected a non-negative number, got {self.l2!r}")
         if not self.init_std >= 0:
@@ -424,12 +455,15 @@ class _ImplicitMatrixFactorization(_MatrixFactorization):
 
 @dataclasses.dataclass(frozen=True)
 class BPRMFConfig(ImplicitMFConfig):
-    """Defaults tuned on MovieLens-100K leave-one-out validation items (see the module docstring)."""
+    """Defaults tuned on the MovieLens-100K leave-one-out validation items (NDCG@10 ≈ 0.07, ~10 s fit)."""
 
-    n_factors: int = 64
-    n_epochs: int = 30
-    learning_rate: float = 0.005
-    l2: float = 0.0
+    n_factors: int = 128
+    n_epochs: int = 40
+    learning_rate: float = 0.01
+    final_lr_ratio: float = 0.3
+    l2: float = 0.003
+    batch_size: int = 4096
+    init_std: float = 0.01
     n_negatives: int = 1
 
 
@@ -452,12 +486,15 @@ class BPRMF(_ImplicitMatrixFactorization):
 
 @dataclasses.dataclass(frozen=True)
 class BCEMFConfig(ImplicitMFConfig):
-    """Defaults tuned on MovieLens-100K leave-one-out validation items."""
+    """Defaults tuned on the MovieLens-100K leave-one-out validation items (NDCG@10 ≈ 0.07, ~15 s fit)."""
 
-    n_factors: int = 64
-    n_epochs: int = 30
+    n_factors: int = 128
+    n_epochs: int = 25
     learning_rate: float = 0.005
-    l2: float = 0.0
+    final_lr_ratio: float = 0.3
+    l2: float = 0.001
+    batch_size: int = 4096
+    init_std: float = 0.01
     n_negatives: int = 4
 
 
@@ -479,12 +516,15 @@ class BCEMF(_ImplicitMatrixFactorization):
 
 @dataclasses.dataclass(frozen=True)
 class MSEMFConfig(MFConfig):
-    """Defaults tuned on MovieLens-100K ratings."""
+    """Defaults tuned on MovieLens-100K ratings (temporal and leave-one-out validation splits)."""
 
-    n_factors: int = 32
+    n_factors: int = 64
     n_epochs: int = 30
-    learning_rate: float = 0.005
-    l2: float = 0.05
+    learning_rate: float = 0.01
+    final_lr_ratio: float = 0.3
+    l2: float = 0.1
+    batch_size: int = 1024
+    init_std: float = 0.1
 
 
 @register
@@ -496,6 +536,10 @@ class MSEMF(_MatrixFactorization):
     ``(r̂_ui - r_ui)² + l2 · (‖p_u‖² + b_u² + ‖q_i‖² + b_i²)``.
     When a (user, item) pair was rated more than once, the latest rating (by timestamp) is used.
     :meth:`predict` returns ratings; :meth:`score` ranks items by predicted rating.
+
+    MovieLens-100K with the defaults: RMSE 1.020 / MAE 0.822 on a global 80/20 temporal split (only
+    15% of the test ratings come from users seen in training: 0.975 / 0.768 on those), RMSE 1.014 /
+    MAE 0.797 on the leave-one-out test ratings, RMSE 0.912 / MAE 0.718 on a random 80/20 split.
     """
 
     name = "mf-mse"

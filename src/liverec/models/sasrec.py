@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from liverec.data.interactions import Histories, Interactions, concat_ranges
 from liverec.data.splits import RankingSplit, hold_out_last
@@ -46,7 +47,9 @@ class SASRecConfig(ModelConfig):
     """SASRec hyperparameters (defaults tuned on ml-100k's validation item, never on test).
 
     ``max_len``: most recent items a user is represented by; ``dim``: embedding width; ``n_layers`` /
-    ``n_heads``: Transformer blocks / attention heads; ``dropout``: on embeddings, attention and FFN;
+    ``n_heads``: Transformer blocks / attention heads; ``dropout``: on embeddings, residual branches and
+    FFN; ``attention_dropout``: on attention weights (0 by default: on CPU it forces the unfused
+    attention kernel and its random mask costs about a fifth of an epoch);
     ``loss``: one of ``softmax``, ``sampled-softmax``, ``bce``; ``n_negatives``: shared negatives per
     batch for ``sampled-softmax``; ``max_epochs``/``patience``: early stopping, evaluated every
     ``eval_every`` epochs on validation NDCG@10; ``warmup_steps``: linear learning-rate warm-up;
@@ -60,6 +63,7 @@ class SASRecConfig(ModelConfig):
     n_layers: int = 2
     n_heads: int = 1
     dropout: float = 0.2
+    attention_dropout: float = 0.0
     loss: str = "softmax"
     n_negatives: int = 256
     batch_size: int = 128
@@ -93,7 +97,7 @@ class SASRecConfig(ModelConfig):
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm causal self-attention + position-wise feed-forward, each with a residual."""
 
-    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, n_heads: int, dropout: float, attention_dropout: float) -> None:
         super().__init__()
         self.attention_norm = nn.LayerNorm(dim, eps=1e-8)
         self.query_key_value = nn.Linear(dim, 3 * dim)
@@ -102,7 +106,7 @@ class TransformerBlock(nn.Module):
         self.feed_forward = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
         self.dropout = nn.Dropout(dropout)
         self.n_heads = n_heads
-        self.attention_dropout = dropout
+        self.attention_dropout = attention_dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``[batch, seq_len, dim]`` -> ``[batch, seq_len, dim]``; position t sees positions <= t."""
@@ -130,7 +134,8 @@ class SASRecNetwork(nn.Module):
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(config.dim, config.n_heads, config.dropout) for _ in range(config.n_layers)
+            TransformerBlock(config.dim, config.n_heads, config.dropout, config.attention_dropout)
+            for _ in range(config.n_layers)
         )
         self.final_norm = nn.LayerNorm(config.dim, eps=1e-8)
         self.scale = math.sqrt(config.dim)
@@ -214,9 +219,11 @@ class SASRec(Recommender):
         histories = _trainable(Histories.from_interactions(interactions))
         best_ndcg, best_state, best_epoch, waited = -1.0, None, 0, 0
         started = time.perf_counter()
-        with _torch_threads(config.n_threads):
+        bar = tqdm(total=config.max_epochs, desc="sasrec", unit="epoch", disable=not self.progress, leave=False)
+        with _torch_threads(config.n_threads), bar:
             for epoch in range(1, config.max_epochs + 1):
                 loss = self._train_epoch(histories, rng)
+                bar.update()
                 if epoch % config.eval_every and epoch != config.max_epochs:
                     continue
                 ndcg = self._validation_ndcg(*held_out)
@@ -229,6 +236,7 @@ class SASRec(Recommender):
                         f"({time.perf_counter() - started:.1f}s)",
                         flush=True,
                     )
+                bar.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{ndcg:.4f}")
                 if ndcg > best_ndcg:
                     best_ndcg, best_epoch, waited = ndcg, epoch, 0
                     best_state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
