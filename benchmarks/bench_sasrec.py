@@ -64,8 +64,9 @@ def training(data: Path, epochs: int, n_threads: int, skip_optimum: bool) -> dic
 def inference(n_items: int, history: int, n_threads: int, trials: int) -> dict[str, object]:
     rng = np.random.default_rng(0)
     n_users = 64
-    events = Interactions.from_arrays(rng.integers(0, n_users, 5000), rng.integers(0, n_items, 5000),
-                                      n_users=n_users, n_items=n_items)
+    events = Interactions.from_arrays(
+        rng.integers(0, n_users, 5000), rng.integers(0, n_items, 5000), n_users=n_users, n_items=n_items
+    )
     model = SASRec(max_epochs=1, n_threads=n_threads).fit(events)
     sequences = [rng.integers(0, n_items, history).tolist() for _ in range(256)]
     out: dict[str, object] = {"n_items": n_items, "history_length": history, "n_threads": n_threads}

@@ -74,6 +74,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from liverec.data.interactions import Histories, Interactions
 from liverec.models.base import ModelConfig, Recommender, register
@@ -302,7 +303,7 @@ class _MatrixFactorization(Recommender):
         optimizer = torch.optim.SparseAdam(list(network.parameters()), lr=config.learning_rate)
         n_examples = len(users)
         with _torch_threads(config.n_threads):
-            for epoch in range(n_epochs):
+            for epoch in tqdm(range(n_epochs), desc=self.name, unit="epoch", disable=not self.progress, leave=False):
                 # learning rate decays geometrically from learning_rate to learning_rate * final_lr_ratio
                 decay = config.final_lr_ratio ** (epoch / (n_epochs - 1)) if n_epochs > 1 else 1.0
                 for group in optimizer.param_groups:

@@ -66,10 +66,10 @@ class SASRecConfig(ModelConfig):
     attention_dropout: float = 0.0
     loss: str = "softmax"
     n_negatives: int = 256
-    batch_size: int = 128
-    learning_rate: float = 1e-3
+    batch_size: int = 64
+    learning_rate: float = 2e-3
     weight_decay: float = 0.0
-    warmup_steps: int = 50
+    warmup_steps: int = 10
     max_epochs: int = 200
     patience: int = 10
     eval_every: int = 1
