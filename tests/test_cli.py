@@ -192,3 +192,15 @@ def test_generate_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 0 and path.exists()
     code, out, _ = run_cli(capsys, "evaluate", "--data", str(path), "--model", "pop", "--json", "--quiet")
     assert code == 0 and json.loads(out)["dataset"]["events"] == 5000
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["generate", "--events", "10", "--users", "100", "--output", "unused.csv"], "n_events"),
+        (["demo", "--models", "pop,nope"], "--models: unknown model 'nope'"),
+    ],
+)
+def test_synthetic_commands_reject_bad_values(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == "" and needle in err and len(err.strip().splitlines()) == 1

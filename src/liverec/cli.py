@@ -256,12 +256,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> Dataset:
+    """The synthetic dataset asked for by ``--events/--users/--items/--seed``; bad sizes are usage errors."""
+    try:
+        config = SyntheticConfig(n_users=args.users, n_items=args.items, n_events=args.events, seed=args.seed)
+        return generate(config)[0]
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    config = SyntheticConfig(n_users=args.users, n_items=args.items, n_events=args.events, seed=args.seed)
     started = time.perf_counter()
-    dataset, _truth = generate(config)
+    dataset = _generate(args)
     seconds = time.perf_counter() - started
     inter = dataset.interactions
     frame = pd.DataFrame(
@@ -276,7 +284,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".parquet":
-        frame.to_parquet(out, index=False)
+        try:
+            frame.to_parquet(out, index=False)
+        except ImportError as error:
+            raise ImportError("writing Parquet files needs pyarrow: pip install 'liverec[parquet]'") from error
     else:
         frame.to_csv(out, index=False, sep="\t" if out.suffix == ".tsv" else ",")
     print(
@@ -297,11 +308,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate a synthetic stream with planted structure, evaluate every baseline on it, print a table."""
-    config = SyntheticConfig(n_users=args.users, n_items=args.items, n_events=args.events, seed=args.seed)
+    unknown = [name for name in args.models.split(",") if name not in MODEL_REGISTRY]
+    if unknown:
+        raise UsageError(
+            f"--models: unknown model {unknown[0]!r}; expected names from {', '.join(sorted(MODEL_REGISTRY))}"
+        )
     started = time.perf_counter()
-    dataset, _truth = generate(config)
+    dataset = _generate(args)
     print(
-        f"generated {len(dataset.interactions)} synthetic events ({config.n_users} users, {config.n_items} items, "
+        f"generated {len(dataset.interactions)} synthetic events ({args.users} users, {args.items} items, "
         f"drifting tastes, popularity waves, planted item sequences, new items mid-stream) "
         f"in {time.perf_counter() - started:.2f}s"
     )
@@ -438,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
-    except (UsageError, DataFormatError, FileNotFoundError) as error:
+    except (UsageError, DataFormatError, FileNotFoundError, ImportError) as error:
         print(f"liverec: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
