@@ -199,6 +199,18 @@ class Recommender(ABC):
         return f"{type(self).__name__}({self.config})"
 
 
+def single_target_ndcg(scores: np.ndarray, target: np.ndarray, k: int = 10) -> float:
+    """Mean NDCG@k when row r has one target ``target[r]`` (excluded items already -inf in ``scores``).
+
+    Models use it for early stopping and weight search; the evaluation package has the full metric set.
+    A target outside the scored columns (an item the model has never seen) counts as a miss.
+    """
+    known = target < scores.shape[1]
+    target_scores = scores[np.arange(len(target)), np.minimum(target, scores.shape[1] - 1)]
+    rank = (scores > target_scores[:, None]).sum(axis=1)
+    return float(np.where(known & (rank < k), 1.0 / np.log2(rank + 2.0), 0.0).mean()) if len(target) else 0.0
+
+
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top-``k`` of ``scores`` ``[batch, n]``: ids and scores, best first.
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from liverec.data.interactions import Histories, Interactions
 from liverec.data.splits import RankingSplit, hold_out_last
-from liverec.models.base import MODEL_REGISTRY, ModelConfig, Recommender, register
+from liverec.models.base import MODEL_REGISTRY, ModelConfig, Recommender, register, single_target_ndcg
 
 WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 
@@ -82,16 +82,16 @@ class Fusion(Recommender):
         target = validation.targets.items[validation.targets.indptr[:-1]]
         weights = np.zeros(len(self.components))
         weights[0] = 1.0
-        best = _ndcg_at_10(_blend(standardised, weights), target)
+        best = single_target_ndcg(_blend(standardised, weights), target)
         self.validation_ndcg = {
-            name: _ndcg_at_10(z, target) for name, z in zip(self.config.names(), standardised, strict=True)
+            name: single_target_ndcg(z, target) for name, z in zip(self.config.names(), standardised, strict=True)
         }
         for _ in range(self.config.rounds):
             for c in range(1, len(self.components)):
                 for w in WEIGHT_GRID:
                     trial = weights.copy()
                     trial[c] = w
-                    ndcg = _ndcg_at_10(_blend(standardised, trial), target)
+                    ndcg = single_target_ndcg(_blend(standardised, trial), target)
                     if ndcg > best + 1e-9:
                         best, weights = ndcg, trial
         self.weights = weights
@@ -145,10 +145,3 @@ def _blend(standardised: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
         if w:
             total += w * z
     return total
-
-
-def _ndcg_at_10(scores: np.ndarray, target: np.ndarray) -> float:
-    """Mean NDCG@10 of one target per row (excluded entries are -inf in ``scores``)."""
-    target_scores = scores[np.arange(len(target)), target]
-    rank = (scores > target_scores[:, None]).sum(axis=1)
-    return float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).mean())

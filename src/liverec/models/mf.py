@@ -65,8 +65,6 @@ which ignores what users choose to rate, hence its poor top-K figures; its ratin
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -78,6 +76,7 @@ from tqdm.auto import tqdm
 
 from liverec.data.interactions import Histories, Interactions
 from liverec.models.base import ModelConfig, Recommender, register
+from liverec.models.torch_utils import torch_threads
 
 #: Rounds of vectorised redraws used to reject negatives that are training positives of the user.
 _REJECTION_ROUNDS = 20
@@ -302,7 +301,7 @@ class _MatrixFactorization(Recommender):
         positive_keys = np.unique(users * np.int64(interactions.n_items) + items)
         optimizer = torch.optim.SparseAdam(list(network.parameters()), lr=config.learning_rate)
         n_examples = len(users)
-        with _torch_threads(config.n_threads):
+        with torch_threads(config.n_threads):
             for epoch in tqdm(range(n_epochs), desc=self.name, unit="epoch", disable=not self.progress, leave=False):
                 # learning rate decays geometrically from learning_rate to learning_rate * final_lr_ratio
                 decay = config.final_lr_ratio ** (epoch / (n_epochs - 1)) if n_epochs > 1 else 1.0
@@ -627,14 +626,3 @@ def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
 def _mix_seed(seed: int, counter: int) -> int:
     """A 63-bit seed derived from ``seed`` and a call counter (independent torch streams per call)."""
     return int(np.random.SeedSequence([seed, counter]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-@contextmanager
-def _torch_threads(n_threads: int) -> Iterator[None]:
-    """Run the body with ``n_threads`` torch intra-op threads, restoring the previous setting after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -37,7 +34,8 @@ from tqdm.auto import tqdm
 
 from liverec.data.interactions import Histories, Interactions, concat_ranges
 from liverec.data.splits import RankingSplit, hold_out_last
-from liverec.models.base import ModelConfig, Recommender, register
+from liverec.models.base import ModelConfig, Recommender, register, single_target_ndcg
+from liverec.models.torch_utils import torch_threads
 
 LOSSES = ("softmax", "sampled-softmax", "bce")
 
@@ -157,16 +155,6 @@ class SASRecNetwork(nn.Module):
         return self.item_embedding.weight[1:]
 
 
-@contextmanager
-def _torch_threads(n_threads: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads if n_threads > 0 else (os.cpu_count() or 1))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def padded_sequences(histories: Histories, length: int) -> np.ndarray:
     """``[len(histories), length]`` of each row's last ``length`` items as network rows (item + 1), left-padded."""
     recent = histories.last(length)
@@ -220,7 +208,7 @@ class SASRec(Recommender):
         best_ndcg, best_state, best_epoch, waited = -1.0, None, 0, 0
         started = time.perf_counter()
         bar = tqdm(total=config.max_epochs, desc="sasrec", unit="epoch", disable=not self.progress, leave=False)
-        with _torch_threads(config.n_threads), bar:
+        with torch_threads(config.n_threads), bar:
             for epoch in range(1, config.max_epochs + 1):
                 loss = self._train_epoch(histories, rng)
                 bar.update()
@@ -257,7 +245,7 @@ class SASRec(Recommender):
         histories = _trainable(Histories.from_interactions(interactions))
         if len(histories) == 0:
             return
-        with _torch_threads(config.n_threads):
+        with torch_threads(config.n_threads):
             for _ in range(config.partial_fit_epochs):
                 self._train_epoch(histories, rng)
 
@@ -340,12 +328,7 @@ class SASRec(Recommender):
         scores = self._score(history)
         seen = history.to_csr(max(self.n_items, int(history.items.max(initial=-1)) + 1))[:, : self.n_items].tocoo()
         scores[seen.row, seen.col] = -np.inf
-        target = targets.items[targets.indptr[:-1]]
-        known = target < scores.shape[1]
-        target_scores = scores[np.arange(len(target)), np.minimum(target, scores.shape[1] - 1)]
-        rank = (scores > target_scores[:, None]).sum(axis=1)
-        gains = np.where(known & (rank < 10), 1.0 / np.log2(rank + 2.0), 0.0)
-        return float(gains.mean())
+        return single_target_ndcg(scores, targets.items[targets.indptr[:-1]])
 
     # ------------------------------------------------------------------------------------------ scoring
     def user_vectors(self, histories: Histories) -> np.ndarray:
@@ -368,7 +351,7 @@ class SASRec(Recommender):
         return self._net().item_vectors().detach().numpy()
 
     def _score(self, histories: Histories) -> np.ndarray:
-        with _torch_threads(self.config.n_threads), torch.inference_mode():
+        with torch_threads(self.config.n_threads), torch.inference_mode():
             users = torch.from_numpy(self.user_vectors(histories))
             scores = users @ self._net().item_vectors().T
         return scores.numpy().astype(np.float32, copy=False)
