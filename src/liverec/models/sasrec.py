@@ -106,8 +106,12 @@ class TransformerBlock(nn.Module):
         self.n_heads = n_heads
         self.attention_dropout = attention_dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[batch, seq_len, dim]`` -> ``[batch, seq_len, dim]``; position t sees positions <= t."""
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[batch, seq_len, dim]`` -> ``[batch, seq_len, dim]``.
+
+        ``attention_mask`` ``[batch, 1, seq_len, seq_len]`` (True = may attend): position t sees the
+        non-padding positions <= t, so the result does not depend on how much padding a row has.
+        """
         batch, seq_len, dim = x.shape
         qkv = self.query_key_value(self.attention_norm(x))
         qkv = qkv.view(batch, seq_len, 3, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
@@ -115,7 +119,7 @@ class TransformerBlock(nn.Module):
             qkv[0],
             qkv[1],
             qkv[2],
-            is_causal=True,
+            attn_mask=attention_mask,
             dropout_p=self.attention_dropout if self.training else 0.0,
         )  # [batch, heads, seq_len, head_dim]
         attended = attended.transpose(1, 2).reshape(batch, seq_len, dim)
@@ -137,17 +141,29 @@ class SASRecNetwork(nn.Module):
         )
         self.final_norm = nn.LayerNorm(config.dim, eps=1e-8)
         self.scale = math.sqrt(config.dim)
+        self.max_len = config.max_len
 
     def forward(self, sequences: torch.Tensor) -> torch.Tensor:
-        """``sequences``: ``[batch, seq_len]`` item rows, left-padded with 0 -> hidden ``[batch, seq_len, dim]``."""
+        """``sequences``: ``[batch, seq_len]`` item rows, left-padded with 0 -> hidden ``[batch, seq_len, dim]``.
+
+        Positions are counted from the right edge (the newest item always has position ``max_len - 1``),
+        so a batch padded to its own longest row gives the same result as one padded to ``max_len``.
+        """
         seq_len = sequences.shape[1]
-        positions = torch.arange(seq_len, device=sequences.device)
+        if seq_len > self.max_len:
+            raise ValueError(f"sequences: expected at most max_len={self.max_len} columns, got {seq_len}")
+        positions = torch.arange(self.max_len - seq_len, self.max_len, device=sequences.device)
         x = self.item_embedding(sequences) * self.scale + self.position_embedding(positions)[None]
         x = self.embedding_dropout(x)
-        not_padding = (sequences > 0).unsqueeze(-1).to(x.dtype)
+        is_item = sequences > 0  # [batch, seq_len]
+        not_padding = is_item.unsqueeze(-1).to(x.dtype)
+        causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=sequences.device).tril()
+        eye = torch.eye(seq_len, dtype=torch.bool, device=sequences.device)
+        # keys: earlier non-padding positions; a padding query sees itself only (no empty softmax rows)
+        attention_mask = (causal & (is_item[:, None, :] | eye))[:, None]  # [batch, 1, seq_len, seq_len]
         x = x * not_padding
         for block in self.blocks:
-            x = block(x) * not_padding
+            x = block(x, attention_mask) * not_padding
         return self.final_norm(x)
 
     def item_vectors(self) -> torch.Tensor:
@@ -340,11 +356,18 @@ class SASRec(Recommender):
             rows = np.repeat(np.arange(len(known)), known.lengths())
             lengths = np.bincount(rows[keep], minlength=len(known))
             known = Histories(known.users, np.concatenate([[0], np.cumsum(lengths)]), known.items[keep])
-        sequences = torch.from_numpy(padded_sequences(known, self.config.max_len))
+        # rows sorted by length and run in chunks padded to the chunk's longest row: little padding
+        lengths = np.minimum(known.lengths(), self.config.max_len)
+        order = np.argsort(lengths, kind="stable")
+        out = np.empty((len(known), self.config.dim), dtype=np.float32)
         network.eval()
         with torch.inference_mode():
-            hidden = network(sequences)[:, -1, :]
-        return hidden.numpy()
+            for start in range(0, len(order), 256):
+                rows = order[start : start + 256]
+                width = int(max(1, lengths[rows].max()))
+                sequences = torch.from_numpy(padded_sequences(known.select(rows), width))
+                out[rows] = network(sequences)[:, -1, :].numpy()
+        return out
 
     def item_vectors(self) -> np.ndarray:
         """``[n_items, dim]``: the item table scores are dot products with."""
