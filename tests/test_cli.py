@@ -177,7 +177,7 @@ def test_missing_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
 
 
 def test_every_subcommand_has_help() -> None:
-    for command in ("evaluate", "info", "generate", "models", "demo"):
+    for command in ("evaluate", "info", "generate", "models", "compare", "demo", "import", "train", "serve", "rebuild"):
         result = subprocess.run(
             [sys.executable, "-m", "liverec.cli", command, "--help"], capture_output=True, text=True, check=False
         )
@@ -198,7 +198,7 @@ def test_generate_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[st
     ("argv", "needle"),
     [
         (["generate", "--events", "10", "--users", "100", "--output", "unused.csv"], "n_events"),
-        (["demo", "--models", "pop,nope"], "--models: unknown model 'nope'"),
+        (["compare", "--models", "pop,nope"], "--models: unknown model 'nope'"),
     ],
 )
 def test_synthetic_commands_reject_bad_values(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:

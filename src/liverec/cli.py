@@ -1,4 +1,5 @@
-"""The ``liverec`` command line: evaluate models, generate synthetic streams, inspect datasets, run the demo.
+"""The ``liverec`` command line: the engine (demo, import, train, serve, rebuild) and offline work (evaluate,
+compare, generate, info, models).
 
 Errors people can fix (a bad file, a bad flag value) end the program with exit code 2 and one line
 on stderr; nothing else is printed to stdout then, so ``--json`` output is always one JSON object.
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from liverec import __version__
 from liverec.data.interactions import Dataset
@@ -26,6 +28,7 @@ from liverec.data.synthetic import SyntheticConfig, generate
 from liverec.evaluation.protocols import RankingResult, evaluate_ranking
 from liverec.evaluation.rating import rating_metrics
 from liverec.models import MODEL_REGISTRY, Recommender, create_model
+from liverec.settings import Settings
 
 PROTOCOLS = ("loo", "temporal", "user-temporal")
 
@@ -306,7 +309,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_compare(args: argparse.Namespace) -> int:
     """Generate a synthetic stream with planted structure, evaluate every baseline on it, print a table."""
     unknown = [name for name in args.models.split(",") if name not in MODEL_REGISTRY]
     if unknown:
@@ -336,6 +339,139 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     print("\nnext: liverec evaluate --data PATH --model ease   (PATH: a MovieLens folder or an events file)")
     return 0
+
+
+# --------------------------------------------------------------------------------------------- the engine
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    """Settings from --config / LIVEREC_* / flags; invalid values are one-line usage errors."""
+    overrides = {"data_dir": getattr(args, "data_dir", None), **extra}
+    try:
+        return Settings.load(getattr(args, "config", None), **overrides)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise UsageError(f"setting {field}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from liverec.events.log import SQLiteEventLog
+    from liverec.pipeline import import_dataset
+    from liverec.serving.engine import EVENTS_FILE
+
+    settings = _settings(args)
+    dataset, source = load_input(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with SQLiteEventLog(settings.data_dir / EVENTS_FILE, synchronous=settings.synchronous) as event_log:
+        try:
+            summary = import_dataset(
+                dataset,
+                event_log,
+                source=args.source or dataset.name,
+                event_types=settings.event_types,
+                limit=args.limit,
+            )
+        except ValueError as error:
+            raise UsageError(f"--data: {error}") from None
+        total = event_log.count()
+    print(
+        f"imported {source}: {summary.stored} new events, {summary.duplicates} already in the log, "
+        f"{summary.items_described} items described, in {summary.seconds:.2f}s "
+        f"({summary.events / max(summary.seconds, 1e-9):,.0f} events/s); the log holds {total} events"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from liverec.events.log import SQLiteEventLog
+    from liverec.pipeline import log_data_from_dataset, read_log, train_and_register
+    from liverec.registry import ModelRegistry
+    from liverec.serving.engine import EVENTS_FILE, MODELS_DIR
+
+    if args.model not in MODEL_REGISTRY:
+        raise UsageError(f"--model: unknown model {args.model!r}; expected one of {', '.join(sorted(MODEL_REGISTRY))}")
+    params = parse_params(args.model, args.param)
+    settings = _settings(args)
+    if args.data is not None or args.synthetic:
+        dataset, source = load_input(args)
+        data = log_data_from_dataset(dataset, source)
+    else:
+        path = settings.data_dir / EVENTS_FILE
+        if not path.exists():
+            raise UsageError(f"--data-dir: no event log at {str(path)!r}; run liverec import first, or pass --data")
+        with SQLiteEventLog(path, synchronous=settings.synchronous) as event_log:
+            data = read_log(event_log, settings.event_types)
+        source = str(path)
+    if data.interactions.n_users == 0:
+        raise UsageError(f"{source}: no events to train on")
+    registry = ModelRegistry(settings.data_dir / MODELS_DIR)
+    summary = train_and_register(
+        data, registry, args.model, params, promote=args.promote, progress=_progress(args), seed=args.seed
+    )
+    report = {
+        "version": summary.version,
+        "model": summary.model,
+        "promoted": summary.promoted,
+        "fit_seconds": round(summary.fit_seconds, 2),
+        "metrics": summary.metrics,
+        "data": source,
+    }
+    print(json.dumps(report) if args.json else "\n".join(f"{k:<12}{v}" for k, v in report.items()))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from liverec.serving.server import serve
+
+    serve(_settings(args, host=args.host, port=args.port))
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from liverec.serving.engine import EVENTS_FILE, rebuild_state
+
+    settings = _settings(args)
+    if not (settings.data_dir / EVENTS_FILE).exists():
+        raise UsageError(f"--data-dir: no event log at {str(settings.data_dir / EVENTS_FILE)!r}")
+    started = time.perf_counter()
+    state = rebuild_state(settings)
+    print(
+        f"rebuilt state from {state.n_events} events (offset {state.offset}): {state.n_users} users, "
+        f"{state.n_items} items, in {time.perf_counter() - started:.2f}s"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from liverec.demo import DemoOptions, run_demo
+
+    if args.model not in MODEL_REGISTRY:
+        raise UsageError(f"--model: unknown model {args.model!r}; expected one of {', '.join(sorted(MODEL_REGISTRY))}")
+    params = parse_params(args.model, args.param)
+    if args.smoke and args.model == "sasrec" and not any(p.startswith("max_epochs=") for p in args.param):
+        params.setdefault("max_epochs", 5)
+    if not 0 < args.live_fraction < 1:
+        raise UsageError(f"--live-fraction: expected a number between 0 and 1, got {args.live_fraction}")
+    dataset, source = (None, "synthetic stream") if args.data is None else load_input(args)
+    try:
+        return run_demo(
+            DemoOptions(
+                data=dataset,
+                source=source,
+                data_dir=args.data_dir,
+                model=args.model,
+                params=params,
+                port=args.port,
+                live_fraction=args.live_fraction,
+                smoke=args.smoke,
+                seed=args.seed,
+            )
+        )
+    except (FileExistsError, RuntimeError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -429,22 +565,107 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.set_defaults(handler=cmd_models)
 
-    demo = sub.add_parser(
-        "demo",
-        help="the main job: evaluate every baseline on a synthetic stream",
+    compare = sub.add_parser(
+        "compare",
+        help="compare models on a synthetic stream (offline)",
         description="Generate a synthetic stream with a known structure and compare the "
         "baselines on it under leave-one-out full ranking.",
     )
-    demo.add_argument("--events", type=int, default=200_000, help="number of events (default 200000)")
-    demo.add_argument("--users", type=int, default=2_000, help="number of users (default 2000)")
-    demo.add_argument("--items", type=int, default=1_000, help="number of items (default 1000)")
-    demo.add_argument(
+    compare.add_argument("--events", type=int, default=200_000, help="number of events (default 200000)")
+    compare.add_argument("--users", type=int, default=2_000, help="number of users (default 2000)")
+    compare.add_argument("--items", type=int, default=1_000, help="number of items (default 1000)")
+    compare.add_argument(
         "--models",
         default="pop,pop-decay,pop-recent,itemknn,ease,mf-bpr,mf-bce",
         help="comma-separated models to compare",
     )
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    compare.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    compare.set_defaults(handler=cmd_compare)
+
+    def data_dir_option(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+        parser.add_argument(
+            "--data-dir",
+            type=Path,
+            default=default,
+            metavar="DIR",
+            help="folder holding the event log, state and model registry"
+            + (f" (default {default})" if default else " (default: the data_dir setting, liverec-data)"),
+        )
+        parser.add_argument("--config", metavar="FILE", help="settings TOML file (also LIVEREC_CONFIG)")
+
+    demo = sub.add_parser(
+        "demo",
+        help="the main job: data in, a model trained, the API serving, live events changing recommendations",
+        description="Generate a synthetic stream (or load --data), import its first part into a fresh event log, "
+        "train and register a model, serve the API on 127.0.0.1, replay the rest of the stream over HTTP, and print "
+        "what to try. --smoke does it small and stops.",
+    )
+    _add_data_options(demo)
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("liverec-demo"),
+        metavar="DIR",
+        help="fresh folder for the demo's data (default liverec-demo; wiped only if the demo made it)",
+    )
+    demo.add_argument("--model", default="sasrec", help="model to train (default sasrec)")
+    demo.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="model hyperparameter")
+    demo.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default 8000; 0 = any free)")
+    demo.add_argument(
+        "--live-fraction", type=float, default=0.2, help="share of the stream replayed live over HTTP (default 0.2)"
+    )
+    demo.add_argument("--smoke", action="store_true", help="small data, short training, stop when done (CI)")
     demo.set_defaults(handler=cmd_demo)
+
+    imp = sub.add_parser(
+        "import",
+        help="load a dataset's events into the event log",
+        description="Append a dataset's events to the log of --data-dir in time order. Event ids are derived from "
+        "the source and row, so running it again stores nothing twice (an interrupted import resumes).",
+    )
+    _add_data_options(imp)
+    data_dir_option(imp)
+    imp.add_argument("--source", help="name used in event ids (default: the dataset's name)")
+    imp.add_argument("--limit", type=int, help="import only the first N events by time")
+    imp.set_defaults(handler=cmd_import)
+
+    train = sub.add_parser(
+        "train",
+        help="train a model from the event log (or --data) and register it",
+        description="Fit a model on every event but each user's last (the held-out metrics go into the manifest), "
+        "save it as a new version under DIR/models and promote it (the first version always is).",
+    )
+    _add_data_options(train)
+    data_dir_option(train)
+    train.add_argument(
+        "--model", default="sasrec", help=f"one of: {', '.join(sorted(MODEL_REGISTRY))} (default sasrec)"
+    )
+    train.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="model hyperparameter")
+    train.add_argument(
+        "--no-promote", dest="promote", action="store_false", help="register as a candidate without serving it"
+    )
+    train.add_argument("--json", action="store_true", help="print one JSON object")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(handler=cmd_train)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve the HTTP API over a data folder",
+        description="Serve events in / recommendations out over HTTP. Settings come from --config FILE, LIVEREC_* "
+        "environment variables and these flags; the effective settings are printed at start-up.",
+    )
+    data_dir_option(serve)
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.set_defaults(handler=cmd_serve)
+
+    rebuild = sub.add_parser(
+        "rebuild",
+        help="rebuild the state snapshot from the event log",
+        description="Replay the whole event log into a fresh state and write DIR/state.npz.",
+    )
+    data_dir_option(rebuild)
+    rebuild.set_defaults(handler=cmd_rebuild)
     return parser
 
 

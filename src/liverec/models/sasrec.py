@@ -74,6 +74,8 @@ class SASRecConfig(ModelConfig):
     n_threads: int = 0
     partial_fit_epochs: int = 1
     crop: str = "last"
+    plateau_factor: float = 1.0
+    plateau_patience: int = 3
     verbose: bool = False
 
     def __post_init__(self) -> None:
@@ -202,6 +204,7 @@ class SASRec(Recommender):
         self.item_log_q = np.zeros(0)
         self.history: list[dict[str, float]] = []
         self._steps = 0
+        self._lr_scale = 1.0
 
     # ------------------------------------------------------------------------------------------ training
     def _fit(self, interactions: Interactions, validation: RankingSplit | None = None) -> None:
@@ -218,6 +221,7 @@ class SASRec(Recommender):
             self.network.parameters(), lr=config.learning_rate, betas=(0.9, 0.98), weight_decay=config.weight_decay
         )
         self._steps = 0
+        self._lr_scale = 1.0
         self.history = []
         self._set_sampling_distribution(interactions)
         histories = _trainable(Histories.from_interactions(interactions))
@@ -248,6 +252,8 @@ class SASRec(Recommender):
                     waited += config.eval_every
                     if waited >= config.patience:
                         break
+                    if config.plateau_factor < 1.0 and waited % config.plateau_patience == 0:
+                        self._lr_scale *= config.plateau_factor
         if best_state is not None:
             self.network.load_state_dict(best_state)
         self.best_epoch, self.best_validation_ndcg = best_epoch, best_ndcg
@@ -303,7 +309,7 @@ class SASRec(Recommender):
             self._steps += 1
             scale = min(1.0, self._steps / config.warmup_steps) if config.warmup_steps > 0 else 1.0
             for group in optimizer.param_groups:
-                group["lr"] = config.learning_rate * scale
+                group["lr"] = config.learning_rate * scale * self._lr_scale
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

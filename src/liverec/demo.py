@@ -1,0 +1,213 @@
+"""``liverec demo``: the main job, end to end on one machine.
+
+1. data: a synthetic stream with known structure (default) or a dataset (``--data PATH``);
+2. the first part of it (by time) is imported into a fresh event log in ``--data-dir``;
+3. a model is trained on it and registered (SASRec by default);
+4. the API starts on 127.0.0.1 and the rest of the stream is replayed into it over HTTP;
+5. one user's recommendations are shown before and after a few of their events, and the curl
+   lines to try it by hand are printed. ``--smoke`` does all of it small and stops (CI runs it).
+
+The demo talks to its own server over real HTTP (``urllib``), exactly as a client would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverec.data.interactions import Dataset
+from liverec.data.synthetic import SyntheticConfig, generate
+from liverec.events.log import SQLiteEventLog
+from liverec.pipeline import import_dataset, read_log, train_and_register
+from liverec.registry import ModelRegistry
+from liverec.serving.engine import EVENTS_FILE, MODELS_DIR, Engine
+from liverec.serving.server import BackgroundServer, configure_logging
+from liverec.settings import Settings
+
+MARKER = ".liverec-demo"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    data: Dataset | None
+    source: str
+    data_dir: Path
+    model: str
+    params: dict[str, Any]
+    port: int
+    live_fraction: float
+    smoke: bool
+    seed: int
+
+
+def synthetic_dataset(smoke: bool, seed: int) -> Dataset:
+    if smoke:
+        config = SyntheticConfig(n_users=300, n_items=200, n_events=15_000, seed=seed)
+    else:
+        config = SyntheticConfig(n_users=2_000, n_items=1_000, n_events=100_000, seed=seed)
+    return generate(config)[0]
+
+
+def _request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def prepare_data_dir(path: Path) -> None:
+    """A fresh folder: refuse to wipe anything the demo did not create."""
+    if path.exists() and any(path.iterdir()):
+        if not (path / MARKER).exists():
+            raise FileExistsError(f"--data-dir: {str(path)!r} is not empty and was not made by the demo; pick another")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text("made by liverec demo; deleted by the next demo run\n")
+
+
+def run_demo(options: DemoOptions) -> int:
+    started = time.perf_counter()
+    dataset = options.data if options.data is not None else synthetic_dataset(options.smoke, options.seed)
+    inter = dataset.interactions
+    _say(f"data       {options.source}: {inter.n_users} users, {inter.n_items} items, {len(inter)} events")
+
+    prepare_data_dir(options.data_dir)
+    settings = Settings.load(data_dir=options.data_dir, port=options.port, log_format="text", log_level="WARNING")
+    configure_logging(settings)
+
+    # 1. the past: import the first part of the stream into the event log
+    order = np.argsort(inter.timestamps, kind="stable")
+    n_past = int(len(order) * (1 - options.live_fraction))
+    with SQLiteEventLog(options.data_dir / EVENTS_FILE) as event_log:
+        summary = import_dataset(dataset, event_log, source="demo", event_types=settings.event_types, limit=n_past)
+        _say(f"import     {summary.stored} events into {options.data_dir / EVENTS_FILE} in {summary.seconds:.2f}s")
+        data = read_log(event_log, settings.event_types)
+
+    # 2. train and register a model
+    registry = ModelRegistry(options.data_dir / MODELS_DIR)
+    trained = train_and_register(data, registry, options.model, options.params, seed=options.seed)
+    _say(
+        f"train      {options.model} -> version {trained.version} in {trained.fit_seconds:.1f}s; held-out last event: "
+        f"HR@10 {trained.metrics['hr@10']:.4f}, NDCG@10 {trained.metrics['ndcg@10']:.4f}"
+    )
+
+    # 3. serve
+    engine = Engine(settings)
+    server = BackgroundServer(settings, engine)
+    try:
+        url = server.start()
+    except RuntimeError as error:
+        engine.close()
+        raise RuntimeError(f"{error}; try --port 0 (any free port)") from None
+    _say(f"serve      {url}  (model {engine.model_version}; OpenAPI {url}/docs, metrics {url}/metrics)")
+    try:
+        _show_live_update(url, dataset, order, n_past)
+        _replay(url, dataset, order[n_past:], batch=500)
+        status, ready = _request("GET", f"{url}/ready")
+        _say(f"ready      {status} {json.dumps(ready)}")
+        _say(f"done in {time.perf_counter() - started:.1f}s")
+        user = str(dataset.user_map.external_ids[0])
+        item = str(dataset.item_map.external_ids[0])
+        _say("\ntry it (the server keeps running until Ctrl-C):" if not options.smoke else "\nwhat to try:")
+        _say(f"  curl -s '{url}/v1/users/{user}/recommendations?k=5'")
+        _say(
+            f"  curl -s -X POST {url}/v1/events -H 'content-type: application/json' "
+            f'-d \'[{{"user_id": "{user}", "item_id": "{item}", "type": "purchase"}}]\''
+        )
+        _say(f"  curl -s '{url}/v1/users/{user}/recommendations?k=5'   # changed by the purchase")
+        _say(f"  curl -s '{url}/v1/items/{item}/similar?k=5'")
+        _say(
+            f"  curl -s -X POST {url}/v1/recommendations -H 'content-type: application/json' "
+            f'-d \'{{"items": ["{item}"], "k": 5}}\''
+        )
+        _say(f"  open {url}/docs   and   {url}/metrics")
+        _say(f"later: liverec serve --data-dir {options.data_dir}")
+        if not options.smoke:
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        _say("\nstopping")
+    finally:
+        server.stop()
+        engine.close()
+    return 0
+
+
+def _show_live_update(url: str, dataset: Dataset, order: np.ndarray, n_past: int) -> None:
+    """Pick a user, show their top-5, send three events they make later in the stream, show it again."""
+    inter = dataset.interactions
+    future = order[n_past:]
+    users, counts = np.unique(inter.user_ids[future], return_counts=True)
+    if len(users) == 0:
+        return
+    user_index = int(users[np.argmax(counts)])
+    rows = future[inter.user_ids[future] == user_index][:3]
+    user = str(dataset.user_map.external_ids[user_index])
+    _, before = _request("GET", f"{url}/v1/users/{user}/recommendations?k=5")
+    events = [
+        {
+            "user_id": user,
+            "item_id": str(dataset.item_map.external_ids[inter.item_ids[r]]),
+            "type": "purchase" if "purchase" in inter.event_type_names else inter.event_type_names[0],
+            "timestamp": float(inter.timestamps[r]),
+            "event_id": f"demo-live:{r}",
+        }
+        for r in rows
+    ]
+    ack_started = time.perf_counter()
+    status, ack = _request("POST", f"{url}/v1/events", events)
+    ack_ms = (time.perf_counter() - ack_started) * 1000
+    rec_started = time.perf_counter()
+    _, after = _request("GET", f"{url}/v1/users/{user}/recommendations?k=5")
+    rec_ms = (time.perf_counter() - rec_started) * 1000
+    _say(f"\nuser {user} before: {[i['item_id'] for i in before['items']]}")
+    _say(f"  sends {len(events)} events {[e['item_id'] for e in events]} -> HTTP {status} {ack} in {ack_ms:.1f} ms")
+    _say(
+        f"user {user} after:  {[i['item_id'] for i in after['items']]}"
+        f"   ({rec_ms:.1f} ms, model {after['model_version']})\n"
+    )
+    if status != 200:
+        raise RuntimeError(f"events were not accepted: HTTP {status} {ack}")
+
+
+def _replay(url: str, dataset: Dataset, rows: np.ndarray, batch: int) -> None:
+    """Send the rest of the stream over HTTP in batches, as a live feed would."""
+    inter = dataset.interactions
+    types = np.asarray(inter.event_type_names, dtype=object)[inter.event_types]
+    users = dataset.user_map.external_ids
+    items = dataset.item_map.external_ids
+    sent = 0
+    started = time.perf_counter()
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        body = [
+            {
+                "user_id": str(users[inter.user_ids[r]]),
+                "item_id": str(items[inter.item_ids[r]]),
+                "type": str(types[r]),
+                "timestamp": float(inter.timestamps[r]),
+                "event_id": f"demo-live:{r}",
+            }
+            for r in chunk.tolist()
+        ]
+        status, answer = _request("POST", f"{url}/v1/events", body)
+        if status != 200:
+            raise RuntimeError(f"replay batch at {start} rejected: HTTP {status} {answer}")
+        sent += len(chunk)
+    seconds = time.perf_counter() - started
+    _say(f"replay     {sent} live events over HTTP in {seconds:.2f}s ({sent / max(seconds, 1e-9):,.0f} events/s)")

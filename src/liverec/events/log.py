@@ -1,0 +1,555 @@
+"""The durable event log: one SQLite file (WAL) holding the events, the item catalogue and small metadata.
+
+Why SQLite: one file, transactions, and in WAL mode readers never block the writer, which is all a
+single-node engine needs. ``synchronous=FULL`` (the default) syncs the WAL at every commit, so an
+event acknowledged by :meth:`SQLiteEventLog.append` survives a power loss; ``NORMAL`` syncs only at
+checkpoints: still safe against a crash of the process, but the last commits can be lost with the
+machine's power.
+
+Why group commit: a sync costs the same for one event as for fifty thousand. One writer thread owns
+the write connection; callers queue their batch with a future, and the writer takes everything
+waiting, writes it in one transaction, syncs once, hands the new events to ``on_commit`` (in log
+order, in the writer thread, so the serving state is updated serially) and only then resolves the
+callers' futures. Under load, many small appends share one sync.
+
+Events are deduplicated by ``event_id`` (unique; ids already stored are skipped), so a client may resend a batch and an
+import may be re-run: what is already there is counted as a duplicate, never stored twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import logging
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverec.events.schema import Event
+
+logger = logging.getLogger(__name__)
+
+#: Accepted values of ``PRAGMA synchronous``.
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: Most events the writer puts in one transaction (a bigger single batch still goes alone).
+MAX_GROUP_EVENTS = 50_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    "offset" INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT UNIQUE NOT NULL,
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    value REAL,
+    context TEXT,
+    recommendation_id TEXT,
+    received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    item_id TEXT PRIMARY KEY,
+    title TEXT,
+    categories TEXT NOT NULL,
+    available INTEGER NOT NULL,
+    attributes TEXT,
+    updated_at REAL NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_INSERT = (
+    "INSERT INTO events (event_id, user_id, item_id, type, timestamp, value, context, recommendation_id,"
+    " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_KNOWN = "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
+_LAST = 'SELECT coalesce(max("offset"), 0) FROM events'
+_ITEM_COLUMNS = "item_id, title, categories, available, attributes, updated_at, deleted"
+_SELECT = 'SELECT "offset", event_id, user_id, item_id, type, timestamp, value, context, recommendation_id FROM events'
+
+#: One events row as written: the :data:`_INSERT` parameters.
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent(Event):
+    """An event as the log holds it: the event plus its ``offset`` (1, 2, 3, ... in commit order)."""
+
+    offset: int = field(kw_only=True)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What one :meth:`SQLiteEventLog.append` did.
+
+    ``duplicates`` counts events whose ``event_id`` was already in the log or earlier in the same
+    group; ``last_offset`` is the log's last offset once the batch was committed, so every event of the
+    batch (new or duplicate) is at or below it.
+    """
+
+    stored: int
+    duplicates: int
+    last_offset: int
+    events: list[StoredEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What a bulk import did (no per-event list: imports run to millions of rows)."""
+
+    stored: int
+    duplicates: int
+    last_offset: int
+
+
+@dataclass
+class _Write:
+    """One caller's rows waiting for the writer; ``keep`` asks for the stored events back."""
+
+    rows: list[Row]
+    future: Future[AppendResult]
+    keep: bool = True
+
+
+@dataclass
+class _Task:
+    """Work done alone in one transaction by the writer (catalogue, metadata)."""
+
+    work: Callable[[sqlite3.Connection], Any]
+    future: Future[Any]
+
+
+class SQLiteEventLog:
+    """The append-only event log, the item catalogue and metadata in one SQLite file.
+
+    ``on_commit(events)`` runs in the writer thread after each commit with the new events in offset
+    order; if it raises, the error is logged and the append still succeeds (the events are durable).
+    It must not append itself: the writer would wait for its own commit.
+    ``readonly=True`` opens the file for reading only (no writer thread), e.g. from a second process
+    while ``liverec serve`` writes.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        on_commit: Callable[[list[StoredEvent]], None] | None = None,
+        synchronous: str = "FULL",
+        *,
+        readonly: bool = False,
+    ) -> None:
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}")
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self.readonly = readonly
+        self._on_commit = on_commit
+        self._queue: collections.deque[_Write | _Task] = collections.deque()
+        self._wakeup = threading.Condition()
+        self._closing = False
+        self._commits = 0
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer: threading.Thread | None = None
+        if readonly:
+            self._conn: sqlite3.Connection | None = None
+            return
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA busy_timeout = 10000")
+        if self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+            raise RuntimeError(f"{self.path}: SQLite could not switch the file to WAL mode")
+        self._conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        self._conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: the event_id index of a big log stays in memory
+        self._conn.executescript(_SCHEMA)
+        self._writer = threading.Thread(target=self._run, name="liverec-event-log-writer", daemon=True)
+        self._writer.start()
+
+    # -- appending -------------------------------------------------------------------------------
+    def append(self, events: Sequence[Event]) -> AppendResult:
+        """Store ``events`` (skipping known ``event_id``s); returns once they are durably committed."""
+        return self.append_async(events).result()
+
+    def append_async(self, events: Sequence[Event]) -> Future[AppendResult]:
+        """Queue ``events`` for the next group commit; the future resolves after the commit."""
+        received = time.time()
+        return self._submit_rows([_row(event, received) for event in events], keep=True)
+
+    def import_events(self, events: Iterable[Event], batch_size: int = 50_000) -> ImportResult:
+        """Bulk-append ``events`` in transactions of ``batch_size``; idempotent by ``event_id``."""
+        received = time.time()
+        iterator = iter(events)
+
+        def chunks() -> Iterator[list[Row]]:
+            while rows := [_row(event, received) for event in itertools.islice(iterator, batch_size)]:
+                yield rows
+
+        return self._import(chunks())
+
+    def import_columns(
+        self,
+        event_ids: Sequence[Any] | np.ndarray,
+        user_ids: Sequence[Any] | np.ndarray,
+        item_ids: Sequence[Any] | np.ndarray,
+        types: str | Sequence[str] | np.ndarray,
+        timestamps: Sequence[float] | np.ndarray,
+        values: Sequence[float | None] | np.ndarray | None = None,
+        batch_size: int = 50_000,
+    ) -> ImportResult:
+        """Bulk-append events given as columns, without building an :class:`Event` per row.
+
+        Ids become ``str``; ``types`` may be one type for all rows; NaN or ``None`` values are stored as
+        NULL. Re-running the same import stores nothing new (same ``event_id``s), so an interrupted
+        import can simply be run again. Types are not checked here: the importer validates them.
+        """
+        n = len(event_ids)
+        stamps = np.asarray(timestamps, dtype=np.float64)
+        lengths = {len(event_ids), len(user_ids), len(item_ids), len(stamps)}
+        lengths |= set() if isinstance(types, str) else {len(types)}
+        lengths |= set() if values is None else {len(values)}
+        if len(lengths) != 1:
+            raise ValueError(f"import_columns: columns have different lengths {sorted(lengths)}")
+        if not np.isfinite(stamps).all():
+            raise ValueError("import_columns: timestamps must be finite Unix seconds")
+        ids, users, items = _strings(event_ids), _strings(user_ids), _strings(item_ids)
+        kinds = [types] * n if isinstance(types, str) else _strings(types)
+        if values is None:
+            numbers: list[float | None] = [None] * n
+        else:
+            numbers = [None if v is None or math.isnan(v) else float(v) for v in _as_list(values)]
+        seconds = stamps.tolist()
+        received = itertools.repeat(time.time())
+        nothing = itertools.repeat(None)  # context and recommendation_id
+
+        def chunks() -> Iterator[list[Row]]:
+            for start in range(0, n, batch_size):
+                part = slice(start, start + batch_size)
+                columns = (ids[part], users[part], items[part], kinds[part], seconds[part], numbers[part])
+                yield list(zip(*columns, nothing, nothing, received, strict=False))
+
+        return self._import(chunks())
+
+    def _import(self, chunks: Iterable[list[Row]]) -> ImportResult:
+        """Write ``chunks`` one transaction each, building the next chunk while the writer writes this one."""
+        results: list[AppendResult] = []
+        pending: Future[AppendResult] | None = None
+        for rows in chunks:
+            submitted = self._submit_rows(rows, keep=False)
+            if pending is not None:
+                results.append(pending.result())
+            pending = submitted
+        if pending is not None:
+            results.append(pending.result())
+        return ImportResult(
+            sum(result.stored for result in results),
+            sum(result.duplicates for result in results),
+            results[-1].last_offset if results else self.last_offset(),
+        )
+
+    def _submit_rows(self, rows: list[Row], *, keep: bool) -> Future[AppendResult]:
+        future: Future[AppendResult] = Future()
+        if not rows:
+            future.set_result(AppendResult(0, 0, self.last_offset()))
+            return future
+        self._enqueue(_Write(rows, future, keep))
+        return future
+
+    # -- reading ---------------------------------------------------------------------------------
+    def read(self, after_offset: int = 0, limit: int = 10_000) -> list[StoredEvent]:
+        """Events with ``offset > after_offset``, in offset order, at most ``limit``."""
+        rows = self._reader().execute(f'{_SELECT} WHERE "offset" > ? ORDER BY "offset" LIMIT ?', (after_offset, limit))
+        return [
+            StoredEvent(e, u, i, t, ts, v, None if c is None else json.loads(c), r, offset=o)
+            for o, e, u, i, t, ts, v, c, r in rows
+        ]
+
+    def iter_all(self, batch: int = 50_000) -> Iterator[list[StoredEvent]]:
+        """The whole log in offset order, as lists of at most ``batch`` events."""
+        after = 0
+        while chunk := self.read(after, batch):
+            yield chunk
+            after = chunk[-1].offset
+
+    def last_offset(self) -> int:
+        """The highest offset in the log (0 when empty)."""
+        return int(self._reader().execute(_LAST).fetchone()[0])
+
+    def count(self) -> int:
+        return int(self._reader().execute("SELECT count(*) FROM events").fetchone()[0])
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed by the writer so far (fewer than appends when group commit works)."""
+        return self._commits
+
+    def writable(self) -> bool:
+        """Whether appends are accepted: opened for writing, not closed, writer thread alive."""
+        return self._writer is not None and self._writer.is_alive() and not self._closing
+
+    # -- catalogue and metadata ------------------------------------------------------------------
+    def put_item(
+        self,
+        item_id: str,
+        title: str | None = None,
+        categories: Iterable[str] = (),
+        available: bool = True,
+        attributes: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Create or replace an item's record (every field; PUT semantics); durable on return."""
+        if isinstance(categories, str):
+            raise TypeError("categories must be a list of strings, not one string")
+        record = {
+            "item_id": item_id,
+            "title": title,
+            "categories": [str(category) for category in categories],
+            "available": bool(available),
+            "attributes": attributes,
+            "updated_at": time.time(),
+            "deleted": False,
+        }
+        row = (
+            item_id,
+            title,
+            json.dumps(record["categories"], ensure_ascii=False),
+            int(available),
+            None if attributes is None else json.dumps(attributes, ensure_ascii=False),
+            record["updated_at"],
+            0,
+        )
+        insert = f"INSERT OR REPLACE INTO items ({_ITEM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        self._call(lambda conn: conn.execute(insert, row))
+        return record
+
+    def delete_item(self, item_id: str) -> bool:
+        """Mark an item deleted: its record becomes a tombstone (never recommended again, even after a
+        restart, until it is put back). Returns whether a live record existed. Its events stay in the log."""
+
+        def tombstone(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            existed = conn.execute(
+                "UPDATE items SET deleted = 1, available = 0, title = NULL, categories = '[]', attributes = NULL,"
+                " updated_at = ? WHERE item_id = ? AND deleted = 0",
+                (now, item_id),
+            ).rowcount
+            conn.execute(
+                f"INSERT OR IGNORE INTO items ({_ITEM_COLUMNS}) VALUES (?, NULL, '[]', 0, NULL, ?, 1)", (item_id, now)
+            )
+            return bool(existed)
+
+        return bool(self._call(tombstone))
+
+    def get_item(self, item_id: str) -> dict[str, Any] | None:
+        """The item's record, or None when there is none or it was deleted."""
+        row = self._reader().execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE item_id = ?", (item_id,)).fetchone()
+        return None if row is None or row[-1] else _item_record(row)
+
+    def items(self) -> list[dict[str, Any]]:
+        """Every catalogue record, tombstones of deleted items included (``deleted: True``), by item id."""
+        return [
+            _item_record(row) for row in self._reader().execute(f"SELECT {_ITEM_COLUMNS} FROM items ORDER BY item_id")
+        ]
+
+    def meta_get(self, key: str, default: str | None = None) -> str | None:
+        row = self._reader().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else str(row[0])
+
+    def meta_set(self, key: str, value: str) -> None:
+        self._call(lambda conn: conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)))
+
+    def _call(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``work`` in the writer thread in its own transaction; returns once committed."""
+        future: Future[Any] = Future()
+        self._enqueue(_Task(work, future))
+        return future.result()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Write what is queued, stop the writer and close every connection (idempotent)."""
+        with self._wakeup:
+            self._closing = True
+            self._wakeup.notify_all()
+        if self._writer is not None:
+            self._writer.join()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        if self._conn is not None:
+            self._conn.close()  # the last connection closes last: it checkpoints and removes the WAL
+            self._conn = None
+
+    def __enter__(self) -> SQLiteEventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------------------
+    def _enqueue(self, job: _Write | _Task) -> None:
+        with self._wakeup:
+            if self._closing or self._writer is None:
+                raise RuntimeError(f"{self.path}: the event log is {'closed' if self._closing else 'read-only'}")
+            self._queue.append(job)
+            self._wakeup.notify()
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection (WAL: it reads the last commit and never blocks the writer)."""
+        if self._closing:
+            raise RuntimeError(f"{self.path}: the event log is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            with self._readers_lock:
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def _run(self) -> None:
+        while (job := self._take()) is not None:
+            if isinstance(job, _Task):
+                try:
+                    job.future.set_result(self._transaction(job.work))
+                except Exception as error:
+                    job.future.set_exception(error)
+            else:
+                self._write_group(job)
+
+    def _take(self) -> _Task | list[_Write] | None:
+        """The next task, or every write waiting (up to :data:`MAX_GROUP_EVENTS`); None once closed and drained."""
+        with self._wakeup:
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._wakeup.wait()
+            first = self._queue.popleft()
+            if isinstance(first, _Task):
+                return first
+            group, size = [first], len(first.rows)
+            while self._queue:
+                head = self._queue[0]
+                if not isinstance(head, _Write) or size + len(head.rows) > MAX_GROUP_EVENTS:
+                    break
+                self._queue.popleft()
+                group.append(head)
+                size += len(head.rows)
+            return group
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        assert self._conn is not None
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(self._conn)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        self._commits += 1
+        return result
+
+    def _write_group(self, group: list[_Write]) -> None:
+        rows = [row for write in group for row in write.rows]
+        try:
+            offsets, last = self._transaction(lambda conn: _insert(conn, rows))
+        except Exception as error:  # rolled back: nothing of the group is stored
+            if len(group) > 1 and not isinstance(error, sqlite3.OperationalError):
+                for write in group:  # a data error belongs to one caller's batch: the others must not fail with it
+                    self._write_group([write])
+                return
+            for write in group:
+                write.future.set_exception(error)
+            return
+        outcomes = []
+        start = 0
+        for write in group:
+            mine = offsets[start : start + len(write.rows)]
+            start += len(write.rows)
+            new = sum(offset is not None for offset in mine)
+            wanted = write.keep or self._on_commit is not None
+            events = (
+                [_stored(row, o) for row, o in zip(write.rows, mine, strict=True) if o is not None] if wanted else []
+            )
+            outcomes.append((new, events))
+        if self._on_commit is not None and any(new for new, _ in outcomes):
+            try:
+                self._on_commit([event for _, events in outcomes for event in events])
+            except Exception:
+                logger.exception("on_commit failed for events up to offset %d; the events are stored", last)
+        for write, (new, events) in zip(group, outcomes, strict=True):
+            write.future.set_result(AppendResult(new, len(write.rows) - new, last, events if write.keep else []))
+
+
+def _insert(conn: sqlite3.Connection, rows: list[Row]) -> tuple[list[int | None], int]:
+    """Insert the rows whose event_id is new (inside the writer's transaction): each row's offset or None.
+
+    Known ids are looked up first rather than left to ``INSERT OR IGNORE``, because an ignored insert
+    still burns an AUTOINCREMENT value and offsets would get gaps. The writer holds the write lock, so
+    the new rows get consecutive offsets ending at ``last_insert_rowid()``; a plain ``INSERT`` fails
+    loudly if that ever stopped being true.
+    """
+    ids = json.dumps([row[0] for row in rows])
+    seen = {event_id for (event_id,) in conn.execute(_KNOWN, (ids,))}
+    fresh = []
+    for position, row in enumerate(rows):
+        if row[0] not in seen:  # the first occurrence of an id repeated inside the group is the one kept
+            seen.add(row[0])
+            fresh.append(position)
+    offsets: list[int | None] = [None] * len(rows)
+    if not fresh:
+        return offsets, conn.execute(_LAST).fetchone()[0]
+    conn.executemany(_INSERT, rows if len(fresh) == len(rows) else [rows[p] for p in fresh])
+    last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+    for offset, position in enumerate(fresh, start=last - len(fresh) + 1):
+        offsets[position] = offset
+    return offsets, last
+
+
+def _row(event: Event, received: float) -> Row:
+    context = None if event.context is None else json.dumps(event.context, separators=(",", ":"), ensure_ascii=False)
+    return (
+        event.event_id,
+        event.user_id,
+        event.item_id,
+        event.type,
+        event.timestamp,
+        event.value,
+        context,
+        event.recommendation_id,
+        received,
+    )
+
+
+def _stored(row: Row, offset: int) -> StoredEvent:
+    context = None if row[6] is None else json.loads(row[6])
+    return StoredEvent(row[0], row[1], row[2], row[3], row[4], row[5], context, row[7], offset=offset)
+
+
+def _as_list(column: Sequence[Any] | np.ndarray) -> list[Any]:
+    return column.tolist() if isinstance(column, np.ndarray) else list(column)
+
+
+def _strings(column: Sequence[Any] | np.ndarray) -> list[str]:
+    return [value if isinstance(value, str) else str(value) for value in _as_list(column)]
+
+
+def _item_record(row: tuple[Any, ...]) -> dict[str, Any]:
+    item_id, title, categories, available, attributes, updated_at, deleted = row
+    return {
+        "item_id": item_id,
+        "title": title,
+        "categories": json.loads(categories),
+        "available": bool(available),
+        "attributes": None if attributes is None else json.loads(attributes),
+        "updated_at": updated_at,
+        "deleted": bool(deleted),
+    }

@@ -1,0 +1,146 @@
+"""The model registry: versioned model folders on disk and a pointer to the one being served.
+
+Layout under ``root`` (``<data-dir>/models``)::
+
+    v0001/ config.json state.npz     the model's own save()
+           item_ids.json             external item ids in the model's internal order
+           manifest.json             name, version, status, created, metrics, training range, parent
+    PROMOTED                         the served version (written by temp file + rename: atomic)
+    promotions.json                  every promotion in order (rollback goes one step back)
+
+A version folder is written under a temporary name and renamed into place, so a reader never sees a
+half-written model. Servers poll ``PROMOTED`` (one ``stat`` per second) and swap when it changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from liverec.models.base import Recommender
+
+_STATUSES = ("candidate", "promoted", "retired", "rejected")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: str
+    model: Recommender
+    item_ids: list[str]
+    manifest: dict[str, Any]
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+class ModelRegistry:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # -- writing ---------------------------------------------------------------------------------
+    def register(
+        self,
+        model: Recommender,
+        item_ids: Sequence[str],
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        training: Mapping[str, Any] | None = None,
+        parent: str | None = None,
+    ) -> str:
+        """Save ``model`` as a new candidate version and return its name (``v0001``, ``v0002``, ...)."""
+        if len(item_ids) != model.n_items:
+            raise ValueError(f"item_ids: expected {model.n_items} ids (the model's items), got {len(item_ids)}")
+        existing = self.versions()
+        number = 1 + max((int(v[1:]) for v in existing), default=0)
+        version = f"v{number:04d}"
+        tmp = self.root / f".{version}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save(tmp)
+        (tmp / "item_ids.json").write_text(json.dumps(list(item_ids)))
+        manifest = {
+            "version": version,
+            "model": model.name,
+            "status": "candidate",
+            "created_at": time.time(),
+            "metrics": dict(metrics or {}),
+            "training": dict(training or {}),
+            "parent": parent,
+            "reason": None,
+        }
+        _write_json(tmp / "manifest.json", manifest)
+        os.replace(tmp, self.root / version)
+        return version
+
+    def set_status(self, version: str, status: str, reason: str | None = None) -> dict[str, Any]:
+        if status not in _STATUSES:
+            raise ValueError(f"status: expected one of {', '.join(_STATUSES)}, got {status!r}")
+        manifest = self.manifest(version)
+        manifest["status"] = status
+        manifest["reason"] = reason
+        _write_json(self.root / version / "manifest.json", manifest)
+        return manifest
+
+    def promote(self, version: str, reason: str | None = None) -> None:
+        """Serve ``version`` from now on; the previously served one becomes ``retired``."""
+        self.manifest(version)  # raises KeyError for an unknown version
+        previous = self.promoted()
+        if previous == version:
+            return
+        history = self._promotions()
+        history.append({"version": version, "at": time.time(), "reason": reason})
+        _write_json(self.root / "promotions.json", history)
+        self.set_status(version, "promoted", reason)
+        _write_text_atomic(self.root / "PROMOTED", version)
+        if previous is not None:
+            self.set_status(previous, "retired", f"replaced by {version}")
+
+    # -- reading ---------------------------------------------------------------------------------
+    def versions(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("v"))
+
+    def manifest(self, version: str) -> dict[str, Any]:
+        path = self.root / version / "manifest.json"
+        if not path.exists():
+            raise KeyError(f"unknown model version {version!r}")
+        return dict(json.loads(path.read_text()))
+
+    def manifests(self) -> list[dict[str, Any]]:
+        return [self.manifest(v) for v in self.versions()]
+
+    def promoted(self) -> str | None:
+        path = self.root / "PROMOTED"
+        return path.read_text().strip() or None if path.exists() else None
+
+    def promoted_stamp(self) -> float:
+        """Modification time of the pointer: a cheap change check for servers that poll."""
+        try:
+            return (self.root / "PROMOTED").stat().st_mtime_ns / 1e9
+        except FileNotFoundError:
+            return 0.0
+
+    def load(self, version: str) -> LoadedModel:
+        folder = self.root / version
+        manifest = self.manifest(version)
+        model = Recommender.load(folder)
+        item_ids = [str(i) for i in json.loads((folder / "item_ids.json").read_text())]
+        return LoadedModel(version, model, item_ids, manifest)
+
+    def _promotions(self) -> list[dict[str, Any]]:
+        path = self.root / "promotions.json"
+        return list(json.loads(path.read_text())) if path.exists() else []
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,11 @@
+"""Top-k retrieval over the catalogue with allowed-item filters (see docs/architecture.md, "The running engine").
+
+Score-vector models (popularity, ItemKNN) go through :func:`top_k_allowed`; vector models (SASRec) through
+:class:`VectorIndex`, exact below ``ann_threshold`` items and FAISS IVF above. Both never return a disallowed
+item, return exactly ``k`` items whenever ``k`` are allowed, and break ties towards the lower item id.
+"""
+
+from liverec.retrieval.index import Metric, VectorIndex, exact_recall
+from liverec.retrieval.topk import top_k_allowed
+
+__all__ = ["Metric", "VectorIndex", "exact_recall", "top_k_allowed"]

@@ -1,0 +1,451 @@
+"""The engine behind the HTTP API: event log, state, model registry and the serving model, wired up.
+
+No HTTP here (FastAPI lives in ``serving.app``): the engine is what a route calls, and what tests and
+benchmarks drive in-process.
+
+Recommending for a user: the state gives the user's recent sequence and seen set; the catalogue
+gives the allowed-item mask (available, category include/exclude, not seen); the serving model turns
+the sequence into scores (or, for vector models such as SASRec, a user vector searched in a
+:class:`~liverec.retrieval.VectorIndex`), restricted to the mask. A user with no usable history gets
+time-decayed popularity, and the answer says so. If the model cannot fill k slots (filters, items it
+has never seen), popularity fills the rest, so a filter never leaves fewer than k results when k
+eligible items exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from liverec.data.interactions import Histories
+from liverec.events.log import AppendResult, SQLiteEventLog, StoredEvent
+from liverec.events.schema import Event, EventConfig
+from liverec.registry import LoadedModel, ModelRegistry
+from liverec.retrieval import VectorIndex, top_k_allowed
+from liverec.settings import Settings
+from liverec.state.store import State, StateConfig
+
+log = logging.getLogger("liverec.engine")
+
+STATE_FILE = "state.npz"
+EVENTS_FILE = "events.db"
+MODELS_DIR = "models"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    items: list[tuple[str, float]]
+    model_version: str | None
+    recommendation_id: str
+    fallback: str | None = None  # "popularity" when the model could not personalise this answer
+    reason: str | None = None
+    filled: int = 0  # slots the model left empty and popularity filled
+    history_length: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "items": [{"item_id": i, "score": s} for i, s in self.items],
+            "model_version": self.model_version,
+            "recommendation_id": self.recommendation_id,
+            "fallback": self.fallback,
+            "reason": self.reason,
+            "filled_by_popularity": self.filled,
+            "history_length": self.history_length,
+        }
+
+
+class ServingModel:
+    """A registered model bound to the state's item indices (model order ↔ state order)."""
+
+    def __init__(self, loaded: LoadedModel, state: State, ann_threshold: int) -> None:
+        self.version = loaded.version
+        self.model = loaded.model
+        self.manifest = loaded.manifest
+        self.model_to_state = np.array([state.item(i) for i in loaded.item_ids], dtype=np.int64)
+        self._state_to_model = np.full(0, -1, dtype=np.int64)
+        self.index: VectorIndex | None = None
+        if hasattr(self.model, "user_vectors") and hasattr(self.model, "item_vectors"):
+            self.index = VectorIndex(self.model.item_vectors(), ann_threshold=ann_threshold)
+        self._identity = bool(np.array_equal(self.model_to_state, np.arange(len(self.model_to_state))))
+
+    def to_model(self, state_items: np.ndarray) -> np.ndarray:
+        """Model ids of state item indices; items the model does not know are dropped."""
+        if self._identity:
+            return state_items[state_items < len(self.model_to_state)]
+        if len(self._state_to_model) <= int(state_items.max(initial=-1)):
+            mapping = np.full(int(self.model_to_state.max(initial=-1)) + 1, -1, dtype=np.int64)
+            mapping[self.model_to_state] = np.arange(len(self.model_to_state))
+            self._state_to_model = mapping
+        inside = state_items[state_items < len(self._state_to_model)]
+        mapped = self._state_to_model[inside]
+        return mapped[mapped >= 0]
+
+    def allowed(self, allowed_state: np.ndarray) -> np.ndarray:
+        if self._identity:
+            return allowed_state[: len(self.model_to_state)]
+        return allowed_state[self.model_to_state]
+
+    def recommend(self, history: np.ndarray, k: int, allowed_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k state item indices for one model-id history, within ``allowed_state``."""
+        allowed = self.allowed(allowed_state)
+        histories = Histories(np.array([-1]), np.array([0, len(history)]), history)
+        if self.index is not None:
+            user = self.model.user_vectors(histories)  # type: ignore[attr-defined]
+            ids, scores = self.index.search(user, k, allowed)
+        else:
+            ids, scores = top_k_allowed(self.model.score(histories), k, allowed)
+        ids, scores = ids[0], scores[0]
+        valid = ids >= 0
+        return self.model_to_state[ids[valid]], scores[valid]
+
+    def similar(self, item: int, k: int, allowed_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Items close to model item ``item``: cosine of item vectors, or the model's next-item scores."""
+        allowed = self.allowed(allowed_state).copy()
+        allowed[item] = False
+        if self.index is not None:
+            vectors = self.model.item_vectors()  # type: ignore[attr-defined]
+            norms = np.linalg.norm(vectors, axis=1) + 1e-12
+            scores = (vectors @ vectors[item]) / (norms * norms[item])
+        else:
+            scores = self.model.score(Histories.from_lists([[item]]))[0]
+        ids, top = top_k_allowed(scores.astype(np.float32), k, allowed)
+        valid = ids >= 0
+        return self.model_to_state[ids[valid]], top[valid]
+
+
+@dataclass
+class EngineStats:
+    events_stored: int = 0
+    events_duplicate: int = 0
+    model_swaps: int = 0
+    started: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """Owns the data folder: ``events.db`` (log + catalogue), ``state.npz``, ``models/``."""
+
+    def __init__(self, settings: Settings, *, background: bool = True) -> None:
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(settings.torch_threads)
+        self.event_config = EventConfig(
+            event_types=dict(settings.event_types),
+            max_batch=settings.max_batch,
+            max_context_bytes=settings.max_context_bytes,
+            max_body_bytes=settings.max_body_bytes,
+        )
+        self.state_config = StateConfig(
+            max_history=settings.max_history,
+            half_life_days=settings.popularity_half_life_days,
+            event_weights=dict(settings.event_types),
+        )
+        self.stats = EngineStats()
+        self.state, self.recovery = self._load_state()
+        self.log = SQLiteEventLog(
+            self.data_dir / EVENTS_FILE, on_commit=self._on_commit, synchronous=settings.synchronous
+        )
+        self._catch_up()
+        self.registry = ModelRegistry(self.data_dir / MODELS_DIR)
+        self._serving: ServingModel | None = None
+        self._model_stamp = -1.0
+        self._swap_lock = threading.Lock()
+        self.maybe_swap_model()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        if background:
+            self._start(self._watch_models, settings.model_poll_interval_s, "liverec-model-watch")
+            self._start(self._snapshot_now, settings.snapshot_interval_s, "liverec-snapshot")
+
+    # -- start-up --------------------------------------------------------------------------------
+    def _load_state(self) -> tuple[State, str]:
+        path = self.data_dir / STATE_FILE
+        if path.exists():
+            try:
+                state = State.load(path, self.state_config)
+            except (OSError, ValueError, KeyError) as error:
+                log.warning("state snapshot unreadable, rebuilding from the log", extra={"error": str(error)})
+                state = None
+            if state is not None:
+                return state, "snapshot"
+            log.warning("state snapshot made with other settings; rebuilding from the log")
+        return State(self.state_config), "rebuild"
+
+    def _catch_up(self) -> None:
+        """Apply the log after the state's offset (everything, when the state is new), then the catalogue."""
+        if self.state.offset > self.log.last_offset():
+            log.warning("state snapshot is ahead of the log; rebuilding from the log")
+            self.state, self.recovery = State(self.state_config), "rebuild"
+        while True:
+            batch = self.log.read(after_offset=self.state.offset, limit=50_000)
+            if not batch:
+                break
+            self.state.apply(batch)
+        for record in self.log.items():
+            if record["deleted"]:
+                self.state.remove_item(record["item_id"])
+            else:
+                self.state.put_item(record["item_id"], record)
+        log.info(
+            "state ready",
+            extra={"recovery": self.recovery, "offset": self.state.offset, "users": self.state.n_users},
+        )
+
+    def _start(self, work: Any, interval: float, name: str) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    work()
+                except Exception:  # a background failure is logged, never fatal to serving
+                    log.exception(f"{name} failed")
+
+        thread = threading.Thread(target=loop, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # -- events ----------------------------------------------------------------------------------
+    def _on_commit(self, events: list[StoredEvent]) -> None:
+        self.state.apply(events)
+        self.stats.events_stored += len(events)
+
+    def ingest(self, events: Sequence[Event]) -> AppendResult:
+        """Durably append ``events`` and apply them to the state; returns after both."""
+        result = self.log.append(list(events))
+        self.stats.events_duplicate += result.duplicates
+        return result
+
+    def ingest_async(self, events: Sequence[Event]) -> Future[AppendResult]:
+        future = self.log.append_async(list(events))
+        future.add_done_callback(self._count_duplicates)
+        return future
+
+    def _count_duplicates(self, future: Future[AppendResult]) -> None:
+        if future.exception() is None:
+            self.stats.events_duplicate += future.result().duplicates
+
+    # -- catalogue -------------------------------------------------------------------------------
+    def put_item(
+        self,
+        item_id: str,
+        *,
+        title: str | None = None,
+        categories: Sequence[str] = (),
+        available: bool = True,
+        attributes: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        record = self.log.put_item(
+            item_id, title=title, categories=list(categories), available=available, attributes=attributes
+        )
+        self.state.put_item(item_id, record)
+        return record
+
+    def delete_item(self, item_id: str) -> bool:
+        existed = self.log.delete_item(item_id)
+        known = self.state.remove_item(item_id)
+        return existed or known
+
+    def get_item(self, item_id: str) -> dict[str, Any] | None:
+        record = self.log.get_item(item_id)
+        stats = self.state.item_stats(item_id)
+        if record is None and stats is None:
+            return None
+        out: dict[str, Any] = {"item_id": item_id, "available": True, "title": None, "categories": []}
+        out.update(record or {})
+        index = self.state.item_index.get(item_id)
+        if index is not None:
+            out["available"] = bool(self.state.catalogue.available(self.state.n_items)[index])
+        out["stats"] = stats or {"count": 0, "popularity": 0.0}
+        return out
+
+    # -- recommendations -------------------------------------------------------------------------
+    def _allowed(self, include: Sequence[str], exclude: Sequence[str]) -> np.ndarray:
+        state = self.state
+        n = state.n_items
+        allowed = state.catalogue.available(n).copy()
+        if include:
+            wanted = np.zeros(n, dtype=bool)
+            for category in include:
+                wanted |= state.catalogue.category_mask(category, n)
+            allowed &= wanted
+        for category in exclude:
+            allowed &= ~state.catalogue.category_mask(category, n)
+        return allowed
+
+    def recommend(
+        self,
+        user_id: str | None = None,
+        *,
+        items: Sequence[str] | None = None,
+        k: int = 10,
+        exclude_seen: bool = True,
+        include_categories: Sequence[str] = (),
+        exclude_categories: Sequence[str] = (),
+    ) -> Recommendation:
+        """Top-k for a known user (``user_id``) or an anonymous session (``items``, oldest first)."""
+        state = self.state
+        serving = self._serving
+        if user_id is not None:
+            history, seen = state.history(user_id), state.seen(user_id)
+        else:
+            history = state.item_indices(list(items or []))
+            seen = history
+        allowed = self._allowed(include_categories, exclude_categories)
+        if exclude_seen and len(seen):
+            allowed[seen] = False
+        ids = np.zeros(0, dtype=np.int64)
+        scores = np.zeros(0, dtype=np.float32)
+        fallback = reason = None
+        if serving is None:
+            fallback, reason = "popularity", "no model has been trained yet"
+        elif len(history) == 0:
+            fallback, reason = "popularity", "no history for this user" if user_id is not None else "empty session"
+        else:
+            model_history = serving.to_model(history)
+            if len(model_history) == 0:
+                fallback, reason = "popularity", f"model {serving.version} knows none of the history's items"
+            else:
+                ids, scores = serving.recommend(model_history, k, allowed)
+        filled = 0
+        if len(ids) < k:
+            remaining = allowed.copy()
+            remaining[ids] = False
+            extra_ids, extra_scores = top_k_allowed(state.popularity(), k - len(ids), remaining)
+            keep = extra_ids >= 0
+            filled = int(keep.sum()) if fallback is None else 0
+            ids = np.concatenate([ids, extra_ids[keep]])
+            scores = np.concatenate([scores, extra_scores[keep].astype(np.float32)])
+        names = state.item_ids
+        return Recommendation(
+            items=[(names[i], float(s)) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)],
+            model_version=serving.version if serving is not None else None,
+            recommendation_id=uuid.uuid4().hex,
+            fallback=fallback,
+            reason=reason,
+            filled=filled,
+            history_length=len(history),
+        )
+
+    def similar(self, item_id: str, k: int = 10) -> Recommendation | None:
+        """Items like ``item_id`` (None when the item is unknown)."""
+        state = self.state
+        index = state.item_index.get(item_id)
+        if index is None:
+            return None
+        serving = self._serving
+        allowed = self._allowed((), ())
+        allowed[index] = False
+        ids = np.zeros(0, dtype=np.int64)
+        scores = np.zeros(0, dtype=np.float32)
+        fallback = reason = None
+        model_item = serving.to_model(np.array([index])) if serving is not None else np.zeros(0, dtype=np.int64)
+        if serving is None:
+            fallback, reason = "popularity", "no model has been trained yet"
+        elif len(model_item) == 0:
+            fallback, reason = "popularity", f"model {serving.version} does not know this item yet"
+        else:
+            ids, scores = serving.similar(int(model_item[0]), k, allowed)
+        if len(ids) < k:
+            remaining = allowed.copy()
+            remaining[ids] = False
+            extra_ids, extra_scores = top_k_allowed(state.popularity(), k - len(ids), remaining)
+            keep = extra_ids >= 0
+            ids = np.concatenate([ids, extra_ids[keep]])
+            scores = np.concatenate([scores, extra_scores[keep].astype(np.float32)])
+        names = state.item_ids
+        return Recommendation(
+            items=[(names[i], float(s)) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)],
+            model_version=serving.version if serving is not None else None,
+            recommendation_id=uuid.uuid4().hex,
+            fallback=fallback,
+            reason=reason,
+        )
+
+    # -- models ----------------------------------------------------------------------------------
+    @property
+    def model_version(self) -> str | None:
+        serving = self._serving
+        return serving.version if serving is not None else None
+
+    @property
+    def retrieval(self) -> str:
+        """How the serving model ranks: ``exact`` / ``faiss`` (vector index), ``scores`` (full scoring)."""
+        serving = self._serving
+        if serving is None:
+            return "popularity"
+        if serving.index is None:
+            return "scores"
+        return "exact" if serving.index.is_exact else "faiss"
+
+    def maybe_swap_model(self) -> bool:
+        """Load the promoted version if it changed; the swap is one reference assignment."""
+        with self._swap_lock:
+            stamp = self.registry.promoted_stamp()
+            if stamp == self._model_stamp:
+                return False
+            version = self.registry.promoted()
+            self._model_stamp = stamp
+            if version is None or (self._serving is not None and self._serving.version == version):
+                return False
+            serving = ServingModel(self.registry.load(version), self.state, self.settings.ann_threshold)
+            self._serving = serving
+            self.stats.model_swaps += 1
+            log.info("serving model", extra={"version": version, "model": serving.model.name})
+            return True
+
+    def _watch_models(self) -> None:
+        self.maybe_swap_model()
+
+    # -- persistence -----------------------------------------------------------------------------
+    def _snapshot_now(self) -> None:
+        path = self.data_dir / STATE_FILE
+        if path.exists() and self._snapshot_offset == self.state.offset:
+            return
+        self.snapshot()
+
+    _snapshot_offset = -1
+
+    def snapshot(self) -> None:
+        offset = self.state.offset
+        self.state.snapshot(self.data_dir / STATE_FILE)
+        self._snapshot_offset = offset
+
+    def ready(self) -> dict[str, Any]:
+        """Readiness: a model is loaded and the log accepts writes."""
+        writable = self.log.writable() if hasattr(self.log, "writable") else True
+        return {"model_loaded": self._serving is not None, "log_writable": bool(writable)}
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.log.close()  # drains pending appends first
+        self.snapshot()
+
+
+def rebuild_state(settings: Settings) -> State:
+    """Rebuild ``state.npz`` from the whole event log (``liverec rebuild``)."""
+    data_dir = Path(settings.data_dir)
+    config = StateConfig(
+        max_history=settings.max_history,
+        half_life_days=settings.popularity_half_life_days,
+        event_weights=dict(settings.event_types),
+    )
+    state = State(config)
+    with SQLiteEventLog(data_dir / EVENTS_FILE, synchronous=settings.synchronous) as event_log:
+        while True:
+            batch = event_log.read(after_offset=state.offset, limit=50_000)
+            if not batch:
+                break
+            state.apply(batch)
+    state.snapshot(data_dir / STATE_FILE)
+    return state

@@ -1,0 +1,98 @@
+"""Engine settings: one TOML file plus ``LIVEREC_*`` environment variables, validated by pydantic.
+
+Precedence, highest first: values passed in code (the CLI's flags), environment variables
+(``LIVEREC_PORT=9000``; nested tables with ``__``, e.g. ``LIVEREC_EVENT_TYPES__VIEW=0.5``), the TOML file
+(``--config FILE`` or ``LIVEREC_CONFIG``), then the defaults below. Unknown keys are errors, so a typo
+in a setting name fails at start-up instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from liverec.state.store import DEFAULT_EVENT_WEIGHTS
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIVEREC_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Field(Path("liverec-data"), description="folder holding events.db, state and models/")
+    host: str = Field("127.0.0.1", description="address the HTTP server binds to")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: any free port)")
+
+    event_types: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
+        description="accepted event types and their weights in item popularity; weight 0 = stored, not used",
+    )
+    max_batch: int = Field(10_000, ge=1, description="most events in one POST /v1/events")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413 above)")
+    max_context_bytes: int = Field(4096, ge=0, description="largest event `context` object, as compact JSON")
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL", description="SQLite synchronous mode: FULL survives power loss, NORMAL only process crashes"
+    )
+
+    max_history: int = Field(200, ge=1, description="items kept per user sequence")
+    popularity_half_life_days: float = Field(7.0, gt=0, description="half-life of time-decayed popularity")
+    snapshot_interval_s: float = Field(60.0, gt=0, description="how often the state snapshot is written")
+
+    default_k: int = Field(10, ge=1, description="recommendations returned when k is not given")
+    max_k: int = Field(1000, ge=1, description="largest k a request may ask for")
+    ann_threshold: int = Field(200_000, ge=1, description="catalogue size from which retrieval uses FAISS")
+    model_poll_interval_s: float = Field(1.0, gt=0, description="how often serve checks for a newly promoted model")
+    torch_threads: int = Field(1, ge=1, description="intra-op threads per scoring call (requests run in parallel)")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = Field("json", description="structured JSON lines or plain text")
+    access_log: bool = Field(False, description="one log line per HTTP request")
+
+    @field_validator("event_types")
+    @classmethod
+    def _check_event_types(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("at least one event type is needed")
+        for name, weight in value.items():
+            if not name or weight < 0 or weight != weight:
+                raise ValueError(f"event type {name!r}: weight must be a number >= 0, got {weight}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = os.environ.get("LIVEREC_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_file)))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
+        """Settings from ``config_file`` (or ``LIVEREC_CONFIG``), the environment and ``overrides``."""
+        if config_file is not None:
+            path = Path(config_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"--config: no such file {str(path)!r}")
+            previous = os.environ.get("LIVEREC_CONFIG")
+            os.environ["LIVEREC_CONFIG"] = str(path)
+            try:
+                return cls(**{k: v for k, v in overrides.items() if v is not None})
+            finally:
+                if previous is None:
+                    del os.environ["LIVEREC_CONFIG"]
+                else:
+                    os.environ["LIVEREC_CONFIG"] = previous
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+
+    def describe(self) -> dict[str, Any]:
+        """The effective settings as plain JSON values (printed at start-up)."""
+        return self.model_dump(mode="json")

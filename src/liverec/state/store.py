@@ -1,0 +1,350 @@
+"""The engine's live state: each user's recent sequence, item statistics and the catalogue.
+
+State is derived data. The event log is the source of truth; :meth:`State.apply` folds committed
+events into the state in log order (the log's writer thread calls it after each group commit, before
+the request that carried the events is acknowledged), so the next request already sees them.
+:meth:`State.snapshot` writes a copy that records the log offset it covers; start-up loads it and
+applies the log after that offset, or rebuilds from the whole log when there is no snapshot. Because
+application is deterministic and in log order, a rebuilt state equals the live one.
+
+Everything is held in process memory behind one lock: per-user deques of recent item indices (bounded
+by ``max_history``), per-user sets of every item seen (for ``exclude_seen``), and per-item arrays of
+counts and exponentially time-decayed popularity. Items get dense indices in order of first
+appearance (an event or a catalogue entry), so the serving model's item order usually matches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+#: Event types and their weights when nothing is configured (kept in step with the events schema).
+DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "add_to_cart": 4.0,
+    "purchase": 8.0,
+    "rating": 1.0,
+    "like": 3.0,
+    "share": 3.0,
+}
+
+_SNAPSHOT_VERSION = 1
+
+
+class EventLike(Protocol):
+    """What :meth:`State.apply` reads from a committed event (``liverec.events.log.StoredEvent``)."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def timestamp(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    max_history: int = 200  # items kept per user sequence (the sequence model reads at most this many)
+    half_life_days: float = 7.0  # half-life of the time-decayed item popularity
+    event_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+
+    def __post_init__(self) -> None:
+        if self.max_history < 1:
+            raise ValueError(f"max_history: expected >= 1, got {self.max_history}")
+        if not self.half_life_days > 0:
+            raise ValueError(f"half_life_days: expected > 0, got {self.half_life_days}")
+
+
+class Catalogue:
+    """Item metadata and availability, aligned with the state's item indices.
+
+    Items seen only in events are available and have no metadata. ``allowed`` builds the boolean
+    mask every recommendation is filtered with; per-category masks are cached and rebuilt lazily
+    after a change.
+    """
+
+    def __init__(self) -> None:
+        self._available = np.ones(0, dtype=bool)
+        self.metadata: dict[int, dict[str, Any]] = {}
+        self._category_masks: dict[str, np.ndarray] = {}
+
+    def _ensure(self, n_items: int) -> None:
+        if len(self._available) < n_items:
+            grown = np.ones(max(n_items, 2 * len(self._available), 1024), dtype=bool)
+            grown[: len(self._available)] = self._available
+            self._available = grown
+            self._category_masks.clear()
+
+    def set(self, index: int, record: Mapping[str, Any]) -> None:
+        self._ensure(index + 1)
+        self.metadata[index] = dict(record)
+        self._available[index] = bool(record.get("available", True))
+        self._category_masks.clear()
+
+    def remove(self, index: int) -> None:
+        """Forget an item's metadata and never recommend it again (until it is put back)."""
+        self._ensure(index + 1)
+        self.metadata.pop(index, None)
+        self._available[index] = False
+        self._category_masks.clear()
+
+    def available(self, n_items: int) -> np.ndarray:
+        self._ensure(n_items)
+        return self._available[:n_items]
+
+    def categories(self, index: int) -> list[str]:
+        return list(self.metadata.get(index, {}).get("categories") or [])
+
+    def category_mask(self, category: str, n_items: int) -> np.ndarray:
+        self._ensure(n_items)
+        mask = self._category_masks.get(category)
+        if mask is None or len(mask) < n_items:
+            mask = np.zeros(len(self._available), dtype=bool)
+            for index, record in self.metadata.items():
+                if category in (record.get("categories") or ()):
+                    mask[index] = True
+            self._category_masks[category] = mask
+        return mask[:n_items]
+
+
+class State:
+    """User sequences, item statistics and the catalogue, updated event by event in log order."""
+
+    def __init__(self, config: StateConfig | None = None) -> None:
+        self.config = config or StateConfig()
+        self._lock = threading.RLock()
+        self.item_index: dict[str, int] = {}
+        self.item_ids: list[str] = []
+        self.user_index: dict[str, int] = {}
+        self.user_ids: list[str] = []
+        self._histories: list[deque[int]] = []
+        self._seen: list[set[int]] = []
+        self._counts = np.zeros(1024, dtype=np.int64)
+        self._popularity = np.zeros(1024, dtype=np.float64)  # decayed weight as of _updated
+        self._updated = np.zeros(1024, dtype=np.float64)
+        self.catalogue = Catalogue()
+        self.offset = 0  # the last log offset applied
+        self.clock = 0.0  # the newest event timestamp applied (popularity decays against it)
+        self.n_events = 0
+        self._half_life_s = self.config.half_life_days * 86400.0
+
+    # -- sizes -----------------------------------------------------------------------------------
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    # -- writing ---------------------------------------------------------------------------------
+    def item(self, item_id: str) -> int:
+        """The item's dense index, created on first sight."""
+        index = self.item_index.get(item_id)
+        if index is None:
+            with self._lock:
+                index = self.item_index.get(item_id)
+                if index is None:
+                    index = len(self.item_ids)
+                    self.item_index[item_id] = index
+                    self.item_ids.append(item_id)
+                    if index >= len(self._counts):
+                        self._grow(2 * len(self._counts))
+        return index
+
+    def _grow(self, capacity: int) -> None:
+        for name in ("_counts", "_popularity", "_updated"):
+            old = getattr(self, name)
+            new = np.zeros(capacity, dtype=old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    def _user(self, user_id: str) -> int:
+        index = self.user_index.get(user_id)
+        if index is None:
+            index = len(self.user_ids)
+            self.user_index[user_id] = index
+            self.user_ids.append(user_id)
+            self._histories.append(deque(maxlen=self.config.max_history))
+            self._seen.append(set())
+        return index
+
+    def apply(self, events: Iterable[EventLike]) -> None:
+        """Fold committed events in, in the order given (the log's order). Unknown types weigh 0."""
+        weights = self.config.event_weights
+        half_life = self._half_life_s
+        with self._lock:
+            for event in events:
+                if event.offset <= self.offset:
+                    continue  # already applied: at-least-once delivery is harmless
+                weight = float(weights.get(event.type, 0.0))
+                self.offset = event.offset
+                self.n_events += 1
+                if weight <= 0:
+                    continue
+                user = self._user(event.user_id)
+                item = self.item(event.item_id)
+                self._histories[user].append(item)
+                self._seen[user].add(item)
+                t = float(event.timestamp)
+                last = self._updated[item]
+                if t >= last:
+                    self._popularity[item] = self._popularity[item] * math.exp2((last - t) / half_life) + weight
+                    self._updated[item] = t
+                else:  # an event from the past adds its already-decayed weight
+                    self._popularity[item] += weight * math.exp2((t - last) / half_life)
+                self._counts[item] += 1
+                if t > self.clock:
+                    self.clock = t
+
+    def put_item(self, item_id: str, record: Mapping[str, Any]) -> int:
+        with self._lock:
+            index = self.item(item_id)
+            self.catalogue.set(index, record)
+        return index
+
+    def remove_item(self, item_id: str) -> bool:
+        """Never recommend ``item_id`` (even if it first appears later); returns whether it was known."""
+        with self._lock:
+            known = item_id in self.item_index
+            self.catalogue.remove(self.item(item_id))
+        return known
+
+    # -- reading ---------------------------------------------------------------------------------
+    def history(self, user_id: str) -> np.ndarray:
+        """The user's recent item indices, oldest first (empty for an unknown user)."""
+        with self._lock:
+            user = self.user_index.get(user_id)
+            if user is None:
+                return np.zeros(0, dtype=np.int64)
+            return np.fromiter(self._histories[user], dtype=np.int64, count=len(self._histories[user]))
+
+    def seen(self, user_id: str) -> np.ndarray:
+        """Every item index the user has interacted with (unordered)."""
+        with self._lock:
+            user = self.user_index.get(user_id)
+            if user is None:
+                return np.zeros(0, dtype=np.int64)
+            return np.fromiter(self._seen[user], dtype=np.int64, count=len(self._seen[user]))
+
+    def item_indices(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Indices of known items (unknown ones are dropped), in the order given."""
+        index = self.item_index
+        return np.array([index[i] for i in item_ids if i in index], dtype=np.int64)
+
+    def counts(self) -> np.ndarray:
+        return self._counts[: self.n_items].copy()
+
+    def popularity(self, now: float | None = None) -> np.ndarray:
+        """Time-decayed popularity of every item as of ``now`` (default: the newest event)."""
+        with self._lock:
+            n = self.n_items
+            now = max(self.clock, 0.0) if now is None else now
+            updated = self._updated[:n]
+            return self._popularity[:n] * np.exp2(np.minimum(updated - now, 0.0) / self._half_life_s)
+
+    def item_stats(self, item_id: str) -> dict[str, float] | None:
+        index = self.item_index.get(item_id)
+        if index is None:
+            return None
+        return {"count": int(self._counts[index]), "popularity": float(self.popularity()[index])}
+
+    # -- persistence -----------------------------------------------------------------------------
+    def snapshot(self, path: str | Path) -> None:
+        """Write the state atomically (temp file + rename); the catalogue lives in the event log's DB."""
+        path = Path(path)
+        with self._lock:
+            hist_lengths = np.fromiter((len(h) for h in self._histories), dtype=np.int64, count=self.n_users)
+            seen_lengths = np.fromiter((len(s) for s in self._seen), dtype=np.int64, count=self.n_users)
+            arrays: dict[str, Any] = {
+                "user_ids": np.array(self.user_ids, dtype=str),
+                "item_ids": np.array(self.item_ids, dtype=str),
+                "hist_lengths": hist_lengths,
+                "hist_items": np.fromiter((i for h in self._histories for i in h), dtype=np.int64),
+                "seen_lengths": seen_lengths,
+                "seen_items": np.fromiter((i for s in self._seen for i in sorted(s)), dtype=np.int64),
+                "counts": self._counts[: self.n_items],
+                "popularity": self._popularity[: self.n_items],
+                "updated": self._updated[: self.n_items],
+            }
+            meta = {
+                "version": _SNAPSHOT_VERSION,
+                "offset": self.offset,
+                "clock": self.clock,
+                "n_events": self.n_events,
+                "max_history": self.config.max_history,
+                "half_life_days": self.config.half_life_days,
+                "event_weights": dict(self.config.event_weights),
+            }
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as handle:
+            arrays["meta"] = np.array(json.dumps(meta))
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path, config: StateConfig | None = None) -> State | None:
+        """A state from a snapshot, or None when the snapshot was made with different settings."""
+        state = cls(config)
+        with np.load(Path(path), allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            same = (
+                meta.get("version") == _SNAPSHOT_VERSION
+                and meta["max_history"] == state.config.max_history
+                and meta["half_life_days"] == state.config.half_life_days
+                and meta["event_weights"] == dict(state.config.event_weights)
+            )
+            if not same:
+                return None
+            for item_id in data["item_ids"].tolist():
+                state.item(item_id)
+            n = state.n_items
+            state._counts[:n] = data["counts"]
+            state._popularity[:n] = data["popularity"]
+            state._updated[:n] = data["updated"]
+            hist_items = data["hist_items"].tolist()
+            seen_items = data["seen_items"].tolist()
+            h = s = 0
+            for user_id, hl, sl in zip(
+                data["user_ids"].tolist(), data["hist_lengths"].tolist(), data["seen_lengths"].tolist(), strict=True
+            ):
+                user = state._user(user_id)
+                state._histories[user].extend(hist_items[h : h + hl])
+                state._seen[user].update(seen_items[s : s + sl])
+                h += hl
+                s += sl
+        state.offset = int(meta["offset"])
+        state.clock = float(meta["clock"])
+        state.n_events = int(meta["n_events"])
+        return state
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything derived from the log, keyed by external ids (item indices depend on arrival order
+        of catalogue entries, so they are not compared); tests compare live and rebuilt state with it."""
+        with self._lock:
+            ids = self.item_ids
+            popularity = self.popularity()
+            return {
+                "offset": self.offset,
+                "n_events": self.n_events,
+                "users": {u: [ids[i] for i in self._histories[k]] for u, k in self.user_index.items()},
+                "seen": {u: sorted(ids[i] for i in self._seen[k]) for u, k in self.user_index.items()},
+                "counts": {ids[i]: int(c) for i, c in enumerate(self._counts[: self.n_items]) if c},
+                "popularity": {ids[i]: round(float(p), 9) for i, p in enumerate(popularity) if p},
+            }

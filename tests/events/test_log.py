@@ -1,0 +1,322 @@
+"""The SQLite event log on real files: append/read, dedup, group commit, imports, catalogue, crash durability."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from liverec.events.log import AppendResult, SQLiteEventLog, StoredEvent
+from liverec.events.schema import Event
+
+
+def ev(event_id: str, user: str = "u1", item: str = "i1", **fields: Any) -> Event:
+    return Event(event_id, user, item, fields.pop("type", "view"), fields.pop("timestamp", 1_700_000_000.0), **fields)
+
+
+def plain(event: StoredEvent) -> Event:
+    """The event without its offset, to compare with what was appended."""
+    return Event(*(getattr(event, name) for name in Event.__dataclass_fields__))
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "events.db"
+
+
+@pytest.fixture
+def log(db: Path) -> Iterator[SQLiteEventLog]:
+    with SQLiteEventLog(db) as event_log:
+        yield event_log
+
+
+def test_append_then_read_back(log: SQLiteEventLog) -> None:
+    events = [
+        ev("e1", value=4.5, context={"page": "home", "tags": ["a", "é"]}, recommendation_id="r1"),
+        ev("e2", user="u2", item="i9", type="purchase", timestamp=1_700_000_100.5),
+    ]
+    result = log.append(events)
+    assert (result.stored, result.duplicates, result.last_offset) == (2, 0, 2)
+    assert [plain(e) for e in result.events] == events
+    stored = log.read()
+    assert [plain(e) for e in stored] == events
+    assert [e.offset for e in stored] == [1, 2]
+    assert stored == result.events
+    assert (log.count(), log.last_offset()) == (2, 2)
+
+
+def test_offsets_increase_across_appends(log: SQLiteEventLog) -> None:
+    for start in range(0, 30, 3):
+        result = log.append([ev(f"e{start + k}") for k in range(3)])
+        assert [e.offset for e in result.events] == [start + 1, start + 2, start + 3]
+        assert result.last_offset == start + 3
+    assert [e.offset for e in log.read(after_offset=10, limit=5)] == [11, 12, 13, 14, 15]
+    assert [len(chunk) for chunk in log.iter_all(batch=7)] == [7, 7, 7, 7, 2]
+
+
+def test_duplicates_are_stored_once(log: SQLiteEventLog) -> None:
+    log.append([ev("a"), ev("b")])
+    result = log.append([ev("b", item="other"), ev("c"), ev("c", item="other"), ev("d")])
+    assert (result.stored, result.duplicates, result.last_offset) == (2, 2, 4)
+    assert [(e.event_id, e.item_id, e.offset) for e in result.events] == [("c", "i1", 3), ("d", "i1", 4)]
+    again = log.append([ev("a"), ev("d")])
+    assert (again.stored, again.duplicates, again.last_offset, again.events) == (0, 2, 4, [])
+    assert [e.event_id for e in log.read()] == ["a", "b", "c", "d"]
+    assert log.count() == log.last_offset() == 4  # skipped duplicates leave no gaps in the offsets
+
+
+def test_empty_append(log: SQLiteEventLog) -> None:
+    assert log.append([]) == AppendResult(0, 0, 0, [])
+    assert log.commits == 0
+
+
+def test_concurrent_appends(db: Path) -> None:
+    seen: list[StoredEvent] = []
+    threads, appends = 8, 100
+
+    def worker(thread: int) -> list[AppendResult]:
+        return [log.append([ev(f"{thread}-{k}", user=f"u{thread}")]) for k in range(appends)]
+
+    with SQLiteEventLog(db, on_commit=seen.extend) as log, ThreadPoolExecutor(threads) as pool:
+        results = [result for mine in pool.map(worker, range(threads)) for result in mine]
+        total = threads * appends
+        assert sum(r.stored for r in results) == total
+        assert sorted(e.offset for r in results for e in r.events) == list(range(1, total + 1))
+        assert [e.offset for e in seen] == list(range(1, total + 1))  # each once, in log order
+        assert sorted(e.event_id for e in seen) == sorted(f"{t}-{k}" for t in range(threads) for k in range(appends))
+        assert log.count() == total
+        assert log.commits < total  # group commit: concurrent appends share transactions
+        for thread in range(threads):  # each caller's appends are in its own order
+            offsets = [e.offset for e in seen if e.user_id == f"u{thread}"]
+            assert offsets == sorted(offsets)
+
+
+def test_group_commit_takes_everything_waiting(db: Path) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def on_commit(events: list[StoredEvent]) -> None:
+        entered.set()
+        release.wait(10)  # hold the writer so that the next appends queue up
+
+    with SQLiteEventLog(db, on_commit=on_commit) as log:
+        first = log.append_async([ev("first")])
+        assert entered.wait(10)
+        waiting = [log.append_async([ev(f"e{k}"), ev(f"e{k}-b")]) for k in range(20)]
+        repeat = log.append_async([ev("e3"), ev("new")])
+        release.set()
+        results = [future.result(10) for future in [first, *waiting, repeat]]
+        assert log.commits == 2
+        assert [r.stored for r in results] == [1] + [2] * 20 + [1]
+        assert results[-1].duplicates == 1
+        assert {r.last_offset for r in results[1:]} == {42}
+
+
+def test_bad_batch_does_not_fail_its_group(db: Path) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def on_commit(events: list[StoredEvent]) -> None:
+        entered.set()
+        release.wait(10)
+
+    with SQLiteEventLog(db, on_commit=on_commit) as log:
+        log.append_async([ev("first")])
+        assert entered.wait(10)
+        before = log.append_async([ev("good-1")])
+        bad = log.append_async([ev("bad-ok"), ev("bad", user=["not", "a", "string"])])  # type: ignore[arg-type]
+        after = log.append_async([ev("good-2")])
+        release.set()
+        assert before.result(10).stored == after.result(10).stored == 1
+        with pytest.raises(sqlite3.ProgrammingError):
+            bad.result(10)
+        assert [e.event_id for e in log.read()] == ["first", "good-1", "good-2"]  # the bad batch is all-or-nothing
+        assert log.append([ev("later")]).last_offset == 4
+
+
+def test_failing_on_commit_loses_nothing(db: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def on_commit(events: list[StoredEvent]) -> None:
+        raise RuntimeError("state broke")
+
+    with caplog.at_level(logging.ERROR), SQLiteEventLog(db, on_commit=on_commit) as log:
+        result = log.append([ev("a"), ev("b")])
+        assert (result.stored, result.last_offset) == (2, 2)
+        assert "on_commit failed" in caplog.text
+    with SQLiteEventLog(db) as reopened:
+        assert [e.event_id for e in reopened.read()] == ["a", "b"]
+
+
+def test_reopen_keeps_everything(db: Path) -> None:
+    with SQLiteEventLog(db) as log:
+        log.append([ev(f"e{k}") for k in range(10)])
+        log.put_item("i1", title="One", categories=["a"])
+        log.meta_set("model", "v3")
+    with SQLiteEventLog(db) as log:
+        assert (log.count(), log.last_offset()) == (10, 10)
+        assert log.get_item("i1")["title"] == "One"  # type: ignore[index]
+        assert log.meta_get("model") == "v3"
+        assert log.append([ev("e10")]).events[0].offset == 11
+
+
+def test_closed_log(db: Path) -> None:
+    log = SQLiteEventLog(db)
+    futures = [log.append_async([ev(f"e{k}")]) for k in range(200)]
+    assert log.writable()
+    log.close()  # drains what is queued
+    assert all(f.done() for f in futures)
+    assert not log.writable()
+    with pytest.raises(RuntimeError, match="closed"):
+        log.append([ev("late")])
+    with pytest.raises(RuntimeError, match="closed"):
+        log.count()
+    log.close()
+    with SQLiteEventLog(db) as reopened:
+        assert reopened.count() == 200
+
+
+def test_invalid_synchronous(db: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteEventLog(db, synchronous="SOMETIMES")
+
+
+def test_import_columns_is_idempotent(db: Path) -> None:
+    seen: list[StoredEvent] = []
+    n = 2_500
+    columns: dict[str, Any] = {
+        "event_ids": np.array([f"ml:{k}" for k in range(n)], dtype=object),
+        "user_ids": np.arange(n) % 7,
+        "item_ids": [f"i{k % 13}" for k in range(n)],
+        "types": "rating",
+        "timestamps": np.arange(n, dtype=np.int64) + 1_000_000_000,
+        "values": np.where(np.arange(n) % 5 == 0, np.nan, 4.0),
+    }
+    with SQLiteEventLog(db, on_commit=seen.extend) as log:
+        first = log.import_columns(**columns, batch_size=1_000)
+        assert (first.stored, first.duplicates, first.last_offset) == (n, 0, n)
+        assert log.commits <= 3  # chunks waiting together may share a commit
+        again = log.import_columns(**columns, batch_size=1_000)
+        assert (again.stored, again.duplicates, again.last_offset) == (0, n, n)
+        assert [e.offset for e in seen] == list(range(1, n + 1))
+        events = log.read(limit=n + 1)
+    assert len(events) == n
+    assert events[5] == StoredEvent("ml:5", "5", "i5", "rating", 1_000_000_005.0, None, None, None, offset=6)
+    assert events[6].value == 4.0
+
+
+def test_import_columns_checks_columns(log: SQLiteEventLog) -> None:
+    with pytest.raises(ValueError, match="different lengths"):
+        log.import_columns(["a", "b"], ["u"], ["i", "j"], "view", [1.0, 2.0])
+    with pytest.raises(ValueError, match="finite"):
+        log.import_columns(["a"], ["u"], ["i"], ["view"], [np.nan])
+
+
+def test_import_events(log: SQLiteEventLog) -> None:
+    log.append([ev("e3")])
+    result = log.import_events((ev(f"e{k}") for k in range(10)), batch_size=4)
+    assert (result.stored, result.duplicates, result.last_offset) == (9, 1, 10)
+    assert log.import_events([]).last_offset == 10
+    assert [e.event_id for e in log.read()] == ["e3", "e0", "e1", "e2", "e4", "e5", "e6", "e7", "e8", "e9"]
+
+
+def test_catalogue(log: SQLiteEventLog) -> None:
+    record = log.put_item("i1", title="Heat", categories=["Action", "Crime"], attributes={"year": 1995})
+    assert log.get_item("i1") == record
+    assert record["categories"] == ["Action", "Crime"] and record["available"] is True
+    log.put_item("i0", available=False)
+    log.put_item("i1", title="Heat (1995)")  # a put replaces the whole record
+    assert [(r["item_id"], r["title"], r["categories"], r["available"]) for r in log.items()] == [
+        ("i0", None, [], False),
+        ("i1", "Heat (1995)", [], True),
+    ]
+    assert log.delete_item("i1") is True
+    assert log.delete_item("i1") is False
+    assert log.get_item("i1") is None
+    assert log.delete_item("only-in-events") is False  # a tombstone all the same: stays unrecommendable
+    tombstones = {r["item_id"] for r in log.items() if r["deleted"]}
+    assert tombstones == {"i1", "only-in-events"}
+    log.put_item("i1", title="back")
+    assert log.get_item("i1") is not None and log.get_item("i1")["deleted"] is False
+    with pytest.raises(TypeError, match="categories"):
+        log.put_item("i2", categories="Action")
+
+
+def test_meta(log: SQLiteEventLog) -> None:
+    assert log.meta_get("missing") is None
+    assert log.meta_get("missing", "x") == "x"
+    log.meta_set("k", "1")
+    log.meta_set("k", "2")
+    assert log.meta_get("k") == "2"
+
+
+def run_python(code: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_readonly_reader_process(log: SQLiteEventLog) -> None:
+    log.append([ev(f"e{k}") for k in range(5)])
+    reader = run_python(
+        """
+        import sys
+        from liverec.events.log import SQLiteEventLog
+        with SQLiteEventLog(sys.argv[1], readonly=True) as log:
+            print(log.count(), log.last_offset(), log.writable())
+            try:
+                log.append([])
+                log.meta_set("k", "v")
+            except RuntimeError as error:
+                print(error)
+        """,
+        str(log.path),
+    )
+    out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    first, second = out.splitlines()
+    assert first == "5 5 False"
+    assert second.endswith("read-only")
+    assert log.append([ev("e5")]).last_offset == 6  # the writer was never blocked
+
+
+def test_acknowledged_events_survive_kill_9(db: Path) -> None:
+    writer = run_python(
+        """
+        import sys
+        from liverec.events.log import SQLiteEventLog
+        from liverec.events.schema import Event
+        log = SQLiteEventLog(sys.argv[1])
+        batch = 0
+        while True:
+            result = log.append([Event(f"{batch}-{k}", "u", "i", "view", 1.0 + batch) for k in range(50)])
+            print(batch, result.last_offset, flush=True)
+            batch += 1
+        """,
+        str(db),
+    )
+    assert writer.stdout is not None
+    acknowledged = []
+    for line in writer.stdout:
+        acknowledged.append(tuple(map(int, line.split())))
+        if len(acknowledged) == 40:
+            break
+    writer.kill()  # SIGKILL: no close, no checkpoint
+    out, err = writer.communicate(timeout=60)
+    acknowledged += [tuple(map(int, line.split())) for line in out.splitlines() if len(line.split()) == 2]
+    assert len(acknowledged) >= 40, err
+    with SQLiteEventLog(db) as log:
+        stored = {e.event_id for chunk in log.iter_all() for e in chunk}
+        assert log.count() % 50 == 0  # a batch is one transaction: all or nothing
+        assert log.last_offset() >= acknowledged[-1][1]
+    for batch, _ in acknowledged:
+        assert {f"{batch}-{k}" for k in range(50)} <= stored

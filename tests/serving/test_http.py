@@ -1,0 +1,288 @@
+"""The API end to end: a real `liverec serve` process, a real HTTP client, real SQLite files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from liverec.events.log import SQLiteEventLog
+from liverec.serving.engine import Engine, rebuild_state
+from liverec.settings import Settings
+
+from .conftest import Prepared, Server, cluster_items
+
+
+def share_in(items: list[dict[str, object]], members: set[str]) -> float:
+    return sum(str(i["item_id"]) in members for i in items) / max(len(items), 1)
+
+
+def test_recommendations_follow_the_users_new_events(server: Server, prepared: Prepared) -> None:
+    """A new user's list moves to the clusters they act in, as the planted truth says it should.
+
+    In the planted data every user likes two clusters, steadily (no drift): after events in cluster A
+    the truth's next items are A's; after more events in B they are A's and B's.
+    """
+    truth, dataset = prepared.truth, prepared.dataset
+    all_a = set(cluster_items(truth, dataset, 0, 1000))
+    all_b = set(cluster_items(truth, dataset, 1, 1000))
+    user = "new-user-1"
+    cold = server.client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+    assert cold["fallback"] == "popularity" and cold["reason"] and len(cold["items"]) == 10
+
+    events = [{"user_id": user, "item_id": i, "type": "view"} for i in cluster_items(truth, dataset, 0, 5)]
+    ack = server.client.post("/v1/events", json=events)
+    assert ack.status_code == 200 and ack.json()["stored"] == 5
+    warm = server.client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+    assert warm["fallback"] is None and warm["model_version"] == "v0001" and warm["history_length"] == 5
+    assert share_in(warm["items"], all_a) >= 0.6, warm  # 1 in 5 by chance
+    assert not {str(i["item_id"]) for i in warm["items"]} & {e["item_id"] for e in events}, "seen items excluded"
+
+    events = [{"user_id": user, "item_id": i, "type": "purchase"} for i in cluster_items(truth, dataset, 1, 8)]
+    assert server.client.post("/v1/events", json=events).status_code == 200
+    moved = server.client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+    assert share_in(moved["items"], all_a | all_b) >= 0.6, moved
+    assert share_in(moved["items"], all_b) > share_in(warm["items"], all_b), (warm, moved)
+
+    other = "new-user-2"
+    events = [{"user_id": other, "item_id": i, "type": "view"} for i in cluster_items(truth, dataset, 1, 5)]
+    assert server.client.post("/v1/events", json=events).status_code == 200
+    answer = server.client.get(f"/v1/users/{other}/recommendations", params={"k": 10}).json()
+    assert share_in(answer["items"], all_b) >= 0.6, answer
+
+
+def test_anonymous_session_and_similar_items(server: Server, prepared: Prepared) -> None:
+    items = cluster_items(prepared.truth, prepared.dataset, 2, 4)
+    members = set(cluster_items(prepared.truth, prepared.dataset, 2, 1000))
+    answer = server.client.post("/v1/recommendations", json={"items": items, "k": 10}).json()
+    assert len(answer["items"]) == 10 and share_in(answer["items"], members) >= 0.6
+    similar = server.client.get(f"/v1/items/{items[0]}/similar", params={"k": 5}).json()
+    assert len(similar["items"]) == 5 and items[0] not in {i["item_id"] for i in similar["items"]}
+    assert server.client.get("/v1/items/no-such-item/similar").status_code == 404
+
+
+def test_idempotent_event_ids(server: Server) -> None:
+    event = {"user_id": "u-idem", "item_id": "fresh-item", "type": "click", "event_id": "evt-42"}
+    first = server.client.post("/v1/events", json=event).json()
+    again = server.client.post("/v1/events", json=[event, event]).json()
+    assert (first["stored"], first["duplicates"]) == (1, 0)
+    assert (again["stored"], again["duplicates"]) == (0, 2)
+    item = server.client.get("/v1/items/fresh-item").json()
+    assert item["stats"]["count"] == 1
+    assert server.client.get("/v1/users/u-idem").json()["recent_items"] == ["fresh-item"]
+
+
+def test_ndjson_batches(server: Server) -> None:
+    lines = "\n".join(json.dumps({"user_id": "nd", "item_id": f"nd-{n}", "type": "view"}) for n in range(3))
+    response = server.client.post("/v1/events", content=lines, headers={"content-type": "application/x-ndjson"})
+    assert response.status_code == 200 and response.json()["stored"] == 3
+
+
+def test_every_validation_error_is_named_and_nothing_is_stored(server: Server) -> None:
+    before = server.client.get("/v1/users/mixed")
+    batch = [
+        {"user_id": "mixed", "item_id": "ok-1", "type": "view"},
+        {"item_id": "x", "type": "view"},
+        {"user_id": "mixed", "item_id": "", "type": "view"},
+        {"user_id": "mixed", "item_id": "x", "type": "teleport"},
+        {"user_id": "mixed", "item_id": "x", "type": "view", "timestamp": "yesterday"},
+        {"user_id": "mixed", "item_id": "x", "type": "view", "context": [1, 2]},
+        {"user_id": "mixed", "item_id": "x", "type": "view", "colour": "red"},
+    ]
+    response = server.client.post("/v1/events", json=batch)
+    assert response.status_code == 422
+    errors = response.json()["detail"]
+    by_index = {e["index"]: e for e in errors}
+    assert set(by_index) == {1, 2, 3, 4, 5, 6}
+    assert by_index[1]["field"] == "user_id"
+    assert by_index[2]["field"] == "item_id"
+    assert by_index[3]["field"] == "type" and "view" in by_index[3]["reason"] and by_index[3]["value"] == "teleport"
+    assert by_index[4]["field"] == "timestamp" and by_index[4]["value"] == "yesterday"
+    assert by_index[5]["field"] == "context"
+    assert by_index[6]["field"] == "colour"
+    assert before.status_code == 404 and server.client.get("/v1/users/mixed").status_code == 404, "batch is atomic"
+
+    assert server.client.post("/v1/events", content=b"{not json").status_code == 422
+    assert server.client.post("/v1/events", json=[]).status_code == 422
+    bad_k = server.client.get("/v1/users/u/recommendations", params={"k": 0})
+    assert bad_k.status_code == 422 and "k" in json.dumps(bad_k.json())
+    assert server.client.get("/v1/users/u/recommendations", params={"k": 100_000}).status_code == 422
+    bad_item = server.client.put("/v1/items/x", json={"categories": "drama"})
+    assert bad_item.status_code == 422 and "categories" in bad_item.text
+
+
+def test_oversized_bodies_and_batches_get_413(data_dir: Path) -> None:
+    server = Server(data_dir, env={"LIVEREC_MAX_BODY_BYTES": "2048", "LIVEREC_MAX_BATCH": "5"})
+    try:
+        big = [{"user_id": "u", "item_id": "i" * 200, "type": "view"}] * 20
+        assert server.client.post("/v1/events", json=big).status_code == 413
+        six = [{"user_id": "u", "item_id": f"i{n}", "type": "view"} for n in range(6)]
+        assert server.client.post("/v1/events", json=six).status_code == 413
+        assert server.client.post("/v1/events", json=six[:5]).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_catalogue_filters_and_deletion(server: Server, prepared: Prepared) -> None:
+    truth, dataset = prepared.truth, prepared.dataset
+    a_items = cluster_items(truth, dataset, 0, 1000)
+    user = "catalogue-user"
+    server.client.post("/v1/events", json=[{"user_id": user, "item_id": i, "type": "view"} for i in a_items[:3]])
+    top = server.client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()["items"]
+    first = top[0]["item_id"]
+    tagged = [i for i in a_items[10:] if i not in {t["item_id"] for t in top}][:2]
+    for item in tagged:
+        assert server.client.put(f"/v1/items/{item}", json={"title": "T", "categories": ["promo"]}).status_code == 200
+    only = server.client.get(
+        f"/v1/users/{user}/recommendations", params={"k": 10, "include_categories": "promo"}
+    ).json()
+    assert [i["item_id"] for i in only["items"]] == sorted(tagged, key=[i["item_id"] for i in only["items"]].index)
+    assert len(only["items"]) == 2, "only two items are eligible: no padding with ineligible ones"
+    without = server.client.get(
+        f"/v1/users/{user}/recommendations", params={"k": 10, "exclude_categories": "promo"}
+    ).json()
+    assert len(without["items"]) == 10 and not set(tagged) & {i["item_id"] for i in without["items"]}
+
+    assert server.client.put(f"/v1/items/{first}", json={"available": False}).status_code == 200
+    after = server.client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()["items"]
+    assert first not in {i["item_id"] for i in after} and len(after) == 10
+    second = after[0]["item_id"]
+    assert server.client.delete(f"/v1/items/{second}").status_code == 204
+    after = server.client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()["items"]
+    assert second not in {i["item_id"] for i in after} and len(after) == 10
+    assert server.client.delete("/v1/items/never-existed").status_code == 404
+
+
+def test_operations_endpoints(server: Server) -> None:
+    assert server.client.get("/health").json() == {"status": "ok"}
+    ready = server.client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["model_loaded"] and ready.json()["log_writable"]
+    server.client.get("/v1/users/someone/recommendations")
+    metrics = server.client.get("/metrics").text
+    assert (
+        'liverec_http_requests_total{method="GET",route="/v1/users/{user_id}/recommendations",status="200"}' in metrics
+    )
+    assert "liverec_http_request_duration_seconds_bucket" in metrics
+    assert 'liverec_model_info{version="v0001"} 1.0' in metrics
+    assert server.client.get("/docs").status_code == 200
+    assert "/v1/events" in server.client.get("/openapi.json").json()["paths"]
+    assert "liverec_settings" in server.log(), "effective settings are printed at start-up"
+    models = server.client.get("/v1/models").json()
+    assert models["serving"] == "v0001" and models["versions"][0]["metrics"]["ndcg@10"] > 0
+
+
+def test_new_model_version_is_swapped_in_without_failing_requests(server: Server) -> None:
+    failures: list[int] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            response = server.client.get("/v1/users/user-swap/recommendations", params={"k": 5})
+            if response.status_code != 200:
+                failures.append(response.status_code)
+            else:
+                versions.add(response.json()["model_version"])
+
+    server.client.post("/v1/events", json={"user_id": "user-swap", "item_id": "0", "type": "view"})
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        trained = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "liverec.cli",
+                "train",
+                "--data-dir",
+                str(server.data_dir),
+                "--model",
+                "itemknn",
+                "--json",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert trained.returncode == 0, trained.stderr
+        assert json.loads(trained.stdout)["version"] == "v0002"
+        deadline = time.monotonic() + 10
+        while "v0002" not in versions and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures and {"v0001", "v0002"} <= versions
+
+
+def test_kill_9_loses_no_acknowledged_event_and_state_rebuilds_equal(data_dir: Path, prepared: Prepared) -> None:
+    server = Server(data_dir)
+    acknowledged: list[str] = []
+    acknowledged_users: list[str] = []
+    rng = np.random.default_rng(0)
+    items = prepared.dataset.item_map.external_ids
+
+    def stream() -> None:
+        batch_no = 0
+        while True:
+            batch = [
+                {
+                    "user_id": f"k{rng.integers(2000)}",
+                    "item_id": str(items[rng.integers(len(items))]),
+                    "type": "view",
+                    "event_id": f"kill-{batch_no}-{n}",
+                }
+                for n in range(200)
+            ]
+            try:
+                response = server.client.post("/v1/events", json=batch)
+            except Exception:  # the server died mid-request: that batch was never acknowledged
+                return
+            if response.status_code == 200:
+                acknowledged.extend(e["event_id"] for e in batch)
+                acknowledged_users.extend(e["user_id"] for e in batch)
+            batch_no += 1
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    time.sleep(1.5)
+    server.kill()
+    thread.join()
+    assert len(acknowledged) >= 1000, "the stream ran long enough to matter"
+
+    with SQLiteEventLog(data_dir / "events.db") as event_log:
+        stored = {event.event_id for batch in event_log.iter_all() for event in batch}
+    missing = set(acknowledged) - stored
+    assert not missing, f"{len(missing)} acknowledged events lost"
+
+    settings = Settings.load(data_dir=data_dir)
+    restarted = Engine(settings, background=False)  # snapshot (if any) + the log after it
+    live = restarted.state.fingerprint()
+    restarted.close()
+    rebuilt = rebuild_state(settings).fingerprint()
+    assert live == rebuilt and live["offset"] >= prepared.n_imported + len(acknowledged)
+
+    again = Server(data_dir)
+    try:
+        answer = again.client.get("/v1/users/k1/recommendations").json()
+        assert answer["history_length"] > 0 and len(answer["items"]) == 10
+    finally:
+        again.stop()
+
+
+def test_bad_settings_stop_serve_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "liverec.cli", "serve", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={"LIVEREC_PORT": "eighty", "PATH": ""},
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "port" in result.stderr and len(result.stderr.strip().splitlines()) == 1
