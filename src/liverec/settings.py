@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     max_k: int = Field(1000, ge=1, description="largest k a request may ask for")
     ann_threshold: int = Field(200_000, ge=1, description="catalogue size from which retrieval uses FAISS")
     model_poll_interval_s: float = Field(1.0, gt=0, description="how often serve checks for a newly promoted model")
-    torch_threads: int = Field(1, ge=1, description="intra-op threads per scoring call (requests run in parallel)")
+    torch_threads: int = Field(1, ge=1, description="intra-op torch threads per scoring call")
+    compute_threads: int = Field(1, ge=1, description="threads that score recommendation requests")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field("json", description="structured JSON lines or plain text")

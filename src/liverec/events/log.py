@@ -163,6 +163,7 @@ class SQLiteEventLog:
         if readonly:
             self._conn: sqlite3.Connection | None = None
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA busy_timeout = 10000")
         if self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
@@ -170,6 +171,9 @@ class SQLiteEventLog:
         self._conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         self._conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: the event_id index of a big log stays in memory
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(items)")}
+        if "deleted" not in columns:  # a log written before item tombstones existed
+            self._conn.execute("ALTER TABLE items ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0")
         self._writer = threading.Thread(target=self._run, name="liverec-event-log-writer", daemon=True)
         self._writer.start()
 
