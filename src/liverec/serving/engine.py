@@ -372,6 +372,11 @@ class Engine:
 
     # -- models ----------------------------------------------------------------------------------
     @property
+    def serving(self) -> ServingModel | None:
+        """The model being served now (swapped as one reference; read it once per request)."""
+        return self._serving
+
+    @property
     def model_version(self) -> str | None:
         serving = self._serving
         return serving.version if serving is not None else None

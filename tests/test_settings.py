@@ -1,0 +1,47 @@
+"""Settings: TOML file, LIVEREC_* environment, flags; invalid values are errors naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from liverec.settings import Settings
+
+
+def test_defaults_toml_env_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.load().port == 8000
+    config = tmp_path / "liverec.toml"
+    config.write_text("port = 9001\nmax_history = 50\n[event_types]\nview = 1.0\nbuy = 5.0\n")
+    from_file = Settings.load(config)
+    assert (from_file.port, from_file.max_history, from_file.event_types) == (9001, 50, {"view": 1.0, "buy": 5.0})
+    monkeypatch.setenv("LIVEREC_PORT", "9002")
+    monkeypatch.setenv("LIVEREC_EVENT_TYPES__BUY", "7")
+    from_env = Settings.load(config)
+    assert from_env.port == 9002 and from_env.event_types["buy"] == 7.0, "environment beats the file"
+    assert Settings.load(config, port=9003).port == 9003, "flags beat the environment"
+    assert Settings.load(config, port=None).port == 9002, "an unset flag changes nothing"
+    assert from_env.describe()["data_dir"] == "liverec-data"
+
+
+@pytest.mark.parametrize(
+    ("toml", "field"),
+    [
+        ("port = 70000", "port"),
+        ("prot = 80", "prot"),
+        ("synchronous = 'OFF'", "synchronous"),
+        ("[event_types]\nview = -1", "event_types"),
+    ],
+)
+def test_invalid_settings_name_the_field(tmp_path: Path, toml: str, field: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    with pytest.raises(ValidationError) as error:
+        Settings.load(config)
+    assert field in str(error.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.toml"):
+        Settings.load(tmp_path / "nowhere.toml")
