@@ -110,3 +110,16 @@ def test_bad_config_is_rejected() -> None:
         SASRec(loss="hinge")
     with pytest.raises(ValueError, match="n_heads"):
         SASRec(dim=30, n_heads=4)
+
+
+
+def test_one_user_fast_path_equals_the_batch_path() -> None:
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 40, size=800)
+    items = rng.integers(0, 60, size=800)
+    interactions = Interactions.from_arrays(users, items, n_users=40, n_items=60)
+    model = SASRec(max_epochs=2, max_len=20, dim=16, seed=0).fit(interactions)
+    histories = Histories.from_lists([[], [3], list(range(30)), [5, 6, 70]])  # empty, long, unknown item
+    batch = model.user_vectors(histories)
+    single = np.vstack([model.user_vectors(histories.select([r])) for r in range(len(histories))])
+    np.testing.assert_allclose(single, batch, atol=1e-5)

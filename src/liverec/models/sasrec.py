@@ -344,13 +344,25 @@ class SASRec(Recommender):
         ) + F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative))
 
     def _validation_ndcg(self, history: Histories, targets: Histories) -> float:
-        """Mean NDCG@10 of each row's first target, full ranking, history items excluded."""
+        """Mean NDCG@10 of each row's first target, full ranking, history items excluded.
+
+        Users are scored in chunks of at most ~32M scores, so a large catalogue never needs a
+        ``[users, items]`` matrix in memory at once.
+        """
         if len(history) == 0:
             return 0.0
-        scores = self._score(history)
-        seen = history.to_csr(max(self.n_items, int(history.items.max(initial=-1)) + 1))[:, : self.n_items].tocoo()
-        scores[seen.row, seen.col] = -np.inf
-        return single_target_ndcg(scores, targets.items[targets.indptr[:-1]])
+        first_targets = targets.items[targets.indptr[:-1]]
+        chunk = max(1, 32_000_000 // max(self.n_items, 1))
+        total = 0.0
+        for start in range(0, len(history), chunk):
+            rows = np.arange(start, min(start + chunk, len(history)))
+            part = history.select(rows)
+            scores = self._score(part)
+            n_cols = max(self.n_items, int(part.items.max(initial=-1)) + 1)
+            seen = part.to_csr(n_cols)[:, : self.n_items].tocoo()
+            scores[seen.row, seen.col] = -np.inf
+            total += single_target_ndcg(scores, first_targets[rows]) * len(rows)
+        return total / len(history)
 
     # ------------------------------------------------------------------------------------------ scoring
     def user_vectors(self, histories: Histories) -> np.ndarray:
@@ -362,11 +374,16 @@ class SASRec(Recommender):
             rows = np.repeat(np.arange(len(known)), known.lengths())
             lengths = np.bincount(rows[keep], minlength=len(known))
             known = Histories(known.users, np.concatenate([[0], np.cumsum(lengths)]), known.items[keep])
+        network.eval()
+        if len(known) == 1:  # the serving path: one user, no sorting or chunking
+            recent = known.items[-self.config.max_len :] + 1
+            sequence = torch.from_numpy(recent if len(recent) else np.zeros(1, dtype=np.int64))[None]
+            with torch.inference_mode():
+                return network(sequence)[:, -1, :].numpy().copy()
         # rows sorted by length and run in chunks padded to the chunk's longest row: little padding
         lengths = np.minimum(known.lengths(), self.config.max_len)
         order = np.argsort(lengths, kind="stable")
         out = np.empty((len(known), self.config.dim), dtype=np.float32)
-        network.eval()
         with torch.inference_mode():
             for start in range(0, len(order), 256):
                 rows = order[start : start + 256]

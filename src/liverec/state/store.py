@@ -267,20 +267,15 @@ class State:
     def snapshot(self, path: str | Path) -> None:
         """Write the state atomically (temp file + rename); the catalogue lives in the event log's DB."""
         path = Path(path)
-        with self._lock:
-            hist_lengths = np.fromiter((len(h) for h in self._histories), dtype=np.int64, count=self.n_users)
-            seen_lengths = np.fromiter((len(s) for s in self._seen), dtype=np.int64, count=self.n_users)
-            arrays: dict[str, Any] = {
-                "user_ids": np.array(self.user_ids, dtype=str),
-                "item_ids": np.array(self.item_ids, dtype=str),
-                "hist_lengths": hist_lengths,
-                "hist_items": np.fromiter((i for h in self._histories for i in h), dtype=np.int64),
-                "seen_lengths": seen_lengths,
-                "seen_items": np.fromiter((i for s in self._seen for i in sorted(s)), dtype=np.int64),
-                "counts": self._counts[: self.n_items],
-                "popularity": self._popularity[: self.n_items],
-                "updated": self._updated[: self.n_items],
-            }
+        with self._lock:  # copy under the lock (C-level tuple copies), convert outside it
+            n_items = self.n_items
+            user_ids = list(self.user_ids)
+            item_ids = list(self.item_ids)
+            histories = [tuple(h) for h in self._histories]
+            seen = [tuple(sorted(s)) for s in self._seen]
+            counts = self._counts[:n_items].copy()
+            popularity = self._popularity[:n_items].copy()
+            updated = self._updated[:n_items].copy()
             meta = {
                 "version": _SNAPSHOT_VERSION,
                 "offset": self.offset,
@@ -290,9 +285,20 @@ class State:
                 "half_life_days": self.config.half_life_days,
                 "event_weights": dict(self.config.event_weights),
             }
+        arrays: dict[str, Any] = {
+            "user_ids": np.array(user_ids, dtype=str),
+            "item_ids": np.array(item_ids, dtype=str),
+            "hist_lengths": np.fromiter(map(len, histories), dtype=np.int64, count=len(histories)),
+            "hist_items": np.fromiter((i for h in histories for i in h), dtype=np.int64),
+            "seen_lengths": np.fromiter(map(len, seen), dtype=np.int64, count=len(seen)),
+            "seen_items": np.fromiter((i for s in seen for i in s), dtype=np.int64),
+            "counts": counts,
+            "popularity": popularity,
+            "updated": updated,
+            "meta": np.array(json.dumps(meta)),
+        }
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as handle:
-            arrays["meta"] = np.array(json.dumps(meta))
             np.savez(handle, **arrays)
             handle.flush()
             os.fsync(handle.fileno())
