@@ -49,7 +49,10 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def build(root: Path, n_users: int, n_items: int, n_events: int) -> tuple[Path, list[str], list[str], dict[str, Any]]:
-    data_dir = root / f"items-{n_items}"
+    data_dir = root / f"items-{n_items}-users-{n_users}"
+    if (data_dir / "built.json").exists():  # --keep: reuse
+        saved = json.loads((data_dir / "built.json").read_text())
+        return data_dir, saved["users"], saved["items"], saved["info"]
     # the generator leaves some items without events: ask for 15 % more so about n_items get a vector
     config = SyntheticConfig(n_users=n_users, n_items=int(n_items * 1.15), n_events=max(n_events, 15 * n_items), seed=0)
     dataset, _ = generate(config)
@@ -67,6 +70,7 @@ def build(root: Path, n_users: int, n_items: int, n_events: int) -> tuple[Path, 
         "model": "sasrec " + json.dumps(params),
         "items_in_model": len(data.item_ids),
     }
+    (data_dir / "built.json").write_text(json.dumps({"users": data.user_ids, "items": data.item_ids, "info": info}))
     return data_dir, data.user_ids, data.item_ids, info
 
 
@@ -269,12 +273,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="HTTP load runs per setting (median reported)")
     parser.add_argument("--quick", action="store_true", help="small setting: 2k items, short runs")
+    parser.add_argument("--keep", type=Path, help="keep the built data folders here and reuse them on the next run")
     args = parser.parse_args()
     sizes = [int(s) for s in args.items.split(",")]
     if args.quick:
         sizes, args.users, args.events, args.duration, args.repeats = [2_000], 2_000, 40_000, 3.0, 1
     rng = np.random.default_rng(0)
-    root = Path(tempfile.mkdtemp(prefix="liverec-bench-"))
+    root = args.keep or Path(tempfile.mkdtemp(prefix="liverec-bench-"))
     report: dict[str, Any] = {
         "benchmark": "serving",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -317,7 +322,8 @@ def main() -> None:
             report["results"][str(n_items)] = result
             print(json.dumps({"progress": n_items, **result}), file=sys.stderr, flush=True)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(report, indent=2))
 
 

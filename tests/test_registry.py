@@ -43,3 +43,18 @@ def test_errors(tmp_path: Path) -> None:
         registry.register(model, ["a"])
     with pytest.raises(KeyError, match="v0009"):
         registry.promote("v0009")
+
+
+def test_rollback(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    model = create_model("pop").fit(tiny())
+    versions = [registry.register(model, ["a", "b", "c"]) for _ in range(3)]
+    with pytest.raises(LookupError):
+        registry.rollback()  # nothing promoted yet
+    for version in versions:
+        registry.promote(version)
+    assert registry.rollback() == "v0002" and registry.promoted() == "v0002"
+    assert registry.manifest("v0003")["status"] == "rejected"
+    assert registry.rollback() == "v0001"
+    with pytest.raises(LookupError):
+        registry.rollback()

@@ -104,6 +104,22 @@ class ModelRegistry:
         if previous is not None:
             self.set_status(previous, "retired", f"replaced by {version}")
 
+    def rollback(self, reason: str | None = None) -> str:
+        """Serve the version promoted before the current one again; returns it.
+
+        The current version is marked ``rejected`` (with ``reason``), so a later rollback does not
+        bring it back; raises ``LookupError`` when there is nothing to roll back to.
+        """
+        current = self.promoted()
+        history = [entry["version"] for entry in self._promotions()]
+        earlier = [v for v in reversed(history) if v != current and self.manifest(v)["status"] != "rejected"]
+        if current is None or not earlier:
+            raise LookupError("no earlier promoted version to roll back to")
+        target = earlier[0]
+        self.promote(target, reason=f"rollback from {current}")
+        self.set_status(current, "rejected", reason or "rolled back")
+        return target
+
     # -- reading ---------------------------------------------------------------------------------
     def versions(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("v"))

@@ -220,6 +220,15 @@ def test_new_model_version_is_swapped_in_without_failing_requests(server: Server
         thread.join()
     assert not failures and {"v0001", "v0002"} <= versions
 
+    rolled = server.client.post("/v1/models/rollback")
+    assert rolled.status_code == 200 and rolled.json()["serving"] == "v0001"
+    statuses = {m["version"]: m["status"] for m in server.client.get("/v1/models").json()["versions"]}
+    assert statuses == {"v0001": "promoted", "v0002": "rejected"}
+    assert server.client.post("/v1/models/rollback").status_code == 409
+    assert server.client.post("/v1/models/v0002/promote").json()["serving"] == "v0002"
+    assert server.client.get("/v1/users/user-swap/recommendations").json()["model_version"] == "v0002"
+    assert server.client.post("/v1/models/v0009/promote").status_code == 404
+
 
 def test_kill_9_loses_no_acknowledged_event_and_state_rebuilds_equal(data_dir: Path, prepared: Prepared) -> None:
     server = Server(data_dir)

@@ -278,6 +278,24 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
     def models() -> dict[str, Any]:
         return {"serving": engine.model_version, "versions": engine.registry.manifests()}
 
+    @app.post("/v1/models/{version}/promote", tags=["models"])
+    def promote(version: str) -> dict[str, Any]:
+        try:
+            engine.registry.promote(version, reason="POST /v1/models/{version}/promote")
+        except KeyError:
+            raise HTTPException(404, detail=f"version {version!r}: no such model version") from None
+        engine.maybe_swap_model()
+        return {"serving": engine.model_version}
+
+    @app.post("/v1/models/rollback", tags=["models"])
+    def rollback() -> dict[str, Any]:
+        try:
+            version = engine.registry.rollback(reason="POST /v1/models/rollback")
+        except LookupError as error:
+            raise HTTPException(409, detail=str(error)) from None
+        engine.maybe_swap_model()
+        return {"serving": engine.model_version, "rolled_back_to": version}
+
     # -- operations ------------------------------------------------------------------------------
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, str]:
