@@ -177,7 +177,19 @@ def test_missing_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
 
 
 def test_every_subcommand_has_help() -> None:
-    for command in ("evaluate", "info", "generate", "models", "compare", "demo", "import", "train", "serve", "rebuild"):
+    for command in (
+        "evaluate",
+        "replay",
+        "info",
+        "generate",
+        "models",
+        "compare",
+        "demo",
+        "import",
+        "train",
+        "serve",
+        "rebuild",
+    ):
         result = subprocess.run(
             [sys.executable, "-m", "liverec.cli", command, "--help"], capture_output=True, text=True, check=False
         )

@@ -1,5 +1,5 @@
 """The ``liverec`` command line: the engine (demo, import, train, serve, rebuild) and offline work (evaluate,
-compare, generate, info, models).
+replay, compare, generate, info, models).
 
 Errors people can fix (a bad file, a bad flag value) end the program with exit code 2 and one line
 on stderr; nothing else is printed to stdout then, so ``--json`` output is always one JSON object.
@@ -341,6 +341,75 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Test-then-train replay of a time-ordered dataset: static vs online vs periodic retraining vs popularity."""
+    import importlib.util
+
+    from liverec.evaluation.replay import ReplayConfig, format_report, plot_windows, replay
+    from liverec.online import LearnerConfig
+
+    if args.model not in MODEL_REGISTRY:
+        raise UsageError(f"--model: unknown model {args.model!r}; expected one of {', '.join(sorted(MODEL_REGISTRY))}")
+    params = parse_params(args.model, args.param)
+    params.setdefault("seed", args.seed)
+    try:
+        create_model(args.model, **params)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--param: {error}") from None
+    arms = tuple(arm.strip() for arm in args.arms.split(","))
+    if "online" in arms and not MODEL_REGISTRY[args.model].supports_partial_fit:
+        raise UsageError(f"--model: {args.model!r} cannot learn online (no partial_fit); leave out the online arm")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib: pip install 'liverec[plot]'")
+    try:
+        learner = LearnerConfig(
+            every_events=None,
+            replay_ratio=args.replay_ratio,
+            lr_multiplier=args.lr_multiplier,
+            epochs=args.update_epochs,
+            batch_size=args.update_batch_size,
+            seed=args.seed,
+        )
+        config = ReplayConfig(
+            model=args.model,
+            params=params,
+            pretrain_fraction=args.pretrain_fraction,
+            update_every=args.update_every,
+            retrain_every=args.retrain_every,
+            window_days=args.window_days,
+            windows=args.windows,
+            arms=arms,
+            learner=learner,
+        )
+    except ValueError as error:  # "field: reason" -> "--flag: reason"
+        flags = {"epochs": "update-epochs", "batch_size": "update-batch-size"}
+        name, _, reason = str(error).partition(": ")
+        raise UsageError(f"--{flags.get(name, name).replace('_', '-')}: {reason}") from None
+    started = time.perf_counter()
+    dataset, source = load_input(args)
+    load_seconds = time.perf_counter() - started
+    try:
+        config.pretrain_events(len(dataset.interactions))
+    except ValueError as error:
+        raise UsageError(f"--pretrain-fraction: {error}") from None
+    result = replay(dataset, config, progress=_progress(args))
+    report: dict[str, Any] = {
+        "dataset": {
+            "name": dataset.name,
+            "source": source,
+            "users": dataset.interactions.n_users,
+            "items": dataset.interactions.n_items,
+            "events": len(dataset.interactions),
+        },
+        **result.to_dict(),
+    }
+    report["seconds"] = {"load": load_seconds, **report["seconds"]}
+    if args.plot:
+        plot_windows(report, args.plot)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- the engine
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     """Settings from --config / LIVEREC_* / flags; invalid values are one-line usage errors."""
@@ -422,7 +491,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from liverec.serving.server import serve
 
-    serve(_settings(args, host=args.host, port=args.port))
+    settings = _settings(args, host=args.host, port=args.port)
+    if args.config:  # the updater child process reads the same file
+        os.environ["LIVEREC_CONFIG"] = str(Path(args.config).resolve())
+    serve(settings)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from liverec.serving.server import run_worker
+
+    settings = _settings(args)
+    if not (settings.data_dir / "events.db").exists():
+        raise UsageError(f"--data-dir: no event log at {str(settings.data_dir / 'events.db')!r}")
+    run_worker(settings)
     return 0
 
 
@@ -539,6 +621,74 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--save-rankings", metavar="FILE", help="write top-K as CSV and FILE.targets.csv")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    replay_parser = sub.add_parser(
+        "replay",
+        help="measure online learning: a test-then-train replay of a time-ordered dataset",
+        description="Sort the events by time, fit the model on the first --pretrain-fraction, then replay the rest "
+        "test-then-train: each event is first predicted (full ranking over the items seen so far, the user's seen "
+        "items excluded, HR@10 and NDCG@10 of its item), then learned. Arms: static (the pretrained model), online "
+        "(updated after every chunk), retrain (fit from scratch every --retrain-every events), popularity "
+        "(pop-recent, refit after every chunk). Scoring goes in chunks of --update-every events: every event of a "
+        "chunk is scored by the models as they are at the start of the chunk, but each event's history is exact "
+        "(it includes the earlier events of the chunk). Repeats (items the user already had) are skipped; items "
+        "never seen before are misses for every arm.",
+    )
+    _add_data_options(replay_parser)
+    replay_parser.add_argument(
+        "--model", default="sasrec", help=f"one of: {', '.join(sorted(MODEL_REGISTRY))} (default sasrec)"
+    )
+    replay_parser.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="model hyperparameter (repeatable)"
+    )
+    replay_parser.add_argument(
+        "--pretrain-fraction",
+        type=float,
+        default=0.5,
+        help="share of the events, in time order, the initial model is fitted on (default 0.5)",
+    )
+    replay_parser.add_argument(
+        "--update-every",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="events per chunk: models score a chunk as they are at its start, then learn it (default 1000)",
+    )
+    replay_parser.add_argument(
+        "--retrain-every",
+        type=int,
+        metavar="N",
+        help="events between full refits of the retrain arm (default: about 4 retrains over the replay)",
+    )
+    replay_parser.add_argument(
+        "--window-days", type=float, default=30.0, help="popularity arm: the pop-recent window (default 30)"
+    )
+    replay_parser.add_argument(
+        "--windows", type=int, default=10, help="equal-count windows of the replay to report (default 10)"
+    )
+    replay_parser.add_argument(
+        "--arms", default="static,online,retrain,popularity", help="comma-separated arms to run (default all four)"
+    )
+    learner = replay_parser.add_argument_group("online updates")
+    learner.add_argument(
+        "--replay-ratio",
+        type=float,
+        default=1.0,
+        help="old users replayed per user with new events, against forgetting (default 1.0)",
+    )
+    learner.add_argument(
+        "--lr-multiplier", type=float, default=1.0, help="learning rate of an update / the model's (default 1.0)"
+    )
+    learner.add_argument(
+        "--update-epochs", type=int, help="passes over each update's batch (default: the model's partial_fit_epochs)"
+    )
+    learner.add_argument(
+        "--update-batch-size", type=int, help="sequences per training step in an update (default: the model's)"
+    )
+    replay_parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    replay_parser.add_argument("--plot", metavar="FILE.png", help="draw HR@10 and NDCG@10 per window (matplotlib)")
+    replay_parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    replay_parser.set_defaults(handler=cmd_replay)
 
     info = sub.add_parser("info", help="describe a dataset", description="Load a dataset and print its counts.")
     _add_data_options(info)
@@ -658,6 +808,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.set_defaults(handler=cmd_serve)
+
+    worker = sub.add_parser(
+        "worker",
+        help="run the online updater on its own",
+        description="Tail the event log of DIR, update the served model incrementally, register each update as a "
+        "candidate and promote it when the evaluation gate approves (liverec serve runs this as a child process "
+        "unless the updater setting is false). Stops on SIGTERM or Ctrl-C.",
+    )
+    data_dir_option(worker)
+    worker.set_defaults(handler=cmd_worker)
 
     rebuild = sub.add_parser(
         "rebuild",

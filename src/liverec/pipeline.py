@@ -190,7 +190,7 @@ def train_and_register(
     metrics = {name: float(result.metrics[name]) for name in ("hr@10", "ndcg@10", "mrr@10", "coverage@10")}
     metrics["users_evaluated"] = float(len(test.history))
     training = dict(data.training, fit_seconds=round(fit_seconds, 3), protocol="leave-one-out (last event held out)")
-    version = registry.register(model, data.item_ids, metrics=metrics, training=training)
+    version = registry.register(model, data.item_ids, metrics=metrics, training=training, user_ids=data.user_ids)
     first = registry.promoted() is None
     if promote or first:
         registry.promote(version, reason="first model" if first else "liverec train --promote")

@@ -4,6 +4,7 @@ Layout under ``root`` (``<data-dir>/models``)::
 
     v0001/ config.json state.npz     the model's own save()
            item_ids.json             external item ids in the model's internal order
+           user_ids.json             external user ids likewise (models with user tables; the updater)
            manifest.json             name, version, status, created, metrics, training range, parent
     PROMOTED                         the served version (written by temp file + rename: atomic)
     promotions.json                  every promotion in order (rollback goes one step back)
@@ -34,6 +35,7 @@ class LoadedModel:
     model: Recommender
     item_ids: list[str]
     manifest: dict[str, Any]
+    user_ids: list[str] | None = None  # in the model's user order, where it was registered with them
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -56,6 +58,7 @@ class ModelRegistry:
         metrics: Mapping[str, Any] | None = None,
         training: Mapping[str, Any] | None = None,
         parent: str | None = None,
+        user_ids: Sequence[str] | None = None,
     ) -> str:
         """Save ``model`` as a new candidate version and return its name (``v0001``, ``v0002``, ...)."""
         if len(item_ids) != model.n_items:
@@ -66,7 +69,11 @@ class ModelRegistry:
         tmp = self.root / f".{version}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         model.save(tmp)
-        (tmp / "item_ids.json").write_text(json.dumps(list(item_ids)))
+        (tmp / "item_ids.json").write_text(json.dumps([str(i) for i in item_ids]))
+        if user_ids is not None:
+            if len(user_ids) != model.n_users:
+                raise ValueError(f"user_ids: expected {model.n_users} ids (the model's users), got {len(user_ids)}")
+            (tmp / "user_ids.json").write_text(json.dumps([str(u) for u in user_ids]))
         manifest = {
             "version": version,
             "model": model.name,
@@ -149,7 +156,9 @@ class ModelRegistry:
         manifest = self.manifest(version)
         model = Recommender.load(folder)
         item_ids = [str(i) for i in json.loads((folder / "item_ids.json").read_text())]
-        return LoadedModel(version, model, item_ids, manifest)
+        users_file = folder / "user_ids.json"
+        user_ids = [str(u) for u in json.loads(users_file.read_text())] if users_file.exists() else None
+        return LoadedModel(version, model, item_ids, manifest, user_ids)
 
     def _promotions(self) -> list[dict[str, Any]]:
         path = self.root / "promotions.json"

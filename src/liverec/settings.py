@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     torch_threads: int = Field(1, ge=1, description="intra-op torch threads per scoring call")
     compute_threads: int = Field(1, ge=1, description="threads that score recommendation requests")
 
+    updater: bool = Field(True, description="run the online updater as a child process of serve")
+    updater_every_events: int | None = Field(1000, ge=1, description="learn after this many new events")
+    updater_every_seconds: float | None = Field(30.0, gt=0, description="... or after the oldest waited this long")
+    updater_lr_multiplier: float = Field(1.0, gt=0, description="learning-rate multiplier of online updates")
+    updater_replay_ratio: float = Field(1.0, ge=0, description="old users replayed per updated user")
+    gate_events: int = Field(500, ge=1, description="new events a candidate is judged on before promotion")
+    gate_margin: float = Field(0.0, ge=0, description="promote unless NDCG@10 is worse than serving by more")
+    retrain_interval_s: float | None = Field(None, gt=0, description="periodic full retraining (off when unset)")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field("json", description="structured JSON lines or plain text")
     access_log: bool = Field(False, description="one log line per HTTP request")

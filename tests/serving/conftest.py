@@ -73,7 +73,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"serve-{self.port}.log"
-        full_env = {**os.environ, "LIVEREC_LOG_FORMAT": "json", **(env or {})}
+        # the updater is off unless a test turns it on: most tests pin the served version
+        full_env = {**os.environ, "LIVEREC_LOG_FORMAT": "json", "LIVEREC_UPDATER": "false", **(env or {})}
         with open(self.log_path, "wb") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "liverec.cli", "serve", "--data-dir", str(data_dir), "--port", str(self.port)],

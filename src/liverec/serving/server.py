@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -15,8 +18,12 @@ import uvicorn
 from liverec.serving.app import create_app
 from liverec.serving.engine import Engine
 from liverec.settings import Settings
+from liverec.state.store import StateConfig
 
 log = logging.getLogger("liverec.server")
+
+#: Environment variable through which serve tells its updater child who its parent is.
+PARENT_PID = "_LIVEREC_PARENT_PID"
 
 
 def configure_logging(settings: Settings) -> None:
@@ -62,13 +69,69 @@ def _uvicorn_config(settings: Settings, engine: Engine, own_engine: bool) -> uvi
 
 
 def serve(settings: Settings) -> None:
-    """``liverec serve``: print the effective settings, open the data folder, serve until stopped."""
+    """``liverec serve``: print the effective settings, open the data folder, serve until stopped.
+
+    With the ``updater`` setting (default) the online updater runs beside it as a child process
+    (``liverec worker`` on the same folder and settings), stopped when the server stops.
+    """
     configure_logging(settings)
     log.info("settings", extra={"settings": settings.describe()})
     print(json.dumps({"liverec_settings": settings.describe()}), file=sys.stderr, flush=True)
     engine = Engine(settings)
-    server = uvicorn.Server(_uvicorn_config(settings, engine, own_engine=True))
-    server.run()
+    worker = start_worker_process(settings) if settings.updater else None
+    try:
+        uvicorn.Server(_uvicorn_config(settings, engine, own_engine=True)).run()
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def start_worker_process(settings: Settings) -> subprocess.Popen[bytes]:
+    """``liverec worker`` for the same data folder; settings reach it through the environment."""
+    env = {**os.environ, "LIVEREC_DATA_DIR": str(settings.data_dir), PARENT_PID: str(os.getpid())}
+    command = [sys.executable, "-m", "liverec.cli", "worker", "--data-dir", str(settings.data_dir)]
+    process = subprocess.Popen(command, env=env)
+    log.info("updater started", extra={"pid": process.pid})
+    return process
+
+
+def run_worker(settings: Settings) -> None:
+    """``liverec worker``: the updater loop until SIGTERM / Ctrl-C."""
+    from liverec.online.updater import Updater, updater_config
+
+    configure_logging(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    parent = os.environ.get(PARENT_PID)
+    if parent is not None:  # a child of serve: stop when serve is gone, even after a kill -9
+
+        def watch_parent() -> None:
+            while not stop.wait(1.0):
+                if os.getppid() != int(parent):
+                    log.warning("serve is gone; the updater stops")
+                    stop.set()
+
+        threading.Thread(target=watch_parent, name="liverec-parent-watch", daemon=True).start()
+    updater = Updater(
+        settings.data_dir,
+        settings.event_types,
+        updater_config(settings),
+        StateConfig(
+            max_history=settings.max_history,
+            half_life_days=settings.popularity_half_life_days,
+            event_weights=dict(settings.event_types),
+        ),
+    )
+    log.info("updater running", extra={"data_dir": str(settings.data_dir)})
+    try:
+        updater.run(stop)
+    finally:
+        updater.close()
 
 
 class BackgroundServer:

@@ -1,0 +1,309 @@
+"""The online learner: new events in, incremental updates of a fitted model out.
+
+:class:`OnlineLearner` wraps a fitted model that ``supports_partial_fit`` (SASRec is the one that
+matters; MF works too). It keeps its own record of each user's recent item sequence, so an update can
+train on a user's *whole recent sequence* — the new positions are learned with the context that
+precedes them, which is what a sequence model needs — instead of on the new events alone.
+
+* :meth:`OnlineLearner.observe` takes events with external ids in stream order, appends them to the
+  users' sequences and queues the users. An item never seen before gets the next model id at once
+  (so ids stay dense and in order of first appearance); the model's item table grows at the next update.
+* :meth:`OnlineLearner.update` trains the model on one batch: every queued user's updated sequence plus a
+  *replay sample* of other users seen before (``replay_ratio`` old users per queued user, uniformly
+  drawn), which keeps the model from forgetting the rest of the population while it follows the stream.
+  The learning rate and the number of epochs of the update are settings of the learner.
+* :meth:`OnlineLearner.should_update` says when the cadence (every N events and/or T seconds) is due.
+
+The learner does no file or network I/O: a caller (the replay in :mod:`liverec.evaluation.replay`, or
+an updater process tailing the event log) feeds it events and decides what to do with the model —
+:attr:`OnlineLearner.item_ids` gives the external item ids in model order for saving or registering it.
+Given the same model, events and ``seed`` it produces the same weights: the replay sample comes from
+its own generator and each update runs under a torch random state seeded from it (dropout masks),
+without touching the process's global torch random state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from liverec.data.interactions import Histories, Interactions
+from liverec.models.base import Recommender
+
+#: Items kept per user when the model has no ``max_len`` (SASRec keeps ``max_len + 1``: its training window).
+DEFAULT_MAX_SEQUENCE = 201
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """How and when the learner updates its model.
+
+    ``every_events`` / ``every_seconds``: :meth:`OnlineLearner.should_update` is true once this many events
+    are pending, or once the oldest pending event has waited this many seconds (None switches a rule off;
+    with both, whichever comes first). ``replay_ratio``: old users replayed per user with new events
+    (0 = none). ``lr_multiplier``: the model's learning rate is multiplied by this during an update (the
+    model's own setting is restored afterwards). ``epochs``: passes over the update batch (None = the
+    model's ``partial_fit_epochs``). ``max_sequence``: items kept per user (None = the model's
+    ``max_len + 1``, else :data:`DEFAULT_MAX_SEQUENCE`). ``seed``: replay samples and dropout masks.
+    """
+
+    every_events: int | None = 1000
+    every_seconds: float | None = None
+    replay_ratio: float = 1.0
+    lr_multiplier: float = 1.0
+    epochs: int | None = None
+    batch_size: int | None = None
+    max_sequence: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.every_events is not None and self.every_events < 1:
+            raise ValueError(f"every_events: expected a positive integer or None, got {self.every_events!r}")
+        if self.every_seconds is not None and not self.every_seconds > 0:
+            raise ValueError(f"every_seconds: expected a positive number or None, got {self.every_seconds!r}")
+        if not self.replay_ratio >= 0:
+            raise ValueError(f"replay_ratio: expected a number >= 0, got {self.replay_ratio!r}")
+        if not self.lr_multiplier > 0:
+            raise ValueError(f"lr_multiplier: expected a positive number, got {self.lr_multiplier!r}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs: expected a positive integer or None, got {self.epochs!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer or None, got {self.batch_size!r}")
+        if self.max_sequence is not None and self.max_sequence < 2:
+            raise ValueError(f"max_sequence: expected an integer >= 2 or None, got {self.max_sequence!r}")
+
+
+@dataclass(frozen=True)
+class UpdateStats:
+    """What one :meth:`OnlineLearner.update` did.
+
+    ``events``: events learned (observed since the previous update); ``users``: users with new events,
+    whose recent sequences were trained; ``replayed_user_ids``: external ids of the old users replayed
+    against forgetting; ``new_items``: rows added to the model's item table; ``seconds``: wall time of
+    the update; ``first_timestamp`` / ``last_timestamp``: time range of the events learned (None when
+    there were none), e.g. for a model manifest.
+    """
+
+    events: int
+    users: int
+    replayed_user_ids: np.ndarray
+    new_items: int
+    seconds: float
+    first_timestamp: float | None
+    last_timestamp: float | None
+
+
+class OnlineLearner:
+    """Incremental updates of a fitted model from a stream of events (see the module docstring).
+
+    ``item_ids`` / ``user_ids``: external ids of the model's items and users, in model order (one per
+    row of its tables: ``len(item_ids) == model.n_items``). ``history``: the events the model was
+    trained on, in those id spaces, to seed each user's recent sequence (without it, sequences start
+    empty and an update sees only what was observed since). The model is updated in place.
+    """
+
+    def __init__(
+        self,
+        model: Recommender,
+        item_ids: Sequence[object] | np.ndarray,
+        user_ids: Sequence[object] | np.ndarray,
+        history: Interactions | None = None,
+        config: LearnerConfig | None = None,
+    ) -> None:
+        if not model.supports_partial_fit:
+            raise ValueError(f"model {model.name!r} cannot learn online: it does not support partial_fit")
+        self.model = model
+        self.config = config if config is not None else LearnerConfig()
+        self._overrides = self._update_overrides()
+        if len(item_ids) != model.n_items or len(user_ids) != model.n_users:
+            raise ValueError(
+                f"item_ids/user_ids: expected {model.n_items} items and {model.n_users} users (the model's "
+                f"tables), got {len(item_ids)} and {len(user_ids)}"
+            )
+        self._item_ids = [str(i) for i in item_ids]
+        self._user_ids = [str(u) for u in user_ids]
+        self._item_index = {item: index for index, item in enumerate(self._item_ids)}
+        self._user_index = {user: index for index, user in enumerate(self._user_ids)}
+        if len(self._item_index) != len(self._item_ids) or len(self._user_index) != len(self._user_ids):
+            raise ValueError("item_ids/user_ids: every id must appear once")
+        max_len = getattr(model.config, "max_len", None)
+        default_cap = DEFAULT_MAX_SEQUENCE if max_len is None else int(max_len) + 1
+        self._cap = self.config.max_sequence or default_cap
+        self._sequences: list[list[int]] = [[] for _ in self._user_ids]
+        if history is not None:
+            if history.n_users > model.n_users or history.n_items > model.n_items:
+                raise ValueError(
+                    f"history: id spaces ({history.n_users} users, {history.n_items} items) exceed the model's "
+                    f"({model.n_users}, {model.n_items})"
+                )
+            recent = Histories.from_interactions(history).last(self._cap)
+            for user in np.flatnonzero(recent.lengths()):
+                self._sequences[user] = recent.row(int(user)).tolist()
+        #: users with at least two items (a trainable sequence), in order of reaching two: the replay pool
+        self._trainable = [user for user, sequence in enumerate(self._sequences) if len(sequence) >= 2]
+        self._pending_users: dict[int, None] = {}  # an ordered set: users in order of their first pending event
+        self._pending_events = 0
+        self._pending_since: float | None = None
+        self._pending_times: tuple[float, float] | None = None
+        self._rng = np.random.default_rng(self.config.seed)
+
+    # ------------------------------------------------------------------------------------------ ids
+    @property
+    def item_ids(self) -> np.ndarray:
+        """External ids of the model's items in model order (items observed since the last update join at the next)."""
+        return np.asarray(self._item_ids[: self.model.n_items], dtype=object)
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        """External ids of the model's users in model order (new users join at the next update)."""
+        return np.asarray(self._user_ids[: self.model.n_users], dtype=object)
+
+    @property
+    def pending_events(self) -> int:
+        """Events observed since the last update."""
+        return self._pending_events
+
+    # ------------------------------------------------------------------------------------------ stream
+    def observe(
+        self,
+        user_ids: Sequence[object] | np.ndarray,
+        item_ids: Sequence[object] | np.ndarray,
+        timestamps: Sequence[float] | np.ndarray,
+    ) -> None:
+        """Append events (external ids, in stream order) to the users' sequences; learned at the next update."""
+        if not len(user_ids) == len(item_ids) == len(timestamps):
+            raise ValueError(
+                f"user_ids, item_ids, timestamps: expected equal lengths, got "
+                f"{len(user_ids)}, {len(item_ids)}, {len(timestamps)}"
+            )
+        if len(user_ids) == 0:
+            return
+        times = np.asarray(timestamps, dtype=np.float64)
+        for raw_user, raw_item in zip(user_ids, item_ids, strict=True):
+            user = self._index_of(str(raw_user), self._user_index, self._user_ids)
+            if user == len(self._sequences):
+                self._sequences.append([])
+            item = self._index_of(str(raw_item), self._item_index, self._item_ids)
+            sequence = self._sequences[user]
+            sequence.append(item)
+            if len(sequence) == 2:
+                self._trainable.append(user)
+            elif len(sequence) > self._cap:
+                del sequence[0]
+            self._pending_users[user] = None
+        self._pending_events += len(times)
+        first, last = float(times.min()), float(times.max())
+        if self._pending_times is not None:
+            first, last = min(first, self._pending_times[0]), max(last, self._pending_times[1])
+        self._pending_times = (first, last)
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
+
+    def should_update(self) -> bool:
+        """Whether the cadence is due: enough pending events, or the oldest pending one waited long enough."""
+        if self._pending_events == 0:
+            return False
+        every_events, every_seconds = self.config.every_events, self.config.every_seconds
+        if every_events is not None and self._pending_events >= every_events:
+            return True
+        waited = time.monotonic() - (self._pending_since or 0.0)
+        return every_seconds is not None and waited >= every_seconds
+
+    def update(self) -> UpdateStats:
+        """Train on the pending users' sequences plus a replay sample of old users; grow the item table."""
+        started = time.perf_counter()
+        affected = np.fromiter(self._pending_users, dtype=np.int64, count=len(self._pending_users))
+        replayed = self._replay_sample(affected)
+        n_model_items = self.model.n_items
+        if len(affected):
+            users = np.concatenate([affected, replayed])
+            sequences = [self._sequences[user] for user in users]
+            lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+            items = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(lengths.sum()))
+            batch = Interactions.from_arrays(
+                np.repeat(users, lengths),
+                items,
+                # positions as times: the model re-sorts each user's events by time, this keeps stream order
+                timestamps=np.arange(len(items), dtype=np.float64),
+                n_users=len(self._user_ids),
+                n_items=len(self._item_ids),
+            )
+            torch_seed = int(self._rng.integers(2**62))
+            with self._update_settings(), torch.random.fork_rng(devices=[]):
+                torch.manual_seed(torch_seed)
+                self.model.partial_fit(batch)
+        times = self._pending_times
+        stats = UpdateStats(
+            events=self._pending_events,
+            users=len(affected),
+            replayed_user_ids=np.asarray([self._user_ids[user] for user in replayed], dtype=object),
+            new_items=self.model.n_items - n_model_items,
+            seconds=time.perf_counter() - started,
+            first_timestamp=None if times is None else times[0],
+            last_timestamp=None if times is None else times[1],
+        )
+        self._pending_users = {}
+        self._pending_events = 0
+        self._pending_since = None
+        self._pending_times = None
+        return stats
+
+    # ------------------------------------------------------------------------------------------ internals
+    @staticmethod
+    def _index_of(external: str, index: dict[str, int], ids: list[str]) -> int:
+        """The internal id of ``external``, appending it (next id) if it is new."""
+        internal = index.get(external)
+        if internal is None:
+            internal = index[external] = len(ids)
+            ids.append(external)
+        return internal
+
+    def _replay_sample(self, affected: np.ndarray) -> np.ndarray:
+        """Up to ``replay_ratio * len(affected)`` users with a trainable sequence and no pending event, sorted."""
+        wanted = round(self.config.replay_ratio * len(affected))
+        if wanted == 0:
+            return np.zeros(0, dtype=np.int64)
+        pool = np.asarray(self._trainable, dtype=np.int64)
+        pool = pool[~np.isin(pool, affected)]
+        chosen = self._rng.choice(pool, size=min(wanted, len(pool)), replace=False)
+        return np.sort(chosen).astype(np.int64)
+
+    def _update_overrides(self) -> dict[str, Any]:
+        """Model config fields to change while updating: the learning rate and the epochs of ``partial_fit``.
+
+        The models set their optimiser's learning rate from ``config.learning_rate`` at every step, so
+        the multiplier is applied through the config (restored after the update), not the optimiser.
+        """
+        fields = {field.name for field in dataclasses.fields(self.model.config)}
+        overrides: dict[str, Any] = {}
+        if self.config.lr_multiplier != 1.0:
+            if "learning_rate" not in fields:
+                raise ValueError(f"lr_multiplier: model {self.model.name!r} has no learning_rate")
+            overrides["learning_rate"] = self.model.config.learning_rate * self.config.lr_multiplier  # type: ignore[attr-defined]
+        if self.config.epochs is not None:
+            if "partial_fit_epochs" not in fields:
+                raise ValueError(f"epochs: model {self.model.name!r} has no partial_fit_epochs")
+            overrides["partial_fit_epochs"] = self.config.epochs
+        if self.config.batch_size is not None:
+            if "batch_size" not in fields:
+                raise ValueError(f"batch_size: model {self.model.name!r} has no batch_size")
+            overrides["batch_size"] = self.config.batch_size
+        return overrides
+
+    @contextmanager
+    def _update_settings(self) -> Iterator[None]:
+        original = self.model.config
+        if self._overrides:
+            self.model.config = dataclasses.replace(original, **self._overrides)
+        try:
+            yield
+        finally:
+            self.model.config = original

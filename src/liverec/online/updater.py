@@ -1,0 +1,338 @@
+"""The updater: tail the event log, learn incrementally, register candidates, promote what the gate approves.
+
+One loop (``liverec worker``, or a child process of ``liverec serve``):
+
+1. read the events after the committed offset (at-least-once: the offset is committed in the
+   manifest of each registered version, ``training.last_offset``, so a restart resumes from the newest
+   version the updater wrote and learns again anything after it);
+2. **gate** a pending candidate first, test-then-train: each new event is ranked by the candidate and
+   by the serving version from the user's history before it (seen items excluded, full catalogue);
+   after ``gate_events`` events the candidate is promoted unless its NDCG@10 is worse than the
+   serving version's by more than ``gate_margin``; otherwise it is kept unserved as ``rejected`` with
+   the numbers in its manifest's ``reason``;
+3. feed the events to the :class:`~liverec.online.learner.OnlineLearner`; when its cadence is due,
+   update the model and register the result as the next candidate (lineage: ``parent``, the events
+   and offsets trained on);
+4. every ``retrain_interval_s``, a full retraining from the log (:func:`liverec.pipeline.train_and_register`)
+   yields a candidate that goes through the same gate; if promoted, the learner continues from it.
+
+Servers notice promotions by polling the registry's ``PROMOTED`` pointer (within a second).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverec.data.interactions import Histories, Interactions
+from liverec.events.log import SQLiteEventLog, StoredEvent
+from liverec.models.base import Recommender
+from liverec.online.learner import LearnerConfig, OnlineLearner
+from liverec.pipeline import read_log, train_and_register
+from liverec.registry import LoadedModel, ModelRegistry
+from liverec.state.store import State, StateConfig
+
+log = logging.getLogger("liverec.updater")
+
+
+@dataclass(frozen=True)
+class UpdaterConfig:
+    every_events: int | None = 1000  # learn after this many new events ...
+    every_seconds: float | None = 30.0  # ... or once the oldest unlearned event waited this long
+    lr_multiplier: float = 1.0
+    replay_ratio: float = 1.0
+    epochs: int | None = None
+    gate_events: int = 500  # events a candidate is judged on before it is promoted or rejected
+    gate_margin: float = 0.0  # promote unless NDCG@10 is worse than the serving version's by more than this
+    retrain_interval_s: float | None = None  # periodic full retraining (None: off)
+    poll_interval_s: float = 1.0
+    read_batch: int = 10_000
+    seed: int = 0
+
+
+@dataclass
+class _Gate:
+    """A candidate under evaluation and the hits/NDCG of both models on the events seen so far."""
+
+    version: str
+    model: Recommender
+    item_index: dict[str, int]
+    results: dict[str, list[float]] = field(default_factory=lambda: {"candidate": [], "serving": []})
+    hits: dict[str, list[float]] = field(default_factory=lambda: {"candidate": [], "serving": []})
+
+
+def prequential_metrics(
+    model: Recommender,
+    item_index: Mapping[str, int],
+    histories: Sequence[Sequence[str]],
+    seen: Sequence[Sequence[str]],
+    targets: Sequence[str],
+    k: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-event hit@k and NDCG@k of ``targets`` ranked over the model's whole catalogue.
+
+    ``histories[e]`` is the user's item sequence before event ``e`` (external ids, oldest first) and
+    ``seen[e]`` every item the user had interacted with (excluded from the ranking). An item the model
+    does not know is a miss.
+    """
+    rows = [np.array([item_index[i] for i in h if i in item_index], dtype=np.int64) for h in histories]
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    batch = Histories(
+        np.full(len(rows), -1),
+        np.concatenate([[0], np.cumsum(lengths)]),
+        np.concatenate([np.zeros(0, np.int64), *rows]),
+    )
+    scores = model.score(batch)
+    target = np.array([item_index.get(t, -1) for t in targets], dtype=np.int64)
+    for row, items in enumerate(seen):
+        known = [item_index[i] for i in items if i in item_index]
+        scores[row, known] = -np.inf
+    known_target = target >= 0
+    target_score = scores[np.arange(len(target)), np.maximum(target, 0)]
+    rank = (scores > target_score[:, None]).sum(axis=1)
+    hit = known_target & (rank < k)
+    ndcg = np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
+    return hit.astype(np.float64), ndcg
+
+
+class Updater:
+    """The model-update loop over one data folder (see the module docstring)."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        event_weights: Mapping[str, float],
+        config: UpdaterConfig | None = None,
+        state_config: StateConfig | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.config = config or UpdaterConfig()
+        self.event_weights = dict(event_weights)
+        self.registry = ModelRegistry(self.data_dir / "models")
+        self.log = SQLiteEventLog(self.data_dir / "events.db", readonly=True)
+        self.state = State(state_config or StateConfig(event_weights=self.event_weights))
+        self.learner: OnlineLearner | None = None
+        self.version: str | None = None  # the version the learner's weights descend from
+        self.offset = 0
+        self.gate: _Gate | None = None
+        self._serving: LoadedModel | None = None
+        self._last_retrain = time.monotonic()
+        self.decisions: list[dict[str, Any]] = []
+
+    # -- start-up --------------------------------------------------------------------------------
+    def start(self) -> bool:
+        """Load the newest usable version and replay the log up to its offset; False when there is no model."""
+        manifests = [m for m in self.registry.manifests() if m["status"] != "rejected"]
+        if not manifests:
+            return False
+        newest = manifests[-1]
+        self._resume_from(self.registry.load(newest["version"]))
+        if newest["status"] == "candidate" and newest.get("parent") is not None:
+            self._open_gate(newest["version"])
+        return True
+
+    def _resume_from(self, loaded: LoadedModel) -> None:
+        if not loaded.model.supports_partial_fit:
+            raise ValueError(f"version {loaded.version}: model {loaded.model.name!r} cannot learn online")
+        offset = int(loaded.manifest["training"].get("last_offset") or 0)
+        self.state = State(self.state.config)
+        while self.state.offset < offset:
+            batch = self.log.read(
+                after_offset=self.state.offset, limit=min(self.config.read_batch, offset - self.state.offset)
+            )
+            if not batch:
+                break
+            self.state.apply(batch)
+        user_ids = loaded.user_ids or [f"__user_{n}" for n in range(loaded.model.n_users)]
+        history = self._history_interactions(loaded.item_ids, user_ids)
+        learner_config = LearnerConfig(
+            every_events=self.config.every_events,
+            every_seconds=self.config.every_seconds,
+            replay_ratio=self.config.replay_ratio,
+            lr_multiplier=self.config.lr_multiplier,
+            epochs=self.config.epochs,
+            seed=self.config.seed,
+        )
+        self.learner = OnlineLearner(loaded.model, loaded.item_ids, user_ids, history=history, config=learner_config)
+        self.version = loaded.version
+        self.offset = offset
+        log.info("updater resumes", extra={"version": loaded.version, "offset": offset})
+
+    def _history_interactions(self, item_ids: Sequence[str], user_ids: Sequence[str]) -> Interactions:
+        """The state's recent sequences in the model's id spaces (unknown users/items dropped)."""
+        items = {item: n for n, item in enumerate(item_ids)}
+        users = {user: n for n, user in enumerate(user_ids)}
+        names = self.state.item_ids
+        rows_u: list[int] = []
+        rows_i: list[int] = []
+        for user_id, user in users.items():
+            for index in self.state.history(user_id).tolist():
+                item = items.get(names[index])
+                if item is not None:
+                    rows_u.append(user)
+                    rows_i.append(item)
+        return Interactions.from_arrays(rows_u, rows_i, n_users=len(user_ids), n_items=len(item_ids))
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            if self.learner is None and not self.start():
+                stop.wait(self.config.poll_interval_s)
+                continue
+            if self.step() == 0:
+                stop.wait(self.config.poll_interval_s)
+
+    def step(self) -> int:
+        """Process the next batch of events; returns how many were read."""
+        assert self.learner is not None, "call start() first"
+        events = [e for e in self.log.read(after_offset=self.offset, limit=self.config.read_batch)]
+        if events:
+            used = [e for e in events if self.event_weights.get(e.type, 0.0) > 0]
+            if self.gate is not None and used:
+                self._judge(used)
+            self.state.apply(events)
+            self.learner.observe([e.user_id for e in used], [e.item_id for e in used], [e.timestamp for e in used])
+            self.offset = events[-1].offset
+        if self.learner.should_update():
+            self._update()
+        if self.config.retrain_interval_s is not None and self.gate is None:
+            if time.monotonic() - self._last_retrain >= self.config.retrain_interval_s:
+                self._retrain()
+        return len(events)
+
+    def _update(self) -> None:
+        assert self.learner is not None
+        stats = self.learner.update()
+        training = {
+            "kind": "online update",
+            "last_offset": self.offset,
+            "events": stats.events,
+            "users": stats.users,
+            "new_items": stats.new_items,
+            "seconds": round(stats.seconds, 3),
+            "first_timestamp": stats.first_timestamp,
+            "last_timestamp": stats.last_timestamp,
+        }
+        model = self.learner.model
+        version = self.registry.register(
+            model,
+            list(self.learner.item_ids),
+            training=training,
+            parent=self.version,
+            user_ids=list(self.learner.user_ids),
+        )
+        log.info("candidate registered", extra={"version": version, **training})
+        self.version = version
+        if self.registry.promoted() is None:
+            self.registry.promote(version, reason="no version was serving")
+        elif self.gate is None:
+            self._open_gate(version)
+
+    def _retrain(self) -> None:
+        self._last_retrain = time.monotonic()
+        assert self.learner is not None
+        data = read_log(self.log, self.event_weights)
+        summary = train_and_register(data, self.registry, self.learner.model.name, promote=False, seed=self.config.seed)
+        log.info("full retraining registered", extra={"version": summary.version, "metrics": summary.metrics})
+        self._open_gate(summary.version)
+
+    # -- the gate --------------------------------------------------------------------------------
+    def _open_gate(self, version: str) -> None:
+        loaded = self.registry.load(version)
+        self.gate = _Gate(version, loaded.model, {item: n for n, item in enumerate(loaded.item_ids)})
+
+    def _serving_model(self) -> LoadedModel | None:
+        promoted = self.registry.promoted()
+        if promoted is None:
+            return None
+        if self._serving is None or self._serving.version != promoted:
+            self._serving = self.registry.load(promoted)
+        return self._serving
+
+    def _judge(self, events: list[StoredEvent]) -> None:
+        """Score the events test-then-train with the candidate and the serving version; decide when enough."""
+        gate = self.gate
+        serving = self._serving_model()
+        assert gate is not None
+        if serving is None:
+            self.registry.promote(gate.version, reason="no version was serving")
+            self.gate = None
+            return
+        # each event's history and seen set before it, including earlier events of this same batch
+        names = self.state.item_ids
+        sequences: dict[str, list[str]] = {}
+        seen_sets: dict[str, set[str]] = {}
+        histories: list[list[str]] = []
+        seen: list[list[str]] = []
+        targets: list[str] = []
+        for event in events:
+            user = event.user_id
+            if user not in sequences:
+                sequences[user] = [names[i] for i in self.state.history(user).tolist()]
+                seen_sets[user] = {names[i] for i in self.state.seen(user).tolist()}
+            if event.item_id not in seen_sets[user]:  # a repeat cannot be ranked with seen items excluded
+                histories.append(list(sequences[user]))
+                seen.append(list(seen_sets[user]))
+                targets.append(event.item_id)
+            sequences[user].append(event.item_id)
+            seen_sets[user].add(event.item_id)
+        if not targets:
+            return
+        serving_index = {item: n for n, item in enumerate(serving.item_ids)}
+        for name, model, index in (
+            ("candidate", gate.model, gate.item_index),
+            ("serving", serving.model, serving_index),
+        ):
+            hit, ndcg = prequential_metrics(model, index, histories, seen, targets)
+            gate.hits[name].extend(hit.tolist())
+            gate.results[name].extend(ndcg.tolist())
+        n = len(gate.results["candidate"])
+        if n < self.config.gate_events:
+            return
+        candidate_ndcg = float(np.mean(gate.results["candidate"]))
+        serving_ndcg = float(np.mean(gate.results["serving"]))
+        numbers = (
+            f"prequential NDCG@10 on {n} new events: candidate {candidate_ndcg:.4f} vs serving "
+            f"{serving.version} {serving_ndcg:.4f} (HR@10 {np.mean(gate.hits['candidate']):.4f} vs "
+            f"{np.mean(gate.hits['serving']):.4f}), margin {self.config.gate_margin}"
+        )
+        decision = {
+            "version": gate.version,
+            "candidate_ndcg": candidate_ndcg,
+            "serving_ndcg": serving_ndcg,
+            "events": n,
+        }
+        if candidate_ndcg >= serving_ndcg - self.config.gate_margin:
+            self.registry.promote(gate.version, reason=numbers)
+            decision["promoted"] = True
+            if self.registry.manifest(gate.version)["training"].get("kind") != "online update":
+                self._resume_from(self.registry.load(gate.version))  # a full retraining: continue from it
+        else:
+            self.registry.set_status(gate.version, "rejected", numbers)
+            decision["promoted"] = False
+        log.info("gate decision", extra=decision)
+        self.decisions.append(decision)
+        self.gate = None
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def updater_config(settings: Any) -> UpdaterConfig:
+    """The updater's part of :class:`liverec.settings.Settings`."""
+    return UpdaterConfig(
+        every_events=settings.updater_every_events,
+        every_seconds=settings.updater_every_seconds,
+        lr_multiplier=settings.updater_lr_multiplier,
+        replay_ratio=settings.updater_replay_ratio,
+        gate_events=settings.gate_events,
+        gate_margin=settings.gate_margin,
+        retrain_interval_s=settings.retrain_interval_s,
+    )

@@ -1,0 +1,113 @@
+"""The updater on a real data folder: candidates from the stream, the gate, resume after restart, new items."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from liverec.data.synthetic import SyntheticConfig, generate
+from liverec.events.log import SQLiteEventLog
+from liverec.events.schema import Event
+from liverec.online.updater import Updater, UpdaterConfig, prequential_metrics
+from liverec.pipeline import import_dataset, read_log, train_and_register
+from liverec.registry import ModelRegistry
+from liverec.state.store import DEFAULT_EVENT_WEIGHTS
+
+SMALL = SyntheticConfig(n_users=200, n_items=120, n_events=8_000, n_clusters=4, seed=5)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> tuple[Path, list[Event]]:
+    """A log with the first 70 % of a stream, a trained SASRec; the rest of the stream as events to send."""
+    dataset, _ = generate(SMALL)
+    inter = dataset.interactions
+    order = np.argsort(inter.timestamps, kind="stable")
+    n_past = int(0.7 * len(order))
+    with SQLiteEventLog(tmp_path / "events.db") as event_log:
+        import_dataset(dataset, event_log, source="s", event_types=DEFAULT_EVENT_WEIGHTS, limit=n_past)
+        data = read_log(event_log, DEFAULT_EVENT_WEIGHTS)
+    train_and_register(data, ModelRegistry(tmp_path / "models"), "sasrec", {"max_epochs": 10, "patience": 3})
+    users, items = dataset.user_map.external_ids, dataset.item_map.external_ids
+    rest = [
+        Event(
+            f"later:{r}",
+            str(users[inter.user_ids[r]]),
+            str(items[inter.item_ids[r]]),
+            "view",
+            float(inter.timestamps[r]),
+        )
+        for r in order[n_past:].tolist()
+    ]
+    return tmp_path, rest
+
+
+def test_prequential_metrics_by_hand() -> None:
+    from liverec.data.interactions import Interactions
+    from liverec.models import create_model
+
+    model = create_model("pop").fit(Interactions.from_arrays([0, 1, 2, 2], [0, 0, 0, 1], n_users=3, n_items=3))
+    index = {"a": 0, "b": 1, "c": 2}
+    hit, ndcg = prequential_metrics(model, index, [[], ["a"], []], [[], ["a"], []], ["a", "b", "zzz"], k=1)
+    # pop ranks a > b > c; the second user has seen a, so b is first for them; zzz is unknown: a miss
+    assert hit.tolist() == [1.0, 1.0, 0.0] and ndcg.tolist() == [1.0, 1.0, 0.0]
+
+
+def test_updates_register_candidates_gate_promotes_and_restart_resumes(folder: tuple[Path, list[Event]]) -> None:
+    data_dir, rest = folder
+    config = UpdaterConfig(every_events=400, every_seconds=None, gate_events=300, gate_margin=1.0, read_batch=200)
+    updater = Updater(data_dir, DEFAULT_EVENT_WEIGHTS, config)
+    assert updater.start() and updater.version == "v0001"
+    with SQLiteEventLog(data_dir / "events.db") as event_log:
+        event_log.append(rest[:1500])
+    while updater.step():
+        pass
+    registry = ModelRegistry(data_dir / "models")
+    manifests = registry.manifests()
+    assert [m["version"] for m in manifests][:3] == ["v0001", "v0002", "v0003"]
+    second = manifests[1]
+    assert second["parent"] == "v0001" and second["training"]["kind"] == "online update"
+    assert second["training"]["events"] == 400 and second["training"]["last_offset"] == 5600 + 400
+    assert updater.decisions and updater.decisions[0]["version"] == "v0002" and updater.decisions[0]["promoted"]
+    assert registry.promoted() == "v0002" and "prequential NDCG@10" in registry.manifest("v0002")["reason"]
+    newest = manifests[-1]["version"]
+    offset = updater.offset
+    updater.close()
+
+    again = Updater(data_dir, DEFAULT_EVENT_WEIGHTS, config)
+    assert again.start() and again.version == newest
+    assert again.offset == registry.manifest(newest)["training"]["last_offset"] <= offset
+    again.close()
+
+
+def test_gate_rejects_a_worse_candidate(folder: tuple[Path, list[Event]]) -> None:
+    data_dir, rest = folder
+    # a learning rate 300x too high wrecks the update: the gate must keep it from serving
+    config = UpdaterConfig(every_events=400, every_seconds=None, gate_events=300, lr_multiplier=300.0, read_batch=200)
+    updater = Updater(data_dir, DEFAULT_EVENT_WEIGHTS, config)
+    assert updater.start()
+    with SQLiteEventLog(data_dir / "events.db") as event_log:
+        event_log.append(rest[:1400])
+    while updater.step():
+        pass
+    decision = updater.decisions[0]
+    registry = ModelRegistry(data_dir / "models")
+    assert not decision["promoted"] and decision["candidate_ndcg"] < decision["serving_ndcg"]
+    assert registry.promoted() == "v0001" and registry.manifest("v0002")["status"] == "rejected"
+    updater.close()
+
+
+def test_every_seconds_cadence(folder: tuple[Path, list[Event]]) -> None:
+    data_dir, rest = folder
+    updater = Updater(data_dir, DEFAULT_EVENT_WEIGHTS, UpdaterConfig(every_events=None, every_seconds=0.2))
+    assert updater.start()
+    with SQLiteEventLog(data_dir / "events.db") as event_log:
+        event_log.append(rest[:10])
+    updater.step()
+    assert len(ModelRegistry(data_dir / "models").versions()) == 1
+    time.sleep(0.25)
+    updater.step()
+    assert len(ModelRegistry(data_dir / "models").versions()) == 2
+    updater.close()
