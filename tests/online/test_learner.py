@@ -65,7 +65,7 @@ def test_online_model_follows_a_changed_behaviour(phase_one: tuple[np.ndarray, n
     sequences = test_items.reshape(9, 100).T
     histories = Histories.from_lists(sequences[:, :8].tolist())
     static_hr, online_hr = hit_rate(static, histories, sequences[:, 8]), hit_rate(learner.model, histories, sequences[:, 8])
-    # measured: static 0.00, online 1.00 (seed 0); the replay sample keeps the old walk learned too
+    # measured: static 0.12, online 1.00 (seed 0); the replay sample keeps the old walk learned too
     assert online_hr - static_hr >= 0.5
     old = walks(np.arange(100), stride=1, length=9, seed=3)[1].reshape(9, 100).T
     assert hit_rate(learner.model, Histories.from_lists(old[:, :8].tolist()), old[:, 8]) >= 0.5  # measured 1.00
@@ -89,7 +89,7 @@ def test_new_items_get_ids_and_become_scorable(phase_one: tuple[np.ndarray, np.n
     scores = learner.model.score(Histories.from_lists([[4, 5, 6]]))
     assert scores.shape == (1, n_items + 1) and np.isfinite(scores).all()
     ids, _ = learner.model.recommend(Histories.from_lists([[4, 5, 6]]), k=3)
-    assert n_items in ids[0]  # measured: ranked first
+    assert n_items in ids[0]  # measured: third, after i7 and i8 (the old walk from i6)
 
 
 def test_update_reports_new_items_in_the_update_that_adds_them(phase_one: tuple[np.ndarray, np.ndarray]) -> None:
