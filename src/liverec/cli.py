@@ -491,10 +491,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from liverec.serving.server import serve
 
-    settings = _settings(args, host=args.host, port=args.port)
-    if args.config:  # the updater child process reads the same file
-        os.environ["LIVEREC_CONFIG"] = str(Path(args.config).resolve())
-    serve(settings)
+    serve(_settings(args, host=args.host, port=args.port))
     return 0
 
 

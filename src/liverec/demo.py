@@ -29,7 +29,7 @@ from liverec.events.log import SQLiteEventLog
 from liverec.pipeline import import_dataset, read_log, train_and_register
 from liverec.registry import ModelRegistry
 from liverec.serving.engine import EVENTS_FILE, MODELS_DIR, Engine
-from liverec.serving.server import BackgroundServer, configure_logging
+from liverec.serving.server import BackgroundServer, configure_logging, start_worker_process
 from liverec.settings import Settings
 
 MARKER = ".liverec-demo"
@@ -115,11 +115,14 @@ def run_demo(options: DemoOptions) -> int:
         engine.close()
         raise RuntimeError(f"{error}; try --port 0 (any free port)") from None
     _say(f"serve      {url}  (model {engine.model_version}; OpenAPI {url}/docs, metrics {url}/metrics)")
+    worker = start_worker_process(settings)
+    _say(f"updater    learning from the stream in process {worker.pid} (liverec worker)")
     try:
         _show_live_update(url, dataset, order, n_past)
         _replay(url, dataset, order[n_past:], batch=500)
         status, ready = _request("GET", f"{url}/ready")
         _say(f"ready      {status} {json.dumps(ready)}")
+        _show_models(url, wait=10.0 if options.smoke else 30.0)
         _say(f"done in {time.perf_counter() - started:.1f}s")
         user = str(dataset.user_map.external_ids[0])
         item = str(dataset.item_map.external_ids[0])
@@ -143,9 +146,29 @@ def run_demo(options: DemoOptions) -> int:
     except KeyboardInterrupt:
         _say("\nstopping")
     finally:
+        worker.terminate()
+        worker.wait(timeout=30)
         server.stop()
         engine.close()
     return 0
+
+
+def _show_models(url: str, wait: float) -> None:
+    """The versions the updater has registered so far (it learns from the replayed events)."""
+    deadline = time.monotonic() + wait
+    while True:
+        _, models = _request("GET", f"{url}/v1/models")
+        if len(models["versions"]) > 1 or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    for manifest in models["versions"]:
+        training = manifest["training"]
+        kind = training.get("kind", "full training")
+        _say(
+            f"model      {manifest['version']} {manifest['status']:<9} {kind}, up to log offset "
+            f"{training.get('last_offset')}"
+            + (f"; {manifest['reason']}" if manifest.get("reason") else "")
+        )
 
 
 def _show_live_update(url: str, dataset: Dataset, order: np.ndarray, n_past: int) -> None:

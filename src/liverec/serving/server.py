@@ -91,8 +91,11 @@ def serve(settings: Settings) -> None:
 
 
 def start_worker_process(settings: Settings) -> subprocess.Popen[bytes]:
-    """``liverec worker`` for the same data folder; settings reach it through the environment."""
-    env = {**os.environ, "LIVEREC_DATA_DIR": str(settings.data_dir), PARENT_PID: str(os.getpid())}
+    """``liverec worker`` for the same data folder, with exactly these settings (passed as ``LIVEREC_*``)."""
+    env = {**os.environ, PARENT_PID: str(os.getpid())}
+    for name, value in settings.describe().items():
+        if value is not None:
+            env[f"LIVEREC_{name.upper()}"] = json.dumps(value) if isinstance(value, dict) else str(value)
     command = [sys.executable, "-m", "liverec.cli", "worker", "--data-dir", str(settings.data_dir)]
     process = subprocess.Popen(command, env=env)
     log.info("updater started", extra={"pid": process.pid})
