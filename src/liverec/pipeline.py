@@ -84,8 +84,9 @@ class LogData:
     training: dict[str, Any]
 
 
-def read_log(event_log: SQLiteEventLog, event_weights: Mapping[str, float]) -> LogData:
-    """Every event of a type with positive weight, in log order; ids in order of first appearance.
+def read_log(event_log: SQLiteEventLog, event_weights: Mapping[str, float], last_offset: int | None = None) -> LogData:
+    """Every event of a type with positive weight (up to ``last_offset``), in log order; ids in order of
+    first appearance.
 
     Items are numbered in the order they first appear in the log, which is also the order the serving
     state numbers them, so the served model's item ids line up with the state's without a lookup.
@@ -98,6 +99,8 @@ def read_log(event_log: SQLiteEventLog, event_weights: Mapping[str, float]) -> L
     offsets = [0, 0]
     used = {name for name, weight in event_weights.items() if weight > 0}
     for batch in event_log.iter_all():
+        if last_offset is not None:
+            batch = [event for event in batch if event.offset <= last_offset]
         if offsets[0] == 0 and batch:
             offsets[0] = batch[0].offset
         for event in batch:

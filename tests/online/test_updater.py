@@ -111,3 +111,32 @@ def test_every_seconds_cadence(folder: tuple[Path, list[Event]]) -> None:
     updater.step()
     assert len(ModelRegistry(data_dir / "models").versions()) == 2
     updater.close()
+
+
+def test_periodic_full_retraining_goes_through_the_gate(folder: tuple[Path, list[Event]]) -> None:
+    data_dir, rest = folder
+    config = UpdaterConfig(
+        every_events=None,
+        every_seconds=None,
+        gate_events=200,
+        gate_margin=1.0,
+        read_batch=200,
+        retrain_interval_s=0.01,
+        retrain_params={"max_epochs": 3},
+    )
+    updater = Updater(data_dir, DEFAULT_EVENT_WEIGHTS, config)
+    assert updater.start()
+    with SQLiteEventLog(data_dir / "events.db") as event_log:
+        event_log.append(rest[:300])
+        time.sleep(0.02)
+        updater.step()  # reads 200 events, then retrains from the whole log (5,800 events)
+        registry = ModelRegistry(data_dir / "models")
+        retrained = registry.manifest("v0002")
+        assert retrained["training"]["last_offset"] == 5800 and retrained["status"] == "candidate"
+        assert updater.gate is not None and updater.gate.version == "v0002"
+        event_log.append(rest[300:800])
+    while updater.step():
+        pass
+    assert updater.decisions[0]["version"] == "v0002" and updater.decisions[0]["promoted"]
+    assert updater.version == "v0002", "after a retrained version is promoted, the learner continues from it"
+    updater.close()

@@ -52,6 +52,7 @@ class UpdaterConfig:
     gate_events: int = 500  # events a candidate is judged on before it is promoted or rejected
     gate_margin: float = 0.0  # promote unless NDCG@10 is worse than the serving version's by more than this
     retrain_interval_s: float | None = None  # periodic full retraining (None: off)
+    retrain_params: Mapping[str, Any] = field(default_factory=dict)  # hyperparameters of the full retraining
     poll_interval_s: float = 1.0
     read_batch: int = 10_000
     seed: int = 0
@@ -238,8 +239,15 @@ class Updater:
     def _retrain(self) -> None:
         self._last_retrain = time.monotonic()
         assert self.learner is not None
-        data = read_log(self.log, self.event_weights)
-        summary = train_and_register(data, self.registry, self.learner.model.name, promote=False, seed=self.config.seed)
+        data = read_log(self.log, self.event_weights, last_offset=self.offset)  # the gate's events stay unseen
+        summary = train_and_register(
+            data,
+            self.registry,
+            self.learner.model.name,
+            self.config.retrain_params,
+            promote=False,
+            seed=self.config.seed,
+        )
         log.info("full retraining registered", extra={"version": summary.version, "metrics": summary.metrics})
         self._open_gate(summary.version)
 
