@@ -52,7 +52,7 @@ def synthetic_dataset(smoke: bool, seed: int) -> Dataset:
     if smoke:
         config = SyntheticConfig(n_users=300, n_items=200, n_events=15_000, seed=seed)
     else:
-        config = SyntheticConfig(n_users=2_000, n_items=1_000, n_events=100_000, seed=seed)
+        config = SyntheticConfig(n_users=1_000, n_items=500, n_events=60_000, seed=seed)
     return generate(config)[0]
 
 

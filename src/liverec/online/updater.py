@@ -193,7 +193,9 @@ class Updater:
     def step(self) -> int:
         """Process the next batch of events; returns how many were read."""
         assert self.learner is not None, "call start() first"
-        events = [e for e in self.log.read(after_offset=self.offset, limit=self.config.read_batch)]
+        # never read past the cadence: an update after every `every_events` events, not per read batch
+        limit = min(self.config.read_batch, self.config.every_events or self.config.read_batch)
+        events = self.log.read(after_offset=self.offset, limit=limit)
         if events:
             used = [e for e in events if self.event_weights.get(e.type, 0.0) > 0]
             if self.gate is not None and used:
