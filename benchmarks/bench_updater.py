@@ -2,9 +2,13 @@
 
 Setting: MovieLens 100K in time order; SASRec (defaults, one torch thread) fitted on the first
 ``--pretrain-fraction`` of the events, then the rest observed in order and learned with an update every
-``--update-every`` events (every pending user's recent sequence plus as many replayed old users).
-Prints one JSON object: events/s over update time (the figure the target is about) and over
-update + observe time, seconds per update, and the setting.
+``--update-every`` events (every pending user's recent sequence plus ``--replay-ratio`` replayed old
+users per such user, in training steps of ``--batch-size`` sequences). Prints one JSON object:
+events/s over update time (the figure the target is about), over update + observe time, and over
+the CPU time of the process during updates (one thread, so this is what one core delivers even when
+other work shares the machine); seconds per update; the setting. The stream is learned ``--repeats``
+times from copies of the same pretrained model, and the fastest repeat is reported (all are listed),
+since other processes can only slow a run down.
 
 The pretrained model's quality does not change what an update costs (the same batch shapes go through
 the same network), so pretraining is cut to ``--pretrain-epochs`` epochs by default to save time.
@@ -15,20 +19,61 @@ the same network), so pretraining is cut to ``--pretrain-epochs`` epochs by defa
 from __future__ import annotations
 
 import argparse
+import copy
 import cProfile
 import json
 import pstats
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from liverec.data.loaders import load_dataset
+from liverec.evaluation.replay import TUNED_LEARNER
 from liverec.models.sasrec import SASRec
 from liverec.online import LearnerConfig, OnlineLearner
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
+
+
+def learn_stream(
+    learner: OnlineLearner, stream: tuple[np.ndarray, np.ndarray, np.ndarray], every: int, profiler: Any
+) -> dict[str, Any]:
+    """Observe the stream in slices of ``every`` events, updating after each; time every part."""
+    users, items, times = stream
+    wall: list[float] = []
+    cpu = 0.0
+    observe = 0.0
+    sequences: list[int] = []
+    for start in range(0, len(users), every):
+        stop = min(start + every, len(users))
+        began = time.perf_counter()
+        learner.observe(users[start:stop], items[start:stop], times[start:stop])
+        observe += time.perf_counter() - began
+        cpu_began = time.process_time()
+        if profiler is not None:
+            profiler.enable()
+        stats = learner.update()
+        if profiler is not None:
+            profiler.disable()
+        cpu += time.process_time() - cpu_began
+        wall.append(stats.seconds)
+        sequences.append(stats.users + len(stats.replayed_user_ids))
+    total = float(np.sum(wall))
+    return {
+        "events_per_s": round(len(users) / total, 1),
+        "events_per_s_with_observe": round(len(users) / (total + observe), 1),
+        "events_per_cpu_s": round(len(users) / cpu, 1),
+        "seconds_per_update": {
+            "median": round(float(np.median(wall)), 4),
+            "p90": round(float(np.percentile(wall, 90)), 4),
+            "max": round(float(np.max(wall)), 4),
+        },
+        "sequences_per_update_median": float(np.median(sequences)),
+        "updates": len(wall),
+    }
 
 
 def main() -> None:
@@ -39,8 +84,19 @@ def main() -> None:
     parser.add_argument("--update-every", type=int, default=1000)
     parser.add_argument("--replay-ratio", type=float, default=1.0)
     parser.add_argument("--epochs", type=int, default=1, help="epochs per update")
-    parser.add_argument("--batch-size", type=int, help="sequences per training step (default: the model's)")
-    parser.add_argument("--max-sequence", type=int, help="items kept per user (default: max_len + 1)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=TUNED_LEARNER["sasrec"]["batch_size"],
+        help="sequences per training step (default: the replay's tuned setting, 16)",
+    )
+    parser.add_argument(
+        "--max-sequence",
+        type=int,
+        default=TUNED_LEARNER["sasrec"]["max_sequence"],
+        help="items kept and trained per user (default: the replay's tuned setting, 101; max_len + 1 is 201)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="times the stream is learned; the fastest counts")
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile of the updates")
     args = parser.parse_args()
 
@@ -51,7 +107,7 @@ def main() -> None:
     n_pretrain = int(args.pretrain_fraction * len(order))
     pretrain = events.subset(order[:n_pretrain])
     started = time.perf_counter()
-    model = SASRec(n_threads=1, max_epochs=args.pretrain_epochs).fit(pretrain)
+    pretrained = SASRec(n_threads=1, max_epochs=args.pretrain_epochs).fit(pretrain)
     fit_seconds = time.perf_counter() - started
     config = LearnerConfig(
         every_events=args.update_every,
@@ -61,39 +117,23 @@ def main() -> None:
         max_sequence=args.max_sequence,
         seed=0,
     )
-    learner = OnlineLearner(model, dataset.item_map.external_ids, dataset.user_map.external_ids, pretrain, config)
-
     rest = order[n_pretrain:]
-    users = dataset.user_map.to_external(events.user_ids[rest])
-    items = dataset.item_map.to_external(events.item_ids[rest])
-    times = events.timestamps[rest]
-    update_seconds: list[float] = []
-    batch_users: list[int] = []
-    observe_seconds = 0.0
+    stream = (
+        dataset.user_map.to_external(events.user_ids[rest]),
+        dataset.item_map.to_external(events.item_ids[rest]),
+        events.timestamps[rest],
+    )
     profiler = cProfile.Profile() if args.profile else None
-    for start in range(0, len(rest), args.update_every):
-        stop = min(start + args.update_every, len(rest))
-        began = time.perf_counter()
-        learner.observe(users[start:stop], items[start:stop], times[start:stop])
-        observe_seconds += time.perf_counter() - began
-        if profiler is not None:
-            profiler.enable()
-        stats = learner.update()
-        if profiler is not None:
-            profiler.disable()
-        update_seconds.append(stats.seconds)
-        batch_users.append(stats.users + len(stats.replayed_user_ids))
-    total_update = float(np.sum(update_seconds))
+    runs = []
+    for _ in range(args.repeats):
+        learner = OnlineLearner(
+            copy.deepcopy(pretrained), dataset.item_map.external_ids, dataset.user_map.external_ids, pretrain, config
+        )
+        runs.append(learn_stream(learner, stream, args.update_every, profiler))
+    best = max(runs, key=lambda run: run["events_per_s"])
     report = {
-        "events_per_s": round(len(rest) / total_update, 1),
-        "events_per_s_with_observe": round(len(rest) / (total_update + observe_seconds), 1),
-        "seconds_per_update": {
-            "median": round(float(np.median(update_seconds)), 4),
-            "p90": round(float(np.percentile(update_seconds, 90)), 4),
-            "max": round(float(np.max(update_seconds)), 4),
-        },
-        "sequences_per_update_median": float(np.median(batch_users)),
-        "updates": len(update_seconds),
+        **best,
+        "all_repeats_events_per_s": [run["events_per_s"] for run in runs],
         "events": len(rest),
         "setting": {
             "data": str(args.data),
@@ -104,8 +144,8 @@ def main() -> None:
             "update_every": args.update_every,
             "replay_ratio": args.replay_ratio,
             "epochs_per_update": args.epochs,
-            "batch_size": args.batch_size or model.config.batch_size,
-            "max_sequence": args.max_sequence or model.config.max_len + 1,
+            "batch_size": args.batch_size,
+            "max_sequence": args.max_sequence,
             "torch_threads": torch.get_num_threads(),
         },
     }

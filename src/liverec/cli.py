@@ -345,7 +345,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Test-then-train replay of a time-ordered dataset: static vs online vs periodic retraining vs popularity."""
     import importlib.util
 
-    from liverec.evaluation.replay import ReplayConfig, format_report, plot_windows, replay
+    from liverec.evaluation.replay import TUNED_LEARNER, ReplayConfig, format_report, plot_windows, replay
     from liverec.online import LearnerConfig
 
     if args.model not in MODEL_REGISTRY:
@@ -361,13 +361,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UsageError(f"--model: {args.model!r} cannot learn online (no partial_fit); leave out the online arm")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise UsageError("--plot needs matplotlib: pip install 'liverec[plot]'")
+    tuned = TUNED_LEARNER.get(args.model, {})
     try:
         learner = LearnerConfig(
             every_events=None,
             replay_ratio=args.replay_ratio,
             lr_multiplier=args.lr_multiplier,
             epochs=args.update_epochs,
-            batch_size=args.update_batch_size,
+            batch_size=args.update_batch_size or tuned.get("batch_size"),
+            max_sequence=args.update_max_sequence or tuned.get("max_sequence"),
             seed=args.seed,
         )
         config = ReplayConfig(
@@ -382,7 +384,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             learner=learner,
         )
     except ValueError as error:  # "field: reason" -> "--flag: reason"
-        flags = {"epochs": "update-epochs", "batch_size": "update-batch-size"}
+        flags = {"epochs": "update-epochs", "batch_size": "update-batch-size", "max_sequence": "update-max-sequence"}
         name, _, reason = str(error).partition(": ")
         raise UsageError(f"--{flags.get(name, name).replace('_', '-')}: {reason}") from None
     started = time.perf_counter()
@@ -680,7 +682,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--update-epochs", type=int, help="passes over each update's batch (default: the model's partial_fit_epochs)"
     )
     learner.add_argument(
-        "--update-batch-size", type=int, help="sequences per training step in an update (default: the model's)"
+        "--update-batch-size",
+        type=int,
+        help="sequences per training step in an update (default 16 for sasrec, chosen on the first half of the "
+        "ml-100k replay; the model's batch_size for other models)",
+    )
+    learner.add_argument(
+        "--update-max-sequence",
+        type=int,
+        metavar="N",
+        help="most recent items per user an update trains on (default 101 for sasrec, chosen like the batch size; "
+        "max_len + 1 for other models)",
     )
     replay_parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     replay_parser.add_argument("--plot", metavar="FILE.png", help="draw HR@10 and NDCG@10 per window (matplotlib)")

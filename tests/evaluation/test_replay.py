@@ -101,9 +101,7 @@ def reference_replay(
             seen.append(item)
         if stop == n:
             break
-        learner.observe(
-            [f"u{u}" for u in users[start:stop]], [f"i{i}" for i in items[start:stop]], times[start:stop]
-        )
+        learner.observe([f"u{u}" for u in users[start:stop]], [f"i{i}" for i in items[start:stop]], times[start:stop])
         learner.update()
         models["popularity"] = fit("pop-recent", stop, window_days=window_days)
         if (stop - n_pretrain) // retrain_every > (start - n_pretrain) // retrain_every:
@@ -225,7 +223,17 @@ def test_cli_replay_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_cli_replay_table(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(
-        capsys, "replay", "--synthetic", "2000", "--quiet", "--arms", "static,popularity", "--param", "max_epochs=1"
+        capsys,
+        "replay",
+        "--synthetic",
+        "2000",
+        "--quiet",
+        "--arms",
+        "static,popularity",
+        "--param",
+        "max_epochs=1",
+        "--param",
+        "n_threads=1",
     )
     assert code == 0
     assert "static" in out and "popularity" in out and "online" not in out and "window" in out

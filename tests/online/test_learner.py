@@ -61,10 +61,12 @@ def test_online_model_follows_a_changed_behaviour(phase_one: tuple[np.ndarray, n
         learner.observe([f"u{u}" for u in new_users[rows]], [f"i{i}" for i in new_items[rows]], new_users[rows] * 0.0)
         learner.update()
     # held-out users of the new behaviour: 8 items of history, predict the 9th
-    test_users, test_items = walks(np.arange(100), stride=13, length=9, seed=2)
-    sequences = test_items.reshape(9, 100).T
+    sequences = walks(np.arange(100), stride=13, length=9, seed=2)[1].reshape(9, 100).T
     histories = Histories.from_lists(sequences[:, :8].tolist())
-    static_hr, online_hr = hit_rate(static, histories, sequences[:, 8]), hit_rate(learner.model, histories, sequences[:, 8])
+    static_hr, online_hr = (
+        hit_rate(static, histories, sequences[:, 8]),
+        hit_rate(learner.model, histories, sequences[:, 8]),
+    )
     # measured: static 0.12, online 1.00 (seed 0); the replay sample keeps the old walk learned too
     assert online_hr - static_hr >= 0.5
     old = walks(np.arange(100), stride=1, length=9, seed=3)[1].reshape(9, 100).T
@@ -129,9 +131,7 @@ def test_replay_sample_draws_only_users_seen_before() -> None:
     # u0..u9 have sequences of 4 items, u10 has one item (nothing to train on)
     users = np.concatenate([np.repeat(np.arange(10), 4), [10]])
     items = np.concatenate([np.tile([1, 2, 3, 4], 10), [5]])
-    model = SASRec(**{**TINY, "max_epochs": 1}).fit(
-        Interactions.from_arrays(users, items, n_users=11, n_items=N_ITEMS)
-    )
+    model = SASRec(**{**TINY, "max_epochs": 1}).fit(Interactions.from_arrays(users, items, n_users=11, n_items=N_ITEMS))
     learner = learner_for(model, users, items, replay_ratio=1.0, seed=1)
     eligible = {f"u{u}" for u in range(1, 10)}
     for round_ in range(5):
@@ -192,7 +192,9 @@ def test_rejects_models_and_ids_it_cannot_work_with(phase_one: tuple[np.ndarray,
     users, items = phase_one
     events = Interactions.from_arrays(users, items, n_items=N_ITEMS)
     with pytest.raises(ValueError, match="does not support partial_fit"):
-        OnlineLearner(create_model("ease").fit(events), [f"i{i}" for i in range(N_ITEMS)], [f"u{u}" for u in range(200)])
+        OnlineLearner(
+            create_model("ease").fit(events), [f"i{i}" for i in range(N_ITEMS)], [f"u{u}" for u in range(200)]
+        )
     model = fitted(users, items, max_epochs=1)
     with pytest.raises(ValueError, match="expected 50 items and 200 users"):
         OnlineLearner(model, ["i0"], [f"u{u}" for u in range(200)])
