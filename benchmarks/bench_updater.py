@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from liverec.data.loaders import load_dataset
-from liverec.evaluation.replay import TUNED_LEARNER
 from liverec.models.sasrec import SASRec
 from liverec.online import LearnerConfig, OnlineLearner
+from liverec.online.learner import TUNED_LEARNER
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 

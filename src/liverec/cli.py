@@ -345,8 +345,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Test-then-train replay of a time-ordered dataset: static vs online vs periodic retraining vs popularity."""
     import importlib.util
 
-    from liverec.evaluation.replay import TUNED_LEARNER, ReplayConfig, format_report, plot_windows, replay
+    from liverec.evaluation.replay import ReplayConfig, format_report, plot_windows, replay
     from liverec.online import LearnerConfig
+    from liverec.online.learner import TUNED_LEARNER
 
     if args.model not in MODEL_REGISTRY:
         raise UsageError(f"--model: unknown model {args.model!r}; expected one of {', '.join(sorted(MODEL_REGISTRY))}")

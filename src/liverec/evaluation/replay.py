@@ -60,11 +60,6 @@ from liverec.online import LearnerConfig, OnlineLearner
 ARMS = ("static", "online", "retrain", "popularity")
 #: Cut-off of the replay's metrics.
 K = 10
-#: Online-update settings per model that :class:`~liverec.online.LearnerConfig` leaves to the model, chosen on the
-#: first half of the ml-100k replay (the best validation HR@10 among settings that learn >= 5,000 events/s on one
-#: core): training steps of 16 sequences (about 4 steps per update instead of 1) on each user's last 101 items.
-#: See runs/replay_results.md.
-TUNED_LEARNER: dict[str, dict[str, int]] = {"sasrec": {"batch_size": 16, "max_sequence": 101}}
 #: Retrains over the replay when ``retrain_every`` is not given (one more would fall at its very end).
 DEFAULT_RETRAINS = 4
 

@@ -34,7 +34,7 @@ import numpy as np
 from liverec.data.interactions import Histories, Interactions
 from liverec.events.log import SQLiteEventLog, StoredEvent
 from liverec.models.base import Recommender
-from liverec.online.learner import LearnerConfig, OnlineLearner
+from liverec.online.learner import TUNED_LEARNER, LearnerConfig, OnlineLearner
 from liverec.pipeline import read_log, train_and_register
 from liverec.registry import LoadedModel, ModelRegistry
 from liverec.state.store import State, StateConfig
@@ -160,6 +160,7 @@ class Updater:
             lr_multiplier=self.config.lr_multiplier,
             epochs=self.config.epochs,
             seed=self.config.seed,
+            **TUNED_LEARNER.get(loaded.model.name, {}),
         )
         self.learner = OnlineLearner(loaded.model, loaded.item_ids, user_ids, history=history, config=learner_config)
         self.version = loaded.version
