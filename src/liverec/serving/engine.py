@@ -315,15 +315,9 @@ class Engine:
                 fallback, reason = "popularity", f"model {serving.version} knows none of the history's items"
             else:
                 ids, scores = serving.recommend(model_history, k, allowed)
-        filled = 0
-        if len(ids) < k:
-            remaining = allowed.copy()
-            remaining[ids] = False
-            extra_ids, extra_scores = top_k_allowed(state.popularity(), k - len(ids), remaining)
-            keep = extra_ids >= 0
-            filled = int(keep.sum()) if fallback is None else 0
-            ids = np.concatenate([ids, extra_ids[keep]])
-            scores = np.concatenate([scores, extra_scores[keep].astype(np.float32)])
+        n_model = len(ids)
+        ids, scores = self._fill_with_popularity(ids, scores, k, allowed)
+        filled = len(ids) - n_model if fallback is None else 0
         names = state.item_ids
         return Recommendation(
             items=[(names[i], float(s)) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)],
@@ -334,6 +328,18 @@ class Engine:
             filled=filled,
             history_length=len(history),
         )
+
+    def _fill_with_popularity(
+        self, ids: np.ndarray, scores: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Append the most popular allowed items not already chosen until there are k (or none is left)."""
+        if len(ids) >= k:
+            return ids, scores
+        remaining = allowed.copy()
+        remaining[ids] = False
+        extra_ids, extra_scores = top_k_allowed(self.state.popularity(), k - len(ids), remaining)
+        keep = extra_ids >= 0
+        return np.concatenate([ids, extra_ids[keep]]), np.concatenate([scores, extra_scores[keep].astype(np.float32)])
 
     def similar(self, item_id: str, k: int = 10) -> Recommendation | None:
         """Items like ``item_id`` (None when the item is unknown)."""
@@ -354,13 +360,7 @@ class Engine:
             fallback, reason = "popularity", f"model {serving.version} does not know this item yet"
         else:
             ids, scores = serving.similar(int(model_item[0]), k, allowed)
-        if len(ids) < k:
-            remaining = allowed.copy()
-            remaining[ids] = False
-            extra_ids, extra_scores = top_k_allowed(state.popularity(), k - len(ids), remaining)
-            keep = extra_ids >= 0
-            ids = np.concatenate([ids, extra_ids[keep]])
-            scores = np.concatenate([scores, extra_scores[keep].astype(np.float32)])
+        ids, scores = self._fill_with_popularity(ids, scores, k, allowed)
         names = state.item_ids
         return Recommendation(
             items=[(names[i], float(s)) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)],
