@@ -108,7 +108,8 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         [sys.executable, "-m", "liverec.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "LIVEREC_LOG_LEVEL": "WARNING"},
+        # serving alone: the updater child (issue 5) would share the two cores with the load generator
+        env={**os.environ, "LIVEREC_LOG_LEVEL": "WARNING", "LIVEREC_UPDATER": "false"},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -290,7 +291,8 @@ def main() -> None:
             "duration_s": args.duration,
             "repeats": args.repeats,
             "k": 10,
-            "server": "one `liverec serve` process (uvicorn, 1 worker), torch_threads=1, sync=FULL",
+            "server": "one `liverec serve` process (uvicorn, 1 worker), torch_threads=1, sync=FULL, updater off",
+            "compute_threads": int(os.environ.get("LIVEREC_COMPUTE_THREADS", "1")),
         },
         "results": {},
     }

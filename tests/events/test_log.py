@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,13 +34,41 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "events.db"
 
 
+#: Opens an event log of the backend under test; ``on_commit`` as in the log classes.
+LogFactory = Callable[..., Any]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def open_log(request: pytest.FixtureRequest, db: Path) -> Iterator[LogFactory]:
+    """The same contract for both backends: SQLite file, Redis Streams (a real Redis, own key prefix)."""
+    opened: list[Any] = []
+    if request.param == "sqlite":
+
+        def factory(on_commit: Any = None) -> Any:
+            opened.append(SQLiteEventLog(db, on_commit=on_commit))
+            return opened[-1]
+
+    else:
+        from liverec.events.redis_log import RedisEventLog, redis_client
+
+        prefix = request.getfixturevalue("redis_prefix")
+        client = redis_client(request.getfixturevalue("redis_url"))
+
+        def factory(on_commit: Any = None) -> Any:
+            opened.append(RedisEventLog(client, prefix, on_commit=on_commit))
+            return opened[-1]
+
+    yield factory
+    for event_log in opened:
+        event_log.close()
+
+
 @pytest.fixture
-def log(db: Path) -> Iterator[SQLiteEventLog]:
-    with SQLiteEventLog(db) as event_log:
-        yield event_log
+def log(open_log: LogFactory) -> Any:
+    return open_log()
 
 
-def test_append_then_read_back(log: SQLiteEventLog) -> None:
+def test_append_then_read_back(log: Any) -> None:
     events = [
         ev("e1", value=4.5, context={"page": "home", "tags": ["a", "é"]}, recommendation_id="r1"),
         ev("e2", user="u2", item="i9", type="purchase", timestamp=1_700_000_100.5),
@@ -55,7 +83,7 @@ def test_append_then_read_back(log: SQLiteEventLog) -> None:
     assert (log.count(), log.last_offset()) == (2, 2)
 
 
-def test_offsets_increase_across_appends(log: SQLiteEventLog) -> None:
+def test_offsets_increase_across_appends(log: Any) -> None:
     for start in range(0, 30, 3):
         result = log.append([ev(f"e{start + k}") for k in range(3)])
         assert [e.offset for e in result.events] == [start + 1, start + 2, start + 3]
@@ -64,7 +92,7 @@ def test_offsets_increase_across_appends(log: SQLiteEventLog) -> None:
     assert [len(chunk) for chunk in log.iter_all(batch=7)] == [7, 7, 7, 7, 2]
 
 
-def test_duplicates_are_stored_once(log: SQLiteEventLog) -> None:
+def test_duplicates_are_stored_once(log: Any) -> None:
     log.append([ev("a"), ev("b")])
     result = log.append([ev("b", item="other"), ev("c"), ev("c", item="other"), ev("d")])
     assert (result.stored, result.duplicates, result.last_offset) == (2, 2, 4)
@@ -75,30 +103,39 @@ def test_duplicates_are_stored_once(log: SQLiteEventLog) -> None:
     assert log.count() == log.last_offset() == 4  # skipped duplicates leave no gaps in the offsets
 
 
-def test_empty_append(log: SQLiteEventLog) -> None:
+def test_empty_append(log: Any) -> None:
     assert log.append([]) == AppendResult(0, 0, 0, [])
     assert log.commits == 0
 
 
-def test_concurrent_appends(db: Path) -> None:
+def test_concurrent_appends(open_log: LogFactory) -> None:
     seen: list[StoredEvent] = []
     threads, appends = 8, 100
 
     def worker(thread: int) -> list[AppendResult]:
         return [log.append([ev(f"{thread}-{k}", user=f"u{thread}")]) for k in range(appends)]
 
-    with SQLiteEventLog(db, on_commit=seen.extend) as log, ThreadPoolExecutor(threads) as pool:
+    lock = threading.Lock()
+
+    def collect(events: list[StoredEvent]) -> None:
+        with lock:
+            seen.extend(events)
+
+    log = open_log(on_commit=collect)
+    with ThreadPoolExecutor(threads) as pool:
         results = [result for mine in pool.map(worker, range(threads)) for result in mine]
-        total = threads * appends
-        assert sum(r.stored for r in results) == total
-        assert sorted(e.offset for r in results for e in r.events) == list(range(1, total + 1))
-        assert [e.offset for e in seen] == list(range(1, total + 1))  # each once, in log order
-        assert sorted(e.event_id for e in seen) == sorted(f"{t}-{k}" for t in range(threads) for k in range(appends))
-        assert log.count() == total
+    total = threads * appends
+    assert sum(r.stored for r in results) == total
+    assert sorted(e.offset for r in results for e in r.events) == list(range(1, total + 1))
+    assert sorted(e.offset for e in seen) == list(range(1, total + 1))  # each once
+    if isinstance(log, SQLiteEventLog):
+        assert [e.offset for e in seen] == list(range(1, total + 1))  # one writer thread: in log order
         assert log.commits < total  # group commit: concurrent appends share transactions
-        for thread in range(threads):  # each caller's appends are in its own order
-            offsets = [e.offset for e in seen if e.user_id == f"u{thread}"]
-            assert offsets == sorted(offsets)
+    assert sorted(e.event_id for e in seen) == sorted(f"{t}-{k}" for t in range(threads) for k in range(appends))
+    assert log.count() == total
+    for thread in range(threads):  # each caller's appends are in its own order
+        offsets = [e.offset for e in seen if e.user_id == f"u{thread}"]
+        assert offsets == sorted(offsets)
 
 
 def test_group_commit_takes_everything_waiting(db: Path) -> None:
@@ -187,7 +224,7 @@ def test_invalid_synchronous(db: Path) -> None:
         SQLiteEventLog(db, synchronous="SOMETIMES")
 
 
-def test_import_columns_is_idempotent(db: Path) -> None:
+def test_import_columns_is_idempotent(open_log: LogFactory) -> None:
     seen: list[StoredEvent] = []
     n = 2_500
     columns: dict[str, Any] = {
@@ -198,27 +235,27 @@ def test_import_columns_is_idempotent(db: Path) -> None:
         "timestamps": np.arange(n, dtype=np.int64) + 1_000_000_000,
         "values": np.where(np.arange(n) % 5 == 0, np.nan, 4.0),
     }
-    with SQLiteEventLog(db, on_commit=seen.extend) as log:
-        first = log.import_columns(**columns, batch_size=1_000)
-        assert (first.stored, first.duplicates, first.last_offset) == (n, 0, n)
-        assert log.commits <= 3  # chunks waiting together may share a commit
-        again = log.import_columns(**columns, batch_size=1_000)
-        assert (again.stored, again.duplicates, again.last_offset) == (0, n, n)
-        assert [e.offset for e in seen] == list(range(1, n + 1))
-        events = log.read(limit=n + 1)
+    log = open_log(on_commit=seen.extend)
+    first = log.import_columns(**columns, batch_size=1_000)
+    assert (first.stored, first.duplicates, first.last_offset) == (n, 0, n)
+    assert log.commits <= 3  # chunks waiting together may share a commit
+    again = log.import_columns(**columns, batch_size=1_000)
+    assert (again.stored, again.duplicates, again.last_offset) == (0, n, n)
+    assert [e.offset for e in seen] == list(range(1, n + 1))
+    events = log.read(limit=n + 1)
     assert len(events) == n
     assert events[5] == StoredEvent("ml:5", "5", "i5", "rating", 1_000_000_005.0, None, None, None, offset=6)
     assert events[6].value == 4.0
 
 
-def test_import_columns_checks_columns(log: SQLiteEventLog) -> None:
+def test_import_columns_checks_columns(log: Any) -> None:
     with pytest.raises(ValueError, match="different lengths"):
         log.import_columns(["a", "b"], ["u"], ["i", "j"], "view", [1.0, 2.0])
     with pytest.raises(ValueError, match="finite"):
         log.import_columns(["a"], ["u"], ["i"], ["view"], [np.nan])
 
 
-def test_import_events(log: SQLiteEventLog) -> None:
+def test_import_events(log: Any) -> None:
     log.append([ev("e3")])
     result = log.import_events((ev(f"e{k}") for k in range(10)), batch_size=4)
     assert (result.stored, result.duplicates, result.last_offset) == (9, 1, 10)
@@ -226,7 +263,7 @@ def test_import_events(log: SQLiteEventLog) -> None:
     assert [e.event_id for e in log.read()] == ["e3", "e0", "e1", "e2", "e4", "e5", "e6", "e7", "e8", "e9"]
 
 
-def test_catalogue(log: SQLiteEventLog) -> None:
+def test_catalogue(log: Any) -> None:
     record = log.put_item("i1", title="Heat", categories=["Action", "Crime"], attributes={"year": 1995})
     assert log.get_item("i1") == record
     assert record["categories"] == ["Action", "Crime"] and record["available"] is True
@@ -248,7 +285,7 @@ def test_catalogue(log: SQLiteEventLog) -> None:
         log.put_item("i2", categories="Action")
 
 
-def test_meta(log: SQLiteEventLog) -> None:
+def test_meta(log: Any) -> None:
     assert log.meta_get("missing") is None
     assert log.meta_get("missing", "x") == "x"
     log.meta_set("k", "1")
@@ -265,7 +302,8 @@ def run_python(code: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def test_readonly_reader_process(log: SQLiteEventLog) -> None:
+def test_readonly_reader_process(db: Path) -> None:
+    log = SQLiteEventLog(db)
     log.append([ev(f"e{k}") for k in range(5)])
     reader = run_python(
         """
@@ -287,6 +325,7 @@ def test_readonly_reader_process(log: SQLiteEventLog) -> None:
     assert first == "5 5 False"
     assert second.endswith("read-only")
     assert log.append([ev("e5")]).last_offset == 6  # the writer was never blocked
+    log.close()
 
 
 def test_acknowledged_events_survive_kill_9(db: Path) -> None:

@@ -201,8 +201,9 @@ class VectorIndex:
         columns = None
         if allowed is not None:
             union = allowed if allowed.ndim == 1 else allowed.any(axis=0)
-            allowed_ids = np.flatnonzero(union)
-            if len(allowed_ids) <= _GATHER_FRACTION * self._n:
+            # counting is ~10x cheaper than listing 100k flags, and most requests allow nearly everything
+            if np.count_nonzero(union) <= _GATHER_FRACTION * self._n:
+                allowed_ids = np.flatnonzero(union)
                 columns, vectors = allowed_ids, vectors[allowed_ids]
                 # a shared mask allows every gathered item; a per-row mask still differs between rows
                 allowed = None if allowed.ndim == 1 else allowed[:, allowed_ids]

@@ -118,6 +118,23 @@ class ItemIn(BaseModel):
     attributes: dict[str, Any] | None = None
 
 
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendationOut(BaseModel):
+    """What every recommendation route answers (documentation only: the hot route writes JSON directly)."""
+
+    items: list[ScoredItem]
+    model_version: str | None = Field(description="the registry version that ranked, None before any training")
+    recommendation_id: str = Field(description="send it back as an event's recommendation_id")
+    fallback: str | None = Field(description='"popularity" when the model could not personalise the answer')
+    reason: str | None = Field(description="why the fallback was used")
+    filled_by_popularity: int = Field(0, description="slots the model left empty and popularity filled")
+    history_length: int = Field(0, description="events of the user's recent sequence the answer used")
+
+
 class SessionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     items: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
@@ -233,14 +250,21 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
         return answer.to_json()
 
     # -- recommendations -------------------------------------------------------------------------
-    @app.get("/v1/users/{user_id}/recommendations", tags=["recommendations"])
+    # the answer is written with JSONResponse, skipping FastAPI's response validation and encoding of a
+    # plain dict; RecommendationOut documents it
+    @app.get(
+        "/v1/users/{user_id}/recommendations",
+        tags=["recommendations"],
+        response_class=JSONResponse,
+        responses={200: {"model": RecommendationOut}},
+    )
     async def recommend(
         user_id: str,
         k: Annotated[int, Query(ge=1)] = settings.default_k,
         exclude_seen: bool = True,
         include_categories: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
         exclude_categories: Annotated[list[str], Query()] = [],  # noqa: B006
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         answer = await compute(
             engine.recommend,
             user_id,
@@ -251,7 +275,7 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
         )
         if answer.fallback:
             metrics.fallbacks.labels(answer.reason or "").inc()
-        return answer.to_json()
+        return JSONResponse(answer.to_json())
 
     @app.post("/v1/recommendations", tags=["recommendations"], summary="Recommend for an anonymous session")
     def recommend_session(request: SessionRequest) -> dict[str, Any]:

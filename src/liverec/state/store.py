@@ -241,6 +241,18 @@ class State:
                 return np.zeros(0, dtype=np.int64)
             return np.fromiter(self._seen[user], dtype=np.int64, count=len(self._seen[user]))
 
+    def user_view(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The user's history (oldest first) and seen items, read together."""
+        with self._lock:
+            return self.history(user_id), self.seen(user_id)
+
+    def items_for(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Dense indices of ``item_ids``, creating the unknown ones."""
+        return np.array([self.item(item_id) for item_id in item_ids], dtype=np.int64)
+
+    def sync(self) -> None:
+        """Nothing to do in process (the Redis state refreshes its local mirrors here)."""
+
     def item_indices(self, item_ids: Sequence[str]) -> np.ndarray:
         """Indices of known items (unknown ones are dropped), in the order given."""
         index = self.item_index

@@ -1,0 +1,404 @@
+"""The event log on Redis Streams: the scale-out twin of :class:`~liverec.events.log.SQLiteEventLog`.
+
+Layout (every key starts with the configured prefix ``P``; one Redis, not a Redis Cluster, because the
+append script touches several keys atomically):
+
+* ``P:events`` — a stream; entry ``N-0`` is the event at log offset ``N``. Offsets are the same gap-free
+  integers 1, 2, 3, ... as in the SQLite log, so every reader (state catch-up, the updater, the replay)
+  works unchanged on either backend: ``read(after_offset)`` is an ``XRANGE`` from ``after_offset + 1``.
+* ``P:seq`` — the last offset given out; ``P:event-ids`` — a hash ``event_id -> offset`` (idempotency).
+* ``P:catalog`` — a hash ``item_id -> JSON record`` (deleted items keep a tombstone record), and
+  ``P:catalog:changes``, a list of the item ids changed, in order: an API replica keeps the catalogue in
+  memory and reads only the changes after the last one it applied.
+* ``P:meta`` — small metadata.
+
+Appending is one Lua script per batch: for each event, skip it if its ``event_id`` is known, else take the
+next offset, ``XADD`` the entry and remember the id. Redis runs a script alone, so concurrent appends from
+any number of API replicas get consecutive offsets and an ``event_id`` is stored once, ever.
+
+Durability: an append returns once Redis has executed the script. It survives a crash of Redis only if
+Redis persists every write before replying: ``appendonly yes`` with ``appendfsync always`` (see
+``docs/deployment.md``). With the default ``everysec`` up to a second of acknowledged events can be lost
+when Redis (not the API process) dies.
+
+Consumer groups (``liverec worker``): :meth:`RedisEventLog.consume` reads new entries for one consumer of
+a group, :meth:`RedisEventLog.ack` acknowledges them after they were processed, and
+:meth:`RedisEventLog.reclaim` takes over entries a dead consumer left pending (``XAUTOCLAIM``): delivery is
+at-least-once, so whatever consumes must be idempotent (state application is, by offset).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from liverec.events.log import AppendResult, ImportResult, StoredEvent
+from liverec.events.schema import Event
+
+__all__ = ["RedisEventLog", "redis_client"]
+
+#: Events per append script call during bulk imports (one script blocks Redis while it runs: keep it short).
+IMPORT_CHUNK = 1000
+
+_APPEND = """
+local out = {}
+for i = 1, #ARGV, 9 do
+  local event_id = ARGV[i]
+  if redis.call('HEXISTS', KEYS[3], event_id) == 1 then
+    out[#out + 1] = 0
+  else
+    local offset = redis.call('INCR', KEYS[1])
+    redis.call('XADD', KEYS[2], offset .. '-0', 'e', event_id, 'u', ARGV[i + 1], 'i', ARGV[i + 2],
+      't', ARGV[i + 3], 'ts', ARGV[i + 4], 'v', ARGV[i + 5], 'c', ARGV[i + 6], 'r', ARGV[i + 7], 'at', ARGV[i + 8])
+    redis.call('HSET', KEYS[3], event_id, offset)
+    out[#out + 1] = offset
+  end
+end
+out[#out + 1] = tonumber(redis.call('GET', KEYS[1]) or '0')
+return out
+"""
+
+_DELETE_ITEM = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+local existed = 0
+if old and not cjson.decode(old)['deleted'] then existed = 1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return existed
+"""
+
+
+def redis_client(url: str) -> Any:
+    """A redis-py client for ``url`` (strings decoded as UTF-8); fails with one clear line if unreachable."""
+    try:
+        import redis
+    except ImportError as error:  # pragma: no cover - the extra is part of the test install
+        raise RuntimeError("the Redis backend needs the 'redis' extra: pip install 'liverec[redis]'") from error
+    client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as error:
+        raise RuntimeError(f"redis_url: cannot reach Redis at {url!r} ({error})") from error
+    return client
+
+
+class RedisEventLog:
+    """The append-only event log, the item catalogue and metadata in Redis (see the module docstring).
+
+    ``client`` is a redis-py client created with ``decode_responses=True`` (:func:`redis_client`);
+    ``prefix`` namespaces every key. ``on_commit(events)`` runs after each append with the new events,
+    in offset order, before the append returns (the engine applies them to the state there).
+    """
+
+    def __init__(self, client: Any, prefix: str = "liverec", on_commit: Any = None, *, threads: int = 4) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._on_commit = on_commit
+        self.stream = f"{prefix}:events"
+        self._seq = f"{prefix}:seq"
+        self._ids = f"{prefix}:event-ids"
+        self.catalog_key = f"{prefix}:catalog"
+        self.catalog_changes_key = f"{prefix}:catalog:changes"
+        self._meta = f"{prefix}:meta"
+        self._append = client.register_script(_APPEND)
+        self._delete_item = client.register_script(_DELETE_ITEM)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="liverec-redis-log")
+        self._closed = False
+        self._lock = threading.Lock()
+        self._commits = 0
+
+    # -- appending -------------------------------------------------------------------------------
+    def append(self, events: Sequence[Event]) -> AppendResult:
+        """Store ``events`` (skipping known ``event_id``s); returns once Redis has executed the append."""
+        return self._append_events(list(events), keep=True)
+
+    def append_async(self, events: Sequence[Event]) -> Future[AppendResult]:
+        """:meth:`append` in a worker thread (the API's event loop awaits the future)."""
+        if self._closed:
+            raise RuntimeError(f"{self.stream}: the event log is closed")
+        return self._pool.submit(self._append_events, list(events), keep=True)
+
+    def _append_events(self, events: list[Event], *, keep: bool) -> AppendResult:
+        if not events:
+            return AppendResult(0, 0, self.last_offset())
+        received = repr(time.time())
+        args: list[str] = []
+        for event in events:
+            args += _fields(event, received)
+        result = self._append(keys=[self._seq, self.stream, self._ids], args=args)
+        offsets, last = [int(o) for o in result[:-1]], int(result[-1])
+        stored = [_stored_event(event, offset) for event, offset in zip(events, offsets, strict=True) if offset]
+        with self._lock:
+            self._commits += 1
+        if self._on_commit is not None and stored:
+            self._on_commit(stored)
+        return AppendResult(len(stored), len(events) - len(stored), last, stored if keep else [])
+
+    def import_events(self, events: Iterable[Event], batch_size: int = IMPORT_CHUNK) -> ImportResult:
+        """Bulk-append ``events`` in script calls of ``batch_size``; idempotent by ``event_id``."""
+        stored = duplicates = 0
+        last = self.last_offset()
+        chunk: list[Event] = []
+        for event in [*events, None]:
+            if event is not None:
+                chunk.append(event)
+            if chunk and (event is None or len(chunk) >= batch_size):
+                result = self._append_events(chunk, keep=False)
+                stored, duplicates, last = stored + result.stored, duplicates + result.duplicates, result.last_offset
+                chunk = []
+        return ImportResult(stored, duplicates, last)
+
+    def import_columns(
+        self,
+        event_ids: Sequence[Any] | np.ndarray,
+        user_ids: Sequence[Any] | np.ndarray,
+        item_ids: Sequence[Any] | np.ndarray,
+        types: str | Sequence[str] | np.ndarray,
+        timestamps: Sequence[float] | np.ndarray,
+        values: Sequence[float | None] | np.ndarray | None = None,
+        batch_size: int = IMPORT_CHUNK,
+    ) -> ImportResult:
+        """Bulk-append events given as columns (the signature of ``SQLiteEventLog.import_columns``)."""
+        n = len(event_ids)
+        stamps = np.asarray(timestamps, dtype=np.float64)
+        lengths = {len(event_ids), len(user_ids), len(item_ids), len(stamps)}
+        lengths |= set() if isinstance(types, str) else {len(types)}
+        lengths |= set() if values is None else {len(values)}
+        if len(lengths) != 1:
+            raise ValueError(f"import_columns: columns have different lengths {sorted(lengths)}")
+        if not np.isfinite(stamps).all():
+            raise ValueError("import_columns: timestamps must be finite Unix seconds")
+        kinds = [types] * n if isinstance(types, str) else [str(t) for t in _as_list(types)]
+        numbers = [None] * n if values is None else _as_list(values)
+        events = (
+            Event(
+                str(e),
+                str(u),
+                str(i),
+                t,
+                float(ts),
+                None if v is None or math.isnan(v) else float(v),
+            )
+            for e, u, i, t, ts, v in zip(
+                _as_list(event_ids),
+                _as_list(user_ids),
+                _as_list(item_ids),
+                kinds,
+                stamps.tolist(),
+                numbers,
+                strict=True,
+            )
+        )
+        return self.import_events(events, batch_size)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def read(self, after_offset: int = 0, limit: int = 10_000) -> list[StoredEvent]:
+        """Events with ``offset > after_offset``, in offset order, at most ``limit``."""
+        entries = self.client.xrange(self.stream, min=f"{after_offset + 1}-0", max="+", count=limit)
+        return [_parse(entry_id, fields) for entry_id, fields in entries]
+
+    def iter_all(self, batch: int = 50_000) -> Iterator[list[StoredEvent]]:
+        after = 0
+        while chunk := self.read(after, batch):
+            yield chunk
+            after = chunk[-1].offset
+
+    def last_offset(self) -> int:
+        return int(self.client.get(self._seq) or 0)
+
+    def count(self) -> int:
+        return int(self.client.xlen(self.stream))
+
+    @property
+    def commits(self) -> int:
+        return self._commits
+
+    def writable(self) -> bool:
+        """Whether appends can be made now: not closed and Redis answers."""
+        if self._closed:
+            return False
+        try:
+            return bool(self.client.ping())
+        except Exception:
+            return False
+
+    # -- consumer groups -------------------------------------------------------------------------
+    def ensure_group(self, group: str) -> None:
+        """Create consumer group ``group`` reading from the start of the log (no-op if it exists)."""
+        try:
+            self.client.xgroup_create(self.stream, group, id="0", mkstream=True)
+        except Exception as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    def consume(self, group: str, consumer: str, count: int = 1000, block_ms: int = 1000) -> list[StoredEvent]:
+        """New entries for ``consumer`` of ``group`` (pending until :meth:`ack`); waits up to ``block_ms``."""
+        reply = self.client.xreadgroup(group, consumer, {self.stream: ">"}, count=count, block=block_ms)
+        return [_parse(entry_id, fields) for _, entries in reply or [] for entry_id, fields in entries]
+
+    def reclaim(self, group: str, consumer: str, min_idle_ms: int, count: int = 1000) -> list[StoredEvent]:
+        """Take over entries of ``group`` pending longer than ``min_idle_ms`` (their consumer died)."""
+        claimed: list[StoredEvent] = []
+        cursor = "0-0"
+        while True:
+            reply = self.client.xautoclaim(self.stream, group, consumer, min_idle_ms, start_id=cursor, count=count)
+            cursor, entries = reply[0], reply[1]
+            claimed += [_parse(entry_id, fields) for entry_id, fields in entries if fields is not None]
+            if cursor == "0-0" or len(claimed) >= count:
+                return claimed
+
+    def ack(self, group: str, offsets: Sequence[int]) -> int:
+        if not offsets:
+            return 0
+        return int(self.client.xack(self.stream, group, *(f"{offset}-0" for offset in offsets)))
+
+    def pending(self, group: str) -> int:
+        """Entries of ``group`` delivered but not acknowledged."""
+        try:
+            return int(self.client.xpending(self.stream, group)["pending"])
+        except Exception as error:
+            if "NOGROUP" in str(error):
+                return 0
+            raise
+
+    # -- catalogue and metadata ------------------------------------------------------------------
+    def put_item(
+        self,
+        item_id: str,
+        title: str | None = None,
+        categories: Iterable[str] = (),
+        available: bool = True,
+        attributes: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Create or replace an item's record (every field; PUT semantics)."""
+        if isinstance(categories, str):
+            raise TypeError("categories must be a list of strings, not one string")
+        record = {
+            "item_id": item_id,
+            "title": title,
+            "categories": [str(category) for category in categories],
+            "available": bool(available),
+            "attributes": attributes,
+            "updated_at": time.time(),
+            "deleted": False,
+        }
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.catalog_key, item_id, json.dumps(record, ensure_ascii=False))
+            pipe.rpush(self.catalog_changes_key, item_id)
+            pipe.execute()
+        return record
+
+    def delete_item(self, item_id: str) -> bool:
+        """Replace the item's record with a tombstone; returns whether a live record existed."""
+        tombstone: dict[str, Any] = {
+            "item_id": item_id,
+            "title": None,
+            "categories": [],
+            "available": False,
+            "attributes": None,
+            "updated_at": time.time(),
+            "deleted": True,
+        }
+        keys = [self.catalog_key, self.catalog_changes_key]
+        return bool(self._delete_item(keys=keys, args=[item_id, json.dumps(tombstone)]))
+
+    def get_item(self, item_id: str) -> dict[str, Any] | None:
+        raw = self.client.hget(self.catalog_key, item_id)
+        record = None if raw is None else json.loads(raw)
+        return None if record is None or record["deleted"] else record
+
+    def items(self) -> list[dict[str, Any]]:
+        """Every catalogue record, tombstones included, by item id."""
+        records = [json.loads(raw) for raw in self.client.hvals(self.catalog_key)]
+        return sorted(records, key=lambda record: record["item_id"])
+
+    def meta_get(self, key: str, default: str | None = None) -> str | None:
+        value = self.client.hget(self._meta, key)
+        return default if value is None else str(value)
+
+    def meta_set(self, key: str, value: str) -> None:
+        self.client.hset(self._meta, key, value)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Finish queued appends and stop the worker threads (the client is the caller's; idempotent)."""
+        self._closed = True
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> RedisEventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def delete_all(self) -> int:
+        """Delete every key under the prefix (tests, ``liverec`` tooling); returns how many."""
+        return delete_prefix(self.client, self.prefix)
+
+
+def delete_prefix(client: Any, prefix: str) -> int:
+    """Delete every key named ``prefix:*``."""
+    deleted = 0
+    batch: list[str] = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            deleted += client.delete(*batch)
+            batch = []
+    if batch:
+        deleted += client.delete(*batch)
+    return deleted
+
+
+def _fields(event: Event, received: str) -> list[str]:
+    context = "" if event.context is None else json.dumps(event.context, separators=(",", ":"), ensure_ascii=False)
+    return [
+        event.event_id,
+        event.user_id,
+        event.item_id,
+        event.type,
+        repr(float(event.timestamp)),
+        "" if event.value is None else repr(float(event.value)),
+        context,
+        event.recommendation_id or "",
+        received,
+    ]
+
+
+def _stored_event(event: Event, offset: int) -> StoredEvent:
+    return StoredEvent(
+        event.event_id,
+        event.user_id,
+        event.item_id,
+        event.type,
+        float(event.timestamp),
+        event.value,
+        event.context,
+        event.recommendation_id,
+        offset=offset,
+    )
+
+
+def _parse(entry_id: str, fields: dict[str, str]) -> StoredEvent:
+    return StoredEvent(
+        fields["e"],
+        fields["u"],
+        fields["i"],
+        fields["t"],
+        float(fields["ts"]),
+        float(fields["v"]) if fields["v"] else None,
+        json.loads(fields["c"]) if fields["c"] else None,
+        fields["r"] or None,
+        offset=int(entry_id.split("-", 1)[0]),
+    )
+
+
+def _as_list(column: Sequence[Any] | np.ndarray) -> list[Any]:
+    return column.tolist() if isinstance(column, np.ndarray) else list(column)
