@@ -425,15 +425,26 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         raise UsageError(f"setting {field}: {first['msg']} (got {first.get('input')!r})") from None
 
 
+def _open_log(settings: Any, *, apply: bool = False) -> Any:
+    """The configured event log; ``apply``: with the Redis backend, apply what is appended to the shared state."""
+    from liverec.backends import open_event_log, open_redis_state
+
+    try:
+        if settings.backend == "redis" and apply:
+            state = open_redis_state(settings)
+            return open_event_log(settings, on_commit=state.apply, client=state.client)
+        return open_event_log(settings)
+    except RuntimeError as error:  # Redis unreachable
+        raise UsageError(str(error)) from None
+
+
 def cmd_import(args: argparse.Namespace) -> int:
-    from liverec.events.log import SQLiteEventLog
     from liverec.pipeline import import_dataset
-    from liverec.serving.engine import EVENTS_FILE
 
     settings = _settings(args)
     dataset, source = load_input(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with SQLiteEventLog(settings.data_dir / EVENTS_FILE, synchronous=settings.synchronous) as event_log:
+    with _open_log(settings, apply=True) as event_log:
         try:
             summary = import_dataset(
                 dataset,
@@ -454,10 +465,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from liverec.events.log import SQLiteEventLog
+    from liverec.backends import open_registry
     from liverec.pipeline import log_data_from_dataset, read_log, train_and_register
-    from liverec.registry import ModelRegistry
-    from liverec.serving.engine import EVENTS_FILE, MODELS_DIR
+    from liverec.serving.engine import EVENTS_FILE
 
     if args.model not in MODEL_REGISTRY:
         raise UsageError(f"--model: unknown model {args.model!r}; expected one of {', '.join(sorted(MODEL_REGISTRY))}")
@@ -468,14 +478,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = log_data_from_dataset(dataset, source)
     else:
         path = settings.data_dir / EVENTS_FILE
-        if not path.exists():
+        if settings.backend == "embedded" and not path.exists():
             raise UsageError(f"--data-dir: no event log at {str(path)!r}; run liverec import first, or pass --data")
-        with SQLiteEventLog(path, synchronous=settings.synchronous) as event_log:
+        with _open_log(settings) as event_log:
             data = read_log(event_log, settings.event_types)
-        source = str(path)
+        source = str(path) if settings.backend == "embedded" else f"{settings.redis_url} ({settings.redis_prefix})"
     if data.interactions.n_users == 0:
         raise UsageError(f"{source}: no events to train on")
-    registry = ModelRegistry(settings.data_dir / MODELS_DIR)
+    try:
+        registry = open_registry(settings)
+    except RuntimeError as error:  # Redis unreachable
+        raise UsageError(str(error)) from None
     summary = train_and_register(
         data, registry, args.model, params, promote=args.promote, progress=_progress(args), seed=args.seed
     )
@@ -502,9 +515,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from liverec.serving.server import run_worker
 
     settings = _settings(args)
-    if not (settings.data_dir / "events.db").exists():
+    if settings.backend == "embedded" and not (settings.data_dir / "events.db").exists():
         raise UsageError(f"--data-dir: no event log at {str(settings.data_dir / 'events.db')!r}")
-    run_worker(settings)
+    try:
+        run_worker(settings)
+    except RuntimeError as error:  # Redis unreachable
+        raise UsageError(str(error)) from None
     return 0
 
 
@@ -512,10 +528,13 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     from liverec.serving.engine import EVENTS_FILE, rebuild_state
 
     settings = _settings(args)
-    if not (settings.data_dir / EVENTS_FILE).exists():
+    if settings.backend == "embedded" and not (settings.data_dir / EVENTS_FILE).exists():
         raise UsageError(f"--data-dir: no event log at {str(settings.data_dir / EVENTS_FILE)!r}")
     started = time.perf_counter()
-    state = rebuild_state(settings)
+    try:
+        state = rebuild_state(settings)
+    except RuntimeError as error:  # Redis unreachable
+        raise UsageError(str(error)) from None
     print(
         f"rebuilt state from {state.n_events} events (offset {state.offset}): {state.n_users} users, "
         f"{state.n_items} items, in {time.perf_counter() - started:.2f}s"

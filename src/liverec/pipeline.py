@@ -15,7 +15,7 @@ import pandas as pd
 from liverec.data.interactions import Dataset, Interactions
 from liverec.data.splits import leave_one_out
 from liverec.evaluation.protocols import evaluate_ranking
-from liverec.events.log import SQLiteEventLog
+from liverec.events.log import EventLog
 from liverec.models import create_model
 from liverec.registry import ModelRegistry
 
@@ -31,7 +31,7 @@ class ImportSummary:
 
 def import_dataset(
     dataset: Dataset,
-    event_log: SQLiteEventLog,
+    event_log: EventLog,
     *,
     source: str,
     event_types: Mapping[str, float],
@@ -84,7 +84,7 @@ class LogData:
     training: dict[str, Any]
 
 
-def read_log(event_log: SQLiteEventLog, event_weights: Mapping[str, float], last_offset: int | None = None) -> LogData:
+def read_log(event_log: EventLog, event_weights: Mapping[str, float], last_offset: int | None = None) -> LogData:
     """Every event of a type with positive weight (up to ``last_offset``), in log order; ids in order of
     first appearance.
 

@@ -10,7 +10,8 @@ Layout under ``root`` (``<data-dir>/models``)::
     promotions.json                  every promotion in order (rollback goes one step back)
 
 A version folder is written under a temporary name and renamed into place, so a reader never sees a
-half-written model. Servers poll ``PROMOTED`` (one ``stat`` per second) and swap when it changes.
+half-written model. Servers poll ``PROMOTED`` (one ``stat`` per second) and swap when it changes; with the
+Redis backend a :class:`RedisAnnouncer` also publishes each promotion, and replicas swap on the message.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,50 @@ def _write_json(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+class RedisAnnouncer:
+    """Announces the served version over Redis, so that every API replica swaps at once.
+
+    ``announce`` stores the version under ``P:models:promoted`` and publishes it on the ``P:models`` channel;
+    ``subscribe(callback)`` calls ``callback(version)`` from a background thread for each announcement
+    and returns a function that stops listening. A replica that misses a message (reconnecting) still
+    swaps: servers also poll the registry's ``PROMOTED`` pointer.
+    """
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client = client
+        self.channel = f"{prefix}:models"
+        self.key = f"{prefix}:models:promoted"
+
+    def announce(self, version: str) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(self.key, version)
+            pipe.publish(self.channel, version)
+            pipe.execute()
+
+    def announced(self) -> str | None:
+        value = self.client.get(self.key)
+        return None if value is None else str(value)
+
+    def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(**{self.channel: lambda message: callback(str(message["data"]))})
+        thread = pubsub.run_in_thread(sleep_time=0.5, daemon=True)
+
+        def stop() -> None:
+            thread.stop()
+            thread.join(timeout=5)
+            pubsub.close()
+
+        return stop
+
+
 class ModelRegistry:
-    def __init__(self, root: str | Path) -> None:
+    """Versioned model folders under ``root``; ``announcer`` (optional) is told each newly served version."""
+
+    def __init__(self, root: str | Path, announcer: RedisAnnouncer | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.announcer = announcer
 
     # -- writing ---------------------------------------------------------------------------------
     def register(
@@ -110,6 +151,8 @@ class ModelRegistry:
         _write_text_atomic(self.root / "PROMOTED", version)
         if previous is not None:
             self.set_status(previous, "retired", f"replaced by {version}")
+        if self.announcer is not None:
+            self.announcer.announce(version)
 
     def rollback(self, reason: str | None = None) -> str:
         """Serve the version promoted before the current one again; returns it.

@@ -36,6 +36,19 @@ class Settings(BaseSettings):
         "FULL", description="SQLite synchronous mode: FULL survives power loss, NORMAL only process crashes"
     )
 
+    backend: Literal["embedded", "redis"] = Field(
+        "embedded",
+        description="embedded: SQLite log + in-process state in data_dir; redis: log and state in Redis, shared by"
+        " every replica and worker (the model registry stays in data_dir, which must then be shared storage)",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="the Redis of the redis backend")
+    redis_prefix: str = Field(
+        "liverec", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$", description="prefix of every Redis key LiveRec writes"
+    )
+    redis_popularity_ttl_s: float = Field(
+        1.0, ge=0, description="redis backend: how long a replica reuses the popularity vector it read"
+    )
+
     max_history: int = Field(200, ge=1, description="items kept per user sequence")
     popularity_half_life_days: float = Field(7.0, gt=0, description="half-life of time-decayed popularity")
     snapshot_interval_s: float = Field(60.0, gt=0, description="how often the state snapshot is written")

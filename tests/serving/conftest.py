@@ -70,11 +70,13 @@ class Server:
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.backend = "embedded"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"serve-{self.port}.log"
         # the updater is off unless a test turns it on: most tests pin the served version
-        full_env = {**os.environ, "LIVEREC_LOG_FORMAT": "json", "LIVEREC_UPDATER": "false", **(env or {})}
+        self.env = env or {}  # what the server was given beyond this process's environment (the backend)
+        full_env = {**os.environ, "LIVEREC_LOG_FORMAT": "json", "LIVEREC_UPDATER": "false", **self.env}
         with open(self.log_path, "wb") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "liverec.cli", "serve", "--data-dir", str(data_dir), "--port", str(self.port)],
@@ -115,9 +117,42 @@ class Server:
                 self.kill()
 
 
-@pytest.fixture
-def server(data_dir: Path) -> Iterator[Server]:
-    running = Server(data_dir)
+def copy_log_to_redis(data_dir: Path, redis_url: str, prefix: str) -> int:
+    """Copy a data folder's SQLite log and catalogue into Redis under ``prefix`` (state applied as it goes)."""
+    from liverec.events.redis_log import RedisEventLog, redis_client
+    from liverec.state.redis_store import RedisState
+
+    client = redis_client(redis_url)
+    state = RedisState(client, prefix)
+    with (
+        SQLiteEventLog(data_dir / "events.db") as source,
+        RedisEventLog(client, prefix, on_commit=state.apply) as target,
+    ):
+        for batch in source.iter_all():
+            target.import_events(batch)
+        for record in source.items():
+            if record["deleted"]:
+                target.delete_item(record["item_id"])
+            else:
+                target.put_item(
+                    record["item_id"], record["title"], record["categories"], record["available"], record["attributes"]
+                )
+        copied = target.count()
+    client.close()
+    return copied
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def server(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[Server]:
+    """`liverec serve` on each backend: the data folder's SQLite log, or the same events copied into Redis."""
+    env: dict[str, str] = {}
+    if request.param == "redis":
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        copy_log_to_redis(data_dir, url, prefix)
+        (data_dir / "events.db").unlink()  # the server must not be reading the file
+        env = {"LIVEREC_BACKEND": "redis", "LIVEREC_REDIS_URL": url, "LIVEREC_REDIS_PREFIX": prefix}
+    running = Server(data_dir, env)
+    running.backend = request.param
     yield running
     running.stop()
 

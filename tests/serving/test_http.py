@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -209,6 +210,7 @@ def test_new_model_version_is_swapped_in_without_failing_requests(server: Server
             capture_output=True,
             text=True,
             check=False,
+            env={**os.environ, **server.env},  # the same backend as the server
         )
         assert trained.returncode == 0, trained.stderr
         assert json.loads(trained.stdout)["version"] == "v0002"

@@ -1,6 +1,6 @@
 """Events in: the schema that validates them and the durable log that stores them (below the HTTP layer)."""
 
-from liverec.events.log import AppendResult, ImportResult, SQLiteEventLog, StoredEvent
+from liverec.events.log import AppendResult, EventLog, ImportResult, SQLiteEventLog, StoredEvent
 from liverec.events.schema import (
     BatchTooLargeError,
     Event,
@@ -17,6 +17,7 @@ __all__ = [
     "Event",
     "EventConfig",
     "EventIn",
+    "EventLog",
     "EventValidationError",
     "ImportResult",
     "SQLiteEventLog",

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -109,6 +109,43 @@ class ImportResult:
     stored: int
     duplicates: int
     last_offset: int
+
+
+class EventLog(Protocol):
+    """What the engine, the importer and the updater use of an event log: :class:`SQLiteEventLog` (embedded)
+    or ``liverec.events.redis_log.RedisEventLog`` (scale-out). Offsets are gap-free integers from 1 in both."""
+
+    def append(self, events: Sequence[Event]) -> AppendResult: ...
+    def append_async(self, events: Sequence[Event]) -> Future[AppendResult]: ...
+    def import_columns(
+        self,
+        event_ids: Sequence[Any] | np.ndarray,
+        user_ids: Sequence[Any] | np.ndarray,
+        item_ids: Sequence[Any] | np.ndarray,
+        types: str | Sequence[str] | np.ndarray,
+        timestamps: Sequence[float] | np.ndarray,
+        values: Sequence[float | None] | np.ndarray | None = None,
+        batch_size: int = ...,
+    ) -> ImportResult: ...
+    def read(self, after_offset: int = 0, limit: int = 10_000) -> list[StoredEvent]: ...
+    def iter_all(self, batch: int = 50_000) -> Iterator[list[StoredEvent]]: ...
+    def last_offset(self) -> int: ...
+    def count(self) -> int: ...
+    def writable(self) -> bool: ...
+    def put_item(
+        self,
+        item_id: str,
+        title: str | None = None,
+        categories: Iterable[str] = (),
+        available: bool = True,
+        attributes: dict[str, Any] | None = None,
+    ) -> dict[str, Any]: ...
+    def delete_item(self, item_id: str) -> bool: ...
+    def get_item(self, item_id: str) -> dict[str, Any] | None: ...
+    def items(self) -> list[dict[str, Any]]: ...
+    def meta_get(self, key: str, default: str | None = None) -> str | None: ...
+    def meta_set(self, key: str, value: str) -> None: ...
+    def close(self) -> None: ...
 
 
 @dataclass

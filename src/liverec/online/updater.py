@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from liverec.data.interactions import Histories, Interactions
-from liverec.events.log import SQLiteEventLog, StoredEvent
+from liverec.events.log import EventLog, SQLiteEventLog, StoredEvent
 from liverec.models.base import Recommender
 from liverec.online.learner import TUNED_LEARNER, LearnerConfig, OnlineLearner
 from liverec.pipeline import read_log, train_and_register
-from liverec.registry import LoadedModel, ModelRegistry
+from liverec.registry import LoadedModel, ModelRegistry, RedisAnnouncer
 from liverec.state.store import State, StateConfig
 
 log = logging.getLogger("liverec.updater")
@@ -112,12 +112,16 @@ class Updater:
         event_weights: Mapping[str, float],
         config: UpdaterConfig | None = None,
         state_config: StateConfig | None = None,
+        *,
+        log: EventLog | None = None,
+        announcer: RedisAnnouncer | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.config = config or UpdaterConfig()
         self.event_weights = dict(event_weights)
-        self.registry = ModelRegistry(self.data_dir / "models")
-        self.log = SQLiteEventLog(self.data_dir / "events.db", readonly=True)
+        self.registry = ModelRegistry(self.data_dir / "models", announcer=announcer)
+        # the log it tails: the SQLite file read-only by default, the Redis stream in the scale-out deployment
+        self.log: EventLog = log if log is not None else SQLiteEventLog(self.data_dir / "events.db", readonly=True)
         self.state = State(state_config or StateConfig(event_weights=self.event_weights))
         self.learner: OnlineLearner | None = None
         self.version: str | None = None  # the version the learner's weights descend from

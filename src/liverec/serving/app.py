@@ -291,11 +291,10 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
 
     @app.get("/v1/users/{user_id}", tags=["users"])
     def get_user(user_id: str) -> dict[str, Any]:
-        history = engine.state.history(user_id)
-        if len(history) == 0 and user_id not in engine.state.user_index:
+        recent = engine.user_history(user_id)
+        if recent is None:
             raise HTTPException(404, detail=f"user_id {user_id!r}: no events for this user")
-        names = engine.state.item_ids
-        return {"user_id": user_id, "recent_items": [names[i] for i in history.tolist()]}
+        return {"user_id": user_id, "recent_items": recent}
 
     # -- models ----------------------------------------------------------------------------------
     @app.get("/v1/models", tags=["models"])

@@ -26,19 +26,27 @@ from typing import Any
 import numpy as np
 import torch
 
+from liverec.backends import (
+    EVENTS_FILE,
+    MODELS_DIR,
+    STATE_FILE,
+    open_event_log,
+    open_redis_state,
+    open_registry,
+    redis_for,
+    state_config,
+)
 from liverec.data.interactions import Histories
 from liverec.events.log import AppendResult, SQLiteEventLog, StoredEvent
 from liverec.events.schema import Event, EventConfig
-from liverec.registry import LoadedModel, ModelRegistry
+from liverec.registry import LoadedModel
 from liverec.retrieval import VectorIndex, top_k_allowed
 from liverec.settings import Settings
-from liverec.state.store import State, StateConfig
+from liverec.state.store import State
 
 log = logging.getLogger("liverec.engine")
 
-STATE_FILE = "state.npz"
-EVENTS_FILE = "events.db"
-MODELS_DIR = "models"
+__all__ = ["EVENTS_FILE", "MODELS_DIR", "STATE_FILE", "Engine", "Recommendation", "ServingModel", "rebuild_state"]
 
 
 @dataclass(frozen=True)
@@ -66,11 +74,11 @@ class Recommendation:
 class ServingModel:
     """A registered model bound to the state's item indices (model order ↔ state order)."""
 
-    def __init__(self, loaded: LoadedModel, state: State, ann_threshold: int) -> None:
+    def __init__(self, loaded: LoadedModel, state: Any, ann_threshold: int) -> None:
         self.version = loaded.version
         self.model = loaded.model
         self.manifest = loaded.manifest
-        self.model_to_state = np.array([state.item(i) for i in loaded.item_ids], dtype=np.int64)
+        self.model_to_state = state.items_for(loaded.item_ids)
         self._state_to_model = np.full(0, -1, dtype=np.int64)
         self.index: VectorIndex | None = None
         if hasattr(self.model, "user_vectors") and hasattr(self.model, "item_vectors"):
@@ -132,12 +140,20 @@ class EngineStats:
 
 
 class Engine:
-    """Owns the data folder: ``events.db`` (log + catalogue), ``state.npz``, ``models/``."""
+    """Owns the data folder: ``events.db`` (log + catalogue), ``state.npz``, ``models/``.
+
+    With ``backend = "redis"`` the log and the state are in Redis instead (shared with other replicas and
+    the workers), nothing is snapshotted, and model promotions arrive over Redis as well as by polling.
+    """
+
+    state: Any  # State (embedded) or RedisState
+    log: Any  # SQLiteEventLog or RedisEventLog
 
     def __init__(self, settings: Settings, *, background: bool = True) -> None:
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.redis = redis_for(settings) if settings.backend == "redis" else None
         torch.set_num_threads(settings.torch_threads)
         self.event_config = EventConfig(
             event_types=dict(settings.event_types),
@@ -145,27 +161,31 @@ class Engine:
             max_context_bytes=settings.max_context_bytes,
             max_body_bytes=settings.max_body_bytes,
         )
-        self.state_config = StateConfig(
-            max_history=settings.max_history,
-            half_life_days=settings.popularity_half_life_days,
-            event_weights=dict(settings.event_types),
-        )
+        self.state_config = state_config(settings)
         self.stats = EngineStats()
-        self.state, self.recovery = self._load_state()
-        self.log = SQLiteEventLog(
-            self.data_dir / EVENTS_FILE, on_commit=self._on_commit, synchronous=settings.synchronous
-        )
-        self._catch_up()
-        self.registry = ModelRegistry(self.data_dir / MODELS_DIR)
+        if self.redis is not None:
+            # shared state: events the API stored but could not apply are applied by `liverec worker`
+            self.state, self.recovery = open_redis_state(settings, self.redis), "redis"
+            self.log = open_event_log(settings, on_commit=self._on_commit, client=self.redis)
+        else:
+            self.state, self.recovery = self._load_state()
+            self.log = open_event_log(settings, on_commit=self._on_commit)
+            self._catch_up()
+        self.registry = open_registry(settings, self.redis)
+        announcer = self.registry.announcer
         self._serving: ServingModel | None = None
         self._model_stamp = -1.0
         self._swap_lock = threading.Lock()
         self.maybe_swap_model()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._unsubscribe: Any = None
         if background:
             self._start(self._watch_models, settings.model_poll_interval_s, "liverec-model-watch")
-            self._start(self._snapshot_now, settings.snapshot_interval_s, "liverec-snapshot")
+            if announcer is not None:
+                self._unsubscribe = announcer.subscribe(self._announced)
+            else:
+                self._start(self._snapshot_now, settings.snapshot_interval_s, "liverec-snapshot")
 
     # -- start-up --------------------------------------------------------------------------------
     def _load_state(self) -> tuple[State, str]:
@@ -267,6 +287,15 @@ class Engine:
         out["stats"] = stats or {"count": 0, "popularity": 0.0}
         return out
 
+    # -- users -----------------------------------------------------------------------------------
+    def user_history(self, user_id: str) -> list[str] | None:
+        """The user's recent item ids, oldest first; None for a user the state has never seen."""
+        history, _ = self.state.user_view(user_id)
+        if len(history) == 0 and not self.state.has_user(user_id):
+            return None
+        names = self.state.item_ids
+        return [names[i] for i in history.tolist()]
+
     # -- recommendations -------------------------------------------------------------------------
     def _allowed(self, include: Sequence[str], exclude: Sequence[str]) -> np.ndarray:
         state = self.state
@@ -295,7 +324,7 @@ class Engine:
         state = self.state
         serving = self._serving
         if user_id is not None:
-            history, seen = state.history(user_id), state.seen(user_id)
+            history, seen = state.user_view(user_id)
         else:
             history = state.item_indices(list(items or []))
             seen = history
@@ -344,6 +373,7 @@ class Engine:
     def similar(self, item_id: str, k: int = 10) -> Recommendation | None:
         """Items like ``item_id`` (None when the item is unknown)."""
         state = self.state
+        state.sync()
         index = state.item_index.get(item_id)
         if index is None:
             return None
@@ -391,11 +421,14 @@ class Engine:
             return "scores"
         return "exact" if serving.index.is_exact else "faiss"
 
-    def maybe_swap_model(self) -> bool:
-        """Load the promoted version if it changed; the swap is one reference assignment."""
+    def maybe_swap_model(self, *, force: bool = False) -> bool:
+        """Load the promoted version if it changed; the swap is one reference assignment.
+
+        ``force``: read the pointer even if its modification time looks unchanged (an announcement said so).
+        """
         with self._swap_lock:
             stamp = self.registry.promoted_stamp()
-            if stamp == self._model_stamp:
+            if stamp == self._model_stamp and not force:
                 return False
             version = self.registry.promoted()
             self._model_stamp = stamp
@@ -406,6 +439,12 @@ class Engine:
             self.stats.model_swaps += 1
             log.info("serving model", extra={"version": version, "model": serving.model.name})
             return True
+
+    def _announced(self, version: str) -> None:
+        try:
+            self.maybe_swap_model(force=True)
+        except Exception:  # the poll retries; a failed load must not kill the subscriber thread
+            log.exception("swap to announced version failed", extra={"version": version})
 
     def _watch_models(self) -> None:
         self.maybe_swap_model()
@@ -431,21 +470,31 @@ class Engine:
 
     def close(self) -> None:
         self._stop.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         for thread in self._threads:
             thread.join(timeout=5)
         self.log.close()  # drains pending appends first
-        self.snapshot()
+        if self.redis is None:
+            self.snapshot()
+        else:
+            self.redis.close()
 
 
-def rebuild_state(settings: Settings) -> State:
-    """Rebuild ``state.npz`` from the whole event log (``liverec rebuild``)."""
+def rebuild_state(settings: Settings) -> Any:
+    """Rebuild the state from the whole event log (``liverec rebuild``): ``state.npz``, or the Redis state."""
     data_dir = Path(settings.data_dir)
-    config = StateConfig(
-        max_history=settings.max_history,
-        half_life_days=settings.popularity_half_life_days,
-        event_weights=dict(settings.event_types),
-    )
-    state = State(config)
+    if settings.backend == "redis":
+        redis_state = open_redis_state(settings)
+        redis_state.clear()
+        event_log = open_event_log(settings, client=redis_state.client)
+        try:
+            for batch in event_log.iter_all():
+                redis_state.apply(batch)
+        finally:
+            event_log.close()
+        return redis_state
+    state = State(state_config(settings))
     with SQLiteEventLog(data_dir / EVENTS_FILE, synchronous=settings.synchronous) as event_log:
         while True:
             batch = event_log.read(after_offset=state.offset, limit=50_000)

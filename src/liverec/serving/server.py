@@ -103,7 +103,7 @@ def start_worker_process(settings: Settings) -> subprocess.Popen[bytes]:
 
 
 def run_worker(settings: Settings) -> None:
-    """``liverec worker``: the updater loop until SIGTERM / Ctrl-C."""
+    """``liverec worker``: the updater loop until SIGTERM / Ctrl-C (Redis backend: also the state applier)."""
     from liverec.online.updater import Updater, updater_config
 
     configure_logging(settings)
@@ -120,6 +120,11 @@ def run_worker(settings: Settings) -> None:
                     stop.set()
 
         threading.Thread(target=watch_parent, name="liverec-parent-watch", daemon=True).start()
+    if settings.backend == "redis":
+        from liverec.online.worker import run_redis_worker
+
+        run_redis_worker(settings, stop)
+        return
     updater = Updater(
         settings.data_dir,
         settings.event_types,

@@ -229,7 +229,8 @@ class RedisState:
         """Never recommend ``item_id`` (even if it first appears later); returns whether it was known."""
         known = item_id in self.item_index or self.client.hexists(self._key("item-index"), item_id)
         self.item(item_id)
-        tombstone: dict[str, Any] = {"item_id": item_id, "title": None, "categories": [], "available": False, "deleted": True}
+        tombstone: dict[str, Any] = {"item_id": item_id, "title": None, "categories": [], "available": False}
+        tombstone["deleted"] = True
         self._write_record(item_id, tombstone)
         return bool(known)
 
@@ -252,6 +253,9 @@ class RedisState:
         if n_items > len(self.item_ids) or n_changes > self._changes_seen:
             self.sync(int(n_items), int(n_changes))
         return np.array(history, dtype=np.int64), np.array(list(seen), dtype=np.int64)
+
+    def has_user(self, user_id: str) -> bool:
+        return bool(self.client.hexists(self._key("users"), user_id))
 
     def history(self, user_id: str) -> np.ndarray:
         return np.array(self.client.lrange(self._key(f"h:{user_id}"), 0, -1), dtype=np.int64)

@@ -246,6 +246,9 @@ class State:
         with self._lock:
             return self.history(user_id), self.seen(user_id)
 
+    def has_user(self, user_id: str) -> bool:
+        return user_id in self.user_index
+
     def items_for(self, item_ids: Sequence[str]) -> np.ndarray:
         """Dense indices of ``item_ids``, creating the unknown ones."""
         return np.array([self.item(item_id) for item_id in item_ids], dtype=np.int64)
