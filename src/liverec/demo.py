@@ -166,8 +166,7 @@ def _show_models(url: str, wait: float) -> None:
         kind = training.get("kind", "full training")
         _say(
             f"model      {manifest['version']} {manifest['status']:<9} {kind}, up to log offset "
-            f"{training.get('last_offset')}"
-            + (f"; {manifest['reason']}" if manifest.get("reason") else "")
+            f"{training.get('last_offset')}" + (f"; {manifest['reason']}" if manifest.get("reason") else "")
         )
 
 
