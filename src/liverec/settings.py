@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(
         "liverec", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$", description="prefix of every Redis key LiveRec writes"
     )
+    worker_claim_idle_s: float = Field(
+        5.0, gt=0, description="redis backend: a worker takes over events another worker left pending this long"
+    )
     redis_popularity_ttl_s: float = Field(
         1.0, ge=0, description="redis backend: how long a replica reuses the popularity vector it read"
     )

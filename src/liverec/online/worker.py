@@ -129,7 +129,7 @@ def run_redis_worker(settings: Any, stop: threading.Event) -> None:
     state = open_redis_state(settings, popularity_ttl_s=0.0)
     client = state.client
     event_log = open_event_log(settings, client=client)
-    applier = StateApplier(event_log, state, group=STATE_GROUP)
+    applier = StateApplier(event_log, state, group=STATE_GROUP, claim_idle_ms=int(settings.worker_claim_idle_s * 1000))
     thread = threading.Thread(target=applier.run, args=(stop,), name="liverec-state-applier", daemon=True)
     thread.start()
     log.info("worker running", extra={"consumer": applier.consumer, "redis_prefix": settings.redis_prefix})
