@@ -6,7 +6,9 @@ import threading
 import time
 from pathlib import Path
 
-from .conftest import Prepared, Server, cluster_items
+import pytest
+
+from .conftest import Prepared, Server, cluster_items, copy_log_to_redis
 
 UPDATER_ON = {
     "LIVEREC_UPDATER": "true",
@@ -18,8 +20,17 @@ UPDATER_ON = {
 }
 
 
-def test_new_item_is_recommended_within_a_minute(data_dir: Path, prepared: Prepared) -> None:
-    server = Server(data_dir, env=UPDATER_ON)
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+def test_new_item_is_recommended_within_a_minute(
+    data_dir: Path, prepared: Prepared, backend: str, request: pytest.FixtureRequest
+) -> None:
+    env = dict(UPDATER_ON)
+    if backend == "redis":  # the updater runs in serve's worker child: it tails the stream, announces promotions
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        copy_log_to_redis(data_dir, url, prefix)
+        (data_dir / "events.db").unlink()
+        env |= {"LIVEREC_BACKEND": "redis", "LIVEREC_REDIS_URL": url, "LIVEREC_REDIS_PREFIX": prefix}
+    server = Server(data_dir, env=env)
     anchor = cluster_items(prepared.truth, prepared.dataset, 0, 1)[0]
     new_item = "brand-new-item"
     stop = threading.Event()

@@ -167,3 +167,36 @@ def test_two_replicas_two_workers_and_a_worker_killed_mid_stream(
         for replica in replicas:
             replica.stop()
         client.close()
+
+
+def test_a_promotion_reaches_every_replica_over_redis(data_dir: Path, redis_url: str, redis_prefix: str) -> None:
+    """Replicas poll the registry only every 10 minutes here: a prompt swap on both is the announcement's doing."""
+    copy_log_to_redis(data_dir, redis_url, redis_prefix)
+    (data_dir / "events.db").unlink()
+    env = {
+        "LIVEREC_BACKEND": "redis",
+        "LIVEREC_REDIS_URL": redis_url,
+        "LIVEREC_REDIS_PREFIX": redis_prefix,
+        "LIVEREC_MODEL_POLL_INTERVAL_S": "600",
+    }
+    replicas = [Server(data_dir, env), Server(data_dir, env)]
+    try:
+        assert {r.client.get("/v1/models").json()["serving"] for r in replicas} == {"v0001"}
+        trained = subprocess.run(
+            [sys.executable, "-m", "liverec.cli", "train", "--data-dir", str(data_dir), "--model", "itemknn", "--json"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            check=False,
+        )
+        assert trained.returncode == 0, trained.stderr
+        announced = time.monotonic()
+        wait_for(lambda: all(r.client.get("/v1/models").json()["serving"] == "v0002" for r in replicas), 5, "swap")
+        swap_s = time.monotonic() - announced
+        rolled = replicas[0].client.post("/v1/models/rollback")  # an admin action on one replica...
+        assert rolled.status_code == 200
+        wait_for(lambda: replicas[1].client.get("/v1/models").json()["serving"] == "v0001", 5, "rollback on B")
+        print(f"both replicas served the new version {swap_s:.2f}s after training finished")
+    finally:
+        for replica in replicas:
+            replica.stop()
