@@ -27,6 +27,7 @@ from liverec.data.splits import RankingSplit, leave_one_out, temporal_split, use
 from liverec.data.synthetic import SyntheticConfig, generate
 from liverec.evaluation.protocols import RankingResult, evaluate_ranking
 from liverec.evaluation.rating import rating_metrics
+from liverec.events.redis_log import BackendUnavailable
 from liverec.models import MODEL_REGISTRY, Recommender, create_model
 from liverec.settings import Settings
 
@@ -434,7 +435,7 @@ def _open_log(settings: Any, *, apply: bool = False) -> Any:
             state = open_redis_state(settings)
             return open_event_log(settings, on_commit=state.apply, client=state.client)
         return open_event_log(settings)
-    except RuntimeError as error:  # Redis unreachable
+    except BackendUnavailable as error:
         raise UsageError(str(error)) from None
 
 
@@ -487,7 +488,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"{source}: no events to train on")
     try:
         registry = open_registry(settings)
-    except RuntimeError as error:  # Redis unreachable
+    except BackendUnavailable as error:
         raise UsageError(str(error)) from None
     summary = train_and_register(
         data, registry, args.model, params, promote=args.promote, progress=_progress(args), seed=args.seed
@@ -507,7 +508,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from liverec.serving.server import serve
 
-    serve(_settings(args, host=args.host, port=args.port))
+    try:
+        serve(_settings(args, host=args.host, port=args.port))
+    except BackendUnavailable as error:
+        raise UsageError(str(error)) from None
     return 0
 
 
@@ -519,7 +523,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise UsageError(f"--data-dir: no event log at {str(settings.data_dir / 'events.db')!r}")
     try:
         run_worker(settings)
-    except RuntimeError as error:  # Redis unreachable
+    except BackendUnavailable as error:
         raise UsageError(str(error)) from None
     return 0
 
@@ -533,7 +537,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         state = rebuild_state(settings)
-    except RuntimeError as error:  # Redis unreachable
+    except BackendUnavailable as error:
         raise UsageError(str(error)) from None
     print(
         f"rebuilt state from {state.n_events} events (offset {state.offset}): {state.n_users} users, "
@@ -840,18 +844,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser(
         "worker",
-        help="run the online updater on its own",
+        help="run the online updater on its own (with the Redis backend: also apply events to the shared state)",
         description="Tail the event log of DIR, update the served model incrementally, register each update as a "
         "candidate and promote it when the evaluation gate approves (liverec serve runs this as a child process "
-        "unless the updater setting is false). Stops on SIGTERM or Ctrl-C.",
+        "unless the updater setting is false). With LIVEREC_BACKEND=redis, start any number of workers: each is a "
+        "member of the consumer group that applies stored events to the shared state (taking over what a dead "
+        "worker left pending), and the one holding the updater lease also runs the updater. Stops on SIGTERM or "
+        "Ctrl-C.",
     )
     data_dir_option(worker)
     worker.set_defaults(handler=cmd_worker)
 
     rebuild = sub.add_parser(
         "rebuild",
-        help="rebuild the state snapshot from the event log",
-        description="Replay the whole event log into a fresh state and write DIR/state.npz.",
+        help="rebuild the state from the event log",
+        description="Replay the whole event log into a fresh state and write DIR/state.npz (with "
+        "LIVEREC_BACKEND=redis: clear the shared state in Redis and apply the whole stream again; stop the API "
+        "replicas and workers first).",
     )
     data_dir_option(rebuild)
     rebuild.set_defaults(handler=cmd_rebuild)

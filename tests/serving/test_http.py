@@ -297,3 +297,17 @@ def test_bad_settings_stop_serve_with_one_line(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "port" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_redis_stops_serve_and_worker_with_one_line(tmp_path: Path) -> None:
+    for command in ("serve", "worker"):
+        result = subprocess.run(
+            [sys.executable, "-m", "liverec.cli", command, "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LIVEREC_BACKEND": "redis", "LIVEREC_REDIS_URL": "redis://127.0.0.1:1/0"},
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "redis_url" in result.stderr and len(result.stderr.strip().splitlines()) == 1

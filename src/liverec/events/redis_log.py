@@ -42,7 +42,7 @@ import numpy as np
 from liverec.events.log import AppendResult, ImportResult, StoredEvent
 from liverec.events.schema import Event
 
-__all__ = ["RedisEventLog", "redis_client"]
+__all__ = ["BackendUnavailable", "RedisEventLog", "delete_prefix", "redis_client"]
 
 #: Events per append script call during bulk imports (one script blocks Redis while it runs: keep it short).
 IMPORT_CHUNK = 1000
@@ -75,17 +75,21 @@ return existed
 """
 
 
+class BackendUnavailable(RuntimeError):
+    """The configured Redis cannot be reached (or the redis extra is missing): a setup problem, said in one line."""
+
+
 def redis_client(url: str) -> Any:
     """A redis-py client for ``url`` (strings decoded as UTF-8); fails with one clear line if unreachable."""
     try:
         import redis
     except ImportError as error:  # pragma: no cover - the extra is part of the test install
-        raise RuntimeError("the Redis backend needs the 'redis' extra: pip install 'liverec[redis]'") from error
+        raise BackendUnavailable("the Redis backend needs the 'redis' extra: pip install 'liverec[redis]'") from error
     client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
     try:
         client.ping()
     except redis.exceptions.ConnectionError as error:
-        raise RuntimeError(f"redis_url: cannot reach Redis at {url!r} ({error})") from error
+        raise BackendUnavailable(f"redis_url: cannot reach Redis at {url!r} ({error})") from error
     return client
 
 
