@@ -7,8 +7,9 @@ Same semantics as the in-process state (the same test suite runs against both), 
 * ``P:item-ids`` (list) / ``P:item-index`` (hash) — dense item indices in order of first sight, shared by
   all processes so that an index means the same item everywhere. Indices are never reused, so replicas
   cache the list and read only its new tail.
-* ``P:counts``, ``P:pop``, ``P:pop-t`` — hashes by item index: event counts, time-decayed popularity and
-  when it was last updated; ``P:clock`` — the newest event time applied (popularity decays against it).
+* ``P:item-stats`` — a hash by item index of ``"popularity updated count"``: time-decayed popularity, the
+  event time it was last brought up to, and the event count (one field, so one read and one write per
+  event); ``P:clock`` — the newest event time applied (popularity decays against it).
 * ``P:applied`` — a bitmap by log offset: bit ``N`` is set once event ``N`` has been applied. Application
   is one Lua script per batch that sets the bit and applies the event only if the bit was clear, so an
   event delivered twice (an API replica and a worker, or a worker and the one that reclaimed its pending
@@ -44,42 +45,49 @@ _APPLY = """
 local p = ARGV[1]
 local max_history = tonumber(ARGV[2])
 local half_life = tonumber(ARGV[3])
-local applied = 0
+local applied, top, clock = 0, 0, nil
+local item_index, stats = p .. ':item-index', p .. ':item-stats'
 for i = 4, #ARGV, 5 do
   local offset = tonumber(ARGV[i])
   if redis.call('SETBIT', p .. ':applied', offset, 1) == 0 then
     applied = applied + 1
-    redis.call('INCR', p .. ':n-events')
-    if offset > tonumber(redis.call('GET', p .. ':offset') or '0') then
-      redis.call('SET', p .. ':offset', offset)
-    end
+    if offset > top then top = offset end
     local weight = tonumber(ARGV[i + 3])
     if weight > 0 then
       local user, item, t = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 4])
       redis.call('HSETNX', p .. ':users', user, 1)
-      local index = redis.call('HGET', p .. ':item-index', item)
+      local index = redis.call('HGET', item_index, item)
       if not index then
         index = redis.call('RPUSH', p .. ':item-ids', item) - 1
-        redis.call('HSET', p .. ':item-index', item, index)
+        redis.call('HSET', item_index, item, index)
       end
       local history = p .. ':h:' .. user
-      redis.call('RPUSH', history, index)
-      redis.call('LTRIM', history, -max_history, -1)
+      if redis.call('RPUSH', history, index) > max_history then
+        redis.call('LTRIM', history, -max_history, -1)
+      end
       redis.call('SADD', p .. ':s:' .. user, index)
-      local popularity = tonumber(redis.call('HGET', p .. ':pop', index) or '0')
-      local last = tonumber(redis.call('HGET', p .. ':pop-t', index) or '0')
+      local popularity, last, count = 0, 0, 0
+      local old = redis.call('HGET', stats, index)
+      if old then
+        local a, b, c = string.match(old, '(%S+) (%S+) (%S+)')
+        popularity, last, count = tonumber(a), tonumber(b), tonumber(c)
+      end
       if t >= last then
         popularity = popularity * 2 ^ ((last - t) / half_life) + weight
-        redis.call('HSET', p .. ':pop-t', index, string.format('%.17g', t))
+        last = t
       else
         popularity = popularity + weight * 2 ^ ((t - last) / half_life)
       end
-      redis.call('HSET', p .. ':pop', index, string.format('%.17g', popularity))
-      redis.call('HINCRBY', p .. ':counts', index, 1)
-      if t > tonumber(redis.call('GET', p .. ':clock') or '0') then
-        redis.call('SET', p .. ':clock', string.format('%.17g', t))
-      end
+      redis.call('HSET', stats, index, string.format('%.17g %.17g %d', popularity, last, count + 1))
+      if clock == nil or t > clock then clock = t end
     end
+  end
+end
+if applied > 0 then
+  redis.call('INCRBY', p .. ':n-events', applied)
+  if top > tonumber(redis.call('GET', p .. ':offset') or '0') then redis.call('SET', p .. ':offset', top) end
+  if clock ~= nil and clock > tonumber(redis.call('GET', p .. ':clock') or '0') then
+    redis.call('SET', p .. ':clock', string.format('%.17g', clock))
   end
 end
 return applied
@@ -99,7 +107,7 @@ return out
 """
 
 #: State keys (not the log's): what ``clear`` deletes besides the per-user keys.
-_STATE_KEYS = ("users", "item-ids", "item-index", "counts", "pop", "pop-t", "clock", "applied", "n-events", "offset")
+_STATE_KEYS = ("users", "item-ids", "item-index", "item-stats", "clock", "applied", "n-events", "offset")
 
 
 class RedisState:
@@ -269,17 +277,26 @@ class RedisState:
         index = self.item_index
         return np.array([index[i] for i in item_ids if i in index], dtype=np.int64)
 
-    def _hash_array(self, name: str, dtype: Any, values: dict[str, str] | None = None) -> np.ndarray:
-        out = np.zeros(self.n_items, dtype=dtype)
-        for key, value in (values if values is not None else self.client.hgetall(self._key(name))).items():
-            position = int(key)
-            if position < len(out):
-                out[position] = dtype(value)
-        return out
+    def _item_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Popularity, its update time and counts per item index (arrays over ``n_items``), and the clock."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._key("item-stats"))
+            pipe.get(self._key("clock"))
+            raw, clock = pipe.execute()
+        self.sync()
+        n = self.n_items
+        popularity, updated, counts = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64)
+        if raw:
+            index = np.fromiter((int(key) for key in raw), dtype=np.int64, count=len(raw))
+            parts = np.array(" ".join(raw.values()).split(), dtype=np.float64).reshape(-1, 3)
+            inside = index < n
+            popularity[index[inside]] = parts[inside, 0]
+            updated[index[inside]] = parts[inside, 1]
+            counts[index[inside]] = parts[inside, 2].astype(np.int64)
+        return popularity, updated, counts, float(clock or 0.0)
 
     def counts(self) -> np.ndarray:
-        self.sync()
-        return self._hash_array("counts", np.int64)
+        return self._item_stats()[2]
 
     def popularity(self, now: float | None = None) -> np.ndarray:
         """Time-decayed popularity of every item as of ``now`` (default: the newest event)."""
@@ -287,15 +304,8 @@ class RedisState:
         if now is None and cached is not None and time.monotonic() - cached[0] < self.popularity_ttl_s:
             if len(cached[1]) == self.n_items:
                 return cached[1]
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._key("pop"))
-            pipe.hgetall(self._key("pop-t"))
-            pipe.get(self._key("clock"))
-            pop, updated_raw, clock = pipe.execute()
-        self.sync()
-        values = self._hash_array("pop", np.float64, pop)
-        updated = self._hash_array("pop-t", np.float64, updated_raw)
-        reference = max(float(clock or 0.0), 0.0) if now is None else now
+        values, updated, _, clock = self._item_stats()
+        reference = max(clock, 0.0) if now is None else now
         result = values * np.exp2(np.minimum(updated - reference, 0.0) / self._half_life_s)
         if now is None:
             self._popularity = (time.monotonic(), result)
@@ -306,8 +316,9 @@ class RedisState:
         index = self.item_index.get(item_id)
         if index is None:
             return None
-        count = self.client.hget(self._key("counts"), index)
-        return {"count": int(count or 0), "popularity": float(self.popularity()[index])}
+        popularity = self.popularity()
+        raw = self.client.hget(self._key("item-stats"), index)
+        return {"count": int(raw.split()[2]) if raw else 0, "popularity": float(popularity[index])}
 
     # -- persistence (Redis persists; these keep the engine's interface) ---------------------------
     def snapshot(self, path: Any = None) -> None:
