@@ -298,6 +298,9 @@ class Updater:
                 targets.append(event.item_id)
             sequences[user].append(event.item_id)
             seen_sets[user].add(event.item_id)
+        # rank only as many events as the decision still needs: ranking is most of an update cycle's cost
+        needed = self.config.gate_events - len(gate.results["candidate"])
+        histories, seen, targets = histories[:needed], seen[:needed], targets[:needed]
         if not targets:
             return
         serving_index = {item: n for n, item in enumerate(serving.item_ids)}
