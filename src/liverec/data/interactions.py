@@ -323,6 +323,19 @@ class ItemMetadata:
     def genre_vocabulary(self) -> list[str]:
         return sorted({g for gs in self.genres for g in gs})
 
+    def genre_matrix(self) -> tuple[sp.csr_matrix, list[str]]:
+        """Binary ``[n_items, n_genres]`` CSR (row = internal item id) and its column names, sorted.
+
+        The sparse item -> feature index models take as side features (e.g. ``SASRec.set_item_features``).
+        """
+        vocabulary = self.genre_vocabulary()
+        column = {genre: index for index, genre in enumerate(vocabulary)}
+        lengths = np.array([len(set(gs)) for gs in self.genres], dtype=np.int64)
+        indices = np.array([column[g] for gs in self.genres for g in sorted(set(gs))], dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        data = np.ones(len(indices), dtype=np.float32)
+        return sp.csr_matrix((data, indices, indptr), shape=(len(self.genres), len(vocabulary))), vocabulary
+
 
 @dataclass(frozen=True)
 class Dataset:

@@ -17,6 +17,12 @@ sample per prefix). Three losses:
 AdamW with linear warm-up; early stopping on validation NDCG@10 (the validation split passed to
 ``fit``, or each user's last training event held out when none is given); the best epoch's weights
 are kept. Item id 0 is padding inside the network; LiveRec item ``i`` is row ``i + 1``.
+
+Optional side features (``side_features``, given by :meth:`SASRec.set_item_features`: genres,
+categories): an item's vector is its id embedding plus the mean of its features' learned
+embeddings, in the input sequence and in the output table alike, so retrieval's item vectors
+include them. Items the table grows for in ``partial_fit`` start at the centroid of the known items
+that share their features (or at the mean item when they have none).
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Self
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -53,7 +61,9 @@ class SASRecConfig(ModelConfig):
     ``eval_every`` epochs on validation NDCG@10; ``warmup_steps``: linear learning-rate warm-up;
     ``n_threads``: torch threads while training and scoring (0 = all cores);
     ``partial_fit_epochs``: epochs over the new sequences in ``partial_fit``; ``crop``: which
-    ``max_len + 1`` window of a longer history trains each epoch (``last``, or a ``random`` one).
+    ``max_len + 1`` window of a longer history trains each epoch (``last``, or a ``random`` one);
+    ``side_features``: add the mean of learned feature embeddings to each item's embedding when item
+    features were given (:meth:`SASRec.set_item_features`); without them the model is id-only.
     """
 
     max_len: int = 200
@@ -76,6 +86,7 @@ class SASRecConfig(ModelConfig):
     crop: str = "last"
     plateau_factor: float = 1.0
     plateau_patience: int = 3
+    side_features: bool = False
     verbose: bool = False
 
     def __post_init__(self) -> None:
@@ -130,9 +141,17 @@ class TransformerBlock(nn.Module):
 
 
 class SASRecNetwork(nn.Module):
-    """Item + position embeddings, causal Transformer blocks, final LayerNorm."""
+    """Item (+ optional side-feature) and position embeddings, causal Transformer blocks, final LayerNorm.
 
-    def __init__(self, n_items: int, config: SASRecConfig) -> None:
+    With ``n_features > 0`` an item row is ``item_embedding[row] + mean(feature_embedding[f] for f in
+    its features)``; ``feature_slots`` ``[n_items + 1, width]`` lists each row's features as
+    feature rows (feature ``f`` is row ``f + 1``), right-padded with 0, the padding row that the mean
+    skips. Set it with :meth:`set_feature_slots`.
+    """
+
+    feature_slots: torch.Tensor
+
+    def __init__(self, n_items: int, config: SASRecConfig, n_features: int = 0) -> None:
         super().__init__()
         self.item_embedding = nn.Embedding(n_items + 1, config.dim, padding_idx=0)  # row 0 = padding
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
@@ -144,18 +163,52 @@ class SASRecNetwork(nn.Module):
         self.final_norm = nn.LayerNorm(config.dim, eps=1e-8)
         self.scale = math.sqrt(config.dim)
         self.max_len = config.max_len
+        # registered last, so the other parameters draw the same initial values with or without it
+        self.feature_embedding: nn.EmbeddingBag | None = None
+        if n_features > 0:
+            self.feature_embedding = nn.EmbeddingBag(n_features + 1, config.dim, mode="mean", padding_idx=0)
+            self.register_buffer("feature_slots", torch.zeros(n_items + 1, 1, dtype=torch.long), persistent=False)
 
-    def forward(self, sequences: torch.Tensor) -> torch.Tensor:
+    def set_feature_slots(self, slots: np.ndarray) -> None:
+        """``slots``: ``[n_items + 1, width]`` feature rows per item row, 0-padded (see the class docstring)."""
+        if self.feature_embedding is None:
+            raise RuntimeError("set_feature_slots: this network was built without side features")
+        if slots.shape[0] != self.item_embedding.num_embeddings:
+            raise ValueError(f"slots: expected {self.item_embedding.num_embeddings} rows, got {slots.shape[0]}")
+        self.feature_slots = torch.from_numpy(np.ascontiguousarray(slots, dtype=np.int64))
+
+    def item_table(self) -> torch.Tensor:
+        """``[n_items + 1, dim]``: every item row's vector (id + side features); row 0 (padding) is zero."""
+        if self.feature_embedding is None:
+            return self.item_embedding.weight
+        return self.item_embedding.weight + self.feature_embedding(self.feature_slots)
+
+    def embed(self, rows: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Item rows of any shape ``[...]`` -> their item vectors ``[..., dim]`` (id + side features).
+
+        ``table``: :meth:`item_table`, when the caller has it (training computes it once per step for
+        the inputs and the output scores); without it only the rows asked for are pooled (serving).
+        """
+        if table is not None:
+            return F.embedding(rows, table, padding_idx=0)
+        vectors = self.item_embedding(rows)
+        if self.feature_embedding is None:
+            return vectors
+        slots = self.feature_slots[rows.reshape(-1)]  # [n, width]
+        return vectors + self.feature_embedding(slots).view(vectors.shape)
+
+    def forward(self, sequences: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """``sequences``: ``[batch, seq_len]`` item rows, left-padded with 0 -> hidden ``[batch, seq_len, dim]``.
 
         Positions are counted from the right edge (the newest item always has position ``max_len - 1``),
         so a batch padded to its own longest row gives the same result as one padded to ``max_len``.
+        ``table``: :meth:`item_table` if already computed (see :meth:`embed`).
         """
         seq_len = sequences.shape[1]
         if seq_len > self.max_len:
             raise ValueError(f"sequences: expected at most max_len={self.max_len} columns, got {seq_len}")
         positions = torch.arange(self.max_len - seq_len, self.max_len, device=sequences.device)
-        x = self.item_embedding(sequences) * self.scale + self.position_embedding(positions)[None]
+        x = self.embed(sequences, table) * self.scale + self.position_embedding(positions)[None]
         x = self.embedding_dropout(x)
         is_item = sequences > 0  # [batch, seq_len]
         not_padding = is_item.unsqueeze(-1).to(x.dtype)
@@ -169,8 +222,14 @@ class SASRecNetwork(nn.Module):
         return self.final_norm(x)
 
     def item_vectors(self) -> torch.Tensor:
-        """``[n_items, dim]``: the output item table (padding row dropped)."""
-        return self.item_embedding.weight[1:]
+        """``[n_items, dim]``: the output item table (padding row dropped), side features included."""
+        return self.item_table()[1:]
+
+    def feature_vectors(self) -> torch.Tensor:
+        """``[n_items, dim]``: the side-feature part of each item's vector (zeros without features)."""
+        if self.feature_embedding is None:
+            return torch.zeros_like(self.item_embedding.weight[1:])
+        return self.feature_embedding(self.feature_slots[1:])
 
 
 def padded_sequences(histories: Histories, length: int) -> np.ndarray:
@@ -205,6 +264,84 @@ class SASRec(Recommender):
         self.history: list[dict[str, float]] = []
         self._steps = 0
         self._lr_scale = 1.0
+        #: binary ``[n_described_items, n_features]`` side features (see :meth:`set_item_features`)
+        self.item_features: sp.csr_matrix | None = None
+        #: the features' names (column order of ``item_features``), when given
+        self.feature_names: list[str] | None = None
+
+    # ------------------------------------------------------------------------------------------ side features
+    def set_item_features(self, features: sp.spmatrix | np.ndarray | None, names: Sequence[str] | None = None) -> Self:
+        """Give the items' side features (genres, categories): a ``[n_items, n_features]`` 0/1 matrix.
+
+        Row ``i`` describes internal item ``i``; items beyond the last row have no features. Used by
+        the next ``fit`` when ``config.side_features`` is on (``None`` or an empty matrix: id-only).
+        ``names``: one per column (e.g. ``ItemMetadata.genre_matrix()``'s vocabulary); once the model
+        has names, a later call's columns are matched to them by name (new names are appended), so
+        a catalogue's categories may come in any order. Without names, columns must keep their
+        meaning between calls. On a model fitted with features, a call with more rows (new items) or
+        more columns (new features) takes effect at once: new feature columns get rows at the mean
+        feature vector, and the next ``partial_fit`` starts new items from their features.
+        """
+        if features is None:
+            self.item_features, self.feature_names = None, None
+            return self
+        if np.ndim(features) != 2:
+            raise ValueError(f"features: expected a 2-D [n_items, n_features] matrix, got shape {np.shape(features)}")
+        matrix = sp.csr_matrix(features, dtype=np.float32)
+        if names is not None:
+            names = [str(name) for name in names]
+            if len(names) != matrix.shape[1] or len(set(names)) != len(names):
+                raise ValueError(f"names: expected {matrix.shape[1]} distinct names (one per column), got {names!r}")
+            if self.feature_names is not None:  # known names keep their column; new ones are appended
+                vocabulary = list(self.feature_names)
+                column = {name: index for index, name in enumerate(vocabulary)}
+                for name in names:
+                    if name not in column:
+                        column[name] = len(vocabulary)
+                        vocabulary.append(name)
+                coo = matrix.tocoo()
+                columns = np.array([column[name] for name in names], dtype=np.int64)
+                matrix = sp.csr_matrix(
+                    (coo.data, (coo.row, columns[coo.col])), shape=(matrix.shape[0], len(vocabulary))
+                )
+                names = vocabulary
+            self.feature_names = names
+        matrix.eliminate_zeros()
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        matrix.sort_indices()
+        self.item_features = matrix
+        network = self.network
+        if network is not None and network.feature_embedding is not None:
+            self._grow_features(matrix.shape[1])
+            network.set_feature_slots(self._feature_slots(network.item_embedding.num_embeddings - 1))
+        return self
+
+    def _n_features(self) -> int:
+        """Feature columns the next ``fit`` will learn embeddings for (0 = id-only)."""
+        features = self.item_features
+        if not self.config.side_features or features is None or features.nnz == 0:
+            return 0
+        return int(features.shape[1])
+
+    def _feature_slots(self, n_items: int) -> np.ndarray:
+        """``[n_items + 1, width]``: network row r's feature rows (feature + 1), 0-padded; row 0 is padding.
+
+        Columns beyond the feature table (none unless features were added to an id-only table) are dropped.
+        """
+        network = self._net()
+        if network.feature_embedding is None or self.item_features is None:
+            raise RuntimeError("_feature_slots: the model has no side features")
+        n_known = network.feature_embedding.num_embeddings - 1
+        features = self.item_features[: min(n_items, self.item_features.shape[0])]
+        features = features[:, :n_known].tocsr()
+        lengths = np.zeros(n_items + 1, dtype=np.int64)
+        lengths[1 : 1 + features.shape[0]] = np.diff(features.indptr)
+        slots = np.zeros((n_items + 1, max(1, int(lengths.max()))), dtype=np.int64)
+        rows = np.repeat(np.arange(n_items + 1), lengths)
+        columns = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        slots[rows, columns] = features.indices + 1
+        return slots
 
     # ------------------------------------------------------------------------------------------ training
     def _fit(self, interactions: Interactions, validation: RankingSplit | None = None) -> None:
@@ -215,7 +352,10 @@ class SASRec(Recommender):
             interactions, held_out = hold_out_last(interactions)
         else:
             held_out = (validation.history, validation.targets)
-        self.network = SASRecNetwork(interactions.n_items, config)
+        n_features = self._n_features()
+        self.network = SASRecNetwork(interactions.n_items, config, n_features)
+        if n_features:
+            self.network.set_feature_slots(self._feature_slots(interactions.n_items))
         self._init_weights()
         self.optimizer = torch.optim.AdamW(
             self.network.parameters(), lr=config.learning_rate, betas=(0.9, 0.98), weight_decay=config.weight_decay
@@ -277,8 +417,8 @@ class SASRec(Recommender):
             if parameter.dim() >= 2:
                 with torch.no_grad():
                     parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
-                    if "item_embedding" in name:
-                        parameter[0].zero_()
+                    if "item_embedding" in name or "feature_embedding" in name:
+                        parameter[0].zero_()  # padding rows
 
     def _set_sampling_distribution(self, interactions: Interactions, blend: bool = False) -> None:
         counts = np.bincount(interactions.item_ids, minlength=interactions.n_items).astype(np.float64)
@@ -304,8 +444,9 @@ class SASRec(Recommender):
             batch = torch.from_numpy(padded_sequences(windows.select(rows), width))
             inputs, targets = batch[:, :-1], batch[:, 1:]
             mask = inputs > 0
-            hidden = network(inputs)[mask]  # [n_positions, dim]
-            loss = self._loss(hidden, targets[mask], rng)
+            table = network.item_table()  # [n_items + 1, dim], once for the inputs and the output scores
+            hidden = network(inputs, table)[mask]  # [n_positions, dim]
+            loss = self._loss(hidden, targets[mask], rng, table[1:])
             self._steps += 1
             scale = min(1.0, self._steps / config.warmup_steps) if config.warmup_steps > 0 else 1.0
             for group in optimizer.param_groups:
@@ -317,9 +458,11 @@ class SASRec(Recommender):
             count += len(hidden)
         return total / max(count, 1)
 
-    def _loss(self, hidden: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """``hidden``: ``[n, dim]`` at non-padding positions; ``targets``: ``[n]`` network rows of the next items."""
-        items = self._net().item_vectors()  # [n_items, dim]
+    def _loss(
+        self, hidden: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator, items: torch.Tensor
+    ) -> torch.Tensor:
+        """``hidden``: ``[n, dim]`` at non-padding positions; ``targets``: ``[n]`` network rows of the next
+        items; ``items``: ``[n_items, dim]`` the output item table."""
         loss_name = self.config.loss
         if loss_name == "softmax":
             return F.cross_entropy(hidden @ items.T, targets - 1)
@@ -385,11 +528,12 @@ class SASRec(Recommender):
         order = np.argsort(lengths, kind="stable")
         out = np.empty((len(known), self.config.dim), dtype=np.float32)
         with torch.inference_mode():
+            table = network.item_table() if network.feature_embedding is not None else None
             for start in range(0, len(order), 256):
                 rows = order[start : start + 256]
                 width = int(max(1, lengths[rows].max()))
                 sequences = torch.from_numpy(padded_sequences(known.select(rows), width))
-                out[rows] = network(sequences)[:, -1, :].numpy()
+                out[rows] = network(sequences, table)[:, -1, :].numpy()
         return out
 
     def item_vectors(self) -> np.ndarray:
@@ -404,23 +548,70 @@ class SASRec(Recommender):
 
     # ------------------------------------------------------------------------------------------ growth & state
     def _grow_items(self, n_items: int) -> None:
-        """Append rows for new items, initialised to the mean item vector; keep AdamW state of old rows."""
-        network, optimizer = self._net(), self._optimizer()
+        """Append rows for new items; keep the AdamW state of old rows (new rows start with zero moments).
+
+        A new item starts at the centroid of the known items that share its side features (the mean,
+        over its features, of each feature's mean item vector) when it has features the model has
+        seen on items; otherwise at the mean item vector. With features, its id row is that start
+        minus its feature part, so :meth:`item_vectors` returns the start itself.
+        """
+        network = self._net()
         old = network.item_embedding.weight
         n_old = old.shape[0] - 1
         if n_items <= n_old:
             return
         with torch.no_grad():
-            mean = old[1:].mean(dim=0, keepdim=True)
-            grown = nn.Parameter(torch.cat([old.detach(), mean.expand(n_items - n_old, -1)], dim=0))
-        network.item_embedding.weight = grown
-        network.item_embedding.num_embeddings = n_items + 1
+            if network.feature_embedding is None:
+                self._append_rows(network.item_embedding, old[1:].mean(dim=0, keepdim=True).expand(n_items - n_old, -1))
+                return
+            starts = self._new_item_starts(network.item_vectors().detach().numpy(), n_items)
+            self._append_rows(network.item_embedding, torch.zeros(n_items - n_old, old.shape[1]))
+            network.set_feature_slots(self._feature_slots(n_items))
+            network.item_embedding.weight[n_old + 1 :] = torch.from_numpy(starts) - network.feature_vectors()[n_old:]
+
+    def _new_item_starts(self, old_vectors: np.ndarray, n_items: int) -> np.ndarray:
+        """``[n_items - n_old, dim]`` initial vectors of new items from ``old_vectors`` ``[n_old, dim]``."""
+        n_old = old_vectors.shape[0]
+        old64 = old_vectors.astype(np.float64)
+        mean = old64.mean(axis=0)
+        starts = np.tile(mean, (n_items - n_old, 1))
+        features, network = self.item_features, self._net()
+        if features is None or network.feature_embedding is None or features.shape[0] <= n_old:
+            return starts.astype(np.float32)
+        n_known = network.feature_embedding.num_embeddings - 1
+        features = features[:, :n_known].tocsr()
+        described = features[:n_old]  # [n_described_old, n_known]
+        counts = np.asarray(described.sum(axis=0)).ravel()  # old items per feature
+        centroids = (described.T @ old64[: described.shape[0]]) / np.maximum(counts, 1)[:, None]  # [n_known, dim]
+        new = features[n_old:n_items] @ sp.diags((counts > 0).astype(np.float64))  # features seen on old items
+        usable = np.asarray(new.sum(axis=1)).ravel()
+        rows = np.flatnonzero(usable > 0)
+        starts[rows] = (new[rows] @ centroids) / usable[rows, None]
+        return starts.astype(np.float32)
+
+    def _grow_features(self, n_features: int) -> None:
+        """Append feature rows (at the mean feature vector) for feature columns the table lacks."""
+        embedding = self._net().feature_embedding
+        if embedding is None or n_features <= embedding.num_embeddings - 1:
+            return
+        with torch.no_grad():
+            weight = embedding.weight
+            mean = weight[1:].mean(dim=0, keepdim=True)
+            self._append_rows(embedding, mean.expand(n_features + 1 - weight.shape[0], -1))
+
+    def _append_rows(self, module: nn.Embedding | nn.EmbeddingBag, rows: torch.Tensor) -> None:
+        """Replace ``module.weight`` by itself plus ``rows`` ``[n_new, dim]``; AdamW moments of old rows are kept."""
+        optimizer = self._optimizer()
+        old = module.weight
+        grown = nn.Parameter(torch.cat([old.detach(), rows], dim=0))
+        module.weight = grown
+        module.num_embeddings = grown.shape[0]
         state = optimizer.state.pop(old, None)
         for group in optimizer.param_groups:
             group["params"] = [grown if p is old else p for p in group["params"]]
-        if state:  # AdamW moments of existing rows are kept; new rows start from zero
+        if state:  # new rows start from zero moments
             optimizer.state[grown] = {
-                key: torch.cat([value, value.new_zeros(n_items - n_old, *value.shape[1:])])
+                key: torch.cat([value, value.new_zeros(len(rows), *value.shape[1:])])
                 if torch.is_tensor(value) and value.dim() == 2
                 else value
                 for key, value in state.items()
@@ -439,11 +630,29 @@ class SASRec(Recommender):
     def _get_state(self) -> dict[str, np.ndarray]:
         state = {f"network.{k}": v.detach().numpy() for k, v in self._net().state_dict().items()}
         state["item_log_q"] = self.item_log_q
+        if self.item_features is not None:
+            state["item_features.indptr"] = self.item_features.indptr.astype(np.int64)
+            state["item_features.indices"] = self.item_features.indices.astype(np.int64)
+            state["item_features.shape"] = np.array(self.item_features.shape, dtype=np.int64)
+        if self.feature_names is not None:
+            state["feature_names"] = np.array(self.feature_names, dtype=np.str_)
         return state
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         n_items = state["network.item_embedding.weight"].shape[0] - 1
-        self.network = SASRecNetwork(n_items, self.config)
+        self.item_features = None
+        if "item_features.shape" in state:
+            indices = state["item_features.indices"]
+            self.item_features = sp.csr_matrix(
+                (np.ones(len(indices), dtype=np.float32), indices, state["item_features.indptr"]),
+                shape=tuple(int(x) for x in state["item_features.shape"]),
+            )
+        self.feature_names = [str(name) for name in state["feature_names"]] if "feature_names" in state else None
+        feature_weight = state.get("network.feature_embedding.weight")
+        n_features = 0 if feature_weight is None else feature_weight.shape[0] - 1
+        self.network = SASRecNetwork(n_items, self.config, n_features)
+        if n_features:
+            self.network.set_feature_slots(self._feature_slots(n_items))
         self.network.load_state_dict(
             {
                 k.removeprefix("network."): torch.from_numpy(np.array(v))
