@@ -1,0 +1,67 @@
+"""SASRec's full-softmax loss: computed in chunks it equals one cross-entropy; bfloat16 logits stay close."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from liverec.data.interactions import Interactions
+from liverec.data.splits import leave_one_out
+from liverec.models import sasrec
+from liverec.models.sasrec import SASRec
+
+
+def loss_and_grads(model: SASRec, seed: int = 0) -> tuple[float, torch.Tensor, torch.Tensor, float]:
+    """The model's loss on random inputs, its gradients, and the reference: one ``F.cross_entropy``."""
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(300, 8, generator=generator, requires_grad=True)
+    items = torch.randn(37, 8, generator=generator, requires_grad=True)
+    targets = torch.randint(0, 37, (300,), generator=generator)
+    loss = model._full_softmax_loss(hidden, targets, items)
+    loss.backward()
+    assert hidden.grad is not None and items.grad is not None
+    grads = hidden.grad.clone(), items.grad.clone()
+    reference = F.cross_entropy(hidden.detach() @ items.detach().T, targets)
+    return float(loss.detach()), *grads, float(reference)
+
+
+def test_chunked_softmax_loss_equals_one_cross_entropy(monkeypatch: pytest.MonkeyPatch) -> None:
+    whole_loss, whole_hidden, whole_items, reference = loss_and_grads(SASRec())
+    monkeypatch.setattr(sasrec, "SOFTMAX_CHUNK_LOGITS", 37 * 64)  # chunks of 64 rows: 5 chunks for 300 rows
+    chunked_loss, chunked_hidden, chunked_items, _ = loss_and_grads(SASRec())
+    assert whole_loss == pytest.approx(reference, rel=1e-6)
+    assert chunked_loss == pytest.approx(reference, rel=1e-6)
+    torch.testing.assert_close(chunked_hidden, whole_hidden, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(chunked_items, whole_items, rtol=1e-5, atol=1e-7)
+
+
+def test_bfloat16_logits_stay_close_to_float32() -> None:
+    loss, hidden_grad, items_grad, reference = loss_and_grads(SASRec(logits_dtype="bfloat16"))
+    _, hidden_ref, items_ref, _ = loss_and_grads(SASRec())
+    assert loss == pytest.approx(reference, rel=2e-2)
+    assert float((hidden_grad - hidden_ref).norm() / hidden_ref.norm()) < 2e-2
+    assert float((items_grad - items_ref).norm() / items_ref.norm()) < 2e-2
+
+
+def test_bfloat16_logits_learn_a_planted_successor() -> None:
+    rng = np.random.default_rng(0)
+    n_users, length, n_items = 120, 12, 30
+    items = (rng.integers(0, n_items, n_users)[:, None] + np.arange(length)[None, :]) % n_items  # next = item + 1
+    data = Interactions.from_arrays(
+        np.repeat(np.arange(n_users), length), items.ravel(), np.tile(np.arange(length, dtype=float), n_users)
+    )
+    validation, test = leave_one_out(data)
+    model = SASRec(
+        logits_dtype="bfloat16", dim=32, max_len=16, batch_size=32, learning_rate=5e-3, warmup_steps=0,
+        max_epochs=60, patience=60, n_threads=1, dropout=0.0,
+    ).fit(test.train, validation=validation)  # fmt: skip
+    ids, _ = model.recommend(test.history, k=1)
+    expected = (test.history.items[test.history.indptr[1:] - 1] + 1) % n_items
+    assert (ids[:, 0] == expected).mean() > 0.9
+
+
+def test_bad_logits_dtype_is_rejected() -> None:
+    with pytest.raises(ValueError, match="logits_dtype: expected 'float32' or 'bfloat16', got 'float16'"):
+        SASRec(logits_dtype="float16")
