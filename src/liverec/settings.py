@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     max_k: int = Field(1000, ge=1, description="largest k a request may ask for")
     ann_threshold: int = Field(200_000, ge=1, description="catalogue size from which retrieval uses FAISS")
     model_poll_interval_s: float = Field(1.0, gt=0, description="how often serve checks for a newly promoted model")
-    torch_threads: int = Field(1, ge=1, description="intra-op torch threads per scoring call")
+    torch_threads: int = Field(1, ge=1, description="threads per scoring call (torch intra-op and NumPy BLAS)")
     compute_threads: int = Field(1, ge=1, description="threads that score recommendation requests")
 
     updater: bool = Field(True, description="run the online updater as a child process of serve")
