@@ -112,7 +112,6 @@ def test_bad_config_is_rejected() -> None:
         SASRec(dim=30, n_heads=4)
 
 
-
 def test_one_user_fast_path_equals_the_batch_path() -> None:
     rng = np.random.default_rng(0)
     users = rng.integers(0, 40, size=800)

@@ -542,7 +542,8 @@ class SASRec(Recommender):
             rows = np.repeat(np.arange(len(known)), known.lengths())
             lengths = np.bincount(rows[keep], minlength=len(known))
             known = Histories(known.users, np.concatenate([[0], np.cumsum(lengths)]), known.items[keep])
-        network.eval()
+        if network.training:  # .eval() walks every submodule: ~0.25 ms, an eighth of a served request
+            network.eval()
         if len(known) == 1:  # the serving path: one user, no sorting or chunking
             recent = known.items[-self.config.max_len :] + 1
             sequence = torch.from_numpy(recent if len(recent) else np.zeros(1, dtype=np.int64))[None]
