@@ -58,7 +58,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from liverec.data.interactions import Histories, Interactions
 from liverec.data.splits import RankingSplit
-from liverec.models.sasrec import SASRec, SASRecConfig, SASRecNetwork, _windows, padded_sequences
+from liverec.models.sasrec import SASRec, SASRecConfig, SASRecNetwork
 
 __all__ = ["BACKENDS", "DistributedFit", "World", "fit_distributed", "main", "resolve_backend"]
 
@@ -203,48 +203,38 @@ class _DistributedSASRec(SASRec):
         return self._dist_ddp
 
     def _train_epoch(self, histories: Histories, rng: np.random.Generator) -> float:
-        """One pass over every user's window, each global batch shared out across the ranks.
-
-        Mirrors :meth:`SASRec._train_epoch` (same draws from ``rng``, same batches, same step
-        schedule); with one process it is that method exactly.
-        """
+        """:meth:`SASRec._train_epoch` (every rank draws the same global batches from ``rng``), timed; the
+        hooks below share each batch out across the ranks. With one process it is that method exactly."""
         started = time.perf_counter()
-        network, optimizer, config = self._net(), self._optimizer(), self.config
-        ddp = self._dist_wrapped(network)
-        network.train()
+        self._dist_wrapped(self._net())
+        loss = super()._train_epoch(histories, rng)
+        self._dist_train_seconds.append(time.perf_counter() - started)
+        return loss
+
+    def _batch_share(self, rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, float]:
+        """This rank's strided share of the batch, weighted by its share of the batch's positions, so that
+        the gradient DDP averages over the ranks is the one-process batch gradient."""
         rank, world_size = self._dist_world.rank, self._dist_world.world_size
-        windows = _windows(histories, config.max_len + 1, rng if config.crop == "random" else None)
-        lengths = windows.lengths()
-        by_length = np.lexsort((rng.random(len(lengths)), lengths))
-        batches = [by_length[i : i + config.batch_size] for i in range(0, len(by_length), config.batch_size)]
+        mine = rows[rank::world_size]
+        if len(mine) == 0:  # fewer users than ranks in this batch: step in time, contribute nothing
+            return rows[:1], 0.0
+        # positions in a window of L items: L - 1 (every item but the last is an input)
+        return mine, world_size * float((lengths[mine] - 1).sum()) / float((lengths[rows] - 1).sum())
+
+    def _batch_tensor(self, batch: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(batch).to(self._dist_device)
+
+    def _batch_forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden, table = self._dist_wrapped(self._net())(inputs)  # DDP all-reduces the gradients in backward
+        return hidden, table
+
+    def _epoch_loss_rng(self, rng: np.random.Generator) -> np.random.Generator:
         # bce draws one negative per position, a count that differs between ranks: from the rank's own
         # stream, so the shared one stays in step (sampled-softmax draws a fixed count: shared negatives)
-        loss_rng = self._dist_loss_rng if config.loss == "bce" and world_size > 1 else rng
-        total, count = 0.0, 0
-        for index in rng.permutation(len(batches)):
-            rows = batches[index]
-            mine = rows[rank::world_size]
-            # positions in a window of L items: L - 1 (every item but the last is an input)
-            weight = world_size * float((lengths[mine] - 1).sum()) / float((lengths[rows] - 1).sum())
-            if len(mine) == 0:  # fewer users than ranks in this batch: step in time, contribute nothing
-                mine, weight = rows[:1], 0.0
-            width = int(lengths[mine].max())
-            batch = torch.from_numpy(padded_sequences(windows.select(mine), width)).to(self._dist_device)
-            inputs, targets = batch[:, :-1], batch[:, 1:]
-            hidden, table = ddp(inputs)
-            loss = self._loss(hidden, targets[inputs > 0], loss_rng, table[1:])
-            self._steps += 1
-            scale = min(1.0, self._steps / config.warmup_steps) if config.warmup_steps > 0 else 1.0
-            for group in optimizer.param_groups:
-                group["lr"] = config.learning_rate * scale * self._lr_scale
-            optimizer.zero_grad(set_to_none=True)
-            (loss * weight).backward()  # DDP averages the ranks' gradients during the backward pass
-            optimizer.step()
-            if weight > 0:
-                total += float(loss.detach()) * len(hidden)
-                count += len(hidden)
-        self._dist_train_seconds.append(time.perf_counter() - started)
-        if world_size == 1:
+        return self._dist_loss_rng if self.config.loss == "bce" and self._dist_world.world_size > 1 else rng
+
+    def _epoch_mean_loss(self, total: float, count: int, rng: np.random.Generator) -> float:
+        if self._dist_world.world_size == 1:
             return total / max(count, 1)
         stats = self._dist_gather([total, float(count), _fingerprint(rng)])
         if len(set(stats[:, 2].tolist())) > 1:

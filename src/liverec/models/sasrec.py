@@ -435,7 +435,12 @@ class SASRec(Recommender):
         self.item_log_q = np.log(weights / weights.sum())
 
     def _train_epoch(self, histories: Histories, rng: np.random.Generator) -> float:
-        """One pass over every user's window; batches group users of similar length (little padding)."""
+        """One pass over every user's window; batches group users of similar length (little padding).
+
+        The loop is shared with distributed training (``liverec.models.distributed``), which overrides
+        the four ``_batch_*`` / ``_epoch_*`` hooks below: its ranks draw the same batches from ``rng`` and
+        each trains its share of every batch.
+        """
         network, optimizer, config = self._net(), self._optimizer(), self.config
         network.train()
         windows = _windows(histories, config.max_len + 1, rng if config.crop == "random" else None)
@@ -443,25 +448,47 @@ class SASRec(Recommender):
         # sort by length with random tie order, cut into batches, visit batches in random order
         by_length = np.lexsort((rng.random(len(lengths)), lengths))
         batches = [by_length[i : i + config.batch_size] for i in range(0, len(by_length), config.batch_size)]
+        loss_rng = self._epoch_loss_rng(rng)
         total, count = 0.0, 0
         for index in rng.permutation(len(batches)):
-            rows = batches[index]
+            rows, weight = self._batch_share(batches[index], lengths)
             width = int(lengths[rows].max())
-            batch = torch.from_numpy(padded_sequences(windows.select(rows), width))
+            batch = self._batch_tensor(padded_sequences(windows.select(rows), width))
             inputs, targets = batch[:, :-1], batch[:, 1:]
-            mask = inputs > 0
-            table = network.item_table()  # [n_items + 1, dim], once for the inputs and the output scores
-            hidden = network(inputs, table)[mask]  # [n_positions, dim]
-            loss = self._loss(hidden, targets[mask], rng, table[1:])
+            hidden, table = self._batch_forward(inputs)  # hidden at non-padding positions, the item table used
+            loss = self._loss(hidden, targets[inputs > 0], loss_rng, table[1:])
             self._steps += 1
             scale = min(1.0, self._steps / config.warmup_steps) if config.warmup_steps > 0 else 1.0
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate * scale * self._lr_scale
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if weight == 1.0 else loss * weight).backward()
             optimizer.step()
-            total += float(loss.detach()) * len(hidden)
-            count += len(hidden)
+            if weight > 0:
+                total += float(loss.detach()) * len(hidden)
+                count += len(hidden)
+        return self._epoch_mean_loss(total, count, rng)
+
+    # hooks of the training loop (one process: the whole batch, on the CPU, the epoch's own generator)
+    def _batch_share(self, rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, float]:
+        """The rows of a batch this process trains, and the weight of its loss in the batch's gradient."""
+        return rows, 1.0
+
+    def _batch_tensor(self, batch: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(batch)
+
+    def _batch_forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states at the non-padding positions ``[n, dim]`` and the item table ``[n_items + 1, dim]``
+        they are scored against (built once per step: it feeds both the inputs and the output scores)."""
+        network = self._net()
+        table = network.item_table()
+        return network(inputs, table)[inputs > 0], table
+
+    def _epoch_loss_rng(self, rng: np.random.Generator) -> np.random.Generator:
+        """The generator the loss draws negatives from."""
+        return rng
+
+    def _epoch_mean_loss(self, total: float, count: int, rng: np.random.Generator) -> float:
         return total / max(count, 1)
 
     def _loss(
