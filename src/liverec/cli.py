@@ -187,6 +187,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as error:
         raise UsageError(f"--param: {error}") from None
     model.progress = not args.quiet and sys.stderr.isatty()
+    set_features = getattr(model, "set_item_features", None)
+    if set_features is not None and dataset.items is not None:  # genres; used with --param side_features=true
+        set_features(*dataset.items.genre_matrix())
     started = time.perf_counter()
     model.fit(split.train, validation=validation)
     seconds["fit"] = time.perf_counter() - started
