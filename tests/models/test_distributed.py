@@ -114,7 +114,7 @@ def test_one_process_is_sasrec_fit_bit_for_bit(reports: dict[str, Any], split: A
     ]
     assert [{key: value for key, value in entry.items() if key != "seconds"} for entry in one["history"]] == expected
     # the registered model (--save) is a plain SASRec with the reference's weights and config
-    registry = ModelRegistry(reports["registry"])
+    registry = ModelRegistry(reports["registry"] / "models")
     loaded = registry.load(one["version"])
     assert type(loaded.model) is SASRec
     assert loaded.model.config == reference.config

@@ -382,7 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", type=float, default=300.0, metavar="SECONDS", help="how long a rank waits for the others"
     )
-    parser.add_argument("--save", type=Path, metavar="DIR", help="register the model in the model registry at DIR")
+    parser.add_argument(
+        "--save",
+        type=Path,
+        metavar="DIR",
+        help="register the model in the data folder DIR (its models/ registry, as liverec train --data-dir does; "
+        "with LIVEREC_BACKEND=redis a promotion is announced to every replica)",
+    )
     parser.add_argument("--promote", action="store_true", help="with --save: serve the new version")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -403,9 +409,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from liverec.backends import open_registry
     from liverec.cli import UsageError, load_input, make_split, parse_params
     from liverec.evaluation.protocols import evaluate_ranking
-    from liverec.registry import ModelRegistry
+    from liverec.settings import Settings
 
     world = World.from_environment()
     params = parse_params("sasrec", args.param)
@@ -452,7 +459,7 @@ def _run(args: argparse.Namespace) -> int:
         "machine": {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]},
     }
     if args.save is not None:
-        registry = ModelRegistry(args.save)
+        registry = open_registry(Settings.load(data_dir=args.save))
         training = {
             "source": source,
             "distributed": {"world_size": fit.world.world_size, "backend": fit.backend},
