@@ -345,17 +345,7 @@ class SQLiteEventLog:
         attributes: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Create or replace an item's record (every field; PUT semantics); durable on return."""
-        if isinstance(categories, str):
-            raise TypeError("categories must be a list of strings, not one string")
-        record = {
-            "item_id": item_id,
-            "title": title,
-            "categories": [str(category) for category in categories],
-            "available": bool(available),
-            "attributes": attributes,
-            "updated_at": time.time(),
-            "deleted": False,
-        }
+        record = item_record(item_id, title, categories, available, attributes)
         row = (
             item_id,
             title,
@@ -573,6 +563,32 @@ def _row(event: Event, received: float) -> Row:
 def _stored(row: Row, offset: int) -> StoredEvent:
     context = None if row[6] is None else json.loads(row[6])
     return StoredEvent(row[0], row[1], row[2], row[3], row[4], row[5], context, row[7], offset=offset)
+
+
+def item_record(
+    item_id: str,
+    title: str | None = None,
+    categories: Iterable[str] = (),
+    available: bool = True,
+    attributes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A catalogue record as every event log stores and returns it."""
+    if isinstance(categories, str):
+        raise TypeError("categories must be a list of strings, not one string")
+    return {
+        "item_id": item_id,
+        "title": title,
+        "categories": [str(category) for category in categories],
+        "available": bool(available),
+        "attributes": attributes,
+        "updated_at": time.time(),
+        "deleted": False,
+    }
+
+
+def tombstone_record(item_id: str) -> dict[str, Any]:
+    """The record of a deleted item: never recommended again until it is put back."""
+    return {**item_record(item_id, available=False), "deleted": True}
 
 
 def _as_list(column: Sequence[Any] | np.ndarray) -> list[Any]:

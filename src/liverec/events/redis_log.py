@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from liverec.events.log import AppendResult, ImportResult, StoredEvent
+from liverec.events.log import AppendResult, ImportResult, StoredEvent, item_record, tombstone_record
 from liverec.events.schema import Event
 
 __all__ = ["BackendUnavailable", "RedisEventLog", "delete_prefix", "redis_client"]
@@ -284,17 +284,7 @@ class RedisEventLog:
         attributes: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Create or replace an item's record (every field; PUT semantics)."""
-        if isinstance(categories, str):
-            raise TypeError("categories must be a list of strings, not one string")
-        record = {
-            "item_id": item_id,
-            "title": title,
-            "categories": [str(category) for category in categories],
-            "available": bool(available),
-            "attributes": attributes,
-            "updated_at": time.time(),
-            "deleted": False,
-        }
+        record = item_record(item_id, title, categories, available, attributes)
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(self.catalog_key, item_id, json.dumps(record, ensure_ascii=False))
             pipe.rpush(self.catalog_changes_key, item_id)
@@ -303,15 +293,7 @@ class RedisEventLog:
 
     def delete_item(self, item_id: str) -> bool:
         """Replace the item's record with a tombstone; returns whether a live record existed."""
-        tombstone: dict[str, Any] = {
-            "item_id": item_id,
-            "title": None,
-            "categories": [],
-            "available": False,
-            "attributes": None,
-            "updated_at": time.time(),
-            "deleted": True,
-        }
+        tombstone = tombstone_record(item_id)
         keys = [self.catalog_key, self.catalog_changes_key]
         return bool(self._delete_item(keys=keys, args=[item_id, json.dumps(tombstone)]))
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from liverec.events.log import tombstone_record
 from liverec.state.store import Catalogue, EventLike, StateConfig
 
 __all__ = ["RedisState"]
@@ -237,9 +238,7 @@ class RedisState:
         """Never recommend ``item_id`` (even if it first appears later); returns whether it was known."""
         known = item_id in self.item_index or self.client.hexists(self._key("item-index"), item_id)
         self.item(item_id)
-        tombstone: dict[str, Any] = {"item_id": item_id, "title": None, "categories": [], "available": False}
-        tombstone["deleted"] = True
-        self._write_record(item_id, tombstone)
+        self._write_record(item_id, tombstone_record(item_id))
         return bool(known)
 
     def _write_record(self, item_id: str, record: Mapping[str, Any]) -> None:
