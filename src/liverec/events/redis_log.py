@@ -32,6 +32,7 @@ at-least-once, so whatever consumes must be idempotent (state application is, by
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
@@ -46,6 +47,9 @@ from liverec.events.log import AppendResult, ImportResult, StoredEvent, item_rec
 from liverec.events.schema import Event
 
 __all__ = ["BackendUnavailable", "RedisEventLog", "delete_prefix", "redis_client"]
+
+#: The fields of an event, in order (a stored event adds its offset).
+_EVENT_FIELDS = tuple(field.name for field in dataclasses.fields(Event))
 
 #: Events per append script call during bulk imports (one script blocks Redis while it runs: keep it short).
 IMPORT_CHUNK = 1000
@@ -361,17 +365,7 @@ def _fields(event: Event, received: float) -> list[str]:
 
 
 def _stored_event(event: Event, offset: int) -> StoredEvent:
-    return StoredEvent(
-        event.event_id,
-        event.user_id,
-        event.item_id,
-        event.type,
-        float(event.timestamp),
-        event.value,
-        event.context,
-        event.recommendation_id,
-        offset=offset,
-    )
+    return StoredEvent(*(getattr(event, name) for name in _EVENT_FIELDS), offset=offset)
 
 
 def _parse(entry_id: str, fields: dict[str, str]) -> StoredEvent:
