@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=3)
     parser.add_argument("--every-events", type=int, default=1000)
     parser.add_argument("--gate-events", type=int, default=500)
+    parser.add_argument("--gate-sample-rate", type=float, default=1.0, help="fraction of events the gate ranks")
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = load_dataset(args.data)
@@ -57,7 +58,12 @@ def main() -> None:
             )
             import_dataset(dataset, log, source="ml", event_types=DEFAULT_EVENT_WEIGHTS)  # the rest (idempotent)
             last = log.last_offset()
-        config = UpdaterConfig(every_events=args.every_events, every_seconds=None, gate_events=args.gate_events)
+        config = UpdaterConfig(
+            every_events=args.every_events,
+            every_seconds=None,
+            gate_events=args.gate_events,
+            gate_sample_rate=args.gate_sample_rate,
+        )
         updater = Updater(root, DEFAULT_EVENT_WEIGHTS, config)
         assert updater.start()
         start_offset = updater.offset
@@ -80,6 +86,7 @@ def main() -> None:
                 "pretrain_fit_s": round(trained.fit_seconds, 1),
                 "every_events": args.every_events,
                 "gate_events": args.gate_events,
+                "gate_sample_rate": args.gate_sample_rate,
                 "torch_threads": 1,
             },
             "events_processed": processed,

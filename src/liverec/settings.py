@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     updater_replay_ratio: float = Field(1.0, ge=0, description="old users replayed per updated user")
     gate_events: int = Field(500, ge=1, description="new events a candidate is judged on before promotion")
     gate_margin: float = Field(0.0, ge=0, description="promote unless NDCG@10 is worse than serving by more")
+    gate_sample_rate: float = Field(
+        1.0, gt=0, le=1, description="fraction of new events the gate ranks (lower: faster updater, slower decisions)"
+    )
     retrain_interval_s: float | None = Field(None, gt=0, description="periodic full retraining (off when unset)")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -140,3 +140,28 @@ def test_periodic_full_retraining_goes_through_the_gate(folder: tuple[Path, list
     assert updater.decisions[0]["version"] == "v0002" and updater.decisions[0]["promoted"]
     assert updater.version == "v0002", "after a retrained version is promoted, the learner continues from it"
     updater.close()
+
+
+def test_gate_sample_rate_ranks_a_sample_and_still_decides_on_gate_events(folder: tuple[Path, list[Event]]) -> None:
+    from liverec.online.updater import _sampled
+
+    rate = 0.25
+    share = np.mean([_sampled(offset, rate) for offset in range(1, 20_001)])
+    assert abs(share - rate) < 0.02  # a fixed hash of the offset: reproducible, close to the rate
+    data_dir, rest = folder
+    config = UpdaterConfig(
+        every_events=400, every_seconds=None, gate_events=150, gate_margin=1.0, read_batch=200, gate_sample_rate=rate
+    )
+    updater = Updater(data_dir, DEFAULT_EVENT_WEIGHTS, config)
+    assert updater.start()
+    with SQLiteEventLog(data_dir / "events.db") as event_log:
+        event_log.append(rest[:2000])
+    while not updater.decisions and updater.step():
+        pass
+    decision = updater.decisions[0]
+    opened_at = ModelRegistry(data_dir / "models").manifest(decision["version"])["training"]["last_offset"]
+    assert decision["events"] == 150
+    # with every event ranked the decision would come ~150-200 events after the gate opened; a quarter
+    # of them ranked needs about four times as many
+    assert updater.offset - opened_at >= 3 * 150
+    updater.close()
