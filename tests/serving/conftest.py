@@ -142,15 +142,20 @@ def copy_log_to_redis(data_dir: Path, redis_url: str, prefix: str) -> int:
     return copied
 
 
+def move_to_redis(data_dir: Path, redis_url: str, prefix: str) -> dict[str, str]:
+    """Move a data folder's log into Redis (the SQLite file is removed so that no server can read it) and
+    return the environment that points `liverec` processes at it."""
+    copy_log_to_redis(data_dir, redis_url, prefix)
+    (data_dir / "events.db").unlink()
+    return {"LIVEREC_BACKEND": "redis", "LIVEREC_REDIS_URL": redis_url, "LIVEREC_REDIS_PREFIX": prefix}
+
+
 @pytest.fixture(params=["embedded", "redis"])
 def server(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[Server]:
     """`liverec serve` on each backend: the data folder's SQLite log, or the same events copied into Redis."""
     env: dict[str, str] = {}
     if request.param == "redis":
-        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-        copy_log_to_redis(data_dir, url, prefix)
-        (data_dir / "events.db").unlink()  # the server must not be reading the file
-        env = {"LIVEREC_BACKEND": "redis", "LIVEREC_REDIS_URL": url, "LIVEREC_REDIS_PREFIX": prefix}
+        env = move_to_redis(data_dir, request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
     running = Server(data_dir, env)
     running.backend = request.param
     yield running

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Prepared, Server, cluster_items, copy_log_to_redis
+from .conftest import Prepared, Server, cluster_items, move_to_redis
 
 UPDATER_ON = {
     "LIVEREC_UPDATER": "true",
@@ -26,10 +26,7 @@ def test_new_item_is_recommended_within_a_minute(
 ) -> None:
     env = dict(UPDATER_ON)
     if backend == "redis":  # the updater runs in serve's worker child: it tails the stream, announces promotions
-        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-        copy_log_to_redis(data_dir, url, prefix)
-        (data_dir / "events.db").unlink()
-        env |= {"LIVEREC_BACKEND": "redis", "LIVEREC_REDIS_URL": url, "LIVEREC_REDIS_PREFIX": prefix}
+        env |= move_to_redis(data_dir, request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
     server = Server(data_dir, env=env)
     anchor = cluster_items(prepared.truth, prepared.dataset, 0, 1)[0]
     new_item = "brand-new-item"

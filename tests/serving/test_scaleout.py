@@ -27,7 +27,7 @@ from liverec.events.schema import Event
 from liverec.state.redis_store import RedisState
 from liverec.state.store import State
 
-from .conftest import Prepared, Server, copy_log_to_redis
+from .conftest import Prepared, Server, move_to_redis
 
 
 class Worker:
@@ -66,12 +66,7 @@ def wait_for(condition: Any, timeout: float, what: str) -> None:
 def test_two_replicas_two_workers_and_a_worker_killed_mid_stream(
     data_dir: Path, prepared: Prepared, redis_url: str, redis_prefix: str
 ) -> None:
-    copy_log_to_redis(data_dir, redis_url, redis_prefix)
-    (data_dir / "events.db").unlink()
-    env = {
-        "LIVEREC_BACKEND": "redis",
-        "LIVEREC_REDIS_URL": redis_url,
-        "LIVEREC_REDIS_PREFIX": redis_prefix,
+    env = move_to_redis(data_dir, redis_url, redis_prefix) | {
         "LIVEREC_WORKER_CLAIM_IDLE_S": "1",
         # the updater runs in a worker but must not promote during the test: both replicas must serve one version
         "LIVEREC_UPDATER_EVERY_EVENTS": "100000000",
@@ -171,14 +166,7 @@ def test_two_replicas_two_workers_and_a_worker_killed_mid_stream(
 
 def test_a_promotion_reaches_every_replica_over_redis(data_dir: Path, redis_url: str, redis_prefix: str) -> None:
     """Replicas poll the registry only every 10 minutes here: a prompt swap on both is the announcement's doing."""
-    copy_log_to_redis(data_dir, redis_url, redis_prefix)
-    (data_dir / "events.db").unlink()
-    env = {
-        "LIVEREC_BACKEND": "redis",
-        "LIVEREC_REDIS_URL": redis_url,
-        "LIVEREC_REDIS_PREFIX": redis_prefix,
-        "LIVEREC_MODEL_POLL_INTERVAL_S": "600",
-    }
+    env = move_to_redis(data_dir, redis_url, redis_prefix) | {"LIVEREC_MODEL_POLL_INTERVAL_S": "600"}
     replicas = [Server(data_dir, env), Server(data_dir, env)]
     try:
         assert {r.client.get("/v1/models").json()["serving"] for r in replicas} == {"v0001"}
