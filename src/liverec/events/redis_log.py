@@ -240,13 +240,16 @@ class RedisEventLog:
             return False
 
     # -- consumer groups -------------------------------------------------------------------------
-    def ensure_group(self, group: str) -> None:
-        """Create consumer group ``group`` reading from the start of the log (no-op if it exists)."""
+    def ensure_group(self, group: str, consumer: str | None = None) -> None:
+        """Create consumer group ``group`` reading from the start of the log (no-op if it exists), and
+        ``consumer`` in it: a member is listed (``XINFO``) from the start, not only once it got entries."""
         try:
             self.client.xgroup_create(self.stream, group, id="0", mkstream=True)
         except Exception as error:
             if "BUSYGROUP" not in str(error):
                 raise
+        if consumer is not None:
+            self.client.xgroup_createconsumer(self.stream, group, consumer)
 
     def consume(self, group: str, consumer: str, count: int = 1000, block_ms: int = 1000) -> list[StoredEvent]:
         """New entries for ``consumer`` of ``group`` (pending until :meth:`ack`); waits up to ``block_ms``."""

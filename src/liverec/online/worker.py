@@ -70,7 +70,7 @@ class StateApplier:
         self.claim_idle_ms = claim_idle_ms
         self.delivered = 0  # entries this consumer processed
         self.applied = 0  # ... of which it applied first (the rest were already applied)
-        self.log.ensure_group(group)
+        self.log.ensure_group(group, self.consumer)
 
     def step(self) -> int:
         """Process reclaimed entries, else wait up to ``block_ms`` for new ones; returns how many."""
