@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     default_k: int = Field(10, ge=1, description="recommendations returned when k is not given")
     max_k: int = Field(1000, ge=1, description="largest k a request may ask for")
     ann_threshold: int = Field(200_000, ge=1, description="catalogue size from which retrieval uses FAISS")
+    compact_threshold: int = Field(
+        50_000,
+        ge=1,
+        description="catalogue size from which exact retrieval scans a float16 copy of the item vectors "
+        "(FAISS) and re-ranks in float32 (same results, about half the memory traffic)",
+    )
     model_poll_interval_s: float = Field(1.0, gt=0, description="how often serve checks for a newly promoted model")
     torch_threads: int = Field(1, ge=1, description="threads per scoring call (torch intra-op and NumPy BLAS)")
     compute_threads: int = Field(1, ge=1, description="threads that score recommendation requests")

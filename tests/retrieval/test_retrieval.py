@@ -348,3 +348,65 @@ def test_missing_faiss_stays_exact_and_warns(
     ids, _ = index.search(queries, 20, allowed)
     expected_ids, _ = reference_top_k(queries @ items[:5_000].T, 20, allowed)
     np.testing.assert_array_equal(ids, expected_ids)
+
+
+# ----------------------------------------------------------------- exact scans from a float16 copy
+@pytest.mark.parametrize("mask_kind", ["none", "shared", "sparse", "per_row"])
+def test_compact_scan_equals_the_float32_scan(mask_kind: str) -> None:
+    """Float16 candidates re-ranked in float32 give the float32 answer, including near-ties at the cut.
+
+    The re-rank and the float32 scan sum in different orders, so two items whose scores differ by less than
+    float32 rounding may swap: where the ids differ, their exact (float64) scores must be that close.
+    """
+    require_faiss()
+    rng = np.random.default_rng(5)
+    items = rng.standard_normal((4_000, 16)).astype(np.float32)
+    items[100:140] = items[7] + rng.standard_normal((40, 16)).astype(np.float32) * 1e-4  # near-ties
+    queries = np.vstack([rng.standard_normal((30, 16)).astype(np.float32), items[7:8] * 3])
+    allowed = {
+        "none": None,
+        "shared": rng.random(4_000) < 0.9,
+        "sparse": rng.random(4_000) < 0.004,  # fewer allowed items than fetched: every one is a candidate
+        "per_row": rng.random((31, 4_000)) < 0.8,
+    }[mask_kind]
+    compact = VectorIndex(items, compact_threshold=1_000)
+    assert compact.is_compact and compact.is_exact
+    plain = VectorIndex(items)
+    for k in (1, 10, 50):
+        ids, scores = compact.search(queries, k, allowed)
+        expected_ids, expected_scores = plain.search(queries, k, allowed)
+        np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-5)
+        rows, columns = np.nonzero(ids != expected_ids)
+        assert len(rows) <= 0.01 * ids.size
+        truth = queries.astype(np.float64) @ items.T.astype(np.float64)
+        np.testing.assert_allclose(
+            truth[rows, ids[rows, columns]], truth[rows, expected_ids[rows, columns]], rtol=1e-6, atol=1e-6
+        )
+
+
+def test_compact_scan_falls_back_where_the_rounding_bound_cannot_decide() -> None:
+    """Items that differ below float16 precision: the float16 order is arbitrary, the answer is not."""
+    require_faiss()
+    base = np.ones((2_000, 4), dtype=np.float32)
+    items = base + np.arange(2_000, dtype=np.float32)[:, None] * 1e-6  # all round to the same float16 vector
+    compact = VectorIndex(items, compact_threshold=1)
+    ids, _ = compact.search(np.ones(4, dtype=np.float32), 5)
+    np.testing.assert_array_equal(ids, [1999, 1998, 1997, 1996, 1995])
+
+
+def test_compact_copy_follows_added_and_updated_items() -> None:
+    require_faiss()
+    rng = np.random.default_rng(6)
+    items = rng.standard_normal((1_500, 8)).astype(np.float32)
+    compact = VectorIndex(items[:900], compact_threshold=1_000)
+    assert not compact.is_compact  # below the threshold: the float32 scan
+    compact.add(items[900:])
+    assert compact.is_compact
+    target = rng.standard_normal(8).astype(np.float32)
+    compact.update(np.array([3, 1_200]), np.vstack([target * 10, target * 9]))
+    ids, _ = compact.search(target, 2)
+    np.testing.assert_array_equal(ids, [3, 1_200])
+    grown = np.vstack([items, target[None] * 20])
+    compact.add(grown[-1:])
+    ids, _ = compact.search(target, 3)
+    np.testing.assert_array_equal(ids, [1_500, 3, 1_200])

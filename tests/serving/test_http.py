@@ -313,3 +313,23 @@ def test_unreachable_redis_stops_serve_and_worker_with_one_error_line(tmp_path: 
         # serve logs its settings first (JSON lines); the error itself is one plain line, the last
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("liverec: error: redis_url: cannot reach Redis"), result.stderr
+
+
+def test_float16_scan_serves_the_same_recommendations(data_dir: Path, prepared: Prepared) -> None:
+    """`compact_threshold` below the catalogue: the engine scans a float16 copy and re-ranks; same answers."""
+    plain = Engine(Settings.load(data_dir=data_dir, updater=False), background=False)
+    compact = Engine(Settings.load(data_dir=data_dir, updater=False, compact_threshold=1), background=False)
+    try:
+        assert plain.serving is not None and compact.serving is not None
+        assert plain.serving.index is not None and not plain.serving.index.is_compact
+        assert compact.serving.index is not None and compact.serving.index.is_compact
+        for user in [str(u) for u in prepared.dataset.user_map.external_ids[:40]]:
+            for exclude_seen in (True, False):
+                a = plain.recommend(user, k=20, exclude_seen=exclude_seen)
+                b = compact.recommend(user, k=20, exclude_seen=exclude_seen)
+                assert a.fallback is None and len(a.items) == 20
+                assert [i for i, _ in a.items] == [i for i, _ in b.items], user
+                np.testing.assert_allclose([s for _, s in a.items], [s for _, s in b.items], rtol=1e-5, atol=1e-5)
+    finally:
+        plain.close()
+        compact.close()

@@ -1,7 +1,8 @@
 """Top-k retrieval over the catalogue with allowed-item filters (see docs/architecture.md, "The running engine").
 
 Score-vector models (popularity, ItemKNN) go through :func:`top_k_allowed`; vector models (SASRec) through
-:class:`VectorIndex`, exact below ``ann_threshold`` items and FAISS IVF above. Both never return a disallowed
+:class:`VectorIndex`, exact below ``ann_threshold`` items (from a float16 copy with a float32 re-rank above
+``compact_threshold``) and FAISS IVF above. Both never return a disallowed
 item, return exactly ``k`` items whenever ``k`` are allowed, and break ties towards the lower item id.
 """
 

@@ -32,6 +32,15 @@ Design, measured on the shared 2-core development machine with d=64 (noisy: othe
   ones, and double the fetch while short; once the probed lists are exhausted (FAISS pads with -1) or the
   fetch reaches the catalogue, the row falls back to exact scoring restricted to the allowed items, so a
   filter never leaves fewer than ``k`` results when ``k`` items are eligible.
+* Exact scoring of large catalogues in float16 (``compact_threshold``): the scan reads the item vectors, a
+  memory-bound 26 MB at 100k x 64 floats, so above ``compact_threshold`` items a FAISS scalar-quantizer
+  index holds a float16 copy (half the bytes, and FAISS's scan fuses the top-k and the allowed-item bitmap).
+  It fetches the best ``k + 32`` allowed items by float16 score and re-ranks them in float32. The answer is
+  still the float32 scan's: the rounding of a vector to float16 moves a score by at most
+  ``|q| * max|v| * (2^-11 + d * 2^-23)`` (``E``), so an item left out, whose float16 score is at most the last
+  fetched one's ``c``, has an exact score of at most ``c + E``; when the k-th best re-ranked score is above
+  ``c + 2E`` nothing left out can enter the top-k, and otherwise (rare: near-ties at the cut) the row is
+  scored in float32. Per-row masks also take the float32 path. Figures: ``docs/results.md`` (issue 4).
 * The item vectors are also kept in NumPy (FAISS holds a second copy on the ANN path) for the exact
   fallbacks; in a growing buffer, so that adding live items one at a time costs amortised O(1), not a
   copy of the catalogue.
@@ -67,6 +76,10 @@ _EXACT_MIN_COUNT = 1024
 _GATHER_FRACTION = 0.5
 #: exact scoring works through the queries in chunks whose score matrix has at most this many entries (64 MB).
 _CHUNK_ENTRIES = 1 << 24
+#: candidates fetched beyond k by the float16 scan before the float32 re-rank.
+_COMPACT_EXTRA = 32
+#: largest coordinate stored in float16 (its maximum is 65504; beyond it vectors stay float32).
+_FLOAT16_SAFE = 60_000.0
 #: k-means training sample per IVF list (FAISS wants at least 39; more barely changes the centroids).
 _TRAIN_POINTS_PER_LIST = 64
 
@@ -93,6 +106,7 @@ class VectorIndex:
         nprobe: int = 32,
         over_fetch: float = 2.0,
         seed: int = 0,
+        compact_threshold: int | None = None,
     ) -> None:
         if metric not in ("ip", "cosine"):
             raise ValueError(f"metric: expected 'ip' or 'cosine', got {metric!r}")
@@ -117,7 +131,12 @@ class VectorIndex:
         self._buffer = self._prepare(vectors, "item_vectors")
         self._n = len(self._buffer)
         self._ann: Any = None
+        self._compact_threshold = compact_threshold
+        self._compact: Any = None  # FAISS float16 copy for exact scans (module docstring)
+        self._max_norm = 0.0
+        self.compact_fallbacks = 0  # rows the float16 scan could not decide (scored in float32 instead)
         self._maybe_build_ann()
+        self._maybe_build_compact()
 
     # ----------------------------------------------------------------- properties
     @property
@@ -129,6 +148,11 @@ class VectorIndex:
     def dim(self) -> int:
         """Vector dimension ``d``."""
         return self._dim
+
+    @property
+    def is_compact(self) -> bool:
+        """True while exact searches scan a float16 copy and re-rank in float32 (``compact_threshold``)."""
+        return self._ann is None and self._compact is not None
 
     @property
     def is_exact(self) -> bool:
@@ -153,6 +177,10 @@ class VectorIndex:
             self._ann.add(new)
         self._n = stop
         self._maybe_build_ann()
+        if self._compact is not None:
+            self._compact.add(new)
+            self._max_norm = max(self._max_norm, _max_norm(new))
+        self._maybe_build_compact()
         return np.arange(start, stop, dtype=np.int64)
 
     def update(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -175,6 +203,9 @@ class VectorIndex:
         self._buffer[ids] = new
         if self._ann is not None:
             self._ann.update_vectors(ids, new)
+        if self._compact is not None:  # the scalar quantizer cannot replace vectors: re-encode (~ms at 100k)
+            self._compact = None
+            self._maybe_build_compact()
 
     # ----------------------------------------------------------------- search
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -189,7 +220,9 @@ class VectorIndex:
         single = raw.ndim == 1
         batch = self._prepare(raw[None, :] if single else raw, "queries")
         mask = _check_mask(allowed, len(batch), self._n, single)
-        if self._ann is None:
+        if self._ann is None and self._compact is not None and (mask is None or mask.ndim == 1):
+            ids, scores = self._search_compact(batch, k, mask)
+        elif self._ann is None:
             ids, scores = self._search_exact(batch, k, mask)
         else:
             ids, scores = self._search_ann(batch, k, mask)
@@ -217,6 +250,37 @@ class VectorIndex:
         if columns is not None:
             found = ids >= 0
             ids[found] = columns[ids[found]]
+        return ids, scores
+
+    def _search_compact(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Float16 scan for candidates, float32 re-rank, float32 scan where the rounding bound cannot decide."""
+        faiss = _load_faiss()
+        n, n_rows = self._n, len(queries)
+        fetch = min(n, k + _COMPACT_EXTRA)
+        params = None
+        if allowed is not None:
+            bits = np.packbits(allowed, bitorder="little")
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits)))
+        approximate, found = self._compact.search(queries, fetch, params=params)
+        ids = np.full((n_rows, k), -1, dtype=np.int64)
+        scores = np.full((n_rows, k), -np.inf, dtype=np.float32)
+        valid = found >= 0
+        # the candidates in ascending id order (padding -1 first) for the lower-id tie rule
+        keys = np.where(valid, found, -1)
+        order = np.argsort(keys, axis=1)
+        keys = np.take_along_axis(keys, order, axis=1)
+        exact = np.einsum("rd,rcd->rc", queries, self._buffer[np.maximum(keys, 0)])
+        exact = np.where(keys >= 0, exact, -np.inf).astype(np.float32)
+        ids[:], scores[:] = top_k_candidates(keys, exact, k)
+        # every allowed item was fetched (a padded row) -> exact; else the bound must separate the cut
+        complete = ~valid.all(axis=1) | (fetch >= n)
+        bound = np.linalg.norm(queries, axis=1) * self._max_norm * (2.0**-11 + self._dim * 2.0**-23)
+        last_fetched = approximate[:, -1]
+        decided = complete | ((scores[:, -1] > last_fetched + 2 * bound) & (ids[:, -1] >= 0))
+        undecided = np.flatnonzero(~decided)
+        if len(undecided):
+            self.compact_fallbacks += len(undecided)
+            ids[undecided], scores[undecided] = self._search_exact(queries[undecided], k, allowed)
         return ids, scores
 
     def _search_ann(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -298,6 +362,23 @@ class VectorIndex:
         index.add(vectors)
         index.nprobe = min(self._nprobe, nlist)
         self._ann = index
+
+    def _maybe_build_compact(self) -> None:
+        """Keep a float16 copy for exact scans once the catalogue reaches ``compact_threshold`` (with FAISS)."""
+        if self._compact is not None or self._compact_threshold is None or self._n < max(self._compact_threshold, 1):
+            return
+        faiss = _load_faiss()
+        vectors = self._buffer[: self._n]
+        if faiss is None or np.abs(vectors).max(initial=0.0) > _FLOAT16_SAFE:
+            return
+        index = faiss.IndexScalarQuantizer(self._dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        index.add(vectors)
+        self._compact = index
+        self._max_norm = _max_norm(vectors)
+
+
+def _max_norm(vectors: np.ndarray) -> float:
+    return float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors).max(initial=0.0)))
 
 
 def exact_recall(index: VectorIndex, queries: np.ndarray, k: int = 10) -> float:

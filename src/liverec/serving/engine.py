@@ -75,7 +75,9 @@ class Recommendation:
 class ServingModel:
     """A registered model bound to the state's item indices (model order ↔ state order)."""
 
-    def __init__(self, loaded: LoadedModel, state: Any, ann_threshold: int) -> None:
+    def __init__(
+        self, loaded: LoadedModel, state: Any, ann_threshold: int, compact_threshold: int | None = None
+    ) -> None:
         self.version = loaded.version
         self.model = loaded.model
         self.manifest = loaded.manifest
@@ -83,7 +85,9 @@ class ServingModel:
         self._state_to_model = np.full(0, -1, dtype=np.int64)
         self.index: VectorIndex | None = None
         if hasattr(self.model, "user_vectors") and hasattr(self.model, "item_vectors"):
-            self.index = VectorIndex(self.model.item_vectors(), ann_threshold=ann_threshold)
+            self.index = VectorIndex(
+                self.model.item_vectors(), ann_threshold=ann_threshold, compact_threshold=compact_threshold
+            )
         self._identity = bool(np.array_equal(self.model_to_state, np.arange(len(self.model_to_state))))
 
     def to_model(self, state_items: np.ndarray) -> np.ndarray:
@@ -439,7 +443,12 @@ class Engine:
             self._model_stamp = stamp
             if version is None or (self._serving is not None and self._serving.version == version):
                 return False
-            serving = ServingModel(self.registry.load(version), self.state, self.settings.ann_threshold)
+            serving = ServingModel(
+                self.registry.load(version),
+                self.state,
+                self.settings.ann_threshold,
+                self.settings.compact_threshold,
+            )
             self._serving = serving
             self.stats.model_swaps += 1
             log.info("serving model", extra={"version": version, "model": serving.model.name})
