@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from liverec.data.interactions import Histories, Interactions
 from liverec.data.splits import leave_one_out
@@ -122,3 +123,96 @@ def test_one_user_fast_path_equals_the_batch_path() -> None:
     batch = model.user_vectors(histories)
     single = np.vstack([model.user_vectors(histories.select([r])) for r in range(len(histories))])
     np.testing.assert_allclose(single, batch, atol=1e-5)
+
+
+def _loss_inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of network rows (left-padded; row 0 repeats item row 3), hidden states at its inputs, an item table."""
+    generator = torch.Generator().manual_seed(seed)
+    batch = torch.tensor([[0, 3, 5, 3, 2], [4, 1, 2, 5, 6]])
+    hidden = torch.randn(int((batch[:, :-1] > 0).sum()), 8, generator=generator)
+    items = torch.randn(6, 8, generator=generator)
+    return batch, hidden, items
+
+
+def _hand_loss(batch: torch.Tensor, hidden: torch.Tensor, items: torch.Tensor, k: int, exclude_seen: bool) -> float:
+    """Mean over positions of the mean cross-entropy of the next ``k`` items, seen items out of the softmax."""
+    inputs = batch[:, :-1]
+    logits = (hidden @ items.T).detach().double().numpy()
+    per_position, n = [], 0
+    for b, p in zip(*np.nonzero(inputs.numpy()), strict=True):
+        prefix = {int(x) - 1 for x in inputs[b, : p + 1] if x > 0}
+        terms = []
+        for j in range(1, k + 1):
+            if p + j < batch.shape[1]:
+                target = int(batch[b, p + j]) - 1
+                keep = [i for i in range(items.shape[0]) if i == target or not (exclude_seen and i in prefix)]
+                terms.append(np.log(np.exp(logits[n, keep]).sum()) - logits[n, target])
+        per_position.append(np.mean(terms))
+        n += 1
+    return float(np.mean(per_position))
+
+
+def _model_loss(model: SASRec, batch: torch.Tensor, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    return model._loss(hidden, targets[inputs > 0], np.random.default_rng(0), items, *model._loss_context(batch))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("exclude_seen", [False, True])
+def test_seen_exclusion_and_future_window_equal_a_hand_computed_loss(k: int, exclude_seen: bool) -> None:
+    batch, hidden, items = _loss_inputs()
+    loss = _model_loss(SASRec(loss_exclude_seen=exclude_seen, future_window=k), batch, hidden, items)
+    assert float(loss) == pytest.approx(_hand_loss(batch, hidden, items, k, exclude_seen), rel=1e-5)
+
+
+def test_future_window_one_is_the_plain_loss_exactly() -> None:
+    batch, hidden, items = _loss_inputs()
+    plain_config = {"loss_exclude_seen": False, "future_window": 1}
+    plain = _model_loss(SASRec(**plain_config), batch, hidden, items)
+    assert SASRec(**plain_config)._loss_context(batch) == (None, None)
+    assert float(_model_loss(SASRec(loss_exclude_seen=False), batch, hidden, items)) != float(plain)
+    targets = batch[:, 1:][batch[:, :-1] > 0] - 1
+    assert float(plain) == pytest.approx(float(F.cross_entropy(hidden @ items.T, targets)), rel=1e-6)
+
+
+def test_seen_items_get_no_gradient_and_a_repeated_target_keeps_its_own() -> None:
+    model = SASRec(loss_exclude_seen=True, future_window=1)
+    items = torch.randn(5, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    hidden = torch.randn(1, 4, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    _model_loss(model, torch.tensor([[1, 2]]), hidden, items).backward()  # has seen item 0, target item 1
+    assert items.grad is not None and hidden.grad is not None
+    assert float(items.grad[0].abs().sum()) == 0.0 and bool((items.grad[1:].abs().sum(1) > 0).all())
+    logits = hidden.detach() @ items.detach().T
+    expected = torch.softmax(logits[0, 1:], dim=0) @ items.detach()[1:] - items.detach()[1]
+    torch.testing.assert_close(hidden.grad[0], expected)
+    # zero hidden: every logit 0, so each loss is log(items left); the last target (item 1) repeats
+    batch = torch.tensor([[1, 2, 3, 2]])  # seen {0}, target 1: 4 left; {0, 1} -> 2: 3 left; {0, 1, 2} -> 1: 3 left
+    loss = _model_loss(model, batch, torch.zeros(3, 4), items.detach())
+    assert float(loss) == pytest.approx(float(np.log([4.0, 3.0, 3.0]).mean()), rel=1e-6)
+
+
+def test_masked_losses_learn_a_planted_successor() -> None:
+    data = cycle_data()
+    validation, test = leave_one_out(data)
+    model = SASRec(loss_exclude_seen=True, future_window=2, **SMALL).fit(test.train, validation=validation)
+    ids, _ = model.recommend(test.history, k=1)
+    expected = (test.history.items[test.history.indptr[1:] - 1] + 1) % N_ITEMS
+    assert (ids[:, 0] == expected).mean() > 0.9
+
+
+def test_bad_loss_options_are_rejected() -> None:
+    with pytest.raises(ValueError, match="future_window: expected a positive integer, got 0"):
+        SASRec(future_window=0)
+    with pytest.raises(ValueError, match="need loss='softmax'"):
+        SASRec(loss="bce", loss_exclude_seen=True)
+    with pytest.raises(ValueError, match="need loss='softmax'"):
+        SASRec(loss="sampled-softmax", future_window=2)
+
+
+def test_the_full_softmax_defaults_to_seen_exclusion_and_a_window_of_two() -> None:
+    assert SASRec().config.excludes_seen and SASRec().config.window == 2
+    for loss in ("sampled-softmax", "bce"):  # the other losses keep the plain next-item loss unless asked
+        config = SASRec(loss=loss).config
+        assert not config.excludes_seen and config.window == 1
+        with pytest.raises(ValueError, match="need loss='softmax'"):
+            SASRec(loss=loss, future_window=2)
