@@ -88,6 +88,8 @@ def in_process(data_dir: Path, users: list[str], n: int, rng: np.random.Generato
         out: dict[str, Any] = {"requests": n, **percentiles(times), "retrieval": engine.retrieval}
         serving = engine.serving
         if serving is not None and serving.index is not None:
+            # requests the float16 scan could not decide and scored in float32 (0 when not compact)
+            out["float16_fallbacks"] = serving.index.compact_fallbacks
             histories = [serving.to_model(engine.state.history(str(u))) for u in picks[:500]]
             queries = serving.model.user_vectors(Histories.from_lists(histories))  # type: ignore[attr-defined]
             out["recall@10_vs_exact"] = round(exact_recall(serving.index, queries, 10), 4)

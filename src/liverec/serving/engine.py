@@ -42,6 +42,7 @@ from liverec.events.log import AppendResult, SQLiteEventLog, StoredEvent
 from liverec.events.schema import Event, EventConfig
 from liverec.registry import LoadedModel
 from liverec.retrieval import VectorIndex, top_k_allowed
+from liverec.retrieval.index import _load_faiss
 from liverec.settings import Settings
 from liverec.state.store import State
 
@@ -162,8 +163,11 @@ class Engine:
         torch.set_num_threads(settings.torch_threads)
         # NumPy's BLAS (exact top-k's matrix-vector product) gets the same budget: its default, one thread
         # per core, spin-waits on a core another process is using (a load generator, a worker, another
-        # replica) and measured 8 ms instead of 1.25 ms per 100k-item product with one core busy
+        # replica) and measured 8 ms instead of 1.25 ms per 100k-item product with one core busy. FAISS's
+        # OpenMP (the float16 scan) likewise; it is imported first so that the limit reaches its runtime.
+        _load_faiss()
         threadpool_limits(limits=settings.torch_threads, user_api="blas")
+        threadpool_limits(limits=settings.torch_threads, user_api="openmp")
         self.event_config = EventConfig(
             event_types=dict(settings.event_types),
             max_batch=settings.max_batch,
@@ -422,12 +426,14 @@ class Engine:
 
     @property
     def retrieval(self) -> str:
-        """How the serving model ranks: ``exact`` / ``faiss`` (vector index), ``scores`` (full scoring)."""
+        """How the serving model ranks: ``exact`` / ``exact-float16`` / ``faiss`` (index), ``scores`` (full scoring)."""
         serving = self._serving
         if serving is None:
             return "popularity"
         if serving.index is None:
             return "scores"
+        if serving.index.is_compact:
+            return "exact-float16"
         return "exact" if serving.index.is_exact else "faiss"
 
     def maybe_swap_model(self, *, force: bool = False) -> bool:
