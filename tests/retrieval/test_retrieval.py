@@ -410,3 +410,17 @@ def test_compact_copy_follows_added_and_updated_items() -> None:
     compact.add(grown[-1:])
     ids, _ = compact.search(target, 3)
     np.testing.assert_array_equal(ids, [1_500, 3, 1_200])
+
+
+def test_vectors_beyond_float16_range_keep_the_float32_scan() -> None:
+    require_faiss()
+    rng = np.random.default_rng(7)
+    items = rng.standard_normal((1_200, 8)).astype(np.float32)
+    assert not VectorIndex(items * 1e5, compact_threshold=1).is_compact
+    index = VectorIndex(items, compact_threshold=1)
+    assert index.is_compact
+    big = np.full((1, 8), 7e4, dtype=np.float32)  # would be inf in float16
+    index.add(big)
+    assert not index.is_compact
+    ids, _ = index.search(np.ones(8, dtype=np.float32), 1)
+    np.testing.assert_array_equal(ids, [1_200])

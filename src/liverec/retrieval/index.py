@@ -178,8 +178,11 @@ class VectorIndex:
         self._n = stop
         self._maybe_build_ann()
         if self._compact is not None:
-            self._compact.add(new)
-            self._max_norm = max(self._max_norm, _max_norm(new))
+            if np.abs(new).max(initial=0.0) > _FLOAT16_SAFE:
+                self._compact = None  # float16 would overflow: exact scans stay float32 from now on
+            else:
+                self._compact.add(new)
+                self._max_norm = max(self._max_norm, _max_norm(new))
         self._maybe_build_compact()
         return np.arange(start, stop, dtype=np.int64)
 
