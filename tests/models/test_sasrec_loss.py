@@ -1,4 +1,5 @@
-"""SASRec's full-softmax loss: computed in chunks it equals one cross-entropy; bfloat16 logits stay close."""
+"""SASRec's full-softmax loss: computed in chunks it equals one cross-entropy, its gradients (formed in the
+forward pass) equal autograd's of a dense reference; bfloat16 logits stay close."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def loss_and_grads(model: SASRec, seed: int = 0) -> tuple[float, torch.Tensor, t
     hidden = torch.randn(300, 8, generator=generator, requires_grad=True)
     items = torch.randn(37, 8, generator=generator, requires_grad=True)
     targets = torch.randint(0, 37, (300,), generator=generator)
-    loss = model._full_softmax_loss(hidden, targets, items)
+    loss = model._loss(hidden, targets + 1, np.random.default_rng(0), items)  # network rows: item + 1
     loss.backward()
     assert hidden.grad is not None and items.grad is not None
     grads = hidden.grad.clone(), items.grad.clone()
@@ -65,3 +66,47 @@ def test_bfloat16_logits_learn_a_planted_successor() -> None:
 def test_bad_logits_dtype_is_rejected() -> None:
     with pytest.raises(ValueError, match="logits_dtype: expected 'float32' or 'bfloat16', got 'float16'"):
         SASRec(logits_dtype="float16")
+
+
+def dense_window_loss(
+    hidden: torch.Tensor, items: torch.Tensor, future: torch.Tensor, seen: list[set[int]]
+) -> torch.Tensor:
+    """The window loss written plainly, one position and one term at a time (network rows in ``future``)."""
+    logits = hidden @ items.T
+    per_position = []
+    for p, row in enumerate(future.tolist()):
+        terms = []
+        for target in (t - 1 for t in row if t > 0):
+            keep = torch.tensor([i == target or i + 1 not in seen[p] for i in range(items.shape[0])])
+            terms.append(torch.logsumexp(logits[p][keep], 0) - logits[p, target])
+        per_position.append(torch.stack(terms).mean())
+    return torch.stack(per_position).mean()
+
+
+@pytest.mark.parametrize("exclude_seen", [False, True])
+@pytest.mark.parametrize("chunk_rows", [64, 3])
+def test_window_loss_gradients_equal_autograd_of_a_dense_reference(
+    exclude_seen: bool, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sasrec, "SOFTMAX_CHUNK_LOGITS", 13 * chunk_rows)  # 12 items + the padding column
+    generator = torch.Generator().manual_seed(3)
+    # row 0 repeats item row 3 (a target already seen) and has a short window at its end
+    batch = torch.tensor([[0, 0, 3, 5, 3, 2, 3], [4, 1, 2, 5, 6, 12, 1], [0, 0, 0, 0, 0, 7, 8]])
+    model = SASRec(loss_exclude_seen=exclude_seen, future_window=3)
+    seen, future = model._loss_context(batch)
+    inputs = batch[:, :-1]
+    n = int((inputs > 0).sum())
+    hidden = torch.randn(n, 6, generator=generator, requires_grad=True)
+    items = torch.randn(12, 6, generator=generator, requires_grad=True)
+    loss = model._loss(hidden, batch[:, 1:][inputs > 0], np.random.default_rng(0), items, seen, future)
+    (2.5 * loss).backward()  # a scaled loss (a distributed rank's weight) scales the gradients
+    assert future is not None and hidden.grad is not None and items.grad is not None
+    positions = zip(*(inputs > 0).nonzero(as_tuple=True), strict=True)
+    prefixes = [set(inputs[r, : c + 1].tolist()) - {0} for r, c in positions]
+    hidden_ref = hidden.detach().clone().requires_grad_()
+    items_ref = items.detach().clone().requires_grad_()
+    reference = dense_window_loss(hidden_ref, items_ref, future, prefixes if exclude_seen else [set()] * n)
+    (2.5 * reference).backward()
+    assert float(loss.detach()) == pytest.approx(float(reference.detach()), rel=1e-6)
+    torch.testing.assert_close(hidden.grad, hidden_ref.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(items.grad, items_ref.grad, rtol=1e-5, atol=1e-7)

@@ -46,7 +46,10 @@ from liverec.models.base import ModelConfig, Recommender, register, single_targe
 from liverec.models.torch_utils import torch_threads
 
 LOSSES = ("softmax", "sampled-softmax", "bce")
-#: logits per chunk of the full-softmax loss (2M: 8 MB in float32; see ``SASRec._full_softmax_loss``)
+#: logits per chunk of the full-softmax loss (2M: 8 MB in float32). One ``[positions, n_items]`` matrix
+#: per batch (86 MB for 64 users x 200 positions x 1,682 items) is a large fresh allocation, page-faulted
+#: in on every step: for 8,000 positions, forward and backward took 121 ms with 53k page faults in one
+#: piece and 57 ms with 1.5k in chunks (docs/results.md, "Epoch speed")
 SOFTMAX_CHUNK_LOGITS = 1 << 21
 
 
@@ -152,6 +155,77 @@ class SeenItems(NamedTuple):
         seen = self.sequences[self.row[start:stop]]
         later = torch.arange(seen.shape[1], device=seen.device)[None, :] > self.column[start:stop, None]
         return seen.masked_fill(later, 0)
+
+
+class _SoftmaxWindowLoss(torch.autograd.Function):
+    """The full-softmax window loss with its gradients computed in the forward pass, chunk by chunk.
+
+    Inputs: ``hidden`` ``[n, dim]``, ``items`` ``[n_items, dim]``, ``future`` ``[n, k]`` network rows of
+    each position's targets (0 = none; column 0 is always an item), ``seen`` (:class:`SeenItems` or
+    None) and the logits dtype. Returns the mean over positions of the mean cross-entropy of each
+    position's targets, seen items out of every denominator but each term's own target (a repeat).
+
+    The loss is the last node of the graph, so its gradients can be formed while each chunk's logits
+    are at hand: one ``[rows, n_items + 1]`` buffer per chunk becomes the logits, then, in place, the
+    masked exponentials, then the gradient of the logits; autograd's version makes a masked copy, a
+    log-sum-exp and their backward passes, about 0.6 s of a 2.5 s epoch on ml-100k. Column 0 of the
+    buffer stands for the padding row, so the seen items (network rows, 0 after a position's prefix)
+    are scattered as ``-inf`` straight into it, with no boolean mask. ``backward`` scales the stored
+    gradients by the incoming one (a distributed rank's loss weight).
+
+    Per chunk, with ``m`` a row's largest unmasked logit or target logit, ``S = Σ_unseen exp(l - m)`` and,
+    for term ``j`` with target ``t`` and weight ``w_j`` (``1 / (n · targets of the row)``),
+    ``Z_j = S + [t seen] exp(l_t - m)``: the loss adds ``w_j (log Z_j + m - l_t)``; the gradient of an
+    unseen logit is ``exp(l - m) Σ_j w_j / Z_j``, and each target's gets ``w_j ([t seen] exp(l_t - m) / Z_j - 1)``.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: torch.Tensor,
+        items: torch.Tensor,
+        future: torch.Tensor,
+        seen: SeenItems | None,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        n, dim = hidden.shape
+        table = torch.cat([items.new_zeros(1, dim), items]).to(dtype)  # row 0: padding
+        inputs = hidden.to(dtype)
+        exists = future > 0
+        weights = exists / (exists.sum(1, keepdim=True) * max(n, 1))  # [n, k] float32
+        grad_hidden = torch.empty(n, dim, dtype=torch.float32)
+        grad_table = torch.zeros(len(table), dim, dtype=torch.float32)
+        rows = max(1, SOFTMAX_CHUNK_LOGITS // len(table))
+        total = torch.zeros((), dtype=torch.float64)
+        minus_inf = float("-inf")
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            targets, weight = future[start:stop], weights[start:stop]
+            logits = inputs[start:stop] @ table.T  # [rows, n_items + 1]
+            target_logits = logits.gather(1, targets).float().masked_fill(~exists[start:stop], minus_inf)
+            repeat = torch.zeros_like(targets, dtype=torch.bool)  # a target among the seen items
+            if seen is not None:
+                logits.scatter_(1, seen.rows(start, stop), minus_inf)
+                repeat = (logits.gather(1, targets) == minus_inf) & exists[start:stop]
+            logits[:, 0] = minus_inf
+            peak = torch.maximum(logits.amax(1).float(), target_logits.amax(1))[:, None]  # [rows, 1]
+            exps = logits.sub_(peak.to(dtype)).exp_()  # 0 at seen items and padding
+            own = (target_logits - peak).exp()  # [rows, k], 0 where no target
+            normaliser = exps.sum(1, keepdim=True, dtype=torch.float32) + torch.where(repeat, own, 0.0)
+            terms = normaliser.log() + peak - target_logits.masked_fill(weight == 0, 0.0)
+            total += (terms * weight).sum(dtype=torch.float64)
+            grad = exps.mul_((weight / normaliser).sum(1, keepdim=True).to(dtype))
+            target_grad = torch.where(repeat, own / normaliser, 0.0) - 1.0
+            grad.scatter_add_(1, targets, (weight * target_grad).to(dtype))
+            grad_hidden[start:stop] = grad @ table
+            grad_table.addmm_(grad.T.float() if dtype != torch.float32 else grad.T, hidden[start:stop])
+        ctx.save_for_backward(grad_hidden, grad_table[1:])
+        return total.float()
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        grad_hidden, grad_items = ctx.saved_tensors
+        return grad_hidden * grad_output, grad_items * grad_output, None, None, None
 
 
 class TransformerBlock(nn.Module):
@@ -600,9 +674,10 @@ class SASRec(Recommender):
         :meth:`_loss_context` (full softmax only)."""
         loss_name = self.config.loss
         if loss_name == "softmax":
-            if seen is None and future is None:
-                return self._full_softmax_loss(hidden, targets - 1, items)
-            return self._masked_softmax_loss(hidden, targets[:, None] if future is None else future, items, seen)
+            dtype = torch.bfloat16 if self.config.logits_dtype == "bfloat16" else hidden.dtype
+            window = targets[:, None] if future is None else future
+            loss: torch.Tensor = _SoftmaxWindowLoss.apply(hidden, items, window, seen, dtype)
+            return loss
         if loss_name == "sampled-softmax":
             n_items = items.shape[0]
             probabilities = np.exp(self.item_log_q)
@@ -622,61 +697,6 @@ class SASRec(Recommender):
         return F.binary_cross_entropy_with_logits(
             positive, torch.ones_like(positive)
         ) + F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative))
-
-    def _full_softmax_loss(self, hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of ``hidden`` ``[n, dim]`` for ``targets`` ``[n]`` over every item of ``items``.
-
-        Computed in row chunks of about 2M logits (8 MB in float32): a whole ``[n, n_items]`` logits
-        matrix (86 MB for 64 users x 200 positions x 1,682 items) and its gradients are large fresh
-        allocations the allocator maps anew, page-faulted in on every step. Measured for 8,000
-        positions x 1,682 items, forward and backward: 121 ms and 53k page faults in one piece, 57 ms
-        and 1.5k in chunks. ``logits_dtype="bfloat16"`` runs the logits matmul and log-softmax in
-        bfloat16 (fast on CPUs with AVX512-BF16 or AMX; slow where it is emulated).
-        """
-        dtype = torch.bfloat16 if self.config.logits_dtype == "bfloat16" else hidden.dtype
-        table = items.to(dtype)
-        rows = max(1, SOFTMAX_CHUNK_LOGITS // max(items.shape[0], 1))
-        total = hidden.new_zeros(())
-        for start in range(0, len(hidden), rows):
-            logits = hidden[start : start + rows].to(dtype) @ table.T  # [rows, n_items]
-            total = total + F.cross_entropy(logits, targets[start : start + rows], reduction="sum").float()
-        return total / max(len(hidden), 1)
-
-    def _masked_softmax_loss(
-        self, hidden: torch.Tensor, future: torch.Tensor, items: torch.Tensor, seen: SeenItems | None
-    ) -> torch.Tensor:
-        """Mean over positions of the mean cross-entropy of each position's future items, seen items excluded.
-
-        ``hidden`` ``[n, dim]``; ``future`` ``[n, k]`` network rows of the targets (0 = none; column 0 is
-        always an item); ``seen``: each position's seen items, dropped from its softmax denominator
-        (each term keeps its own target, even a repeated one), or None to keep every item. Chunked as
-        :meth:`_full_softmax_loss`; the mask is a scatter of the seen rows into a ``[rows, n_items + 1]``
-        boolean matrix whose column 0 (padding) is dropped.
-        """
-        dtype = torch.bfloat16 if self.config.logits_dtype == "bfloat16" else hidden.dtype
-        table = items.to(dtype)
-        n_items = items.shape[0]
-        rows = max(1, SOFTMAX_CHUNK_LOGITS // max(n_items, 1))
-        total = hidden.new_zeros(())
-        for start in range(0, len(hidden), rows):
-            stop = min(start + rows, len(hidden))
-            logits = hidden[start:stop].to(dtype) @ table.T  # [rows, n_items]
-            exists = future[start:stop] > 0  # [rows, k]
-            targets = (future[start:stop] - 1).clamp(min=0)
-            target_logits = logits.gather(1, targets).float()  # [rows, k]
-            if seen is None:
-                normaliser = torch.logsumexp(logits, dim=1).float()[:, None].expand_as(target_logits)
-            else:
-                masked = logits.new_zeros(stop - start, n_items + 1, dtype=torch.bool)
-                masked = masked.scatter_(1, seen.rows(start, stop), True)[:, 1:]
-                unseen = torch.logsumexp(logits.masked_fill(masked, float("-inf")), dim=1).float()[:, None]
-                # a target among the seen items (a repeat) goes back into its own term's denominator
-                normaliser = torch.where(
-                    masked.gather(1, targets), torch.logaddexp(unseen, target_logits), unseen.expand_as(target_logits)
-                )
-            terms = (normaliser - target_logits) * exists
-            total = total + (terms.sum(1) / exists.sum(1)).sum()
-        return total / max(len(hidden), 1)
 
     def _validation_ndcg(self, history: Histories, targets: Histories) -> float:
         """Mean NDCG@10 of each row's first target, full ranking, history items excluded.
