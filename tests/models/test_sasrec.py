@@ -216,3 +216,21 @@ def test_the_full_softmax_defaults_to_seen_exclusion_and_a_window_of_two() -> No
         assert not config.excludes_seen and config.window == 1
         with pytest.raises(ValueError, match="need loss='softmax'"):
             SASRec(loss=loss, future_window=2)
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_dropout_keeps_one_minus_p_scaled_and_passes_its_mask_to_the_gradient(p: float) -> None:
+    from liverec.models.sasrec import Dropout
+
+    torch.manual_seed(0)
+    x = torch.randn(200_000, requires_grad=True)
+    layer = Dropout(p)
+    out = layer(x)
+    kept = out.detach() != 0
+    # 200k draws: the kept share's standard deviation is about 0.001
+    assert float(kept.float().mean()) == pytest.approx(1 - p, abs=0.005)
+    torch.testing.assert_close(out.detach()[kept], x.detach()[kept] / (1 - p))
+    out.sum().backward()
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, kept.float() / (1 - p))
+    assert layer.eval()(x) is x and Dropout(0.0)(x) is x  # evaluation, and p = 0: the input itself

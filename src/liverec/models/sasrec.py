@@ -228,6 +228,18 @@ class _SoftmaxWindowLoss(torch.autograd.Function):
         return grad_hidden * grad_output, grad_items * grad_output, None, None, None
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with its mask drawn as uniform floats compared with ``p``: the same Bernoulli(1 - p)
+    mask in distribution, drawn faster on CPU than by torch's ``bernoulli_`` (one 64x200x64 activation,
+    forward and backward, one thread: 15.3 ms with ``F.dropout``, 7.1 ms this way; docs/results.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return x * keep
+
+
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm causal self-attention + position-wise feed-forward, each with a residual."""
 
@@ -237,8 +249,8 @@ class TransformerBlock(nn.Module):
         self.query_key_value = nn.Linear(dim, 3 * dim)
         self.attention_out = nn.Linear(dim, dim)
         self.feed_forward_norm = nn.LayerNorm(dim, eps=1e-8)
-        self.feed_forward = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
-        self.dropout = nn.Dropout(dropout)
+        self.feed_forward = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), Dropout(dropout), nn.Linear(dim, dim))
+        self.dropout = Dropout(dropout)
         self.n_heads = n_heads
         self.attention_dropout = attention_dropout
 
@@ -297,7 +309,7 @@ class SASRecNetwork(nn.Module):
         super().__init__()
         self.item_embedding = nn.Embedding(n_items + 1, config.dim, padding_idx=0)  # row 0 = padding
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
-        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.embedding_dropout = Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(config.dim, config.n_heads, config.dropout, config.attention_dropout)
             for _ in range(config.n_layers)
