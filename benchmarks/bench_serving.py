@@ -125,6 +125,24 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("server did not become ready")
 
 
+def batching(url: str) -> dict[str, Any]:
+    """How many recommendation requests the server scored per model pass so far (its /metrics)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    values = {
+        name: float(line.split()[1])
+        for line in text.splitlines()
+        for name in ("liverec_recommendation_batch_size_sum", "liverec_recommendation_batch_size_count")
+        if line.startswith(name + " ")
+    }
+    count = values.get("liverec_recommendation_batch_size_count", 0.0)
+    return {
+        "recommend_batch": int(os.environ.get("LIVEREC_RECOMMEND_BATCH", "32")),
+        "mean_batch_size": round(values.get("liverec_recommendation_batch_size_sum", 0.0) / count, 2)
+        if count
+        else None,
+    }
+
+
 def wrk_load(url: str, users: list[str], concurrency: int, duration: float, workdir: Path) -> dict[str, Any]:
     """Load from wrk (a C load generator: it leaves the CPU to the server, unlike a Python client)."""
     script = workdir / "recommend.lua"
@@ -312,7 +330,7 @@ def main() -> None:
                     for _ in range(args.repeats):
                         runs.append(asyncio.run(http_load(url, users, args.concurrency, args.duration)))
                 runs.sort(key=lambda r: r["requests_per_s"])
-                result["http"] = {"median_run": runs[len(runs) // 2], "runs": runs}
+                result["http"] = {"median_run": runs[len(runs) // 2], "runs": runs, **batching(url)}
                 result["freshness"] = freshness(url, users, items, 300 if not args.quick else 50, rng)
                 result["ingest"] = {
                     "single_sequential": asyncio.run(ingest(url, items, 1, 1000, 1)),

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     model_poll_interval_s: float = Field(1.0, gt=0, description="how often serve checks for a newly promoted model")
     torch_threads: int = Field(1, ge=1, description="threads per scoring call (torch intra-op and NumPy BLAS)")
     compute_threads: int = Field(1, ge=1, description="threads that score recommendation requests")
+    recommend_batch: int = Field(
+        32, ge=1, description="most concurrent recommendation requests scored in one model pass (1: one at a time)"
+    )
 
     updater: bool = Field(True, description="run the online updater as a child process of serve")
     updater_every_events: int | None = Field(1000, ge=1, description="learn after this many new events")

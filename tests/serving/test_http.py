@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -10,10 +11,11 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 from liverec.events.log import SQLiteEventLog
-from liverec.serving.engine import Engine, rebuild_state
+from liverec.serving.engine import Engine, RecommendRequest, rebuild_state
 from liverec.settings import Settings
 
 from .conftest import Prepared, Server, cluster_items
@@ -333,3 +335,61 @@ def test_float16_scan_serves_the_same_recommendations(data_dir: Path, prepared: 
     finally:
         plain.close()
         compact.close()
+
+
+def test_a_batch_of_requests_gets_the_answers_each_gets_alone(data_dir: Path, prepared: Prepared) -> None:
+    """`Engine.recommend_many` (what the server's batcher calls) answers each request as `recommend` does."""
+    engine = Engine(Settings.load(data_dir=data_dir, updater=False), background=False)
+    try:
+        users = [str(u) for u in prepared.dataset.user_map.external_ids[:24]]
+        cluster = cluster_items(prepared.truth, prepared.dataset, 1, 5)
+        requests = [RecommendRequest(u, k=5 + n % 11, exclude_seen=n % 3 != 0) for n, u in enumerate(users)]
+        requests += [
+            RecommendRequest("never-seen-user", k=7),  # popularity fallback
+            RecommendRequest(None, items=cluster, k=10),  # anonymous session
+            RecommendRequest(None, items=[], k=3),  # empty session
+            RecommendRequest(users[0], k=10, exclude_categories=("no-such-category",)),
+        ]
+        together = engine.recommend_many(requests)
+        for request, batched in zip(requests, together, strict=True):
+            alone = engine.recommend(
+                request.user_id,
+                items=request.items,
+                k=request.k,
+                exclude_seen=request.exclude_seen,
+                exclude_categories=request.exclude_categories,
+            )
+            assert [i for i, _ in batched.items] == [i for i, _ in alone.items], request
+            np.testing.assert_allclose([s for _, s in batched.items], [s for _, s in alone.items], rtol=1e-5, atol=1e-5)
+            assert (batched.fallback, batched.reason, batched.filled, batched.history_length) == (
+                alone.fallback,
+                alone.reason,
+                alone.filled,
+                alone.history_length,
+            )
+        assert [r.fallback for r in together[-4:-1]] == ["popularity", None, "popularity"]
+        assert len({r.recommendation_id for r in together}) == len(requests)
+    finally:
+        engine.close()
+
+
+def test_concurrent_requests_are_batched_and_answered_as_alone(server: Server, prepared: Prepared) -> None:
+    users = [str(u) for u in prepared.dataset.user_map.external_ids[:32]]
+    alone = {u: server.client.get(f"/v1/users/{u}/recommendations", params={"k": 10}).json() for u in users}
+
+    async def together() -> list[dict[str, object]]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            answers = await asyncio.gather(
+                *(client.get(f"/v1/users/{u}/recommendations", params={"k": 10}) for u in users)
+            )
+        return [a.json() for a in answers]
+
+    for user, answer in zip(users, asyncio.run(together()), strict=True):
+        assert [i["item_id"] for i in answer["items"]] == [i["item_id"] for i in alone[user]["items"]], user
+    metrics = server.client.get("/metrics").text
+    served = float(
+        next(
+            line.split()[1] for line in metrics.splitlines() if line.startswith("liverec_recommendation_batch_size_sum")
+        )
+    )
+    assert served == 2 * len(users), "every recommendation went through the batcher, none twice"

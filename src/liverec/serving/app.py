@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from liverec import __version__
 from liverec.events.schema import BatchTooLargeError, EventValidationError, parse_events
-from liverec.serving.engine import Engine
+from liverec.serving.batching import Batcher
+from liverec.serving.engine import Engine, RecommendRequest
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -56,6 +57,12 @@ class Metrics:
         self.rejected = Counter("liverec_events_rejected", "events in rejected batches", registry=self.registry)
         self.fallbacks = Counter(
             "liverec_recommendation_fallbacks", "answers served by popularity", ["reason"], registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "liverec_recommendation_batch_size",
+            "recommendation requests scored in one model pass",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
         )
         model = Gauge("liverec_model_info", "the serving model version (value 1)", ["version"], registry=self.registry)
         self._model_gauge = model
@@ -180,6 +187,15 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
     async def compute(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, partial(function, *args, **kwargs))
 
+    # concurrent recommendation requests share one model pass (serving.batching)
+    recommend_batch = Batcher(
+        pool,
+        engine.recommend_many,
+        max_batch=settings.recommend_batch,
+        concurrency=settings.compute_threads,
+        on_batch=metrics.batch_size.observe,
+    )
+
     def check_k(k: int) -> int:
         if k > settings.max_k:
             raise HTTPException(
@@ -265,29 +281,37 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
         include_categories: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
         exclude_categories: Annotated[list[str], Query()] = [],  # noqa: B006
     ) -> JSONResponse:
-        answer = await compute(
-            engine.recommend,
+        request = RecommendRequest(
             user_id,
             k=check_k(k),
             exclude_seen=exclude_seen,
-            include_categories=_split(include_categories),
-            exclude_categories=_split(exclude_categories),
+            include_categories=tuple(_split(include_categories)),
+            exclude_categories=tuple(_split(exclude_categories)),
         )
+        answer = await recommend_batch(request)
         if answer.fallback:
             metrics.fallbacks.labels(answer.reason or "").inc()
         return JSONResponse(answer.to_json())
 
-    @app.post("/v1/recommendations", tags=["recommendations"], summary="Recommend for an anonymous session")
-    def recommend_session(request: SessionRequest) -> dict[str, Any]:
-        answer = engine.recommend(
-            None,
-            items=request.items,
-            k=check_k(request.k),
-            exclude_seen=request.exclude_seen,
-            include_categories=_split(request.include_categories),
-            exclude_categories=_split(request.exclude_categories),
+    @app.post(
+        "/v1/recommendations",
+        tags=["recommendations"],
+        summary="Recommend for an anonymous session",
+        response_class=JSONResponse,
+        responses={200: {"model": RecommendationOut}},
+    )
+    async def recommend_session(request: SessionRequest) -> JSONResponse:
+        answer = await recommend_batch(
+            RecommendRequest(
+                None,
+                items=request.items,
+                k=check_k(request.k),
+                exclude_seen=request.exclude_seen,
+                include_categories=tuple(_split(request.include_categories)),
+                exclude_categories=tuple(_split(request.exclude_categories)),
+            )
         )
-        return answer.to_json()
+        return JSONResponse(answer.to_json())
 
     @app.get("/v1/users/{user_id}", tags=["users"])
     def get_user(user_id: str) -> dict[str, Any]:
