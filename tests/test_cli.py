@@ -136,6 +136,18 @@ def test_table_output_and_params(ml100k_path: Path, capsys: pytest.CaptureFixtur
     assert "ndcg@10" in out and '"n_neighbors": 10' in out
 
 
+def test_optional_model_params_parse_their_type_or_none() -> None:
+    from liverec.cli import UsageError, parse_params
+
+    assert parse_params("sasrec", ["window_gap_s=30", "future_window=3"]) == {"window_gap_s": 30.0, "future_window": 3}
+    assert parse_params("sasrec", ["window_gap_s=none", "loss_exclude_seen=None"]) == {
+        "window_gap_s": None,
+        "loss_exclude_seen": None,
+    }
+    with pytest.raises(UsageError, match="--param dropout: expected a float, got 'none'"):
+        parse_params("sasrec", ["dropout=none"])  # not an optional setting
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [

@@ -52,6 +52,9 @@ def parse_params(model_name: str, pairs: Sequence[str]) -> dict[str, Any]:
                 f"--param: model {model_name!r} has no parameter {key!r}; expected one of {', '.join(sorted(fields))}"
             )
         default = fields[key].default
+        if "None" in str(fields[key].type) and raw.lower() == "none":  # an optional setting, unset
+            params[key] = None
+            continue
         if default is None:  # an optional setting ("int | None"): parse as the type it names
             annotation = str(fields[key].type)
             default = next((kind() for kind in (bool, int, float) if kind.__name__ in annotation), "")

@@ -234,3 +234,40 @@ def test_dropout_keeps_one_minus_p_scaled_and_passes_its_mask_to_the_gradient(p:
     assert x.grad is not None
     torch.testing.assert_close(x.grad, kept.float() / (1 - p))
     assert layer.eval()(x) is x and Dropout(0.0)(x) is x  # evaluation, and p = 0: the input itself
+
+
+def test_window_takes_later_items_only_while_tied_in_time() -> None:
+    """Given ``tied``, the j-th item after a position is a target only if items 1..j are tied in time."""
+    batch = torch.tensor([[1, 2, 3, 4, 5, 6]])  # one row, no padding: 5 input positions
+    tied = torch.tensor([[False, False, True, True, False, False]])  # columns 2 and 3 share column 1's time
+    _, two = SASRec(future_window=2)._loss_context(batch, tied)
+    assert two is not None
+    assert two.tolist() == [[2, 3], [3, 4], [4, 0], [5, 0], [6, 0]]
+    _, three = SASRec(future_window=3)._loss_context(batch, tied)
+    assert three is not None
+    assert three.tolist() == [[2, 3, 4], [3, 4, 0], [4, 0, 0], [5, 0, 0], [6, 0, 0]]
+    _, every = SASRec(future_window=2)._loss_context(batch)  # window_gap_s=None: whatever the times
+    assert every is not None and every.tolist() == [[2, 3], [3, 4], [4, 5], [5, 6], [6, 0]]
+
+
+def test_tie_flags_come_from_timestamps() -> None:
+    from liverec.models.sasrec import _tie_flags
+
+    histories = Histories(np.array([0, 1]), np.array([0, 3, 5]), np.array([4, 5, 6, 7, 8]), np.array([1, 1, 2, 2, 2.0]))
+    assert _tie_flags(histories).items.tolist() == [0, 1, 0, 1, 1]  # a row's first flag is never read
+    assert _tie_flags(histories, gap_s=1.0).items.tolist() == [0, 1, 1, 1, 1]
+    assert _tie_flags(Histories.from_lists([[1, 2, 3]])).items.tolist() == [0, 0, 0]  # no timestamps: no ties
+
+
+def test_without_ties_the_default_window_trains_as_the_next_item_loss() -> None:
+    data = cycle_data()  # every user's events are a second apart: make it two minutes
+    data = Interactions.from_arrays(data.user_ids, data.item_ids, data.timestamps * 120, n_users=120, n_items=N_ITEMS)
+    validation, test = leave_one_out(data)
+    settings = {**SMALL, "max_epochs": 3, "patience": 3, "dropout": 0.2, "seed": 1}
+    default = SASRec(**settings).fit(test.train, validation=validation)
+    next_item = SASRec(**settings, future_window=1).fit(test.train, validation=validation)
+    every = SASRec(**settings, window_gap_s=None).fit(test.train, validation=validation)
+    np.testing.assert_array_equal(default.user_vectors(test.history), next_item.user_vectors(test.history))
+    assert not np.array_equal(default.user_vectors(test.history), every.user_vectors(test.history))
+    with pytest.raises(ValueError, match="window_gap_s: expected a number >= 0 or None, got -1"):
+        SASRec(window_gap_s=-1)
