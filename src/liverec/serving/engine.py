@@ -156,19 +156,15 @@ class ServingModel:
         batch = Histories(
             np.full(len(histories), -1), np.concatenate([[0], np.cumsum(lengths)]), np.concatenate(histories)
         )
-        users = scores = None
+        rows = list(enumerate(zip(ks, allowed_states, strict=True)))
         if self.index is not None:
             users = self.model.user_vectors(batch)  # type: ignore[attr-defined]
+            found = [self.index.search(users[r : r + 1], k, self.allowed(allowed)) for r, (k, allowed) in rows]
         else:
             scores = self.model.score(batch)
+            found = [top_k_allowed(scores[r : r + 1], k, self.allowed(allowed)) for r, (k, allowed) in rows]
         answers = []
-        for r, (k, allowed_state) in enumerate(zip(ks, allowed_states, strict=True)):
-            allowed = self.allowed(allowed_state)
-            if users is not None and self.index is not None:
-                ids, top = self.index.search(users[r : r + 1], k, allowed)
-            else:
-                assert scores is not None
-                ids, top = top_k_allowed(scores[r : r + 1], k, allowed)
+        for ids, top in found:
             valid = ids[0] >= 0
             answers.append((self.model_to_state[ids[0][valid]], top[0][valid]))
         return answers
