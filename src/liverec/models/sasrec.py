@@ -626,6 +626,7 @@ class SASRec(Recommender):
             rows, weight = self._batch_share(batches[index], lengths)
             width = int(lengths[rows].max())
             batch = self._batch_tensor(padded_sequences(windows.select(rows), width))
+            # padded like the items, flags come back + 1: 2 = tied to the item before, 1 = not, 0 = padding
             tied = None if ties is None else self._batch_tensor(padded_sequences(ties.select(rows), width)) == 2
             inputs, targets = batch[:, :-1], batch[:, 1:]
             hidden, table = self._batch_forward(inputs)  # hidden at non-padding positions, the item table used
