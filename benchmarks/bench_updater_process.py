@@ -8,8 +8,10 @@ serving version for the evaluation gate (test-then-train), observe it, learn it 
 Setting: MovieLens 100K in time order. The first ``--pretrain-fraction`` of the events is imported and
 SASRec (defaults, ``--pretrain-epochs`` epochs) trained and registered; then the rest is imported, and
 one ``Updater`` with one torch thread works through it with ``step()`` until it has processed the whole
-log. Reports events/s by wall time and by the CPU time of this process (one thread: what one core
-delivers even when other jobs share the machine), versions registered, promoted and rejected.
+log: a backlog, so the gate ranks the sample that holds ranking to ``--gate-max-share`` of the
+time (``none``: every event, or ``--gate-sample-rate`` of them). Reports events/s by wall time and by
+the CPU time of this process (one thread: what one core delivers even when other jobs share the
+machine), versions registered, promoted and rejected, the gate's median sampling rate.
 
     python benchmarks/bench_updater_process.py [--data ../shared/data/ml-100k] [--every-events 1000]
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +46,12 @@ def main() -> None:
     parser.add_argument("--every-events", type=int, default=1000)
     parser.add_argument("--gate-events", type=int, default=500)
     parser.add_argument("--gate-sample-rate", type=float, default=1.0, help="fraction of events the gate ranks")
+    parser.add_argument(
+        "--gate-max-share",
+        type=lambda text: None if text == "none" else float(text),
+        default=UpdaterConfig.gate_max_share,
+        help="while events wait, ranking's share of the updater's time ('none': always --gate-sample-rate)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = load_dataset(args.data)
@@ -63,14 +72,19 @@ def main() -> None:
             every_seconds=None,
             gate_events=args.gate_events,
             gate_sample_rate=args.gate_sample_rate,
+            gate_max_share=args.gate_max_share,
         )
         updater = Updater(root, DEFAULT_EVENT_WEIGHTS, config)
         assert updater.start()
         start_offset = updater.offset
         wall, cpu = time.perf_counter(), time.process_time()
+        rates = []
         while updater.offset < last:
+            judged = updater.gate is not None
             if updater.step() == 0:
                 break
+            if judged:
+                rates.append(updater.gate_rate)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         processed = updater.offset - start_offset
         decisions = updater.decisions
@@ -87,6 +101,7 @@ def main() -> None:
                 "every_events": args.every_events,
                 "gate_events": args.gate_events,
                 "gate_sample_rate": args.gate_sample_rate,
+                "gate_max_share": args.gate_max_share,
                 "torch_threads": 1,
             },
             "events_processed": processed,
@@ -97,6 +112,8 @@ def main() -> None:
             "versions_registered": len(manifests) - 1,
             "gate_decisions": len(decisions),
             "promoted": sum(1 for d in decisions if d["promoted"]),
+            "gate_rate_median": round(statistics.median(rates), 4) if rates else None,
+            "events_read_per_decision": [d["events_read"] for d in decisions],
         }
         print(json.dumps(report, indent=2))
     finally:

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     gate_sample_rate: float = Field(
         1.0, gt=0, le=1, description="fraction of new events the gate ranks (lower: faster updater, slower decisions)"
     )
+    gate_max_share: float | None = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="while events wait, the gate ranks a sample sized to take at most this share of the updater's "
+        "time (unset: always gate_sample_rate)",
+    )
     retrain_interval_s: float | None = Field(None, gt=0, description="periodic full retraining (off when unset)")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

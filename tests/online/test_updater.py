@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from liverec.data.synthetic import SyntheticConfig, generate
-from liverec.events.log import SQLiteEventLog
+from liverec.events.log import SQLiteEventLog, StoredEvent
 from liverec.events.schema import Event
 from liverec.online.updater import Updater, UpdaterConfig, prequential_metrics
 from liverec.pipeline import import_dataset, read_log, train_and_register
@@ -17,6 +17,9 @@ from liverec.registry import ModelRegistry
 from liverec.state.store import DEFAULT_EVENT_WEIGHTS
 
 SMALL = SyntheticConfig(n_users=200, n_items=120, n_events=8_000, n_clusters=4, seed=5)
+#: the tests of gate decisions send backlogs; with the sample shrinking by measured costs while events
+#: wait (``gate_max_share``) when a decision falls would depend on timing, so they rank every event
+EXACT_GATE = {"gate_max_share": None}
 
 
 @pytest.fixture
@@ -57,7 +60,9 @@ def test_prequential_metrics_by_hand() -> None:
 
 def test_updates_register_candidates_gate_promotes_and_restart_resumes(folder: tuple[Path, list[Event]]) -> None:
     data_dir, rest = folder
-    config = UpdaterConfig(every_events=400, every_seconds=None, gate_events=300, gate_margin=1.0, read_batch=200)
+    config = UpdaterConfig(
+        every_events=400, every_seconds=None, gate_events=300, gate_margin=1.0, read_batch=200, **EXACT_GATE
+    )
     updater = Updater(data_dir, DEFAULT_EVENT_WEIGHTS, config)
     assert updater.start() and updater.version == "v0001"
     with SQLiteEventLog(data_dir / "events.db") as event_log:
@@ -85,7 +90,9 @@ def test_updates_register_candidates_gate_promotes_and_restart_resumes(folder: t
 def test_gate_rejects_a_worse_candidate(folder: tuple[Path, list[Event]]) -> None:
     data_dir, rest = folder
     # a learning rate 300x too high wrecks the update: the gate must keep it from serving
-    config = UpdaterConfig(every_events=400, every_seconds=None, gate_events=300, lr_multiplier=300.0, read_batch=200)
+    config = UpdaterConfig(
+        every_events=400, every_seconds=None, gate_events=300, lr_multiplier=300.0, read_batch=200, **EXACT_GATE
+    )
     updater = Updater(data_dir, DEFAULT_EVENT_WEIGHTS, config)
     assert updater.start()
     with SQLiteEventLog(data_dir / "events.db") as event_log:
@@ -123,6 +130,7 @@ def test_periodic_full_retraining_goes_through_the_gate(folder: tuple[Path, list
         read_batch=200,
         retrain_interval_s=0.01,
         retrain_params={"max_epochs": 3},
+        **EXACT_GATE,
     )
     updater = Updater(data_dir, DEFAULT_EVENT_WEIGHTS, config)
     assert updater.start()
@@ -150,7 +158,13 @@ def test_gate_sample_rate_ranks_a_sample_and_still_decides_on_gate_events(folder
     assert abs(share - rate) < 0.02  # a fixed hash of the offset: reproducible, close to the rate
     data_dir, rest = folder
     config = UpdaterConfig(
-        every_events=400, every_seconds=None, gate_events=150, gate_margin=1.0, read_batch=200, gate_sample_rate=rate
+        every_events=400,
+        every_seconds=None,
+        gate_events=150,
+        gate_margin=1.0,
+        read_batch=200,
+        gate_sample_rate=rate,
+        **EXACT_GATE,
     )
     updater = Updater(data_dir, DEFAULT_EVENT_WEIGHTS, config)
     assert updater.start()
@@ -164,4 +178,59 @@ def test_gate_sample_rate_ranks_a_sample_and_still_decides_on_gate_events(folder
     # with every event ranked the decision would come ~150-200 events after the gate opened; a quarter
     # of them ranked needs about four times as many
     assert updater.offset - opened_at >= 3 * 150
+    updater.close()
+
+
+def test_gate_rate_holds_ranking_to_its_share_only_while_events_wait(folder: tuple[Path, list[Event]]) -> None:
+    data_dir, _ = folder
+    updater = Updater(data_dir, DEFAULT_EVENT_WEIGHTS, UpdaterConfig(gate_sample_rate=0.8, gate_max_share=0.25))
+    assert updater._gate_rate(behind=True) == 0.8  # no costs measured yet
+    updater._gate_cost, updater._other_cost = 1e-3, 1e-4  # ranking an event costs 10x the rest
+    assert updater._gate_rate(behind=False) == 0.8
+    rate = updater._gate_rate(behind=True)
+    assert rate == pytest.approx(0.25 * 1e-4 / (0.75 * 1e-3))
+    assert rate * 1e-3 / (rate * 1e-3 + 1e-4) == pytest.approx(0.25)  # ranking's share of the time
+    updater._gate_cost = 1e-6  # cheap ranking: the configured rate is the ceiling
+    assert updater._gate_rate(behind=True) == 0.8
+    updater.close()
+
+
+class _SlowGate(Updater):
+    """An updater whose gate costs 20 ms more per ranked event (a large catalogue's ranking, say)."""
+
+    def _judge(self, events: list[StoredEvent], rate: float) -> int:
+        ranked = super()._judge(events, rate)
+        time.sleep(0.02 * ranked)
+        return ranked
+
+
+def test_a_backlog_is_worked_off_with_a_sampled_gate_and_every_event_ranked_once_caught_up(
+    folder: tuple[Path, list[Event]],
+) -> None:
+    data_dir, rest = folder
+    config = UpdaterConfig(every_events=200, every_seconds=None, gate_events=40, gate_margin=1.0, read_batch=200)
+    updater = _SlowGate(data_dir, DEFAULT_EVENT_WEIGHTS, config)
+    assert updater.start()
+    with SQLiteEventLog(data_dir / "events.db") as event_log:
+        event_log.append(rest[:2000])  # a backlog: every read fills its batch of 200
+        rates = []
+        while True:
+            judged = updater.gate is not None
+            if not updater.step():
+                break
+            if judged:
+                rates.append(updater.gate_rate)
+        # the first judged batch ranks at the full rate and measures; then ranking is held to a quarter
+        # of the time, about a tenth of the events here
+        assert rates[0] == 1.0 and len(rates) > 3 and max(rates[1:]) < 0.5
+        sampled = [d for d in updater.decisions if d["events_read"] > 2 * d["events"]]
+        assert sampled, updater.decisions
+        caught_up = []
+        for start in range(2000, 2400, 50):  # caught up: reads of 50 events, fewer than the batch
+            event_log.append(rest[start : start + 50])
+            judged = updater.gate is not None
+            updater.step()
+            if judged:
+                caught_up.append(updater.gate_rate)
+        assert caught_up and set(caught_up) == {1.0}
     updater.close()

@@ -9,7 +9,11 @@ One loop (``liverec worker``, or a child process of ``liverec serve``):
    by the serving version from the user's history before it (seen items excluded, full catalogue);
    after ``gate_events`` events the candidate is promoted unless its NDCG@10 is worse than the
    serving version's by more than ``gate_margin``; otherwise it is kept unserved as ``rejected`` with
-   the numbers in its manifest's ``reason``;
+   the numbers in its manifest's ``reason``. While the updater keeps up, the gate ranks every new
+   event (or the ``gate_sample_rate`` share of them); while events wait behind it (a read fills its
+   batch), it ranks a hash-chosen sample sized so that ranking takes at most ``gate_max_share`` of the
+   updater's time, from the measured cost of ranking and of everything else: a backlog is worked off
+   at the learner's pace, and decisions then rest on ``gate_events`` events spread over more;
 3. feed the events to the :class:`~liverec.online.learner.OnlineLearner`; when its cadence is due,
    update the model and register the result as the next candidate (lineage: ``parent``, the events
    and offsets trained on);
@@ -54,6 +58,9 @@ class UpdaterConfig:
     # fraction of new events the gate ranks (chosen by offset, deterministic): ranking is most of the
     # updater's time, so a lower rate buys throughput with decisions that span more events
     gate_sample_rate: float = 1.0
+    # while events wait, the gate's sample shrinks so that ranking takes at most this share of the
+    # updater's time (None: always gate_sample_rate)
+    gate_max_share: float | None = 0.25
     retrain_interval_s: float | None = None  # periodic full retraining (None: off)
     retrain_params: Mapping[str, Any] = field(default_factory=dict)  # hyperparameters of the full retraining
     poll_interval_s: float = 1.0
@@ -70,6 +77,7 @@ class _Gate:
     item_index: dict[str, int]
     results: dict[str, list[float]] = field(default_factory=lambda: {"candidate": [], "serving": []})
     hits: dict[str, list[float]] = field(default_factory=lambda: {"candidate": [], "serving": []})
+    events_read: int = 0  # new events that went by while it was judged (ranked or not)
 
 
 def prequential_metrics(
@@ -133,6 +141,10 @@ class Updater:
         self._serving: LoadedModel | None = None
         self._last_retrain = time.monotonic()
         self.decisions: list[dict[str, Any]] = []
+        # measured seconds per event ranked by the gate (both models) and per event for everything else
+        self._gate_cost: float | None = None
+        self._other_cost: float | None = None
+        self.gate_rate = self.config.gate_sample_rate  # the sampling rate of the latest gate batch
 
     # -- start-up --------------------------------------------------------------------------------
     def start(self) -> bool:
@@ -203,20 +215,41 @@ class Updater:
         assert self.learner is not None, "call start() first"
         # never read past the cadence: an update after every `every_events` events, not per read batch
         limit = min(self.config.read_batch, self.config.every_events or self.config.read_batch)
+        started = time.perf_counter()
         events = self.log.read(after_offset=self.offset, limit=limit)
+        gate_seconds = 0.0
         if events:
             used = [e for e in events if self.event_weights.get(e.type, 0.0) > 0]
             if self.gate is not None and used:
-                self._judge(used)
+                self.gate_rate = self._gate_rate(behind=len(events) >= limit)
+                judging = time.perf_counter()
+                ranked = self._judge(used, self.gate_rate)
+                gate_seconds = time.perf_counter() - judging
+                if ranked:
+                    self._gate_cost = _moving_average(self._gate_cost, gate_seconds / ranked)
             self.state.apply(events)
             self.learner.observe([e.user_id for e in used], [e.item_id for e in used], [e.timestamp for e in used])
             self.offset = events[-1].offset
         if self.learner.should_update():
             self._update()
+        if events:  # a full retraining below is not a per-event cost
+            other = (time.perf_counter() - started - gate_seconds) / len(events)
+            self._other_cost = _moving_average(self._other_cost, other)
         if self.config.retrain_interval_s is not None and self.gate is None:
             if time.monotonic() - self._last_retrain >= self.config.retrain_interval_s:
                 self._retrain()
         return len(events)
+
+    def _gate_rate(self, behind: bool) -> float:
+        """The share of new events the gate ranks: ``gate_sample_rate``, less while events wait behind.
+
+        Ranking ``r`` of the events costs ``r * gate_cost`` per event against ``other_cost`` for the rest;
+        its share of the time, ``r * gate_cost / (r * gate_cost + other_cost)``, is held to ``gate_max_share``.
+        """
+        rate, share = self.config.gate_sample_rate, self.config.gate_max_share
+        if not behind or share is None or self._gate_cost is None or self._other_cost is None:
+            return rate
+        return min(rate, share * self._other_cost / ((1.0 - share) * self._gate_cost))
 
     def _update(self) -> None:
         assert self.learner is not None
@@ -274,15 +307,16 @@ class Updater:
             self._serving = self.registry.load(promoted)
         return self._serving
 
-    def _judge(self, events: list[StoredEvent]) -> None:
-        """Score the events test-then-train with the candidate and the serving version; decide when enough."""
+    def _judge(self, events: list[StoredEvent], rate: float) -> int:
+        """Score the ``rate`` sample of the events test-then-train with the candidate and the serving
+        version; decide when enough. Returns how many events were ranked."""
         gate = self.gate
         serving = self._serving_model()
         assert gate is not None
         if serving is None:
             self.registry.promote(gate.version, reason="no version was serving")
             self.gate = None
-            return
+            return 0
         # each event's history and seen set before it, including earlier events of this same batch
         names = self.state.item_ids
         sequences: dict[str, list[str]] = {}
@@ -295,7 +329,7 @@ class Updater:
             if user not in sequences:
                 sequences[user] = [names[i] for i in self.state.history(user).tolist()]
                 seen_sets[user] = {names[i] for i in self.state.seen(user).tolist()}
-            if event.item_id not in seen_sets[user] and _sampled(event.offset, self.config.gate_sample_rate):
+            if event.item_id not in seen_sets[user] and _sampled(event.offset, rate):
                 # (a repeat cannot be ranked with seen items excluded)
                 histories.append(list(sequences[user]))
                 seen.append(list(seen_sets[user]))
@@ -306,7 +340,7 @@ class Updater:
         needed = self.config.gate_events - len(gate.results["candidate"])
         histories, seen, targets = histories[:needed], seen[:needed], targets[:needed]
         if not targets:
-            return
+            return 0
         serving_index = {item: n for n, item in enumerate(serving.item_ids)}
         for name, model, index in (
             ("candidate", gate.model, gate.item_index),
@@ -315,21 +349,24 @@ class Updater:
             hit, ndcg = prequential_metrics(model, index, histories, seen, targets)
             gate.hits[name].extend(hit.tolist())
             gate.results[name].extend(ndcg.tolist())
+        gate.events_read += len(events)
         n = len(gate.results["candidate"])
         if n < self.config.gate_events:
-            return
+            return len(targets)
         candidate_ndcg = float(np.mean(gate.results["candidate"]))
         serving_ndcg = float(np.mean(gate.results["serving"]))
         numbers = (
             f"prequential NDCG@10 on {n} new events: candidate {candidate_ndcg:.4f} vs serving "
             f"{serving.version} {serving_ndcg:.4f} (HR@10 {np.mean(gate.hits['candidate']):.4f} vs "
-            f"{np.mean(gate.hits['serving']):.4f}), margin {self.config.gate_margin}"
+            f"{np.mean(gate.hits['serving']):.4f}), margin {self.config.gate_margin}; "
+            f"ranked from {gate.events_read} events read"
         )
         decision = {
             "version": gate.version,
             "candidate_ndcg": candidate_ndcg,
             "serving_ndcg": serving_ndcg,
             "events": n,
+            "events_read": gate.events_read,
         }
         if candidate_ndcg >= serving_ndcg - self.config.gate_margin:
             self.registry.promote(gate.version, reason=numbers)
@@ -342,6 +379,7 @@ class Updater:
         log.info("gate decision", extra=decision)
         self.decisions.append(decision)
         self.gate = None
+        return len(targets)
 
     def close(self) -> None:
         self.log.close()
@@ -357,8 +395,13 @@ def updater_config(settings: Any) -> UpdaterConfig:
         gate_events=settings.gate_events,
         gate_margin=settings.gate_margin,
         gate_sample_rate=settings.gate_sample_rate,
+        gate_max_share=settings.gate_max_share,
         retrain_interval_s=settings.retrain_interval_s,
     )
+
+
+def _moving_average(previous: float | None, value: float, weight: float = 0.2) -> float:
+    return value if previous is None else (1.0 - weight) * previous + weight * value
 
 
 def _sampled(offset: int, rate: float) -> bool:
