@@ -52,7 +52,8 @@ def test_learns_planted_successor_with_every_loss(loss: str) -> None:
 def test_early_stopping_keeps_the_best_epoch() -> None:
     data = cycle_data()
     validation, _ = leave_one_out(data)
-    model = SASRec(**{**SMALL, "max_epochs": 30, "patience": 3}).fit(validation.train, validation=validation)
+    config = {**SMALL, "max_epochs": 30, "patience": 3, "refit": False}
+    model = SASRec(**config).fit(validation.train, validation=validation)
     scores = [entry["val_ndcg@10"] for entry in model.history]
     assert model.best_validation_ndcg == max(scores)
     assert model.best_epoch == model.history[int(np.argmax(scores))]["epoch"]
@@ -62,6 +63,54 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
 def test_fit_without_validation_holds_out_last_events() -> None:
     model = SASRec(**{**SMALL, "max_epochs": 5}).fit(cycle_data())
     assert len(model.history) == 5 and all(0 <= e["val_ndcg@10"] <= 1 for e in model.history)
+
+
+def test_refit_trains_afresh_on_the_validation_events_for_the_chosen_epoch_count() -> None:
+    data = cycle_data(n_users=60)
+    validation, test = leave_one_out(data)
+    config = {**SMALL, "max_epochs": 12, "patience": 4, "dropout": 0.2}
+    refit = SASRec(**config).fit(test.train, validation=validation)
+    selected = SASRec(**config, refit=False).fit(test.train, validation=validation)
+    assert refit.best_epoch == selected.best_epoch == refit.refit_epochs > 0
+    # the selection's record, not the refit's
+    assert [e["val_ndcg@10"] for e in refit.history] == [e["val_ndcg@10"] for e in selected.history]
+    # the same as training from scratch on training + validation events for that many epochs
+    everything = Interactions.concat([test.train, validation.test_events])
+    epochs = selected.best_epoch
+    fresh = SASRec(**{**config, "max_epochs": epochs, "eval_every": epochs}, refit=False)
+    fresh.fit(everything, validation=validation)
+    for name, value in fresh._net().state_dict().items():
+        torch.testing.assert_close(refit._net().state_dict()[name], value, rtol=0, atol=0)
+    assert not torch.equal(refit._net().item_embedding.weight, selected._net().item_embedding.weight)
+
+
+def test_refit_learns_what_only_the_validation_events_show() -> None:
+    """Item 29 occurs only as validation targets, always after item 5: the refit model learns to follow 5
+    with it; the early-stopped model never saw it."""
+    rng = np.random.default_rng(1)
+    users, items, times = [], [], []
+    for user in range(80):
+        walk = [int(rng.integers(6, 29)) for _ in range(8)] + [5, 29, int(rng.integers(6, 29))]
+        users += [user] * len(walk)
+        items += walk
+        times += list(range(len(walk)))
+    data = Interactions.from_arrays(users, items, np.array(times, dtype=float), n_users=80, n_items=N_ITEMS)
+    validation, test = leave_one_out(data)
+    assert set(validation.targets.items.tolist()) == {29} and 29 not in test.train.item_ids
+    after_five = Histories.from_lists([[7, 12, 5]])
+    config = {**SMALL, "max_epochs": 20, "patience": 20}
+    refit = SASRec(**config).fit(test.train, validation=validation)
+    selected = SASRec(**config, refit=False).fit(test.train, validation=validation)
+    assert refit.recommend(after_five, k=1)[0][0, 0] == 29
+    assert selected.recommend(after_five, k=5)[0][0].tolist().count(29) == 0
+
+
+def test_refit_without_validation_uses_every_event_and_needs_a_chosen_epoch() -> None:
+    data = cycle_data(n_users=40)
+    model = SASRec(**{**SMALL, "max_epochs": 4, "patience": 4}).fit(data)
+    assert model.refit_epochs == model.best_epoch > 0  # held out each user's last event, then refit on all
+    with pytest.raises(RuntimeError, match="no epoch count"):
+        SASRec(**SMALL).refit_on(data)
 
 
 def test_no_per_user_state() -> None:

@@ -136,6 +136,16 @@ def user_temporal_split(interactions: Interactions, test_fraction: float = 0.2, 
     return RankingSplit(split.train, split.history, split.targets, "user-temporal", split.info, split.test_events)
 
 
+def with_held_out(train: Interactions, validation: RankingSplit) -> Interactions | None:
+    """``train`` plus ``validation``'s held-out events: what a model selected on ``validation`` may refit on.
+
+    None when the split does not carry its events (``test_events``).
+    """
+    if validation.test_events is None:
+        return None
+    return Interactions.concat([train, validation.test_events])
+
+
 def hold_out_last(interactions: Interactions, min_events: int = 3) -> tuple[Interactions, tuple[Histories, Histories]]:
     """Carve a validation set out of training data: each user's last event (users with >= ``min_events``).
 

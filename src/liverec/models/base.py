@@ -82,6 +82,11 @@ class Recommender(ABC):
         self._fitted = True
         return self
 
+    def refit_on(self, interactions: Interactions) -> Self:
+        """Train the final model on ``interactions`` (training plus validation events) with what ``fit``'s
+        validation chose: models that choose nothing there simply fit (SASRec keeps its epoch count)."""
+        return self.fit(interactions)
+
     def partial_fit(self, interactions: Interactions) -> Self:
         """Continue training on new ``interactions`` (ids may exceed the current id spaces)."""
         if not self.supports_partial_fit:

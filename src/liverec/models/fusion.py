@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
 from liverec.data.interactions import Histories, Interactions
-from liverec.data.splits import RankingSplit, hold_out_last
+from liverec.data.splits import RankingSplit, hold_out_last, with_held_out
 from liverec.models.base import MODEL_REGISTRY, ModelConfig, Recommender, register, single_target_ndcg
 
 WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -25,10 +25,13 @@ WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 @dataclasses.dataclass(frozen=True)
 class FusionConfig(ModelConfig):
     """``components``: comma-separated model names (the first is the anchor, weight 1);
-    ``rounds``: coordinate-ascent passes over the other components' weights."""
+    ``rounds``: coordinate-ascent passes over the other components' weights; ``refit``: once the
+    weights are learned, refit every component on the training and validation events (each
+    component's own choices, such as SASRec's epoch count, kept)."""
 
     components: str = "sasrec,itemknn,pop-decay"
     rounds: int = 2
+    refit: bool = True
 
     def names(self) -> list[str]:
         names = [name.strip() for name in self.components.split(",") if name.strip()]
@@ -67,12 +70,21 @@ class Fusion(Recommender):
 
     def _fit(self, interactions: Interactions, validation: RankingSplit | None = None) -> None:
         if validation is None:
+            everything: Interactions | None = interactions
             train, (history, targets) = hold_out_last(interactions)
             validation = RankingSplit(train, history, targets, "fusion-holdout", {})
             interactions = train
+        else:
+            everything = with_held_out(interactions, validation)
         self.components = []
         for name in self.config.names():
-            model = MODEL_REGISTRY[name](seed=self.config.seed)
+            cls = MODEL_REGISTRY[name]
+            # components are judged as fitted on training events only: a refit one would have learned
+            # the validation targets it is weighed on; they refit below, after the weights
+            config = cls.Config(seed=self.config.seed)
+            if "refit" in {f.name for f in dataclasses.fields(config)}:
+                config = dataclasses.replace(config, refit=False)  # type: ignore[call-arg]
+            model = cls(config)
             model.fit(interactions, validation=validation)
             self.components.append(model)
         standardised = [standardise(c.score(validation.history)) for c in self.components]
@@ -96,6 +108,16 @@ class Fusion(Recommender):
                         best, weights = ndcg, trial
         self.weights = weights
         self.validation_ndcg["fusion"] = best
+        if self.config.refit and everything is not None:
+            self.refit_on(everything)
+
+    def refit_on(self, interactions: Interactions) -> Self:
+        """Refit every component that has weight on ``interactions``; the weights stay."""
+        for component, weight in zip(self.components, self.weights, strict=True):
+            if weight:  # a dropped component is never scored
+                component.refit_on(interactions)
+        self.n_users, self.n_items = interactions.n_users, interactions.n_items
+        return self
 
     def _partial_fit(self, interactions: Interactions) -> None:
         for component in self.components:
