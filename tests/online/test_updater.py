@@ -32,7 +32,9 @@ def folder(tmp_path: Path) -> tuple[Path, list[Event]]:
     with SQLiteEventLog(tmp_path / "events.db") as event_log:
         import_dataset(dataset, event_log, source="s", event_types=DEFAULT_EVENT_WEIGHTS, limit=n_past)
         data = read_log(event_log, DEFAULT_EVENT_WEIGHTS)
-    train_and_register(data, ModelRegistry(tmp_path / "models"), "sasrec", {"max_epochs": 10, "patience": 3})
+    # refit off: these tests are about the updater, and every one of them trains this model afresh
+    params = {"max_epochs": 10, "patience": 3, "refit": False}
+    train_and_register(data, ModelRegistry(tmp_path / "models"), "sasrec", params)
     users, items = dataset.user_map.external_ids, dataset.item_map.external_ids
     rest = [
         Event(
