@@ -45,3 +45,21 @@ def test_invalid_settings_name_the_field(tmp_path: Path, toml: str, field: str) 
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nowhere\.toml"):
         Settings.load(tmp_path / "nowhere.toml")
+
+
+def test_none_unsets_an_optional_setting_and_a_worker_gets_exactly_the_parent_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from liverec.serving.server import worker_environment
+
+    monkeypatch.setenv("LIVEREC_GATE_MAX_SHARE", "none")
+    assert Settings.load().gate_max_share is None
+    monkeypatch.delenv("LIVEREC_GATE_MAX_SHARE")
+    parent = Settings.load(retrain_interval_s=60.0, port=8123).model_copy(
+        update={"gate_max_share": None, "updater_every_events": None}
+    )
+    assert parent.gate_max_share is None and parent.updater_every_events is None
+    for name, value in worker_environment(parent).items():
+        monkeypatch.setenv(name, value)
+    child = Settings.load()
+    assert child == parent  # None included: not left to the child's defaults (gate_max_share 0.25, 1000 events)

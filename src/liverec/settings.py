@@ -19,7 +19,10 @@ from liverec.state.store import DEFAULT_EVENT_WEIGHTS
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LIVEREC_", env_nested_delimiter="__", extra="forbid")
+    # LIVEREC_X=none unsets an optional setting (e.g. LIVEREC_GATE_MAX_SHARE=none)
+    model_config = SettingsConfigDict(
+        env_prefix="LIVEREC_", env_nested_delimiter="__", extra="forbid", env_parse_none_str="none"
+    )
 
     data_dir: Path = Field(Path("liverec-data"), description="folder holding events.db, state and models/")
     host: str = Field("127.0.0.1", description="address the HTTP server binds to")
@@ -87,7 +90,7 @@ class Settings(BaseSettings):
         gt=0,
         lt=1,
         description="while events wait, the gate ranks a sample sized to take at most this share of the updater's "
-        "time (unset: always gate_sample_rate)",
+        "time (none: always gate_sample_rate)",
     )
     retrain_interval_s: float | None = Field(None, gt=0, description="periodic full retraining (off when unset)")
 

@@ -90,12 +90,18 @@ def serve(settings: Settings) -> None:
                 worker.kill()
 
 
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """``LIVEREC_*`` variables that give a child process exactly these settings (an unset one is ``none``)."""
+    env: dict[str, str] = {}
+    for name, value in settings.describe().items():
+        text = "none" if value is None else json.dumps(value) if isinstance(value, dict) else str(value)
+        env[f"LIVEREC_{name.upper()}"] = text
+    return env
+
+
 def start_worker_process(settings: Settings) -> subprocess.Popen[bytes]:
     """``liverec worker`` for the same data folder, with exactly these settings (passed as ``LIVEREC_*``)."""
-    env = {**os.environ, PARENT_PID: str(os.getpid())}
-    for name, value in settings.describe().items():
-        if value is not None:
-            env[f"LIVEREC_{name.upper()}"] = json.dumps(value) if isinstance(value, dict) else str(value)
+    env = {**os.environ, **worker_environment(settings), PARENT_PID: str(os.getpid())}
     command = [sys.executable, "-m", "liverec.cli", "worker", "--data-dir", str(settings.data_dir)]
     process = subprocess.Popen(command, env=env)
     log.info("updater started", extra={"pid": process.pid})
