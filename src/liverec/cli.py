@@ -381,6 +381,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             epochs=args.update_epochs,
             batch_size=args.update_batch_size or tuned.get("batch_size"),
             max_sequence=args.update_max_sequence or tuned.get("max_sequence"),
+            relearn_history=args.relearn_history,
             seed=args.seed,
         )
         config = ReplayConfig(
@@ -726,6 +727,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="most recent items per user an update trains on (default 101 for sasrec, chosen like the batch size; "
         "max_len + 1 for other models)",
+    )
+    learner.add_argument(
+        "--relearn-history",
+        action="store_true",
+        help="each update learns the affected users' earlier items again as targets (default: they are context "
+        "for the new events only)",
     )
     replay_parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     replay_parser.add_argument("--plot", metavar="FILE.png", help="draw HR@10 and NDCG@10 per window (matplotlib)")

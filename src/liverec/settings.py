@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     updater_every_seconds: float | None = Field(30.0, gt=0, description="... or after the oldest waited this long")
     updater_lr_multiplier: float = Field(1.0, gt=0, description="learning-rate multiplier of online updates")
     updater_replay_ratio: float = Field(1.0, ge=0, description="old users replayed per updated user")
+    updater_relearn_history: bool = Field(
+        False, description="updates learn the updated users' earlier events again (default: context only)"
+    )
     gate_events: int = Field(500, ge=1, description="new events a candidate is judged on before promotion")
     gate_margin: float = Field(0.0, ge=0, description="promote unless NDCG@10 is worse than serving by more")
     gate_sample_rate: float = Field(

@@ -320,3 +320,55 @@ def test_without_ties_the_default_window_trains_as_the_next_item_loss() -> None:
     assert not np.array_equal(default.user_vectors(test.history), every.user_vectors(test.history))
     with pytest.raises(ValueError, match="window_gap_s: expected a number >= 0 or None, got -1"):
         SASRec(window_gap_s=-1)
+
+
+def _record_loss_targets(model: SASRec) -> list[np.ndarray]:
+    """Wrap the model's loss to record the items (model ids) it is asked to predict at each step."""
+    recorded: list[np.ndarray] = []
+    loss = model._loss
+
+    def recording(hidden: torch.Tensor, targets: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        assert len(hidden) == len(targets)
+        recorded.append(targets.numpy() - 1)
+        return loss(hidden, targets, *args, **kwargs)  # type: ignore[arg-type]
+
+    model._loss = recording  # type: ignore[method-assign]
+    return recorded
+
+
+def test_partial_fit_learns_only_the_marked_events_and_reads_the_others_as_context() -> None:
+    data = cycle_data(n_users=40, length=8)
+    model = SASRec(**{**SMALL, "max_epochs": 2}).fit(data)
+    # each user's 8 known events again, then 3 new ones; only the new ones are to be learned
+    users = np.repeat(np.arange(40), 11)
+    last = data.item_ids.reshape(40, 8)[:, -1]
+    new_items = (last[:, None] + np.arange(1, 4)[None, :]) % N_ITEMS
+    items = np.concatenate([data.item_ids.reshape(40, 8), new_items], axis=1).ravel()
+    times = np.tile(np.arange(11.0), 40)
+    learn = np.tile(np.arange(11) >= 8, 40)
+    batch = Interactions.from_arrays(users, items, times, n_users=40, n_items=N_ITEMS)
+    recorded = _record_loss_targets(model)
+    before = {k: v.clone() for k, v in model.network.state_dict().items()}  # type: ignore[union-attr]
+    model.partial_fit(batch, learn)
+    np.testing.assert_array_equal(np.sort(np.concatenate(recorded)), np.sort(new_items.ravel()))
+    # the context changed what was learned: the same new events without their context train other weights
+    context_free = SASRec(**{**SMALL, "max_epochs": 2}).fit(data)
+    context_free.partial_fit(batch.subset(learn))
+    after = model.network.state_dict()  # type: ignore[union-attr]
+    assert not torch.equal(after["item_embedding.weight"], context_free.network.state_dict()["item_embedding.weight"])  # type: ignore[union-attr]
+    assert not torch.equal(after["item_embedding.weight"], before["item_embedding.weight"])
+    # every event marked: the plain partial_fit, bit for bit
+    plain, marked = (SASRec(**{**SMALL, "max_epochs": 2}).fit(data) for _ in range(2))
+    plain.partial_fit(batch)
+    marked.partial_fit(batch, np.ones(len(batch), dtype=bool))
+    for name, tensor in plain.network.state_dict().items():  # type: ignore[union-attr]
+        assert torch.equal(tensor, marked.network.state_dict()[name]), name  # type: ignore[union-attr]
+
+
+def test_partial_fit_rejects_a_learn_mask_of_the_wrong_shape() -> None:
+    data = cycle_data(n_users=10, length=4)
+    model = SASRec(**{**SMALL, "max_epochs": 1}).fit(data)
+    with pytest.raises(ValueError, match=r"learn: expected 40 bools"):
+        model.partial_fit(data, np.ones(39, dtype=bool))
+    with pytest.raises(ValueError, match=r"learn: expected 40 bools"):
+        model.partial_fit(data, np.ones(40, dtype=np.int64))

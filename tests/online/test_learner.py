@@ -202,3 +202,62 @@ def test_rejects_models_and_ids_it_cannot_work_with(phase_one: tuple[np.ndarray,
         OnlineLearner(model, ["i0"] * N_ITEMS, [f"u{u}" for u in range(200)])
     with pytest.raises(ValueError, match="equal lengths"):
         learner_for(model, users, items).observe(["u1"], ["i1", "i2"], [0.0])
+
+
+def test_matrix_factorisation_given_a_learn_mask_learns_the_marked_events_alone() -> None:
+    users, items = walks(np.arange(40), stride=1, length=6, seed=0)
+    events = Interactions.from_arrays(users, items, n_users=40, n_items=N_ITEMS)
+    masked, subset = (create_model("mf-bpr", n_epochs=2, n_threads=1).fit(events) for _ in range(2))
+    learn = np.arange(len(events)) % 3 == 0
+    masked.partial_fit(events, learn)
+    subset.partial_fit(events.subset(learn))
+    for name, array in masked._get_state().items():
+        np.testing.assert_array_equal(array, subset._get_state()[name], err_msg=name)
+
+
+def _spy_on_loss(model: SASRec) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Record, at each training step, the items the loss predicts and its window of next items (model ids)."""
+    recorded: list[tuple[np.ndarray, np.ndarray | None]] = []
+    loss = model._loss
+
+    def recording(hidden, targets, rng, items, seen=None, future=None):  # type: ignore[no-untyped-def]
+        recorded.append((targets.numpy() - 1, None if future is None else future.numpy() - 1))
+        return loss(hidden, targets, rng, items, seen, future)
+
+    model._loss = recording  # type: ignore[method-assign]
+    return recorded
+
+
+@pytest.mark.parametrize("relearn_history", [False, True])
+def test_an_update_learns_the_new_events_with_the_history_as_context(
+    phase_one: tuple[np.ndarray, np.ndarray], relearn_history: bool
+) -> None:
+    users, items = phase_one
+    model = fitted(users, items, max_epochs=2)
+    learner = learner_for(model, users, items, replay_ratio=0.0, relearn_history=relearn_history)
+    recorded = _spy_on_loss(model)
+    new_items = np.array([7, 8, 9])
+    learner.observe(["u3"] * 3, [f"i{i}" for i in new_items], [1e9, 1e9 + 1, 1e9 + 2])
+    learner.update()
+    learned = np.sort(np.concatenate([targets for targets, _ in recorded]))
+    if relearn_history:  # the whole recent sequence again: u3's 15 known items (all but the first) and the new ones
+        history = items[users == 3][-(model.config.max_len + 1 - 3) :]
+        np.testing.assert_array_equal(learned, np.sort(np.concatenate([history[1:], new_items])))
+    else:
+        np.testing.assert_array_equal(learned, new_items)
+
+
+def test_an_update_sees_the_events_real_times(phase_one: tuple[np.ndarray, np.ndarray]) -> None:
+    """SASRec's two-item window spans events under window_gap_s apart: the learner passes real times."""
+    users, items = phase_one
+    model = fitted(users, items, max_epochs=2)
+    learner = learner_for(model, users, items, replay_ratio=0.0)
+    recorded = _spy_on_loss(model)
+    learner.observe(["u300"] * 4, ["i1", "i2", "i3", "i4"], [0.0, 1000.0, 1010.0, 5000.0])  # a new user
+    learner.update()
+    (targets, future), = recorded
+    assert future is not None
+    np.testing.assert_array_equal(targets, [2, 3, 4])
+    # after i1 the window holds i2 and i3 (10 s apart); after i2 not i4 (3,990 s after i3); with positions
+    # for times, as before, every item would count as 1 s after the one before: [3, 4, -1]
+    np.testing.assert_array_equal(future[:, 1], [3, -1, -1])

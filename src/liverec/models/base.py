@@ -53,6 +53,9 @@ class Recommender(ABC):
     handles_new_items: ClassVar[bool] = False
     #: True when ``fit`` uses a validation split (early stopping, learned weights) when one is given.
     uses_validation: ClassVar[bool] = False
+    #: True when ``partial_fit(..., learn=mask)`` reads the events outside the mask as context for the new
+    #: ones (a sequence model); other models are given the new events only.
+    learns_in_context: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         base = config if config is not None else self.Config()
@@ -87,17 +90,36 @@ class Recommender(ABC):
         validation chose: models that choose nothing there simply fit (SASRec keeps its epoch count)."""
         return self.fit(interactions)
 
-    def partial_fit(self, interactions: Interactions) -> Self:
-        """Continue training on new ``interactions`` (ids may exceed the current id spaces)."""
+    def partial_fit(self, interactions: Interactions, learn: np.ndarray | None = None) -> Self:
+        """Continue training on new ``interactions`` (ids may exceed the current id spaces).
+
+        ``learn``: ``[len(interactions)]`` bools, the events to learn; the others were learned before
+        and are context only: a model that ``learns_in_context`` reads them as the sequence before
+        the new events (no loss on predicting them), the others are given the new events alone.
+        None: learn every event.
+        """
         if not self.supports_partial_fit:
             raise NotImplementedError(f"model {self.name!r} does not support partial_fit; call fit")
+        if learn is not None:
+            learn = np.asarray(learn)
+            if learn.dtype != np.bool_ or learn.shape != (len(interactions),):
+                raise ValueError(
+                    f"learn: expected {len(interactions)} bools (one per event), got {learn.dtype} {learn.shape}"
+                )
+            if learn.all():
+                learn = None
+            elif not self.learns_in_context or not self._fitted:
+                interactions, learn = interactions.subset(np.flatnonzero(learn)), None
         if not self._fitted:
             return self.fit(interactions)
         if interactions.n_users < self.n_users or interactions.n_items < self.n_items:
             interactions = interactions.with_sizes(
                 max(self.n_users, interactions.n_users), max(self.n_items, interactions.n_items)
             )
-        self._partial_fit(interactions)
+        if learn is None:
+            self._partial_fit(interactions)
+        else:
+            self._partial_fit_in_context(interactions, learn)
         self.n_users, self.n_items = interactions.n_users, interactions.n_items
         return self
 
@@ -105,6 +127,10 @@ class Recommender(ABC):
     def _fit(self, interactions: Interactions) -> None: ...
 
     def _partial_fit(self, interactions: Interactions) -> None:
+        raise NotImplementedError
+
+    def _partial_fit_in_context(self, interactions: Interactions, learn: np.ndarray) -> None:
+        """``partial_fit`` of a model that ``learns_in_context``: ``learn`` has a False (context) event."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- scoring

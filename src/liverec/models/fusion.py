@@ -68,6 +68,10 @@ class Fusion(Recommender):
     def supports_partial_fit(self) -> bool:  # type: ignore[override]
         return bool(self.components) and all(c.supports_partial_fit for c in self.components)
 
+    @property
+    def learns_in_context(self) -> bool:  # type: ignore[override]
+        return any(c.learns_in_context for c in self.components)
+
     def _fit(self, interactions: Interactions, validation: RankingSplit | None = None) -> None:
         if validation is None:
             everything: Interactions | None = interactions
@@ -122,6 +126,10 @@ class Fusion(Recommender):
     def _partial_fit(self, interactions: Interactions) -> None:
         for component in self.components:
             component.partial_fit(interactions)
+
+    def _partial_fit_in_context(self, interactions: Interactions, learn: np.ndarray) -> None:
+        for component in self.components:  # each reads the context or drops it (Recommender.partial_fit)
+            component.partial_fit(interactions, learn)
 
     def _score(self, histories: Histories) -> np.ndarray:
         total = np.zeros((len(histories), self.n_items), dtype=np.float32)

@@ -435,6 +435,7 @@ class SASRec(Recommender):
     config: SASRecConfig
     supports_partial_fit = True
     handles_new_items = True
+    learns_in_context = True
     uses_validation = True
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
@@ -614,16 +615,29 @@ class SASRec(Recommender):
 
     def _partial_fit(self, interactions: Interactions) -> None:
         """Continue from the current weights on the sequences in ``interactions``; grow the item table."""
+        self._partial_fit_in_context(interactions, None)
+
+    def _partial_fit_in_context(self, interactions: Interactions, learn: np.ndarray | None) -> None:
+        """:meth:`_partial_fit` with a loss only at the positions whose next item is a ``learn`` event;
+        the other events are read as context (None: a loss at every position)."""
         config = self.config
         self._grow_items(interactions.n_items)
         rng = np.random.default_rng(config.seed + 1 + self._steps)
-        self._set_sampling_distribution(interactions, blend=True)
-        histories = _trainable(Histories.from_interactions(interactions))
-        if len(histories) == 0:
+        new = interactions if learn is None else interactions.subset(learn)
+        self._set_sampling_distribution(new, blend=True)
+        histories = Histories.from_interactions(interactions)
+        flags = None
+        if learn is not None:  # the same (user, time) order as the histories' events
+            order = np.lexsort((interactions.timestamps, interactions.user_ids))
+            flags = Histories(histories.users, histories.indptr, learn[order].astype(np.int64))
+        trainable = np.flatnonzero(histories.lengths() >= 2)
+        if len(trainable) == 0:
             return
+        histories = histories.select(trainable)
+        flags = None if flags is None else flags.select(trainable)
         with torch_threads(config.n_threads):
             for _ in range(config.partial_fit_epochs):
-                self._train_epoch(histories, rng)
+                self._train_epoch(histories, rng, flags)
 
     def _init_weights(self) -> None:
         generator = torch.Generator().manual_seed(self.config.seed)
@@ -642,8 +656,11 @@ class SASRec(Recommender):
         weights = (counts + 1.0) ** 0.75
         self.item_log_q = np.log(weights / weights.sum())
 
-    def _train_epoch(self, histories: Histories, rng: np.random.Generator) -> float:
+    def _train_epoch(self, histories: Histories, rng: np.random.Generator, learn: Histories | None = None) -> float:
         """One pass over every user's window; batches group users of similar length (little padding).
+
+        ``learn``: per item of ``histories``, 1 if it is to be learned as a target, 0 if it is context
+        only (the positions predicting it get no loss; a batch with no target to learn is skipped).
 
         The loop is shared with distributed training (``liverec.models.distributed``), which overrides
         the four ``_batch_*`` / ``_epoch_*`` hooks below: its ranks draw the same batches from ``rng`` and
@@ -651,17 +668,25 @@ class SASRec(Recommender):
         """
         network, optimizer, config = self._net(), self._optimizer(), self.config
         network.train()
-        windows = _windows(histories, config.max_len + 1, rng if config.crop == "random" else None)
+        windows, take = _windows(histories, config.max_len + 1, rng if config.crop == "random" else None)
         lengths = windows.lengths()
         ties = None  # which items are close enough in time to the one before to share a window
         if config.window > 1 and config.window_gap_s is not None:
             ties = _tie_flags(windows, config.window_gap_s)
+        targets_to_learn = None  # per window: how many of its targets (items after the first) are learned
+        if learn is not None:
+            learn = Histories(windows.users, windows.indptr, learn.items[take])
+            flags = learn.items.copy()
+            flags[windows.indptr[:-1]] = 0  # a window's first item is never a target
+            targets_to_learn = np.add.reduceat(flags, windows.indptr[:-1]) if len(flags) else flags
         # sort by length with random tie order, cut into batches, visit batches in random order
         by_length = np.lexsort((rng.random(len(lengths)), lengths))
         batches = [by_length[i : i + config.batch_size] for i in range(0, len(by_length), config.batch_size)]
         loss_rng = self._epoch_loss_rng(rng)
         total, count = 0.0, 0
         for index in rng.permutation(len(batches)):
+            if targets_to_learn is not None and not targets_to_learn[batches[index]].any():
+                continue  # nothing to learn in the whole batch (decided before sharing it out across ranks)
             rows, weight = self._batch_share(batches[index], lengths)
             width = int(lengths[rows].max())
             batch = self._batch_tensor(padded_sequences(windows.select(rows), width))
@@ -669,7 +694,15 @@ class SASRec(Recommender):
             tied = None if ties is None else self._batch_tensor(padded_sequences(ties.select(rows), width)) == 2
             inputs, targets = batch[:, :-1], batch[:, 1:]
             hidden, table = self._batch_forward(inputs)  # hidden at non-padding positions, the item table used
-            loss = self._loss(hidden, targets[inputs > 0], loss_rng, table[1:], *self._loss_context(batch, tied))
+            seen, future = self._loss_context(batch, tied)
+            targets = targets[inputs > 0]
+            if learn is not None:  # keep the positions whose next item is to be learned (flag + 1 == 2)
+                learned = self._batch_tensor(padded_sequences(learn.select(rows), width))[:, 1:] == 2
+                keep = learned[inputs > 0]
+                hidden, targets = hidden[keep], targets[keep]
+                future = None if future is None else future[keep]
+                seen = None if seen is None else SeenItems(seen.sequences, seen.row[keep], seen.column[keep])
+            loss = self._loss(hidden, targets, loss_rng, table[1:], seen, future)
             self._steps += 1
             scale = min(1.0, self._steps / config.warmup_steps) if config.warmup_steps > 0 else 1.0
             for group in optimizer.param_groups:
@@ -964,8 +997,9 @@ def _trainable(histories: Histories) -> Histories:
     return histories.select(np.flatnonzero(histories.lengths() >= 2))
 
 
-def _windows(histories: Histories, length: int, rng: np.random.Generator | None) -> Histories:
-    """Each row cut to a window of at most ``length`` consecutive items: the last one, or a random one."""
+def _windows(histories: Histories, length: int, rng: np.random.Generator | None) -> tuple[Histories, np.ndarray]:
+    """Each row cut to a window of at most ``length`` consecutive items: the last one, or a random one;
+    and the indices of the windows' items in ``histories.items``."""
     lengths = histories.lengths()
     size = np.minimum(lengths, length)
     end = histories.indptr[1:].copy()
@@ -975,7 +1009,8 @@ def _windows(histories: Histories, length: int, rng: np.random.Generator | None)
     start = end - size
     take = concat_ranges(start, size)
     timestamps = None if histories.timestamps is None else histories.timestamps[take]
-    return Histories(histories.users, np.concatenate([[0], np.cumsum(size)]), histories.items[take], timestamps)
+    windows = Histories(histories.users, np.concatenate([[0], np.cumsum(size)]), histories.items[take], timestamps)
+    return windows, take
 
 
 def _tie_flags(histories: Histories, gap_s: float = 0.0) -> Histories:

@@ -11,6 +11,8 @@ precedes them, which is what a sequence model needs — instead of on the new ev
 * :meth:`OnlineLearner.update` trains the model on one batch: every queued user's updated sequence plus a
   *replay sample* of other users seen before (``replay_ratio`` old users per queued user, uniformly
   drawn), which keeps the model from forgetting the rest of the population while it follows the stream.
+  A queued user's earlier items are context: only the new events are learned as targets (unless
+  ``relearn_history``); a replayed user's whole sequence is learned again.
   The learning rate and the number of epochs of the update are settings of the learner.
 * :meth:`OnlineLearner.should_update` says when the cadence (every N events and/or T seconds) is due.
 
@@ -61,8 +63,10 @@ class LearnerConfig:
     model's ``partial_fit_epochs``). ``batch_size``: the model's training batch during an update (None =
     its own; smaller batches mean more optimiser steps per update). ``max_sequence``: items kept, and
     trained, per user (None = the model's ``max_len + 1``, else :data:`DEFAULT_MAX_SEQUENCE`).
-    ``seed``: replay samples and dropout masks. The replay's tuned values for SASRec are in
-    :data:`TUNED_LEARNER` (batch 16, last 101 items).
+    ``relearn_history``: whether an update learns a queued user's earlier items again as targets (True) or
+    reads them as context for the new events only (False; models that cannot use context are given the
+    new events alone). ``seed``: replay samples and dropout masks. The replay's tuned values for SASRec
+    are in :data:`TUNED_LEARNER` (batch 16, last 101 items).
     """
 
     every_events: int | None = 1000
@@ -72,6 +76,7 @@ class LearnerConfig:
     epochs: int | None = None
     batch_size: int | None = None
     max_sequence: int | None = None
+    relearn_history: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -148,6 +153,7 @@ class OnlineLearner:
         default_cap = DEFAULT_MAX_SEQUENCE if max_len is None else int(max_len) + 1
         self._cap = self.config.max_sequence or default_cap
         self._sequences: list[list[int]] = [[] for _ in self._user_ids]
+        self._times: list[list[float]] = [[] for _ in self._user_ids]  # each sequence's event timestamps
         if history is not None:
             if history.n_users > model.n_users or history.n_items > model.n_items:
                 raise ValueError(
@@ -155,11 +161,15 @@ class OnlineLearner:
                     f"({model.n_users}, {model.n_items})"
                 )
             recent = Histories.from_interactions(history).last(self._cap)
+            assert recent.timestamps is not None
             for user in np.flatnonzero(recent.lengths()):
-                self._sequences[user] = recent.row(int(user)).tolist()
+                start, stop = recent.indptr[user], recent.indptr[user + 1]
+                self._sequences[user] = recent.items[start:stop].tolist()
+                self._times[user] = recent.timestamps[start:stop].tolist()
         #: users with at least two items (a trainable sequence), in order of reaching two: the replay pool
         self._trainable = [user for user, sequence in enumerate(self._sequences) if len(sequence) >= 2]
-        self._pending_users: dict[int, None] = {}  # an ordered set: users in order of their first pending event
+        #: users in order of their first pending event -> their pending events (new items at the sequence's end)
+        self._pending_users: dict[int, int] = {}
         self._pending_events = 0
         self._pending_since: float | None = None
         self._pending_times: tuple[float, float] | None = None
@@ -197,18 +207,22 @@ class OnlineLearner:
         if len(user_ids) == 0:
             return
         times = np.asarray(timestamps, dtype=np.float64)
-        for raw_user, raw_item in zip(user_ids, item_ids, strict=True):
+        pending = self._pending_users
+        for raw_user, raw_item, when in zip(user_ids, item_ids, times.tolist(), strict=True):
             user = self._index_of(str(raw_user), self._user_index, self._user_ids)
             if user == len(self._sequences):
                 self._sequences.append([])
+                self._times.append([])
             item = self._index_of(str(raw_item), self._item_index, self._item_ids)
-            sequence = self._sequences[user]
+            sequence, sequence_times = self._sequences[user], self._times[user]
             sequence.append(item)
+            # a sequence stays in arrival order: an event older than the one before counts as simultaneous
+            sequence_times.append(max(when, sequence_times[-1]) if sequence_times else when)
             if len(sequence) == 2:
                 self._trainable.append(user)
             elif len(sequence) > self._cap:
-                del sequence[0]
-            self._pending_users[user] = None
+                del sequence[0], sequence_times[0]
+            pending[user] = pending.get(user, 0) + 1
         self._pending_events += len(times)
         first, last = float(times.min()), float(times.max())
         if self._pending_times is not None:
@@ -237,19 +251,24 @@ class OnlineLearner:
             users = np.concatenate([affected, replayed])
             sequences = [self._sequences[user] for user in users]
             lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
-            items = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(lengths.sum()))
-            batch = Interactions.from_arrays(
-                np.repeat(users, lengths),
-                items,
-                # positions as times: the model re-sorts each user's events by time, this keeps stream order
-                timestamps=np.arange(len(items), dtype=np.float64),
-                n_users=len(self._user_ids),
-                n_items=len(self._item_ids),
+            total = int(lengths.sum())
+            items = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=total)
+            event_times = np.fromiter(
+                itertools.chain.from_iterable(self._times[user] for user in users), dtype=np.float64, count=total
             )
+            n_users, n_items = len(self._user_ids), len(self._item_ids)
+            rows = np.repeat(users, lengths)
+            batch = Interactions.from_arrays(rows, items, event_times, n_users=n_users, n_items=n_items)
+            learn = None
+            if not self.config.relearn_history:  # the pending events of the queued users, every replayed event
+                learn = np.ones(total, dtype=bool)
+                ends = np.cumsum(lengths[: len(affected)])
+                for end, length, user in zip(ends.tolist(), lengths.tolist(), affected.tolist(), strict=False):
+                    learn[end - length : end - min(self._pending_users[user], length)] = False
             torch_seed = int(self._rng.integers(2**62))
             with self._update_settings(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(torch_seed)
-                self.model.partial_fit(batch)
+                self.model.partial_fit(batch, learn)
         times = self._pending_times
         stats = UpdateStats(
             events=self._pending_events,

@@ -45,6 +45,9 @@ from liverec.state.store import State, StateConfig
 
 log = logging.getLogger("liverec.updater")
 
+#: The timestamp given to events from the state's histories, whose times the state does not keep.
+UNKNOWN_PAST = -1.0e18
+
 
 @dataclass(frozen=True)
 class UpdaterConfig:
@@ -53,6 +56,7 @@ class UpdaterConfig:
     lr_multiplier: float = 1.0
     replay_ratio: float = 1.0
     epochs: int | None = None
+    relearn_history: bool = False  # updates learn the updated users' earlier events again (LearnerConfig)
     gate_events: int = 500  # events a candidate is judged on before it is promoted or rejected
     gate_margin: float = 0.0  # promote unless NDCG@10 is worse than the serving version's by more than this
     # fraction of new events the gate ranks (chosen by offset, deterministic): ranking is most of the
@@ -172,14 +176,17 @@ class Updater:
             self.state.apply(batch)
         user_ids = loaded.user_ids or [f"__user_{n}" for n in range(loaded.model.n_users)]
         history = self._history_interactions(loaded.item_ids, user_ids)
+        tuned = TUNED_LEARNER.get(loaded.model.name, {})
         learner_config = LearnerConfig(
             every_events=self.config.every_events,
             every_seconds=self.config.every_seconds,
             replay_ratio=self.config.replay_ratio,
             lr_multiplier=self.config.lr_multiplier,
             epochs=self.config.epochs,
+            relearn_history=self.config.relearn_history,
             seed=self.config.seed,
-            **TUNED_LEARNER.get(loaded.model.name, {}),
+            batch_size=tuned.get("batch_size"),
+            max_sequence=tuned.get("max_sequence"),
         )
         self.learner = OnlineLearner(loaded.model, loaded.item_ids, user_ids, history=history, config=learner_config)
         self.version = loaded.version
@@ -199,7 +206,10 @@ class Updater:
                 if item is not None:
                     rows_u.append(user)
                     rows_i.append(item)
-        return Interactions.from_arrays(rows_u, rows_i, n_users=len(user_ids), n_items=len(item_ids))
+        # the state keeps no times: one far-past instant for all, so the events keep their order, come before
+        # any new event, and count as one session among themselves (SASRec's window_gap_s)
+        timestamps = np.full(len(rows_u), UNKNOWN_PAST)
+        return Interactions.from_arrays(rows_u, rows_i, timestamps, n_users=len(user_ids), n_items=len(item_ids))
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -392,6 +402,7 @@ def updater_config(settings: Any) -> UpdaterConfig:
         every_seconds=settings.updater_every_seconds,
         lr_multiplier=settings.updater_lr_multiplier,
         replay_ratio=settings.updater_replay_ratio,
+        relearn_history=settings.updater_relearn_history,
         gate_events=settings.gate_events,
         gate_margin=settings.gate_margin,
         gate_sample_rate=settings.gate_sample_rate,
