@@ -96,6 +96,11 @@ def main() -> None:
         default=TUNED_LEARNER["sasrec"]["max_sequence"],
         help="items kept and trained per user (default: the replay's tuned setting, 101; max_len + 1 is 201)",
     )
+    parser.add_argument(
+        "--relearn-history",
+        action="store_true",
+        help="updates learn the affected users' earlier items again (default: context only)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="times the stream is learned; the fastest counts")
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile of the updates")
     args = parser.parse_args()
@@ -115,6 +120,7 @@ def main() -> None:
         epochs=args.epochs,
         batch_size=args.batch_size,
         max_sequence=args.max_sequence,
+        relearn_history=args.relearn_history,
         seed=0,
     )
     rest = order[n_pretrain:]
@@ -146,6 +152,7 @@ def main() -> None:
             "epochs_per_update": args.epochs,
             "batch_size": args.batch_size,
             "max_sequence": args.max_sequence,
+            "relearn_history": args.relearn_history,
             "torch_threads": torch.get_num_threads(),
         },
     }

@@ -52,6 +52,11 @@ def main() -> None:
         default=UpdaterConfig.gate_max_share,
         help="while events wait, ranking's share of the updater's time ('none': always --gate-sample-rate)",
     )
+    parser.add_argument(
+        "--relearn-history",
+        action="store_true",
+        help="updates learn the affected users' earlier items again (default: context only)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = load_dataset(args.data)
@@ -73,6 +78,7 @@ def main() -> None:
             gate_events=args.gate_events,
             gate_sample_rate=args.gate_sample_rate,
             gate_max_share=args.gate_max_share,
+            relearn_history=args.relearn_history,
         )
         updater = Updater(root, DEFAULT_EVENT_WEIGHTS, config)
         assert updater.start()
@@ -102,6 +108,7 @@ def main() -> None:
                 "gate_events": args.gate_events,
                 "gate_sample_rate": args.gate_sample_rate,
                 "gate_max_share": args.gate_max_share,
+                "relearn_history": args.relearn_history,
                 "torch_threads": 1,
             },
             "events_processed": processed,
