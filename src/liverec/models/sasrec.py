@@ -26,6 +26,11 @@ categories): an item's vector is its id embedding plus the mean of its features'
 embeddings, in the input sequence and in the output table alike, so retrieval's item vectors
 include them. Items the table grows for in ``partial_fit`` start at the centroid of the known items
 that share their features (or at the mean item when they have none).
+
+``partial_fit(batch, learn)`` continues from the current weights. With a ``learn`` mask (the online
+learner's default) the unmarked events are context: each sequence runs through the network whole,
+but the loss is put only on the positions whose next item is a marked (new) event, so an update
+does not learn a user's old items again every time it learns their new ones.
 """
 
 from __future__ import annotations
