@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from liverec.data.interactions import Dataset, Interactions
+from liverec.data.interactions import Dataset, Interactions, ItemMetadata
 from liverec.data.splits import leave_one_out
 from liverec.evaluation.protocols import evaluate_ranking
 from liverec.events.log import EventLog
@@ -76,12 +76,14 @@ def import_dataset(
 
 @dataclass(frozen=True)
 class LogData:
-    """The log's events as training data, with the external ids and the range they cover."""
+    """The log's events as training data, with the external ids and the range they cover, and the
+    catalogue's titles and categories of those items (None when no item has a record)."""
 
     interactions: Interactions
     user_ids: list[str]
     item_ids: list[str]
     training: dict[str, Any]
+    items: ItemMetadata | None = None
 
 
 def read_log(event_log: EventLog, event_weights: Mapping[str, float], last_offset: int | None = None) -> LogData:
@@ -134,7 +136,19 @@ def read_log(event_log: EventLog, event_weights: Mapping[str, float], last_offse
         "first_timestamp": float(min(stamps)) if stamps else None,
         "last_timestamp": float(max(stamps)) if stamps else None,
     }
-    return LogData(interactions, [str(u) for u in user_ids], [str(i) for i in item_ids], training)
+    item_names = [str(i) for i in item_ids]
+    metadata = catalogue_metadata(event_log, item_names)
+    return LogData(interactions, [str(u) for u in user_ids], item_names, training, metadata)
+
+
+def catalogue_metadata(event_log: EventLog, item_ids: list[str]) -> ItemMetadata | None:
+    """Titles and categories of ``item_ids`` from the log's catalogue (deleted or missing records: none)."""
+    records = {record["item_id"]: record for record in event_log.items() if not record["deleted"]}
+    if not any(item in records for item in item_ids):
+        return None
+    described = [records.get(item, {}) for item in item_ids]
+    titles = np.array([record.get("title") for record in described], dtype=object)
+    return ItemMetadata(titles, [tuple(record.get("categories") or ()) for record in described])
 
 
 def log_data_from_dataset(dataset: Dataset, source: str) -> LogData:
@@ -153,6 +167,7 @@ def log_data_from_dataset(dataset: Dataset, source: str) -> LogData:
         [str(u) for u in dataset.user_map.external_ids],
         [str(i) for i in dataset.item_map.external_ids],
         training,
+        dataset.items,
     )
 
 
@@ -186,6 +201,9 @@ def train_and_register(
     validation, test = leave_one_out(data.interactions)
     model = create_model(model_name, seed=seed, **dict(params or {}))
     model.progress = progress
+    set_features = getattr(model, "set_item_features", None)
+    if set_features is not None and data.items is not None:  # categories, used where side_features is on
+        set_features(*data.items.genre_matrix())
     started = time.perf_counter()
     model.fit(test.train, validation=validation)
     fit_seconds = time.perf_counter() - started

@@ -255,7 +255,7 @@ def test_an_update_sees_the_events_real_times(phase_one: tuple[np.ndarray, np.nd
     recorded = _spy_on_loss(model)
     learner.observe(["u300"] * 4, ["i1", "i2", "i3", "i4"], [0.0, 1000.0, 1010.0, 5000.0])  # a new user
     learner.update()
-    (targets, future), = recorded
+    ((targets, future),) = recorded
     assert future is not None
     np.testing.assert_array_equal(targets, [2, 3, 4])
     # after i1 the window holds i2 and i3 (10 s apart); after i2 not i4 (3,990 s after i3); with positions

@@ -236,3 +236,51 @@ def test_a_backlog_is_worked_off_with_a_sampled_gate_and_every_event_ranked_once
                 caught_up.append(updater.gate_rate)
         assert caught_up and set(caught_up) == {1.0}
     updater.close()
+
+
+def test_categories_from_the_catalogue_reach_the_model_and_describe_new_items(tmp_path: Path) -> None:
+    """With side_features on, `liverec train`'s path gives SASRec the catalogue's categories, and the
+    updater gives it those of items that join online (a new item starts among its category's items)."""
+    dataset, truth = generate(SMALL)
+    inter = dataset.interactions
+    order = np.argsort(inter.timestamps, kind="stable")
+    n_past = int(0.7 * len(order))
+    with SQLiteEventLog(tmp_path / "events.db") as event_log:
+        import_dataset(dataset, event_log, source="s", event_types=DEFAULT_EVENT_WEIGHTS, limit=n_past)
+        data = read_log(event_log, DEFAULT_EVENT_WEIGHTS)
+    assert data.items is not None
+    params = {"max_epochs": 2, "patience": 2, "refit": False, "side_features": True}
+    train_and_register(data, ModelRegistry(tmp_path / "models"), "sasrec", params)
+    cluster_of = {str(item): int(truth.item_cluster[n]) for n, item in enumerate(dataset.item_map.external_ids)}
+
+    def categories(model: object, item_ids: list[str]) -> list[list[str]]:
+        features, names = model.item_features, model.feature_names  # type: ignore[attr-defined]
+        return [[names[c] for c in features[row].indices] for row in range(len(item_ids))]
+
+    loaded = ModelRegistry(tmp_path / "models").load("v0001")
+    assert loaded.model.network.feature_embedding is not None  # type: ignore[attr-defined]
+    assert categories(loaded.model, loaded.item_ids) == [[f"cluster{cluster_of[i]}"] for i in loaded.item_ids]
+
+    updater = Updater(tmp_path, DEFAULT_EVENT_WEIGHTS, UpdaterConfig(every_events=500, every_seconds=None))
+    assert updater.start()
+    known = set(data.item_ids)
+    later = [
+        Event(
+            f"later:{r}",
+            str(dataset.user_map.external_ids[inter.user_ids[r]]),
+            str(dataset.item_map.external_ids[inter.item_ids[r]]),
+            "view",
+            float(inter.timestamps[r]),
+        )
+        for r in order[n_past:].tolist()
+    ]
+    with SQLiteEventLog(tmp_path / "events.db") as event_log:
+        event_log.append(later)
+    while updater.step():
+        pass
+    assert updater.learner is not None
+    model, item_ids = updater.learner.model, list(updater.learner.item_ids)
+    joined = [item for item in item_ids if item not in known]
+    assert joined, "the stream's later part brings items the first model never saw"
+    assert categories(model, item_ids) == [[f"cluster{cluster_of[i]}"] for i in item_ids]
+    updater.close()

@@ -182,6 +182,11 @@ class OnlineLearner:
         return np.asarray(self._item_ids[: self.model.n_items], dtype=object)
 
     @property
+    def observed_item_ids(self) -> list[str]:
+        """External ids of every item known so far in model order: the model's, then those joining next update."""
+        return list(self._item_ids)
+
+    @property
     def user_ids(self) -> np.ndarray:
         """External ids of the model's users in model order (new users join at the next update)."""
         return np.asarray(self._user_ids[: self.model.n_users], dtype=object)

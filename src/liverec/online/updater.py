@@ -39,7 +39,7 @@ from liverec.data.interactions import Histories, Interactions
 from liverec.events.log import EventLog, SQLiteEventLog, StoredEvent
 from liverec.models.base import Recommender
 from liverec.online.learner import TUNED_LEARNER, LearnerConfig, OnlineLearner
-from liverec.pipeline import read_log, train_and_register
+from liverec.pipeline import catalogue_metadata, read_log, train_and_register
 from liverec.registry import LoadedModel, ModelRegistry, RedisAnnouncer
 from liverec.state.store import State, StateConfig
 
@@ -193,6 +193,18 @@ class Updater:
         self.offset = offset
         log.info("updater resumes", extra={"version": loaded.version, "offset": offset})
 
+    def _describe_new_items(self) -> None:
+        """Give a model that learned item side features the catalogue's categories of the items about to
+        join it, so that they start from the items sharing their categories (SASRec's ``_grow_items``)."""
+        assert self.learner is not None
+        model, known = self.learner.model, self.learner.observed_item_ids
+        set_features = getattr(model, "set_item_features", None)
+        if set_features is None or getattr(model, "item_features", None) is None or len(known) <= model.n_items:
+            return
+        metadata = catalogue_metadata(self.log, known)
+        if metadata is not None:
+            set_features(*metadata.genre_matrix())
+
     def _history_interactions(self, item_ids: Sequence[str], user_ids: Sequence[str]) -> Interactions:
         """The state's recent sequences in the model's id spaces (unknown users/items dropped)."""
         items = {item: n for n, item in enumerate(item_ids)}
@@ -263,6 +275,7 @@ class Updater:
 
     def _update(self) -> None:
         assert self.learner is not None
+        self._describe_new_items()
         stats = self.learner.update()
         training = {
             "kind": "online update",
