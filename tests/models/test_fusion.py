@@ -39,3 +39,16 @@ def test_weights_come_from_unrefit_components_and_the_kept_components_refit() ->
     assert sasrec.refit_epochs == sasrec.best_epoch > 0  # ... then refit on them and the validation events
     assert plain.components[0].refit_epochs == 0  # type: ignore[attr-defined]
     assert not np.allclose(refit.score(test.history), plain.score(test.history))
+
+
+def test_item_features_reach_the_components_that_take_them() -> None:
+    import scipy.sparse as sp
+
+    data = drifting_walks()
+    validation, test = leave_one_out(data)
+    features = sp.csr_matrix(np.eye(data.n_items, 3, dtype=np.float32))
+    fusion = Fusion(components="sasrec,pop").set_item_features(features, ["a", "b", "c"])
+    fusion.fit(test.train, validation=validation)
+    sasrec = fusion.components[0]
+    assert isinstance(sasrec, SASRec) and sasrec.feature_names == ["a", "b", "c"]
+    assert sasrec.item_features is not None and (sasrec.item_features != features).nnz == 0

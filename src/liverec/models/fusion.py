@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -63,6 +64,17 @@ class Fusion(Recommender):
         self.components: list[Recommender] = []
         self.weights = np.zeros(0, dtype=np.float64)
         self.validation_ndcg: dict[str, float] = {}
+        self._item_features: tuple[Any, Sequence[str] | None] | None = None
+
+    def set_item_features(self, features: Any, names: Sequence[str] | None = None) -> Self:
+        """Item side features for the components that take them (SASRec's ``set_item_features``),
+        passed on at the next ``fit`` and to the components already fitted."""
+        self._item_features = None if features is None else (features, names)
+        for component in self.components:
+            set_features = getattr(component, "set_item_features", None)
+            if set_features is not None:
+                set_features(features, names)
+        return self
 
     @property
     def supports_partial_fit(self) -> bool:  # type: ignore[override]
@@ -89,6 +101,9 @@ class Fusion(Recommender):
             if "refit" in {f.name for f in dataclasses.fields(config)}:
                 config = dataclasses.replace(config, refit=False)  # type: ignore[call-arg]
             model = cls(config)
+            set_features = getattr(model, "set_item_features", None)
+            if set_features is not None and self._item_features is not None:
+                set_features(*self._item_features)
             model.fit(interactions, validation=validation)
             self.components.append(model)
         standardised = [standardise(c.score(validation.history)) for c in self.components]
