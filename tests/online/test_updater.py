@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from liverec.data.synthetic import SyntheticConfig, generate
+from liverec.data.synthetic import SyntheticConfig, SyntheticTruth, generate
 from liverec.events.log import SQLiteEventLog, StoredEvent
 from liverec.events.schema import Event
 from liverec.online.updater import Updater, UpdaterConfig, prequential_metrics
-from liverec.pipeline import import_dataset, read_log, train_and_register
+from liverec.pipeline import LogData, import_dataset, read_log, train_and_register
 from liverec.registry import ModelRegistry
 from liverec.state.store import DEFAULT_EVENT_WEIGHTS
 
@@ -22,18 +22,16 @@ SMALL = SyntheticConfig(n_users=200, n_items=120, n_events=8_000, n_clusters=4, 
 EXACT_GATE = {"gate_max_share": None}
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> tuple[Path, list[Event]]:
-    """A log with the first 70 % of a stream, a trained SASRec; the rest of the stream as events to send."""
-    dataset, _ = generate(SMALL)
+def trained_on_the_past(tmp_path: Path, params: dict[str, object]) -> tuple[LogData, list[Event], SyntheticTruth]:
+    """A log in ``tmp_path`` with the first 70 % of a stream and a SASRec (``params``) trained and
+    registered on it; returns what it was trained on, the rest of the stream as events, and the truth."""
+    dataset, truth = generate(SMALL)
     inter = dataset.interactions
     order = np.argsort(inter.timestamps, kind="stable")
     n_past = int(0.7 * len(order))
     with SQLiteEventLog(tmp_path / "events.db") as event_log:
         import_dataset(dataset, event_log, source="s", event_types=DEFAULT_EVENT_WEIGHTS, limit=n_past)
         data = read_log(event_log, DEFAULT_EVENT_WEIGHTS)
-    # refit off: these tests are about the updater, and every one of them trains this model afresh
-    params = {"max_epochs": 10, "patience": 3, "refit": False}
     train_and_register(data, ModelRegistry(tmp_path / "models"), "sasrec", params)
     users, items = dataset.user_map.external_ids, dataset.item_map.external_ids
     rest = [
@@ -46,6 +44,14 @@ def folder(tmp_path: Path) -> tuple[Path, list[Event]]:
         )
         for r in order[n_past:].tolist()
     ]
+    return data, rest, truth
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> tuple[Path, list[Event]]:
+    """A log with the first 70 % of a stream, a trained SASRec; the rest of the stream as events to send."""
+    # refit off: these tests are about the updater, and every one of them trains this model afresh
+    _, rest, _ = trained_on_the_past(tmp_path, {"max_epochs": 10, "patience": 3, "refit": False})
     return tmp_path, rest
 
 
@@ -241,17 +247,11 @@ def test_a_backlog_is_worked_off_with_a_sampled_gate_and_every_event_ranked_once
 def test_categories_from_the_catalogue_reach_the_model_and_describe_new_items(tmp_path: Path) -> None:
     """With side_features on, `liverec train`'s path gives SASRec the catalogue's categories, and the
     updater gives it those of items that join online (a new item starts among its category's items)."""
-    dataset, truth = generate(SMALL)
-    inter = dataset.interactions
-    order = np.argsort(inter.timestamps, kind="stable")
-    n_past = int(0.7 * len(order))
-    with SQLiteEventLog(tmp_path / "events.db") as event_log:
-        import_dataset(dataset, event_log, source="s", event_types=DEFAULT_EVENT_WEIGHTS, limit=n_past)
-        data = read_log(event_log, DEFAULT_EVENT_WEIGHTS)
-    assert data.items is not None
     params = {"max_epochs": 2, "patience": 2, "refit": False, "side_features": True}
-    train_and_register(data, ModelRegistry(tmp_path / "models"), "sasrec", params)
-    cluster_of = {str(item): int(truth.item_cluster[n]) for n, item in enumerate(dataset.item_map.external_ids)}
+    data, later, truth = trained_on_the_past(tmp_path, params)
+    assert data.items is not None
+    external = generate(SMALL)[0].item_map.external_ids
+    cluster_of = {str(item): int(truth.item_cluster[n]) for n, item in enumerate(external)}
 
     def categories(model: object, item_ids: list[str]) -> list[list[str]]:
         features, names = model.item_features, model.feature_names  # type: ignore[attr-defined]
@@ -264,16 +264,6 @@ def test_categories_from_the_catalogue_reach_the_model_and_describe_new_items(tm
     updater = Updater(tmp_path, DEFAULT_EVENT_WEIGHTS, UpdaterConfig(every_events=500, every_seconds=None))
     assert updater.start()
     known = set(data.item_ids)
-    later = [
-        Event(
-            f"later:{r}",
-            str(dataset.user_map.external_ids[inter.user_ids[r]]),
-            str(dataset.item_map.external_ids[inter.item_ids[r]]),
-            "view",
-            float(inter.timestamps[r]),
-        )
-        for r in order[n_past:].tolist()
-    ]
     with SQLiteEventLog(tmp_path / "events.db") as event_log:
         event_log.append(later)
     while updater.step():
