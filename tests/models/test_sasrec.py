@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.nn import functional as F
 
 from liverec.data.interactions import Histories, Interactions
@@ -372,3 +374,76 @@ def test_partial_fit_rejects_a_learn_mask_of_the_wrong_shape() -> None:
         model.partial_fit(data, np.ones(39, dtype=bool))
     with pytest.raises(ValueError, match=r"learn: expected 40 bools"):
         model.partial_fit(data, np.ones(40, dtype=np.int64))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(st.lists(st.integers(0, 3), min_size=0, max_size=12), min_size=1, max_size=6),
+    gap=st.sampled_from([0.0, 1.0, 2.5]),
+    seed=st.integers(0, 2**16),
+)
+def test_shuffled_runs_reorder_items_only_within_runs_of_close_times(
+    rows: list[list[int]], gap: float, seed: int
+) -> None:
+    """Each row's time steps (0-3 s apart) cut it into runs; every item stays in its run."""
+    from liverec.models.sasrec import _shuffled_runs
+
+    timestamps = np.concatenate([np.cumsum(row, dtype=float) for row in rows])
+    indptr = np.concatenate([[0], np.cumsum([len(row) for row in rows])])
+    histories = Histories(np.arange(len(rows)), indptr, np.arange(len(timestamps)), timestamps)
+    order = _shuffled_runs(histories, gap, np.random.default_rng(seed))
+    assert sorted(order.tolist()) == list(range(len(timestamps)))  # a permutation
+    run = np.zeros(len(timestamps), dtype=np.int64)  # the run of each position, worked out item by item
+    for r in range(len(rows)):
+        for i in range(indptr[r], indptr[r + 1]):
+            new_run = i == indptr[r] or timestamps[i] - timestamps[i - 1] > gap
+            run[i] = (run[i - 1] if i else 0) + (1 if new_run and i else 0)
+    np.testing.assert_array_equal(run[order], run)  # position i takes an item from its own run
+
+
+def test_shuffled_runs_draw_every_order_and_nothing_without_ties() -> None:
+    from liverec.models.sasrec import _shuffled_runs
+
+    tied = Histories(np.array([0]), np.array([0, 4]), np.array([7, 8, 9, 5]), np.array([0.0, 5, 5, 5]))
+    rng = np.random.default_rng(0)
+    orders = {tuple(tied.items[_shuffled_runs(tied, 0.0, rng)]) for _ in range(200)}
+    assert len(orders) == 6 and all(order[0] == 7 for order in orders)  # 3! orders of the tied three
+    apart = Histories(np.array([0]), np.array([0, 3]), np.array([7, 8, 9]), np.array([0.0, 5, 10]))
+    state = rng.bit_generator.state
+    assert _shuffled_runs(apart, 4.0, rng).tolist() == [0, 1, 2]
+    assert rng.bit_generator.state == state  # nothing drawn: training is exactly as without shuffling
+    no_times = Histories.from_lists([[1, 2, 3]])
+    assert _shuffled_runs(no_times, 60.0, rng).tolist() == [0, 1, 2]
+
+
+def test_shuffling_tied_items_unlearns_their_logged_order() -> None:
+    """Ten (x, a, b) triples; each user walks four of them: x, then two minutes later a and b at one
+    timestamp, always logged a then b, then the next triple. After a history ending in x, a model
+    trained on the log's order puts a well above b; shuffling the tie each epoch teaches that either
+    may come first, so their scores draw level. Without ties shuffling changes nothing at all.
+    """
+    rng = np.random.default_rng(0)
+    n_users, triples = 300, rng.permutation(N_ITEMS)[:30].reshape(10, 3)
+    walked = np.argsort(rng.random((n_users, 10)), axis=1)[:, :4]  # the four triples of each user
+    sequences = triples[walked].reshape(n_users, 12)
+    users = np.repeat(np.arange(n_users), 12)
+    steps = np.repeat(np.arange(4) * 240.0, 3)
+    times = np.tile(steps + np.tile([0.0, 120.0, 120.0], 4), n_users)
+    data = Interactions.from_arrays(users, sequences.ravel(), times, n_users=n_users, n_items=N_ITEMS)
+    history = Histories.from_lists(sequences[:, :4].tolist())  # x, a, b, then the second triple's x
+    a, b = triples[walked[:, 1], 1], triples[walked[:, 1], 2]
+    # judged once, after the last epoch, so the refit trains on every event for all 40 epochs
+    settings = {**SMALL, "max_epochs": 40, "eval_every": 40, "future_window": 1, "loss_exclude_seen": False}
+    gaps = {}
+    for shuffle in (None, 0.0):
+        scores = SASRec(**settings, shuffle_gap_s=shuffle).fit(data).score(history)
+        gaps[shuffle] = scores[np.arange(n_users), a] - scores[np.arange(n_users), b]
+    assert (gaps[None] > 3.0).all()  # the logged order, learned: a far ahead of b for every user
+    assert np.median(np.abs(gaps[0.0])) < 1.0 and np.abs(gaps[0.0]).max() < gaps[None].min()  # level
+    apart = Interactions.from_arrays(users, sequences.ravel(), np.arange(len(users), dtype=float), n_users=n_users)
+    short = {**settings, "max_epochs": 3, "eval_every": 3}
+    plain = SASRec(**short).fit(apart)
+    shuffled = SASRec(**short, shuffle_gap_s=0.0).fit(apart)
+    np.testing.assert_array_equal(plain.user_vectors(history), shuffled.user_vectors(history))
+    with pytest.raises(ValueError, match="shuffle_gap_s: expected a number >= 0 or None, got -1"):
+        SASRec(shuffle_gap_s=-1)

@@ -202,12 +202,14 @@ class _DistributedSASRec(SASRec):
         )
         return self._dist_ddp
 
-    def _train_epoch(self, histories: Histories, rng: np.random.Generator, learn: Histories | None = None) -> float:
+    def _train_epoch(
+        self, histories: Histories, rng: np.random.Generator, learn: Histories | None = None, shuffle: bool = False
+    ) -> float:
         """:meth:`SASRec._train_epoch` (every rank draws the same global batches from ``rng``), timed; the
         hooks below share each batch out across the ranks. With one process it is that method exactly."""
         started = time.perf_counter()
         self._dist_wrapped(self._net())
-        loss = super()._train_epoch(histories, rng, learn)
+        loss = super()._train_epoch(histories, rng, learn, shuffle)
         self._dist_train_seconds.append(time.perf_counter() - started)
         return loss
 
