@@ -1045,10 +1045,8 @@ def _shuffled_runs(histories: Histories, gap_s: float, rng: np.random.Generator)
     update's history from the state has no real times (see ``UNKNOWN_PAST``) and would be one run.
     """
     n = len(histories.items)
-    starts = np.ones(n, dtype=bool)  # where a run begins; without times every item is its own run
-    if histories.timestamps is not None and n > 1:
-        starts[1:] = np.diff(histories.timestamps) > gap_s
-        starts[histories.indptr[:-1][histories.lengths() > 0]] = True
+    starts = _tie_flags(histories, gap_s).items == 0  # where a run begins; without times, every item
+    starts[histories.indptr[:-1][histories.lengths() > 0]] = True  # and each row's first item
     if starts.all():  # nothing to shuffle: no random numbers drawn, so training is as without shuffling
         return np.arange(n)
     return np.lexsort((rng.random(n), np.cumsum(starts)))
