@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from liverec.cli import parse_params
 from liverec.data.interactions import Histories, Interactions
 from liverec.data.loaders import load_dataset
 from liverec.data.splits import leave_one_out
 from liverec.evaluation.protocols import evaluate_ranking
+from liverec.models import parse_params
 from liverec.models.sasrec import SASRec
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"

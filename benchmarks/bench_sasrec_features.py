@@ -30,10 +30,10 @@ VARIANTS = {"plain": False, "genres": True}
 
 def one_run(data: Path, variant: str, seed: int, pairs: list[str]) -> dict[str, Any]:
     """Fit and evaluate one model exactly as ``liverec evaluate`` does, features given for ``genres``."""
-    from liverec.cli import make_split, parse_params
     from liverec.data.loaders import load_dataset
+    from liverec.data.splits import make_split
     from liverec.evaluation.protocols import evaluate_ranking
-    from liverec.models import create_model
+    from liverec.models import create_model, parse_params
     from liverec.models.sasrec import SASRec
 
     params = parse_params("sasrec", pairs)

@@ -39,10 +39,10 @@ def one_run(data: Path, seed: int, pairs: list[str], threads: int) -> dict[str, 
     import torch
 
     import liverec.models.sasrec as sasrec_module
-    from liverec.cli import make_split, parse_params
     from liverec.data.loaders import load_dataset
+    from liverec.data.splits import make_split
     from liverec.evaluation.protocols import evaluate_ranking
-    from liverec.models import create_model
+    from liverec.models import create_model, parse_params
     from liverec.models.sasrec import SASRec
 
     torch.set_num_threads(threads)

@@ -137,7 +137,8 @@ def test_table_output_and_params(ml100k_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_optional_model_params_parse_their_type_or_none() -> None:
-    from liverec.cli import UsageError, parse_params
+    from liverec.errors import UsageError
+    from liverec.models import parse_params
 
     assert parse_params("sasrec", ["window_gap_s=30", "future_window=3"]) == {"window_gap_s": 30.0, "future_window": 3}
     assert parse_params("sasrec", ["window_gap_s=none", "loss_exclude_seen=None"]) == {

@@ -201,9 +201,8 @@ def train_and_register(
     validation, test = leave_one_out(data.interactions)
     model = create_model(model_name, seed=seed, **dict(params or {}))
     model.progress = progress
-    set_features = getattr(model, "set_item_features", None)
-    if set_features is not None and data.items is not None:  # categories, used where side_features is on
-        set_features(*data.items.genre_matrix())
+    if model.takes_item_features and data.items is not None:  # categories, used where side_features is on
+        model.set_item_features(*data.items.genre_matrix())
     started = time.perf_counter()
     model.fit(test.train, validation=validation)
     fit_seconds = time.perf_counter() - started

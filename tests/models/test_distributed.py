@@ -7,7 +7,6 @@ one process is bit for bit ``SASRec.fit``; a bad world fails before training wit
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -20,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from liverec.cli import load_input, make_split
+from liverec.data.loaders import load_source
+from liverec.data.splits import make_split
 from liverec.models.distributed import World, fit_distributed, main, resolve_backend
 from liverec.models.sasrec import SASRec, SASRecConfig
 from liverec.registry import ModelRegistry
@@ -81,7 +81,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def split() -> Any:
-    dataset, _ = load_input(argparse.Namespace(synthetic=SYNTHETIC_EVENTS, seed=0))
+    dataset, _ = load_source(None, synthetic=SYNTHETIC_EVENTS, seed=0)
     return make_split(dataset, "loo", 0.2)
 
 

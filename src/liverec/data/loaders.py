@@ -34,8 +34,9 @@ import numpy as np
 import pandas as pd
 
 from liverec.data.interactions import DEFAULT_EVENT_TYPE, Dataset
+from liverec.errors import DataFormatError, UsageError
 
-__all__ = ["FORMATS", "DataFormatError", "DatasetSummary", "describe", "load_dataset"]
+__all__ = ["FORMATS", "DataFormatError", "DatasetSummary", "describe", "load_dataset", "load_source"]
 
 #: Event type of every row of a MovieLens file (the value is the star rating).
 RATING_EVENT_TYPE = "rating"
@@ -63,14 +64,6 @@ _NOT_DATA = re.compile(r"^(readme|licen[cs]e|changelog|notice)\b", re.IGNORECASE
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 _PANDAS_BAD_LINE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _TIMESTAMP_EXPECTED = "a number or an ISO-8601 date"
-
-
-class DataFormatError(ValueError):
-    """A data file does not have the layout or the values a loader expects.
-
-    The message is one line naming the file, where in it (``line N`` as an editor counts, header
-    included; ``row index N`` for Parquet), the column, the value found and what was expected.
-    """
 
 
 class DatasetSummary(TypedDict):
@@ -835,3 +828,29 @@ def _first_line(message: str) -> str:
 
 def _shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_source(
+    path: str | Path | None, *, synthetic: int | None = None, seed: int = 0, format: str | None = None, **columns: str
+) -> tuple[Dataset, str]:
+    """The dataset of ``--data PATH`` (a file or folder) or ``--synthetic N_EVENTS``, and how to describe its source.
+
+    ``columns`` maps the generic events layout (``user_col``, ``item_col``, ...; see :func:`load_dataset`).
+    """
+    from liverec.data.synthetic import SyntheticConfig, generate
+
+    if synthetic:
+        if synthetic < 1:
+            raise UsageError(f"--synthetic: expected a positive number of events, got {synthetic}")
+        # about 50 events per user and 100 per item, capped so small and large streams both make sense
+        n_users = max(1, min(synthetic // 50, 20_000))
+        n_items = max(10, min(synthetic // 100, 10_000))
+        config = SyntheticConfig(n_users=n_users, n_items=n_items, n_events=synthetic, seed=seed)
+        try:
+            dataset, _truth = generate(config)
+        except ValueError as error:
+            raise UsageError(f"--synthetic: {error}") from None
+        return dataset, f"synthetic(n_events={synthetic}, n_users={n_users}, n_items={n_items}, seed={seed})"
+    if path is None:
+        raise UsageError("--data: a dataset file or folder is required (or --synthetic N_EVENTS)")
+    return load_dataset(path, format=format, **columns), str(path)

@@ -11,7 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from liverec.data.interactions import Histories, Interactions
+from liverec.data.interactions import Dataset, Histories, Interactions
+from liverec.errors import UsageError
+
+#: The offline protocols by name: leave-one-out, a global temporal cut, a per-user temporal cut.
+PROTOCOLS = ("loo", "temporal", "user-temporal")
 
 
 @dataclass(frozen=True)
@@ -160,3 +164,15 @@ def hold_out_last(interactions: Interactions, min_events: int = 3) -> tuple[Inte
     train = ordered.subset(~is_last)
     targets = Histories(users, np.arange(len(users) + 1), ordered.item_ids[is_last])
     return train, (Histories.from_interactions(train, users), targets)
+
+
+def make_split(dataset: Dataset, protocol: str, test_fraction: float) -> tuple[RankingSplit, RankingSplit | None]:
+    """The test split of ``protocol`` (one of :data:`PROTOCOLS`) and, for leave-one-out, the validation split."""
+    if protocol == "loo":
+        validation, test = leave_one_out(dataset.interactions)
+        return test, validation
+    if protocol == "temporal":
+        return temporal_split(dataset.interactions, test_fraction=test_fraction), None
+    if protocol == "user-temporal":
+        return user_temporal_split(dataset.interactions, test_fraction=test_fraction), None
+    raise UsageError(f"--protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from liverec.errors import BackendUnavailable
 from liverec.events.log import AppendResult, ImportResult, StoredEvent, item_record, tombstone_record
 from liverec.events.schema import Event
 
@@ -79,10 +80,6 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 return existed
 """
-
-
-class BackendUnavailable(RuntimeError):
-    """The configured Redis cannot be reached (or the redis extra is missing): a setup problem, said in one line."""
 
 
 def redis_client(url: str) -> Any:

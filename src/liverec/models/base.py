@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -46,16 +47,25 @@ class Recommender(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]] = ModelConfig
-    supports_partial_fit: ClassVar[bool] = False
+
+    # Capabilities: what callers may ask of a model. Class attributes; a model whose capabilities follow
+    # from its configuration (fusion: from its components) sets them per instance in ``__init__``.
+    #: True when :meth:`partial_fit` continues training (else it raises).
+    supports_partial_fit: bool = False
     #: True when scores depend on the history passed in (not on per-user parameters only).
-    needs_user_history: ClassVar[bool] = True
+    needs_user_history: bool = True
     #: True when items unseen at ``fit`` time can be scored after ``partial_fit``.
-    handles_new_items: ClassVar[bool] = False
+    handles_new_items: bool = False
     #: True when ``fit`` uses a validation split (early stopping, learned weights) when one is given.
-    uses_validation: ClassVar[bool] = False
+    uses_validation: bool = False
     #: True when ``partial_fit(..., learn=mask)`` reads the events outside the mask as context for the new
     #: ones (a sequence model); other models are given the new events only.
-    learns_in_context: ClassVar[bool] = False
+    learns_in_context: bool = False
+    #: True when scores are dot products of :meth:`user_vectors` and :meth:`item_vectors`, so serving can
+    #: retrieve through a vector index instead of scoring every item.
+    provides_vectors: bool = False
+    #: True when the model takes item side features (:meth:`set_item_features`, e.g. categories).
+    takes_item_features: bool = False
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         base = config if config is not None else self.Config()
@@ -221,6 +231,25 @@ class Recommender(ABC):
 
     @abstractmethod
     def _set_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+    # ----------------------------------------------------------------- optional capabilities
+    def user_vectors(self, histories: Histories) -> np.ndarray:
+        """``[batch, dim]`` user vectors whose dot products with :meth:`item_vectors` are the scores
+        (models that declare ``provides_vectors``)."""
+        raise NotImplementedError(f"model {self.name!r} does not provide vectors (provides_vectors is False)")
+
+    def item_vectors(self) -> np.ndarray:
+        """``[n_items, dim]`` item vectors (models that declare ``provides_vectors``)."""
+        raise NotImplementedError(f"model {self.name!r} does not provide vectors (provides_vectors is False)")
+
+    def set_item_features(self, features: sp.spmatrix | np.ndarray | None, names: Sequence[str] | None = None) -> Self:
+        """Binary ``[n_described_items, n_features]`` item side features for the next ``fit`` (models that
+        declare ``takes_item_features``); ``names`` label the columns."""
+        raise NotImplementedError(f"model {self.name!r} takes no item features (takes_item_features is False)")
+
+    def has_item_features(self) -> bool:
+        """True when the model was given item side features (so items joining online can be described)."""
+        return False
 
     def _check_fitted(self) -> None:
         if not self._fitted:

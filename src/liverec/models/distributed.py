@@ -399,21 +399,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; every rank runs it, rank 0 prints. Exit code 2 with one line for bad input."""
-    from liverec.cli import UsageError
-    from liverec.data.loaders import DataFormatError
+    from liverec.errors import LiveRecError
 
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
-    except (UsageError, DataFormatError, FileNotFoundError, ValueError) as error:
+    except (LiveRecError, FileNotFoundError, ValueError) as error:
         print(f"liverec.models.distributed: error: {error}", file=sys.stderr)
         return 2
 
 
 def _run(args: argparse.Namespace) -> int:
     from liverec.backends import open_registry
-    from liverec.cli import UsageError, load_input, make_split, parse_params
+    from liverec.cli import load_input
+    from liverec.data.splits import make_split
+    from liverec.errors import UsageError
     from liverec.evaluation.protocols import evaluate_ranking
+    from liverec.models import parse_params
     from liverec.settings import Settings
 
     world = World.from_environment()

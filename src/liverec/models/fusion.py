@@ -60,7 +60,11 @@ class Fusion(Recommender):
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
-        self.config.names()  # validate early
+        component_classes = [MODEL_REGISTRY[name] for name in self.config.names()]  # validates the names
+        # what the blend can do follows from what its components can
+        self.supports_partial_fit = all(cls.supports_partial_fit for cls in component_classes)
+        self.learns_in_context = any(cls.learns_in_context for cls in component_classes)
+        self.takes_item_features = any(cls.takes_item_features for cls in component_classes)
         self.components: list[Recommender] = []
         self.weights = np.zeros(0, dtype=np.float64)
         self.validation_ndcg: dict[str, float] = {}
@@ -71,18 +75,12 @@ class Fusion(Recommender):
         passed on at the next ``fit`` and to the components already fitted."""
         self._item_features = None if features is None else (features, names)
         for component in self.components:
-            set_features = getattr(component, "set_item_features", None)
-            if set_features is not None:
-                set_features(features, names)
+            if component.takes_item_features:
+                component.set_item_features(features, names)
         return self
 
-    @property
-    def supports_partial_fit(self) -> bool:  # type: ignore[override]
-        return bool(self.components) and all(c.supports_partial_fit for c in self.components)
-
-    @property
-    def learns_in_context(self) -> bool:  # type: ignore[override]
-        return any(c.learns_in_context for c in self.components)
+    def has_item_features(self) -> bool:
+        return any(component.has_item_features() for component in self.components)
 
     def _fit(self, interactions: Interactions, validation: RankingSplit | None = None) -> None:
         if validation is None:
@@ -101,9 +99,8 @@ class Fusion(Recommender):
             if "refit" in {f.name for f in dataclasses.fields(config)}:
                 config = dataclasses.replace(config, refit=False)  # type: ignore[call-arg]
             model = cls(config)
-            set_features = getattr(model, "set_item_features", None)
-            if set_features is not None and self._item_features is not None:
-                set_features(*self._item_features)
+            if model.takes_item_features and self._item_features is not None:
+                model.set_item_features(*self._item_features)
             model.fit(interactions, validation=validation)
             self.components.append(model)
         standardised = [standardise(c.score(validation.history)) for c in self.components]

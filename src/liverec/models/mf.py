@@ -222,9 +222,9 @@ class _MatrixFactorization(Recommender):
     """
 
     Config: ClassVar[type[ModelConfig]] = MFConfig
-    supports_partial_fit: ClassVar[bool] = True
-    needs_user_history: ClassVar[bool] = False
-    handles_new_items: ClassVar[bool] = True
+    supports_partial_fit = True
+    needs_user_history = False
+    handles_new_items = True
     #: False when the loss cannot identify ``μ + b_u`` (it cancels in BPR's score differences): the
     #: user biases are then left out of training and stay 0.
     _learns_user_bias: ClassVar[bool] = True

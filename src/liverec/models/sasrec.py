@@ -451,6 +451,8 @@ class SASRec(Recommender):
     handles_new_items = True
     learns_in_context = True
     uses_validation = True
+    provides_vectors = True
+    takes_item_features = True
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
@@ -470,6 +472,9 @@ class SASRec(Recommender):
         self.feature_names: list[str] | None = None
 
     # ------------------------------------------------------------------------------------------ side features
+    def has_item_features(self) -> bool:
+        return self.item_features is not None
+
     def set_item_features(self, features: sp.spmatrix | np.ndarray | None, names: Sequence[str] | None = None) -> Self:
         """Give the items' side features (genres, categories): a ``[n_items, n_features]`` 0/1 matrix.
 

@@ -198,12 +198,11 @@ class Updater:
         join it, so that they start from the items sharing their categories (SASRec's ``_grow_items``)."""
         assert self.learner is not None
         model, known = self.learner.model, self.learner.observed_item_ids
-        set_features = getattr(model, "set_item_features", None)
-        if set_features is None or getattr(model, "item_features", None) is None or len(known) <= model.n_items:
+        if not model.takes_item_features or not model.has_item_features() or len(known) <= model.n_items:
             return
         metadata = catalogue_metadata(self.log, known)
         if metadata is not None:
-            set_features(*metadata.genre_matrix())
+            model.set_item_features(*metadata.genre_matrix())
 
     def _history_interactions(self, item_ids: Sequence[str], user_ids: Sequence[str]) -> Interactions:
         """The state's recent sequences in the model's id spaces (unknown users/items dropped)."""

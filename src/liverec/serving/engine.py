@@ -120,7 +120,7 @@ class ServingModel:
         self.model_to_state = state.items_for(loaded.item_ids)
         self._state_to_model = np.full(0, -1, dtype=np.int64)
         self.index: VectorIndex | None = None
-        if hasattr(self.model, "user_vectors") and hasattr(self.model, "item_vectors"):
+        if self.model.provides_vectors:
             self.index = VectorIndex(
                 self.model.item_vectors(), ann_threshold=ann_threshold, compact_threshold=compact_threshold
             )
@@ -158,7 +158,7 @@ class ServingModel:
         )
         rows = list(enumerate(zip(ks, allowed_states, strict=True)))
         if self.index is not None:
-            users = self.model.user_vectors(batch)  # type: ignore[attr-defined]
+            users = self.model.user_vectors(batch)
             found = [self.index.search(users[r : r + 1], k, self.allowed(allowed)) for r, (k, allowed) in rows]
         else:
             scores = self.model.score(batch)
@@ -174,7 +174,7 @@ class ServingModel:
         allowed = self.allowed(allowed_state).copy()
         allowed[item] = False
         if self.index is not None:
-            vectors = self.model.item_vectors()  # type: ignore[attr-defined]
+            vectors = self.model.item_vectors()
             norms = np.linalg.norm(vectors, axis=1) + 1e-12
             scores = (vectors @ vectors[item]) / (norms * norms[item])
         else:

@@ -22,56 +22,23 @@ from pydantic import ValidationError
 
 from liverec import __version__
 from liverec.data.interactions import Dataset
-from liverec.data.loaders import FORMATS, DataFormatError, describe, load_dataset
-from liverec.data.splits import RankingSplit, leave_one_out, temporal_split, user_temporal_split
+from liverec.data.loaders import FORMATS, describe, load_source
+from liverec.data.splits import PROTOCOLS, RankingSplit, leave_one_out, make_split
 from liverec.data.synthetic import SyntheticConfig, generate
+from liverec.errors import LiveRecError, UsageError
 from liverec.evaluation.protocols import RankingResult, evaluate_ranking
 from liverec.evaluation.rating import rating_metrics
-from liverec.events.redis_log import BackendUnavailable
-from liverec.models import MODEL_REGISTRY, Recommender, create_model
+from liverec.models import MODEL_REGISTRY, Recommender, check_model_name, create_model, parse_params
 from liverec.settings import Settings
-
-PROTOCOLS = ("loo", "temporal", "user-temporal")
-
-
-class UsageError(Exception):
-    """A problem with what the user asked for; printed as one line, exit code 2."""
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def parse_params(model_name: str, pairs: Sequence[str]) -> dict[str, Any]:
-    """``["n_factors=64", "learning_rate=0.01"]`` -> typed overrides for the model's Config."""
-    fields = {f.name: f for f in dataclasses.fields(MODEL_REGISTRY[model_name].Config)}
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise UsageError(f"--param: expected NAME=VALUE, got {pair!r}")
-        if key not in fields:
-            raise UsageError(
-                f"--param: model {model_name!r} has no parameter {key!r}; expected one of {', '.join(sorted(fields))}"
-            )
-        default = fields[key].default
-        if "None" in str(fields[key].type) and raw.lower() == "none":  # an optional setting, unset
-            params[key] = None
-            continue
-        if default is None:  # an optional setting ("int | None"): parse as the type it names
-            annotation = str(fields[key].type)
-            default = next((kind() for kind in (bool, int, float) if kind.__name__ in annotation), "")
-        try:
-            if isinstance(default, bool):
-                if raw.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError
-                params[key] = raw.lower() in ("true", "1")
-            elif isinstance(default, int):
-                params[key] = int(raw)
-            elif isinstance(default, float):
-                params[key] = float(raw)
-            else:
-                params[key] = raw
-        except ValueError:
-            raise UsageError(f"--param {key}: expected a {type(default).__name__}, got {raw!r}") from None
-    return params
+def load_input(args: argparse.Namespace) -> tuple[Dataset, str]:
+    """The dataset of ``--data`` / ``--synthetic`` and the column options (see :func:`load_source`)."""
+    columns = {
+        name: getattr(args, name) for name in ("user_col", "item_col", "timestamp_col", "event_type_col", "value_col")
+    }
+    return load_source(args.data, synthetic=args.synthetic, seed=args.seed, format=args.format, **columns)
 
 
 def parse_ks(text: str) -> tuple[int, ...]:
@@ -82,42 +49,6 @@ def parse_ks(text: str) -> tuple[int, ...]:
     if not ks or ks[0] < 1:
         raise UsageError(f"--k: expected positive integers, got {text!r}")
     return ks
-
-
-def load_input(args: argparse.Namespace) -> tuple[Dataset, str]:
-    """The dataset named by ``--data`` (a file or folder) or ``--synthetic``; and how to describe its source."""
-    if args.synthetic:
-        if args.synthetic < 1:
-            raise UsageError(f"--synthetic: expected a positive number of events, got {args.synthetic}")
-        # about 50 events per user and 100 per item, capped so small and large streams both make sense
-        n_users = max(1, min(args.synthetic // 50, 20_000))
-        n_items = max(10, min(args.synthetic // 100, 10_000))
-        config = SyntheticConfig(n_users=n_users, n_items=n_items, n_events=args.synthetic, seed=args.seed)
-        try:
-            dataset, _truth = generate(config)
-        except ValueError as error:
-            raise UsageError(f"--synthetic: {error}") from None
-        return dataset, f"synthetic(n_events={args.synthetic}, n_users={n_users}, n_items={n_items}, seed={args.seed})"
-    if args.data is None:
-        raise UsageError("--data: a dataset file or folder is required (or --synthetic N_EVENTS)")
-    mapping = {
-        "user_col": args.user_col,
-        "item_col": args.item_col,
-        "timestamp_col": args.timestamp_col,
-        "event_type_col": args.event_type_col,
-        "value_col": args.value_col,
-    }
-    return load_dataset(args.data, format=args.format, **mapping), str(args.data)
-
-
-def make_split(dataset: Dataset, protocol: str, test_fraction: float) -> tuple[RankingSplit, RankingSplit | None]:
-    """The test split of ``protocol`` and, for leave-one-out, the validation split beside it."""
-    if protocol == "loo":
-        validation, test = leave_one_out(dataset.interactions)
-        return test, validation
-    if protocol == "temporal":
-        return temporal_split(dataset.interactions, test_fraction=test_fraction), None
-    return user_temporal_split(dataset.interactions, test_fraction=test_fraction), None
 
 
 def save_rankings(path: Path, dataset: Dataset, split: RankingSplit, result: RankingResult) -> None:
@@ -178,8 +109,7 @@ PROTOCOL_DESCRIPTIONS = {
 # --------------------------------------------------------------------------------------------- commands
 def cmd_evaluate(args: argparse.Namespace) -> int:
     ks = parse_ks(args.k)
-    if args.model not in MODEL_REGISTRY:
-        raise UsageError(f"--model: unknown model {args.model!r}; expected one of {', '.join(sorted(MODEL_REGISTRY))}")
+    check_model_name(args.model)
     params = parse_params(args.model, args.param)
     params.setdefault("seed", args.seed)
     started = time.perf_counter()
@@ -193,9 +123,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as error:
         raise UsageError(f"--param: {error}") from None
     model.progress = not args.quiet and sys.stderr.isatty()
-    set_features = getattr(model, "set_item_features", None)
-    if set_features is not None and dataset.items is not None:  # genres; used with --param side_features=true
-        set_features(*dataset.items.genre_matrix())
+    if model.takes_item_features and dataset.items is not None:  # genres; used with --param side_features=true
+        model.set_item_features(*dataset.items.genre_matrix())
     started = time.perf_counter()
     model.fit(split.train, validation=validation)
     seconds["fit"] = time.perf_counter() - started
@@ -359,8 +288,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from liverec.online import LearnerConfig
     from liverec.online.learner import TUNED_LEARNER
 
-    if args.model not in MODEL_REGISTRY:
-        raise UsageError(f"--model: unknown model {args.model!r}; expected one of {', '.join(sorted(MODEL_REGISTRY))}")
+    check_model_name(args.model)
     params = parse_params(args.model, args.param)
     params.setdefault("seed", args.seed)
     try:
@@ -368,7 +296,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as error:
         raise UsageError(f"--param: {error}") from None
     arms = tuple(arm.strip() for arm in args.arms.split(","))
-    if "online" in arms and not MODEL_REGISTRY[args.model].supports_partial_fit:
+    if "online" in arms and not create_model(args.model).supports_partial_fit:
         raise UsageError(f"--model: {args.model!r} cannot learn online (no partial_fit); leave out the online arm")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise UsageError("--plot needs matplotlib: pip install 'liverec[plot]'")
@@ -440,13 +368,10 @@ def _open_log(settings: Any, *, apply: bool = False) -> Any:
     """The configured event log; ``apply``: with the Redis backend, apply what is appended to the shared state."""
     from liverec.backends import open_event_log, open_redis_state
 
-    try:
-        if settings.backend == "redis" and apply:
-            state = open_redis_state(settings)
-            return open_event_log(settings, on_commit=state.apply, client=state.client)
-        return open_event_log(settings)
-    except BackendUnavailable as error:
-        raise UsageError(str(error)) from None
+    if settings.backend == "redis" and apply:
+        state = open_redis_state(settings)
+        return open_event_log(settings, on_commit=state.apply, client=state.client)
+    return open_event_log(settings)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -480,8 +405,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from liverec.pipeline import log_data_from_dataset, read_log, train_and_register
     from liverec.serving.engine import EVENTS_FILE
 
-    if args.model not in MODEL_REGISTRY:
-        raise UsageError(f"--model: unknown model {args.model!r}; expected one of {', '.join(sorted(MODEL_REGISTRY))}")
+    check_model_name(args.model)
     params = parse_params(args.model, args.param)
     settings = _settings(args)
     if args.data is not None or args.synthetic:
@@ -496,10 +420,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         source = str(path) if settings.backend == "embedded" else f"{settings.redis_url} ({settings.redis_prefix})"
     if data.interactions.n_users == 0:
         raise UsageError(f"{source}: no events to train on")
-    try:
-        registry = open_registry(settings)
-    except BackendUnavailable as error:
-        raise UsageError(str(error)) from None
+    registry = open_registry(settings)
     summary = train_and_register(
         data, registry, args.model, params, promote=args.promote, progress=_progress(args), seed=args.seed
     )
@@ -518,10 +439,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from liverec.serving.server import serve
 
-    try:
-        serve(_settings(args, host=args.host, port=args.port))
-    except BackendUnavailable as error:
-        raise UsageError(str(error)) from None
+    serve(_settings(args, host=args.host, port=args.port))
     return 0
 
 
@@ -531,10 +449,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.backend == "embedded" and not (settings.data_dir / "events.db").exists():
         raise UsageError(f"--data-dir: no event log at {str(settings.data_dir / 'events.db')!r}")
-    try:
-        run_worker(settings)
-    except BackendUnavailable as error:
-        raise UsageError(str(error)) from None
+    run_worker(settings)
     return 0
 
 
@@ -545,10 +460,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     if settings.backend == "embedded" and not (settings.data_dir / EVENTS_FILE).exists():
         raise UsageError(f"--data-dir: no event log at {str(settings.data_dir / EVENTS_FILE)!r}")
     started = time.perf_counter()
-    try:
-        state = rebuild_state(settings)
-    except BackendUnavailable as error:
-        raise UsageError(str(error)) from None
+    state = rebuild_state(settings)
     print(
         f"rebuilt state from {state.n_events} events (offset {state.offset}): {state.n_users} users, "
         f"{state.n_items} items, in {time.perf_counter() - started:.2f}s"
@@ -559,8 +471,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from liverec.demo import DemoOptions, run_demo
 
-    if args.model not in MODEL_REGISTRY:
-        raise UsageError(f"--model: unknown model {args.model!r}; expected one of {', '.join(sorted(MODEL_REGISTRY))}")
+    check_model_name(args.model)
     params = parse_params(args.model, args.param)
     if args.smoke and args.model == "sasrec" and not any(p.startswith("max_epochs=") for p in args.param):
         params.setdefault("max_epochs", 5)
@@ -888,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
-    except (UsageError, DataFormatError, FileNotFoundError, ImportError) as error:
+    except (LiveRecError, FileNotFoundError, ImportError) as error:
         print(f"liverec: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -896,7 +807,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         sys.stdout = open(os.devnull, "w")
         return 141
-
-
-if __name__ == "__main__":
-    sys.exit(main())
