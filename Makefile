@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench results clean
+.PHONY: demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/liverec demo
 
+# everything, the slow tests included (what CI runs)
 test: $(STAMP)
 	$(BIN)/pytest -q
 
+# the quick loop while working: skips the tests marked slow (see pyproject.toml)
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
 

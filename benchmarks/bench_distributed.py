@@ -1,7 +1,7 @@
 """Distributed SASRec retraining (DDP, torchrun): one process against N on the same data and seed.
 
 Prints one JSON object. Each run is a real ``torchrun --standalone --nproc-per-node N -m
-liverec.models.distributed`` job on MovieLens 100K leave-one-out (the split of ``liverec evaluate
+liverec.cli.distributed`` job on MovieLens 100K leave-one-out (the split of ``liverec evaluate
 --protocol loo``), early stopping on validation NDCG@10; each process gets ``cores / N`` torch threads.
 
     python benchmarks/bench_distributed.py [--data ../shared/data/ml-100k] [--nprocs 1,2] [--param NAME=VALUE ...]
@@ -23,7 +23,7 @@ import torch
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 KEPT = (
     "world_size",
-    "backend",
+    "dist_backend",
     "threads_per_process",
     "validation_ndcg@10",
     "best_epoch",
@@ -44,7 +44,7 @@ def run(n_processes: int, data: Path, params: list[str]) -> dict[str, Any]:
         "--standalone",
         f"--nproc-per-node={n_processes}",
         "-m",
-        "liverec.models.distributed",
+        "liverec.cli.distributed",
         f"--data={data}",
         "--json",
         "--quiet",

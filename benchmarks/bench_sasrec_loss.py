@@ -43,7 +43,7 @@ def one_run(data: Path, seed: int, pairs: list[str], threads: int) -> dict[str, 
     from liverec.data.splits import make_split
     from liverec.evaluation.protocols import evaluate_ranking
     from liverec.models import create_model, parse_params
-    from liverec.models.sasrec import SASRec
+    from liverec.models.sasrec import LocalTraining, SASRec, SASRecNetwork
 
     torch.set_num_threads(threads)
     params = parse_params("sasrec", pairs)
@@ -55,21 +55,27 @@ def one_run(data: Path, seed: int, pairs: list[str], threads: int) -> dict[str, 
     if not isinstance(model, SASRec):
         raise TypeError(f"expected a SASRec, got {type(model).__name__}")
     train_seconds: list[float] = []
-    train_epoch = model._train_epoch
 
-    def timed_epoch(*args: Any) -> float:  # the training pass alone, without validation scoring
-        started = time.perf_counter()
-        loss = train_epoch(*args)
-        train_seconds.append(time.perf_counter() - started)
-        return loss
+    class Timed(LocalTraining):
+        """One-process training that times each epoch's training pass (without validation scoring)."""
 
-    model._train_epoch = timed_epoch  # type: ignore[method-assign]
+        started = 0.0
+
+        def start_epoch(self, network: SASRecNetwork) -> None:
+            self.started = time.perf_counter()
+
+        def finish_epoch(self, network: SASRecNetwork, total: float, count: int, rng: np.random.Generator) -> float:
+            train_seconds.append(time.perf_counter() - self.started)
+            return super().finish_epoch(network, total, count, rng)
+
+    model.training = Timed()
     started = time.perf_counter()
     model.fit(split.train, validation=validation)
     fit_seconds = time.perf_counter() - started
     metrics = evaluate_ranking(model, split, (10,)).metrics
     per_epoch = np.diff([0.0] + [entry["seconds"] for entry in model.history])
-    source = Path(sasrec_module.__file__).read_bytes()
+    # the model's code: every module of the sasrec package
+    source = b"".join(path.read_bytes() for path in sorted(Path(sasrec_module.__file__).parent.glob("*.py")))
     return {
         "seed": seed,
         "params": pairs,

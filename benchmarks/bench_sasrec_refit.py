@@ -31,47 +31,50 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 
 
 def run_seed(data: Path, seed: int, threads: int) -> dict[str, Any]:
-    from liverec.data.interactions import Histories
     from liverec.data.loaders import load_dataset
     from liverec.data.splits import leave_one_out, with_held_out
     from liverec.evaluation.protocols import evaluate_ranking
-    from liverec.models.sasrec import SASRec
+    from liverec.models.sasrec import LocalTraining, SASRec, SASRecNetwork
 
     validation, test = leave_one_out(load_dataset(data).interactions)
     everything = with_held_out(test.train, validation)
 
-    class Snapshots(SASRec):
-        """SASRec that keeps its weights after every epoch."""
+    class Snapshots(LocalTraining):
+        """One-process training that keeps the weights after every epoch."""
 
-        snapshots: list[dict[str, Any]]
+        def __init__(self) -> None:
+            self.snapshots: list[dict[str, Any]] = []
 
-        def _train_epoch(self, histories: Histories, rng: np.random.Generator) -> float:
-            loss = super()._train_epoch(histories, rng)
-            self.snapshots.append({k: v.detach().clone() for k, v in self._net().state_dict().items()})
-            return loss
+        def finish_epoch(self, network: SASRecNetwork, total: float, count: int, rng: np.random.Generator) -> float:
+            self.snapshots.append({k: v.detach().clone() for k, v in network.state_dict().items()})
+            return super().finish_epoch(network, total, count, rng)
 
-    def ndcg(model: SASRec, first: int, last: int) -> float:
+    def ndcg(model: SASRec, snapshots: Snapshots, first: int, last: int) -> float:
         """Test NDCG@10 with the mean of the weights after epochs ``first``..``last`` (1-based)."""
-        states = model.snapshots[first - 1 : last]  # type: ignore[attr-defined]
+        states = snapshots.snapshots[first - 1 : last]
         model._net().load_state_dict({key: sum(s[key] for s in states) / len(states) for key in states[0]})
         return round(float(evaluate_ranking(model, test, (10,)).metrics["ndcg@10"]), 4)
 
-    selected = Snapshots(seed=seed, refit=False, n_threads=threads)
-    selected.snapshots = []
+    selected_epochs = Snapshots()
+    selected = SASRec(seed=seed, refit=False, n_threads=threads, training=selected_epochs)
     selected.fit(test.train, validation=validation)
     epoch = selected.best_epoch
     # the same run as refit=True, two epochs longer for the average around the chosen epoch
-    refit = Snapshots(seed=seed, refit=False, n_threads=threads, max_epochs=epoch + 2, eval_every=epoch + 2)
-    refit.snapshots = []
+    refit_epochs = Snapshots()
+    refit = SASRec(
+        seed=seed, refit=False, n_threads=threads, max_epochs=epoch + 2, eval_every=epoch + 2, training=refit_epochs
+    )
     refit.fit(everything, validation=validation)
     return {
         "seed": seed,
         "best_epoch": epoch,
         "validation_ndcg@10": round(selected.best_validation_ndcg, 4),
-        "early_stopped": ndcg(selected, epoch, epoch),
-        "early_stopped_avg5": ndcg(selected, max(1, epoch - 2), min(len(selected.snapshots), epoch + 2)),
-        "refit": ndcg(refit, epoch, epoch),
-        "refit_avg5": ndcg(refit, max(1, epoch - 2), epoch + 2),
+        "early_stopped": ndcg(selected, selected_epochs, epoch, epoch),
+        "early_stopped_avg5": ndcg(
+            selected, selected_epochs, max(1, epoch - 2), min(len(selected_epochs.snapshots), epoch + 2)
+        ),
+        "refit": ndcg(refit, refit_epochs, epoch, epoch),
+        "refit_avg5": ndcg(refit, refit_epochs, max(1, epoch - 2), epoch + 2),
     }
 
 

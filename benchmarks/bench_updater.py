@@ -2,7 +2,7 @@
 
 Setting: MovieLens 100K in time order; SASRec (defaults, one torch thread) fitted on the first
 ``--pretrain-fraction`` of the events, then the rest observed in order and learned with an update every
-``--update-every`` events (every pending user's recent sequence plus ``--replay-ratio`` replayed old
+``--update-every`` events (every pending user's recent sequence plus ``--rehearsal-ratio`` replayed old
 users per such user, in training steps of ``--batch-size`` sequences). Prints one JSON object:
 events/s over update time (the figure the target is about), over update + observe time, and over
 the CPU time of the process during updates (one thread, so this is what one core delivers even when
@@ -60,7 +60,7 @@ def learn_stream(
             profiler.disable()
         cpu += time.process_time() - cpu_began
         wall.append(stats.seconds)
-        sequences.append(stats.users + len(stats.replayed_user_ids))
+        sequences.append(stats.users + len(stats.rehearsed_user_ids))
     total = float(np.sum(wall))
     return {
         "events_per_s": round(len(users) / total, 1),
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--pretrain-fraction", type=float, default=0.5)
     parser.add_argument("--pretrain-epochs", type=int, default=3)
     parser.add_argument("--update-every", type=int, default=1000)
-    parser.add_argument("--replay-ratio", type=float, default=1.0)
+    parser.add_argument("--rehearsal-ratio", type=float, default=1.0)
     parser.add_argument("--epochs", type=int, default=1, help="epochs per update")
     parser.add_argument(
         "--batch-size",
@@ -116,7 +116,7 @@ def main() -> None:
     fit_seconds = time.perf_counter() - started
     config = LearnerConfig(
         every_events=args.update_every,
-        replay_ratio=args.replay_ratio,
+        rehearsal_ratio=args.rehearsal_ratio,
         epochs=args.epochs,
         batch_size=args.batch_size,
         max_sequence=args.max_sequence,
@@ -148,7 +148,7 @@ def main() -> None:
             "pretrain_epochs": args.pretrain_epochs,
             "pretrain_fit_seconds": round(fit_seconds, 1),
             "update_every": args.update_every,
-            "replay_ratio": args.replay_ratio,
+            "rehearsal_ratio": args.rehearsal_ratio,
             "epochs_per_update": args.epochs,
             "batch_size": args.batch_size,
             "max_sequence": args.max_sequence,

@@ -34,7 +34,11 @@ def recompute(rankings: Path) -> dict[str, float]:
     return {"ndcg@10": float(ndcg), "recall@10": float(recall)}
 
 
-@pytest.mark.parametrize("model", ["pop", "pop-decay", "pop-recent", "itemknn", "ease", "mf-bpr", "mf-bce", "mf-mse"])
+@pytest.mark.parametrize(
+    "model",
+    ["pop", "pop-decay", "pop-recent", "itemknn", "ease"]
+    + [pytest.param(name, marks=pytest.mark.slow) for name in ("mf-bpr", "mf-bce", "mf-mse")],
+)
 def test_evaluate_ml100k_rankings_recompute(
     model: str, ml100k_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -108,6 +112,7 @@ def test_sampled_protocol_is_labelled_and_flatters(ml100k_path: Path, capsys: py
     assert report["sampled_metrics"]["metrics"]["hr@10"] > 2 * report["metrics"]["hr@10"]
 
 
+@pytest.mark.slow
 def test_rating_task(ml100k_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(
         capsys,
@@ -189,6 +194,7 @@ def test_missing_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert code == 2 and "nowhere.csv" in err
 
 
+@pytest.mark.slow
 def test_every_subcommand_has_help() -> None:
     for command in (
         "evaluate",

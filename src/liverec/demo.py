@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from liverec.backends import EVENTS_FILE, MODELS_DIR
 from liverec.data.interactions import Dataset
 from liverec.data.synthetic import SyntheticConfig, generate
 from liverec.events.log import SQLiteEventLog
 from liverec.pipeline import import_dataset, read_log, train_and_register
 from liverec.registry import ModelRegistry
-from liverec.serving.engine import EVENTS_FILE, MODELS_DIR, Engine
+from liverec.serving.engine import Engine
 from liverec.serving.server import BackgroundServer, configure_logging, start_worker_process
 from liverec.settings import Settings
 

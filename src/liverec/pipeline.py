@@ -1,6 +1,6 @@
 """The batch steps around the event log: import a dataset into it, read it back for training, train
-and register a model. Used by ``liverec import`` / ``liverec train`` / ``liverec demo`` (and, later, by
-periodic retraining)."""
+and register a model. Used by ``liverec import`` / ``liverec train`` / ``liverec demo`` and by the
+updater's periodic retraining."""
 
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ def train_and_register(
     validation item (early stopping) and the last is the test item: HR@10 / NDCG@10 over the whole
     catalogue, seen items excluded — the same protocol as ``liverec evaluate --protocol loo``. The
     registered model is that fitted one: at serving time it sees each user's newest events in the
-    history it is given, and the online updater (issue 5) trains on them.
+    history it is given, and the online updater trains on them.
     """
     validation, test = leave_one_out(data.interactions)
     model = create_model(model_name, seed=seed, **dict(params or {}))

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     updater_every_events: int | None = Field(1000, ge=1, description="learn after this many new events")
     updater_every_seconds: float | None = Field(30.0, gt=0, description="... or after the oldest waited this long")
     updater_lr_multiplier: float = Field(1.0, gt=0, description="learning-rate multiplier of online updates")
-    updater_replay_ratio: float = Field(1.0, ge=0, description="old users replayed per updated user")
+    updater_rehearsal_ratio: float = Field(1.0, ge=0, description="old users rehearsed per updated user")
     updater_relearn_history: bool = Field(
         False, description="updates learn the updated users' earlier events again (default: context only)"
     )

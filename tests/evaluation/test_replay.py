@@ -118,7 +118,7 @@ def test_replay_equals_reference_loop(
     n_events: int, pretrain_fraction: float, update_every: int, retrain_every: int
 ) -> None:
     dataset, _ = generate(SyntheticConfig(n_users=40, n_items=60, n_events=n_events, seed=3))
-    learner_config = LearnerConfig(replay_ratio=1.0, lr_multiplier=2.0, seed=5)
+    learner_config = LearnerConfig(rehearsal_ratio=1.0, lr_multiplier=2.0, seed=5)
     config = ReplayConfig(
         model="sasrec",
         params=SMALL_SASREC,

@@ -32,7 +32,11 @@ def data() -> Interactions:
     return random_interactions(0)
 
 
-@pytest.fixture(scope="module", params=ALL_MODELS)
+#: fusion fits three models per fit: the contract runs on it in the slow suite only
+MODEL_PARAMS = [pytest.param(name, marks=pytest.mark.slow) if name == "fusion" else name for name in ALL_MODELS]
+
+
+@pytest.fixture(scope="module", params=MODEL_PARAMS)
 def fitted(request: pytest.FixtureRequest, data: Interactions) -> Recommender:
     return create_model(request.param, seed=3).fit(data)
 

@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 import torch
 
+from liverec.cli.distributed import main
 from liverec.data.loaders import load_source
 from liverec.data.splits import make_split
-from liverec.models.distributed import World, fit_distributed, main, resolve_backend
 from liverec.models.sasrec import SASRec, SASRecConfig
+from liverec.models.sasrec.distributed import DistributedTraining, World, fit_distributed, resolve_dist_backend
 from liverec.registry import ModelRegistry
 
 #: ``--synthetic`` stream: 210 users, 105 items; every user has >= 2 training events, so 210 train
@@ -48,7 +49,7 @@ ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR
 
 
 def torchrun(n_processes: int, *extra: str) -> dict[str, Any]:
-    """Run ``torchrun --nproc-per-node n_processes -m liverec.models.distributed`` and return rank 0's report."""
+    """Run ``torchrun --nproc-per-node n_processes -m liverec.cli.distributed`` and return rank 0's report."""
     params = [f"--param={key}={value}" for key, value in PARAMS.items()]
     command = [
         sys.executable,
@@ -57,7 +58,7 @@ def torchrun(n_processes: int, *extra: str) -> dict[str, Any]:
         "--standalone",
         f"--nproc-per-node={n_processes}",
         "-m",
-        "liverec.models.distributed",
+        "liverec.cli.distributed",
         f"--synthetic={SYNTHETIC_EVENTS}",
         "--json",
         "--quiet",
@@ -88,7 +89,7 @@ def split() -> Any:
 def test_both_ranks_end_with_identical_weights(reports: dict[str, Any]) -> None:
     two = reports["two"]
     assert two["world_size"] == 2
-    assert two["backend"] == "gloo"
+    assert two["dist_backend"] == "gloo"
     assert two["threads_per_process"] == 1
     assert two["replica_max_abs_difference"] == 0.0
 
@@ -118,7 +119,7 @@ def test_one_process_is_sasrec_fit_bit_for_bit(reports: dict[str, Any], split: A
     loaded = registry.load(one["version"])
     assert type(loaded.model) is SASRec
     assert loaded.model.config == reference.config
-    assert loaded.manifest["training"]["distributed"] == {"world_size": 1, "backend": "gloo"}
+    assert loaded.manifest["training"]["distributed"] == {"world_size": 1, "dist_backend": "gloo"}
     mine, theirs = loaded.model._get_state(), reference._get_state()
     assert mine.keys() == theirs.keys()
     for key in theirs:
@@ -154,10 +155,23 @@ def test_a_batch_smaller_than_the_world_is_refused(monkeypatch: pytest.MonkeyPat
         fit_distributed(SASRecConfig(batch_size=2), test.train, validation)
 
 
+def test_a_rank_trains_its_strided_share_weighted_by_its_positions() -> None:
+    training = DistributedTraining(
+        World.from_environment(torchrun_env(RANK="1", WORLD_SIZE="2")), torch.device("cpu"), 0
+    )
+    lengths = np.array([3, 5, 2, 4])  # positions (inputs): 2, 4, 1, 3
+    rows, weight = training.share(np.array([0, 1, 2, 3]), lengths)
+    assert rows.tolist() == [1, 3]
+    assert weight == pytest.approx(2 * (4 + 3) / 10)  # world_size x this rank's share of the batch's positions
+    rows, weight = training.share(np.array([2]), lengths)  # fewer users than ranks: step in time, add nothing
+    assert rows.tolist() == [2] and weight == 0.0
+    assert not training.reports  # only rank 0 shows progress
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without GPUs")
 def test_nccl_without_gpus_is_refused() -> None:
-    with pytest.raises(ValueError, match="backend: 'nccl' needs CUDA GPUs and none is visible"):
-        resolve_backend("nccl", World.from_environment(torchrun_env()))
+    with pytest.raises(ValueError, match="dist_backend: 'nccl' needs CUDA GPUs and none is visible"):
+        resolve_dist_backend("nccl", World.from_environment(torchrun_env()))
 
 
 def test_a_missing_process_times_out_with_a_clear_error(monkeypatch: pytest.MonkeyPatch, split: Any) -> None:
@@ -168,7 +182,7 @@ def test_a_missing_process_times_out_with_a_clear_error(monkeypatch: pytest.Monk
         monkeypatch.setenv(key, value)
     test, validation = split
     with pytest.raises(RuntimeError, match=r"rank 0 of WORLD_SIZE=2 could not join the others .* within 1 s"):
-        fit_distributed(SASRecConfig(**PARAMS), test.train, validation, backend="gloo", timeout_s=1.0)
+        fit_distributed(SASRecConfig(**PARAMS), test.train, validation, dist_backend="gloo", timeout_s=1.0)
     assert not torch.distributed.is_initialized()
 
 
@@ -179,6 +193,6 @@ def test_the_command_outside_torchrun_says_how_to_start_it(
         monkeypatch.delenv(key, raising=False)
     assert main(["--synthetic", "1000"]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("liverec.models.distributed: error: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT: not set")
-    assert "torchrun --standalone --nproc-per-node N -m liverec.models.distributed" in error
+    assert error.startswith("liverec.cli.distributed: error: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT: not set")
+    assert "torchrun --standalone --nproc-per-node N -m liverec.cli.distributed" in error
     assert len(error.splitlines()) == 1

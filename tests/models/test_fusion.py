@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from liverec.data.interactions import Interactions
 from liverec.data.splits import leave_one_out
@@ -25,6 +26,7 @@ def drifting_walks(n_users: int = 60, length: int = 14, n_items: int = 25, seed:
     return Interactions.from_arrays(users, items, times, n_users=n_users, n_items=n_items)
 
 
+@pytest.mark.slow
 def test_weights_come_from_unrefit_components_and_the_kept_components_refit() -> None:
     data = drifting_walks()
     validation, test = leave_one_out(data)

@@ -59,7 +59,7 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
     scores = [entry["val_ndcg@10"] for entry in model.history]
     assert model.best_validation_ndcg == max(scores)
     assert model.best_epoch == model.history[int(np.argmax(scores))]["epoch"]
-    assert model._validation_ndcg(validation.history, validation.targets) == pytest.approx(max(scores))
+    assert model.validation_ndcg(validation.history, validation.targets) == pytest.approx(max(scores))
 
 
 def test_fit_without_validation_holds_out_last_events() -> None:
@@ -84,6 +84,38 @@ def test_refit_trains_afresh_on_the_validation_events_for_the_chosen_epoch_count
     for name, value in fresh._net().state_dict().items():
         torch.testing.assert_close(refit._net().state_dict()[name], value, rtol=0, atol=0)
     assert not torch.equal(refit._net().item_embedding.weight, selected._net().item_embedding.weight)
+
+
+def test_a_training_strategy_sees_every_epoch_and_step_and_changes_nothing_by_itself() -> None:
+    from liverec.models.sasrec import LocalTraining, SASRecNetwork
+
+    class Counting(LocalTraining):
+        def __init__(self) -> None:
+            self.epochs, self.steps, self.validations = 0, 0, 0
+
+        def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, weight: float) -> None:
+            self.steps += 1
+            super().step(optimizer, loss, weight)
+
+        def finish_epoch(self, network: SASRecNetwork, total: float, count: int, rng: np.random.Generator) -> float:
+            self.epochs += 1
+            return super().finish_epoch(network, total, count, rng)
+
+        def validation_ndcg(self, model: SASRec, history: Histories, targets: Histories) -> float:
+            self.validations += 1
+            return super().validation_ndcg(model, history, targets)
+
+    validation, test = leave_one_out(cycle_data(n_users=60))
+    config = {**SMALL, "max_epochs": 3, "patience": 3, "refit": False}
+    counting = Counting()
+    model = SASRec(training=counting, **config).fit(test.train, validation=validation)
+    plain = SASRec(**config).fit(test.train, validation=validation)
+    assert counting.epochs == counting.validations == 3
+    assert counting.steps == model._steps == 3 * 2  # 60 users, batches of 32
+    assert [{k: v for k, v in e.items() if k != "seconds"} for e in model.history] == [
+        {k: v for k, v in e.items() if k != "seconds"} for e in plain.history
+    ]
+    np.testing.assert_array_equal(model.item_vectors(), plain.item_vectors())
 
 
 def test_refit_learns_what_only_the_validation_events_show() -> None:
@@ -302,7 +334,7 @@ def test_window_takes_later_items_only_while_tied_in_time() -> None:
 
 
 def test_tie_flags_come_from_timestamps() -> None:
-    from liverec.models.sasrec import _tie_flags
+    from liverec.models.sasrec.batching import _tie_flags
 
     histories = Histories(np.array([0, 1]), np.array([0, 3, 5]), np.array([4, 5, 6, 7, 8]), np.array([1, 1, 2, 2, 2.0]))
     assert _tie_flags(histories).items.tolist() == [0, 1, 0, 1, 1]  # a row's first flag is never read
@@ -386,7 +418,7 @@ def test_shuffled_runs_reorder_items_only_within_runs_of_close_times(
     rows: list[list[int]], gap: float, seed: int
 ) -> None:
     """Each row's time steps (0-3 s apart) cut it into runs; every item stays in its run."""
-    from liverec.models.sasrec import _shuffled_runs
+    from liverec.models.sasrec.batching import _shuffled_runs
 
     timestamps = np.concatenate([np.cumsum(row, dtype=float) for row in rows])
     indptr = np.concatenate([[0], np.cumsum([len(row) for row in rows])])
@@ -402,7 +434,7 @@ def test_shuffled_runs_reorder_items_only_within_runs_of_close_times(
 
 
 def test_shuffled_runs_draw_every_order_and_nothing_without_ties() -> None:
-    from liverec.models.sasrec import _shuffled_runs
+    from liverec.models.sasrec.batching import _shuffled_runs
 
     tied = Histories(np.array([0]), np.array([0, 4]), np.array([7, 8, 9, 5]), np.array([0.0, 5, 5, 5]))
     rng = np.random.default_rng(0)

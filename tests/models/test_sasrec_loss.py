@@ -10,8 +10,8 @@ from torch.nn import functional as F
 
 from liverec.data.interactions import Interactions
 from liverec.data.splits import leave_one_out
-from liverec.models import sasrec
 from liverec.models.sasrec import SASRec
+from liverec.models.sasrec import loss as sasrec_loss
 
 
 def loss_and_grads(model: SASRec, seed: int = 0) -> tuple[float, torch.Tensor, torch.Tensor, float]:
@@ -30,7 +30,7 @@ def loss_and_grads(model: SASRec, seed: int = 0) -> tuple[float, torch.Tensor, t
 
 def test_chunked_softmax_loss_equals_one_cross_entropy(monkeypatch: pytest.MonkeyPatch) -> None:
     whole_loss, whole_hidden, whole_items, reference = loss_and_grads(SASRec())
-    monkeypatch.setattr(sasrec, "SOFTMAX_CHUNK_LOGITS", 37 * 64)  # chunks of 64 rows: 5 chunks for 300 rows
+    monkeypatch.setattr(sasrec_loss, "SOFTMAX_CHUNK_LOGITS", 37 * 64)  # chunks of 64 rows: 5 chunks for 300 rows
     chunked_loss, chunked_hidden, chunked_items, _ = loss_and_grads(SASRec())
     assert whole_loss == pytest.approx(reference, rel=1e-6)
     assert chunked_loss == pytest.approx(reference, rel=1e-6)
@@ -88,7 +88,7 @@ def dense_window_loss(
 def test_window_loss_gradients_equal_autograd_of_a_dense_reference(
     exclude_seen: bool, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sasrec, "SOFTMAX_CHUNK_LOGITS", 13 * chunk_rows)  # 12 items + the padding column
+    monkeypatch.setattr(sasrec_loss, "SOFTMAX_CHUNK_LOGITS", 13 * chunk_rows)  # 12 items + the padding column
     generator = torch.Generator().manual_seed(3)
     # row 0 repeats item row 3 (a target already seen) and has a short window at its end
     batch = torch.tensor([[0, 0, 3, 5, 3, 2, 3], [4, 1, 2, 5, 6, 12, 1], [0, 0, 0, 0, 0, 7, 8]])

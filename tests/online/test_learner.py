@@ -127,26 +127,26 @@ def test_cadence_by_events_and_by_seconds(phase_one: tuple[np.ndarray, np.ndarra
     assert not timed.should_update()
 
 
-def test_replay_sample_draws_only_users_seen_before() -> None:
+def test_rehearsal_sample_draws_only_users_seen_before() -> None:
     # u0..u9 have sequences of 4 items, u10 has one item (nothing to train on)
     users = np.concatenate([np.repeat(np.arange(10), 4), [10]])
     items = np.concatenate([np.tile([1, 2, 3, 4], 10), [5]])
     model = SASRec(**{**TINY, "max_epochs": 1}).fit(Interactions.from_arrays(users, items, n_users=11, n_items=N_ITEMS))
-    learner = learner_for(model, users, items, replay_ratio=1.0, seed=1)
+    learner = learner_for(model, users, items, rehearsal_ratio=1.0, seed=1)
     eligible = {f"u{u}" for u in range(1, 10)}
     for round_ in range(5):
         # u0 (an old user) and u10 have new events; n* are new users
         new_users = ["u0", "u10", *(f"n{round_}_{j}" for j in range(4))]
         learner.observe(new_users, ["i7"] * len(new_users), np.zeros(len(new_users)))
         stats = learner.update()
-        replayed = set(stats.replayed_user_ids)
-        assert len(replayed) == len(stats.replayed_user_ids) == 6  # round(1.0 * 6) distinct users
+        replayed = set(stats.rehearsed_user_ids)
+        assert len(replayed) == len(stats.rehearsed_user_ids) == 6  # round(1.0 * 6) distinct users
         assert replayed <= eligible, replayed - eligible
         eligible |= {f"n{round_}_{j}" for j in range(4)}  # one item each: still not trainable
         eligible -= {f"n{round_}_{j}" for j in range(4)}
-    no_replay = learner_for(model, users, items, replay_ratio=0.0)
+    no_replay = learner_for(model, users, items, rehearsal_ratio=0.0)
     no_replay.observe(["u0"], ["i9"], [0.0])
-    assert len(no_replay.update().replayed_user_ids) == 0
+    assert len(no_replay.update().rehearsed_user_ids) == 0
 
 
 def test_same_seed_same_weights(phase_one: tuple[np.ndarray, np.ndarray]) -> None:
@@ -159,7 +159,7 @@ def test_same_seed_same_weights(phase_one: tuple[np.ndarray, np.ndarray]) -> Non
         for start in range(0, len(stream_users), 100):
             rows = slice(start, start + 100)
             learner.observe([f"u{u}" for u in stream_users[rows]], [f"i{i}" for i in stream_items[rows]], [0.0] * 100)
-            learned.append(tuple(learner.update().replayed_user_ids))
+            learned.append(tuple(learner.update().rehearsed_user_ids))
         runs.append((learner.model.item_vectors(), learned))
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     assert runs[0][1] == runs[1][1]
@@ -234,7 +234,7 @@ def test_an_update_learns_the_new_events_with_the_history_as_context(
 ) -> None:
     users, items = phase_one
     model = fitted(users, items, max_epochs=2)
-    learner = learner_for(model, users, items, replay_ratio=0.0, relearn_history=relearn_history)
+    learner = learner_for(model, users, items, rehearsal_ratio=0.0, relearn_history=relearn_history)
     recorded = _spy_on_loss(model)
     new_items = np.array([7, 8, 9])
     learner.observe(["u3"] * 3, [f"i{i}" for i in new_items], [1e9, 1e9 + 1, 1e9 + 2])
@@ -251,7 +251,7 @@ def test_an_update_sees_the_events_real_times(phase_one: tuple[np.ndarray, np.nd
     """SASRec's two-item window spans events under window_gap_s apart: the learner passes real times."""
     users, items = phase_one
     model = fitted(users, items, max_epochs=2)
-    learner = learner_for(model, users, items, replay_ratio=0.0)
+    learner = learner_for(model, users, items, rehearsal_ratio=0.0)
     recorded = _spy_on_loss(model)
     learner.observe(["u300"] * 4, ["i1", "i2", "i3", "i4"], [0.0, 1000.0, 1010.0, 5000.0])  # a new user
     learner.update()

@@ -66,6 +66,7 @@ def test_prequential_metrics_by_hand() -> None:
     assert hit.tolist() == [1.0, 1.0, 0.0] and ndcg.tolist() == [1.0, 1.0, 0.0]
 
 
+@pytest.mark.slow  # trains models and runs the updater over a data folder
 def test_updates_register_candidates_gate_promotes_and_restart_resumes(folder: tuple[Path, list[Event]]) -> None:
     data_dir, rest = folder
     config = UpdaterConfig(
@@ -95,6 +96,7 @@ def test_updates_register_candidates_gate_promotes_and_restart_resumes(folder: t
     again.close()
 
 
+@pytest.mark.slow  # trains models and runs the updater over a data folder
 def test_gate_rejects_a_worse_candidate(folder: tuple[Path, list[Event]]) -> None:
     data_dir, rest = folder
     # a learning rate 300x too high wrecks the update: the gate must keep it from serving
@@ -114,6 +116,7 @@ def test_gate_rejects_a_worse_candidate(folder: tuple[Path, list[Event]]) -> Non
     updater.close()
 
 
+@pytest.mark.slow  # trains models and runs the updater over a data folder
 def test_every_seconds_cadence(folder: tuple[Path, list[Event]]) -> None:
     data_dir, rest = folder
     updater = Updater(data_dir, DEFAULT_EVENT_WEIGHTS, UpdaterConfig(every_events=None, every_seconds=0.2))
@@ -128,6 +131,7 @@ def test_every_seconds_cadence(folder: tuple[Path, list[Event]]) -> None:
     updater.close()
 
 
+@pytest.mark.slow  # trains models and runs the updater over a data folder
 def test_periodic_full_retraining_goes_through_the_gate(folder: tuple[Path, list[Event]]) -> None:
     data_dir, rest = folder
     config = UpdaterConfig(
@@ -158,6 +162,7 @@ def test_periodic_full_retraining_goes_through_the_gate(folder: tuple[Path, list
     updater.close()
 
 
+@pytest.mark.slow  # trains models and runs the updater over a data folder
 def test_gate_sample_rate_ranks_a_sample_and_still_decides_on_gate_events(folder: tuple[Path, list[Event]]) -> None:
     from liverec.online.updater import _sampled
 
@@ -189,6 +194,7 @@ def test_gate_sample_rate_ranks_a_sample_and_still_decides_on_gate_events(folder
     updater.close()
 
 
+@pytest.mark.slow  # trains models and runs the updater over a data folder
 def test_gate_rate_holds_ranking_to_its_share_only_while_events_wait(folder: tuple[Path, list[Event]]) -> None:
     data_dir, _ = folder
     updater = Updater(data_dir, DEFAULT_EVENT_WEIGHTS, UpdaterConfig(gate_sample_rate=0.8, gate_max_share=0.25))
@@ -212,6 +218,7 @@ class _SlowGate(Updater):
         return ranked
 
 
+@pytest.mark.slow  # trains models and runs the updater over a data folder
 def test_a_backlog_is_worked_off_with_a_sampled_gate_and_every_event_ranked_once_caught_up(
     folder: tuple[Path, list[Event]],
 ) -> None:
@@ -244,6 +251,7 @@ def test_a_backlog_is_worked_off_with_a_sampled_gate_and_every_event_ranked_once
     updater.close()
 
 
+@pytest.mark.slow  # trains models and runs the updater over a data folder
 def test_categories_from_the_catalogue_reach_the_model_and_describe_new_items(tmp_path: Path) -> None:
     """With side_features on, `liverec train`'s path gives SASRec the catalogue's categories, and the
     updater gives it those of items that join online (a new item starts among its category's items)."""

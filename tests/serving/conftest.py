@@ -73,14 +73,14 @@ class Server:
         self.backend = "embedded"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / f"serve-{self.port}.log"
+        self.output_path = data_dir.parent / f"serve-{self.port}.log"
         # the updater is off unless a test turns it on: most tests pin the served version
         self.env = env or {}  # what the server was given beyond this process's environment (the backend)
         full_env = {**os.environ, "LIVEREC_LOG_FORMAT": "json", "LIVEREC_UPDATER": "false", **self.env}
-        with open(self.log_path, "wb") as log_file:
+        with open(self.output_path, "wb") as output_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "liverec.cli", "serve", "--data-dir", str(data_dir), "--port", str(self.port)],
-                stdout=log_file,
+                stdout=output_file,
                 stderr=subprocess.STDOUT,
                 env=full_env,
             )
@@ -91,17 +91,17 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
             try:
                 if self.client.get("/health").status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"server did not start:\n{self.log()}")
+        raise RuntimeError(f"server did not start:\n{self.output()}")
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)

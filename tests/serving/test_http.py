@@ -174,7 +174,7 @@ def test_operations_endpoints(server: Server) -> None:
     assert 'liverec_model_info{version="v0001"} 1.0' in metrics
     assert server.client.get("/docs").status_code == 200
     assert "/v1/events" in server.client.get("/openapi.json").json()["paths"]
-    assert "liverec_settings" in server.log(), "effective settings are printed at start-up"
+    assert "liverec_settings" in server.output(), "effective settings are printed at start-up"
     models = server.client.get("/v1/models").json()
     assert models["serving"] == "v0001" and models["versions"][0]["metrics"]["ndcg@10"] > 0
 

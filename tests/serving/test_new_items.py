@@ -67,7 +67,7 @@ def test_new_item_is_recommended_within_a_minute(
         stop.set()
         thread.join()
         versions = server.client.get("/v1/models").json()
-        assert found_after is not None, (versions, answer, server.log()[-3000:])
+        assert found_after is not None, (versions, answer, server.output()[-3000:])
         assert answer["model_version"] != "v0001" and answer["filled_by_popularity"] == 0
         print(f"new item in the probe's top-10 after {found_after:.1f}s, {sent['users']} fans")
     finally:

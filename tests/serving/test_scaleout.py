@@ -34,17 +34,17 @@ class Worker:
     """`liverec worker` as a child process."""
 
     def __init__(self, data_dir: Path, env: dict[str, str], name: str) -> None:
-        self.log_path = data_dir.parent / f"worker-{name}.log"
-        with open(self.log_path, "wb") as log_file:
+        self.output_path = data_dir.parent / f"worker-{name}.log"
+        with open(self.output_path, "wb") as output_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "liverec.cli", "worker", "--data-dir", str(data_dir)],
-                stdout=log_file,
+                stdout=output_file,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "LIVEREC_LOG_FORMAT": "json", **env},
             )
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
 
     def stop(self) -> None:
         if self.process.poll() is None:

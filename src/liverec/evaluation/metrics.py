@@ -71,14 +71,43 @@ def ranking_metrics(ranked: np.ndarray, targets: Histories, ks: tuple[int, ...] 
     return out
 
 
+# ---------------------------------------------------------------------------------- one target per row
+def single_target_ranks(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """0-based rank of row r's one target ``target[r]`` in ``scores[r]`` (the number of items scoring higher).
+
+    Excluded items must already be -inf in ``scores``. A target outside the scored columns (an item the
+    model has never seen, or a negative id) gets rank -1: a miss at every cut-off.
+    """
+    target = np.asarray(target, dtype=np.int64)
+    known = (target >= 0) & (target < scores.shape[1])
+    target_scores = scores[np.arange(len(target)), np.where(known, target, 0)]
+    ranks = (scores > target_scores[:, None]).sum(axis=1)
+    return np.where(known, ranks, -1)
+
+
+def ndcg_at_ranks(ranks: np.ndarray, k: int) -> np.ndarray:
+    """NDCG@k ``[n]`` of one relevant item at 0-based ``ranks`` (ideal DCG is 1); a negative rank is a miss."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    hit = (ranks >= 0) & (ranks < k)
+    return np.where(hit, 1.0 / np.log2(np.maximum(ranks, 0.0) + 2.0), 0.0)
+
+
+def single_target_ndcg(scores: np.ndarray, target: np.ndarray, k: int = 10) -> float:
+    """Mean NDCG@k when row r has one target ``target[r]`` (see :func:`single_target_ranks`).
+
+    Models use it for early stopping and weight search; the online gate and the sampled protocol use the
+    same two functions it is made of.
+    """
+    return float(ndcg_at_ranks(single_target_ranks(scores, target), k).mean()) if len(target) else 0.0
+
+
 def sampled_metrics(target_ranks: np.ndarray, ks: tuple[int, ...] = (10,)) -> dict[str, float]:
     """HR@k and NDCG@k of the SASRec paper's sampled protocol from 0-based ranks among target + negatives."""
     ranks = np.asarray(target_ranks, dtype=np.float64)
     out: dict[str, float] = {}
     for k in ks:
-        hit = ranks < k
-        out[f"hr@{k}"] = float(hit.mean()) if len(ranks) else 0.0
-        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()) if len(ranks) else 0.0
+        out[f"hr@{k}"] = float((ranks < k).mean()) if len(ranks) else 0.0
+        out[f"ndcg@{k}"] = float(ndcg_at_ranks(ranks, k).mean()) if len(ranks) else 0.0
     out["mrr"] = float((1.0 / (ranks + 1.0)).mean()) if len(ranks) else 0.0
     return out
 

@@ -55,7 +55,7 @@ from liverec.data.interactions import Dataset, Histories, Interactions, concat_r
 from liverec.evaluation.metrics import per_user_ranking_metrics
 from liverec.models import create_model
 from liverec.models.base import Recommender
-from liverec.online import LearnerConfig, OnlineLearner
+from liverec.online.learner import LearnerConfig, OnlineLearner
 
 ARMS = ("static", "online", "retrain", "popularity")
 #: Cut-off of the replay's metrics.
@@ -253,136 +253,157 @@ class ReplayResult:
 def replay(dataset: Dataset, config: ReplayConfig, progress: bool = False) -> ReplayResult:
     """Pretrain on the first part of ``dataset``'s events, then replay the rest test-then-train (module doc)."""
     started = time.perf_counter()
-    stream = _Stream.from_dataset(dataset)
-    n_events = len(stream)
-    n_pretrain = config.pretrain_events(n_events)
-    n_replayed = n_events - n_pretrain
-    retrain_every = config.retrain_interval(n_replayed)
-    show = progress and sys.stderr.isatty()
-    seconds: dict[str, float] = {}
+    run = _ReplayRun(_Stream.from_dataset(dataset), config, show=progress and sys.stderr.isatty())
+    chunks = range(run.n_pretrain, run.n_events, config.update_every)
+    for start in tqdm(chunks, desc="replay", unit="chunk", disable=not run.show, leave=False):
+        stop = min(start + config.update_every, run.n_events)
+        run.test(start, stop)
+        if stop == run.n_events:
+            break  # nothing left to predict: learning the last chunk would not be measured
+        run.learn(start, stop)
+    run.seconds["total"] = time.perf_counter() - started
+    return run.result()
 
-    def fit(model_name: str, end: int, **params: Any) -> Recommender:
+
+class _ReplayRun:
+    """The state of one :func:`replay`: the arms' current models, their per-event outcomes and the clocks."""
+
+    def __init__(self, stream: _Stream, config: ReplayConfig, show: bool) -> None:
+        self.stream, self.config, self.show = stream, config, show
+        self.n_events = len(stream)
+        self.n_pretrain = config.pretrain_events(self.n_events)
+        self.n_replayed = self.n_events - self.n_pretrain
+        self.retrain_every = config.retrain_interval(self.n_replayed)
+        self.seconds: dict[str, float] = {}
+        clock = time.perf_counter()
+        self.pretrained = self.fit(config.model, self.n_pretrain, **config.params)
+        self.seconds["pretrain"] = time.perf_counter() - clock
+        self.current: dict[str, Recommender] = {}
+        self.learner: OnlineLearner | None = None
+        for arm in config.arms:
+            if arm == "online":
+                pretrain = stream.prefix(self.n_pretrain)
+                self.learner = OnlineLearner(
+                    copy.deepcopy(self.pretrained),
+                    stream.item_ids[: pretrain.n_items],
+                    stream.user_ids[: pretrain.n_users],
+                    history=pretrain,
+                    config=config.learner,
+                )
+                self.current[arm] = self.learner.model
+            elif arm == "popularity":
+                self.current[arm] = self.fit("pop-recent", self.n_pretrain, window_days=config.window_days)
+            else:  # static, and retrain until its first retrain
+                self.current[arm] = self.pretrained
+        learning = {"online": "update", "retrain": "retrain", "popularity": "popularity"}
+        for arm in config.arms:
+            self.seconds[f"score_{arm}"] = 0.0
+            if arm in learning:
+                self.seconds[learning[arm]] = 0.0
+        self.hits = {arm: np.zeros(self.n_replayed) for arm in config.arms}
+        self.ndcg = {arm: np.zeros(self.n_replayed) for arm in config.arms}
+        self.learned, self.retrains, self.updates = 0, 0, 0
+
+    def fit(self, model_name: str, end: int, **params: Any) -> Recommender:
+        """A fresh ``model_name`` fitted on the stream's first ``end`` events."""
         model = create_model(model_name, **params)
-        model.progress = show
-        return model.fit(stream.prefix(end))
+        model.progress = self.show
+        return model.fit(self.stream.prefix(end))
 
-    clock = time.perf_counter()
-    pretrained = fit(config.model, n_pretrain, **config.params)
-    seconds["pretrain"] = time.perf_counter() - clock
-    current: dict[str, Recommender] = {}
-    learner: OnlineLearner | None = None
-    for arm in config.arms:
-        if arm == "online":
-            pretrain = stream.prefix(n_pretrain)
-            learner = OnlineLearner(
-                copy.deepcopy(pretrained),
-                stream.item_ids[: pretrain.n_items],
-                stream.user_ids[: pretrain.n_users],
-                history=pretrain,
-                config=config.learner,
-            )
-            current[arm] = learner.model
-        elif arm == "popularity":
-            current[arm] = fit("pop-recent", n_pretrain, window_days=config.window_days)
-        else:  # static, and retrain until its first retrain
-            current[arm] = pretrained
-    learning = {"online": "update", "retrain": "retrain", "popularity": "popularity"}
-    for arm in config.arms:
-        seconds[f"score_{arm}"] = 0.0
-        if arm in learning:
-            seconds[learning[arm]] = 0.0
-
-    hits = {arm: np.zeros(n_replayed) for arm in config.arms}
-    ndcg = {arm: np.zeros(n_replayed) for arm in config.arms}
-    learned, retrains, updates = 0, 0, 0
-    chunks = range(n_pretrain, n_events, config.update_every)
-    for start in tqdm(chunks, desc="replay", unit="chunk", disable=not show, leave=False):
-        stop = min(start + config.update_every, n_events)
-        # test: every scored event of the chunk, by the models as they are at the start of the chunk
+    def test(self, start: int, stop: int) -> None:
+        """Rank every scored event of ``[start, stop)`` by each arm's model as it is at the chunk's start."""
+        stream = self.stream
         rows = start + np.flatnonzero(~stream.repeat[start:stop])
         histories = stream.histories(rows)
         targets = Histories(stream.users[rows], np.arange(len(rows) + 1), stream.items[rows])
         outcomes: dict[int, dict[str, np.ndarray]] = {}  # arms holding the same model share its ranking
-        for arm, model in current.items() if len(rows) else ():
+        for arm, model in self.current.items() if len(rows) else ():
             if id(model) not in outcomes:
                 clock = time.perf_counter()
                 ranked, _ = model.recommend(histories, K)
                 outcomes[id(model)] = per_user_ranking_metrics(ranked, targets, K)
-                seconds[f"score_{arm}"] += time.perf_counter() - clock
-            hits[arm][rows - n_pretrain] = outcomes[id(model)]["hr"]
-            ndcg[arm][rows - n_pretrain] = outcomes[id(model)]["ndcg"]
-        if stop == n_events:
-            break  # nothing left to predict: learning the last chunk would not be measured
-        # train: every arm learns the chunk
-        if learner is not None:
-            learner.observe(
+                self.seconds[f"score_{arm}"] += time.perf_counter() - clock
+            self.hits[arm][rows - self.n_pretrain] = outcomes[id(model)]["hr"]
+            self.ndcg[arm][rows - self.n_pretrain] = outcomes[id(model)]["ndcg"]
+
+    def learn(self, start: int, stop: int) -> None:
+        """Every arm learns the events ``[start, stop)`` its own way."""
+        stream, config = self.stream, self.config
+        if self.learner is not None:
+            self.learner.observe(
                 stream.user_ids[stream.users[start:stop]],
                 stream.item_ids[stream.items[start:stop]],
                 stream.times[start:stop],
             )
-            stats = learner.update()
-            seconds["update"] += stats.seconds
-            learned += stats.events
-            updates += 1
-        if "popularity" in current:
+            stats = self.learner.update()
+            self.seconds["update"] += stats.seconds
+            self.learned += stats.events
+            self.updates += 1
+        if "popularity" in self.current:
             clock = time.perf_counter()
-            current["popularity"] = fit("pop-recent", stop, window_days=config.window_days)
-            seconds["popularity"] += time.perf_counter() - clock
-        if "retrain" in current and (stop - n_pretrain) // retrain_every > (start - n_pretrain) // retrain_every:
+            self.current["popularity"] = self.fit("pop-recent", stop, window_days=config.window_days)
+            self.seconds["popularity"] += time.perf_counter() - clock
+        done_before, done_after = start - self.n_pretrain, stop - self.n_pretrain
+        if "retrain" in self.current and done_after // self.retrain_every > done_before // self.retrain_every:
             clock = time.perf_counter()
-            current["retrain"] = fit(config.model, stop, **config.params)
-            seconds["retrain"] += time.perf_counter() - clock
-            retrains += 1
-    seconds["total"] = time.perf_counter() - started
+            self.current["retrain"] = self.fit(config.model, stop, **config.params)
+            self.seconds["retrain"] += time.perf_counter() - clock
+            self.retrains += 1
 
-    replayed = slice(n_pretrain, n_events)
-    scored = ~stream.repeat[replayed]
-    counts = {
-        "events": n_events,
-        "pretrain_events": n_pretrain,
-        "replayed_events": n_replayed,
-        "scored_events": int(scored.sum()),
-        "skipped_repeats": int((~scored).sum()),
-        "new_item_events": int(stream.new_item[replayed].sum()),
-        "scored_events_of_users_unseen_in_pretraining": int(
-            (scored & (stream.users[replayed] >= stream.n_users_upto[n_pretrain])).sum()
-        ),
-        "scored_events_of_items_unseen_in_pretraining": int(
-            (scored & (stream.items[replayed] >= stream.n_items_upto[n_pretrain])).sum()
-        ),
-        "updates": updates,
-        "retrains": retrains,
-    }
-    setting = {
-        "model": config.model,
-        "parameters": dataclasses.asdict(pretrained.config),
-        "pretrain_fraction": config.pretrain_fraction,
-        "update_every": config.update_every,
-        "retrain_every": retrain_every,
-        "window_days": config.window_days,
-        "windows": config.windows,
-        "learner": {
-            "replay_ratio": config.learner.replay_ratio,
-            "lr_multiplier": config.learner.lr_multiplier,
-            "epochs": config.learner.epochs,
-            "batch_size": config.learner.batch_size,
-            "max_sequence": config.learner.max_sequence,
-            "seed": config.learner.seed,
-        },
-        "scoring": f"chunks of {config.update_every} events: models as at the start of the chunk, exact histories; "
-        "full ranking over the items seen so far, the user's seen items excluded; repeats skipped",
-    }
-    return ReplayResult(
-        setting=setting,
-        hits=hits,
-        ndcg=ndcg,
-        scored=scored,
-        times=stream.times[replayed],
-        window_bounds=np.linspace(0, n_replayed, config.windows + 1).round().astype(np.int64),
-        counts=counts,
-        seconds=seconds,
-        updater_events_per_s=learned / seconds["update"] if learned and seconds["update"] > 0 else None,
-    )
+    def result(self) -> ReplayResult:
+        stream, config, n_pretrain = self.stream, self.config, self.n_pretrain
+        replayed = slice(n_pretrain, self.n_events)
+        scored = ~stream.repeat[replayed]
+        counts = {
+            "events": self.n_events,
+            "pretrain_events": n_pretrain,
+            "replayed_events": self.n_replayed,
+            "scored_events": int(scored.sum()),
+            "skipped_repeats": int((~scored).sum()),
+            "new_item_events": int(stream.new_item[replayed].sum()),
+            "scored_events_of_users_unseen_in_pretraining": int(
+                (scored & (stream.users[replayed] >= stream.n_users_upto[n_pretrain])).sum()
+            ),
+            "scored_events_of_items_unseen_in_pretraining": int(
+                (scored & (stream.items[replayed] >= stream.n_items_upto[n_pretrain])).sum()
+            ),
+            "updates": self.updates,
+            "retrains": self.retrains,
+        }
+        update_seconds = self.seconds.get("update", 0.0)
+        return ReplayResult(
+            setting=self.setting(),
+            hits=self.hits,
+            ndcg=self.ndcg,
+            scored=scored,
+            times=stream.times[replayed],
+            window_bounds=np.linspace(0, self.n_replayed, config.windows + 1).round().astype(np.int64),
+            counts=counts,
+            seconds=self.seconds,
+            updater_events_per_s=self.learned / update_seconds if self.learned and update_seconds > 0 else None,
+        )
+
+    def setting(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "model": config.model,
+            "parameters": dataclasses.asdict(self.pretrained.config),
+            "pretrain_fraction": config.pretrain_fraction,
+            "update_every": config.update_every,
+            "retrain_every": self.retrain_every,
+            "window_days": config.window_days,
+            "windows": config.windows,
+            "learner": {
+                "rehearsal_ratio": config.learner.rehearsal_ratio,
+                "lr_multiplier": config.learner.lr_multiplier,
+                "epochs": config.learner.epochs,
+                "batch_size": config.learner.batch_size,
+                "max_sequence": config.learner.max_sequence,
+                "seed": config.learner.seed,
+            },
+            "scoring": f"chunks of {config.update_every} events: models as at the start of the chunk, exact "
+            "histories; full ranking over the items seen so far, the user's seen items excluded; repeats skipped",
+        }
 
 
 def format_report(report: dict[str, Any]) -> str:

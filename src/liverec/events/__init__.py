@@ -1,6 +1,6 @@
 """Events in: the schema that validates them and the durable log that stores them (below the HTTP layer)."""
 
-from liverec.events.log import AppendResult, EventLog, ImportResult, SQLiteEventLog, StoredEvent
+from liverec.events.log import AppendResult, ConsumerGroupLog, EventLog, ImportResult, SQLiteEventLog, StoredEvent
 from liverec.events.schema import (
     BatchTooLargeError,
     Event,
@@ -14,6 +14,7 @@ from liverec.events.schema import (
 __all__ = [
     "AppendResult",
     "BatchTooLargeError",
+    "ConsumerGroupLog",
     "Event",
     "EventConfig",
     "EventIn",

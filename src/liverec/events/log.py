@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import numpy as np
 
@@ -146,6 +146,18 @@ class EventLog(Protocol):
     def meta_get(self, key: str, default: str | None = None) -> str | None: ...
     def meta_set(self, key: str, value: str) -> None: ...
     def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class ConsumerGroupLog(EventLog, Protocol):
+    """An event log that several worker processes can share out between them (Redis Streams' consumer groups):
+    each entry is delivered to one consumer of a group and stays pending until acknowledged."""
+
+    def ensure_group(self, group: str, consumer: str | None = None) -> None: ...
+    def consume(self, group: str, consumer: str, count: int = 1000, block_ms: int = 1000) -> list[StoredEvent]: ...
+    def reclaim(self, group: str, consumer: str, min_idle_ms: int, count: int = 1000) -> list[StoredEvent]: ...
+    def ack(self, group: str, offsets: Sequence[int]) -> int: ...
 
 
 @dataclass
@@ -476,7 +488,8 @@ class SQLiteEventLog:
             return group
 
     def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
-        assert self._conn is not None
+        if self._conn is None:
+            raise RuntimeError(f"{self.path}: the event log has no writer connection (read-only or closed)")
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             result = work(self._conn)
@@ -610,3 +623,6 @@ def _item_record(row: tuple[Any, ...]) -> dict[str, Any]:
         "updated_at": updated_at,
         "deleted": bool(deleted),
     }
+
+
+_EMBEDDED: type[EventLog] = SQLiteEventLog  # checked by mypy: the SQLite log implements the interface

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from liverec.errors import BackendUnavailable
-from liverec.events.log import AppendResult, ImportResult, StoredEvent, item_record, tombstone_record
+from liverec.events.log import AppendResult, ConsumerGroupLog, ImportResult, StoredEvent, item_record, tombstone_record
 from liverec.events.schema import Event
 
 __all__ = ["BackendUnavailable", "RedisEventLog", "delete_prefix", "redis_client"]
@@ -330,10 +330,6 @@ class RedisEventLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def delete_all(self) -> int:
-        """Delete every key under the prefix (tests, ``liverec`` tooling); returns how many."""
-        return delete_prefix(self.client, self.prefix)
-
 
 def delete_prefix(client: Any, prefix: str) -> int:
     """Delete every key named ``prefix:*``."""
@@ -377,3 +373,6 @@ def _parse(entry_id: str, fields: dict[str, str]) -> StoredEvent:
 
 def _as_list(column: Sequence[Any] | np.ndarray) -> list[Any]:
     return column.tolist() if isinstance(column, np.ndarray) else list(column)
+
+
+_SHARED: type[ConsumerGroupLog] = RedisEventLog  # checked by mypy: the Redis log implements the interface

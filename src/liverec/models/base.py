@@ -36,6 +36,26 @@ def register(cls: type[Recommender]) -> type[Recommender]:
 
 
 @dataclasses.dataclass(frozen=True)
+class UpdateOptions:
+    """How one :meth:`Recommender.partial_fit` call trains, where the caller (the online learner) wants it to
+    differ from the model's own settings: ``learning_rate_multiplier`` scales the model's learning rate,
+    ``epochs`` replaces its ``partial_fit_epochs``, ``batch_size`` its training batch (None: the model's own).
+    A model without such a setting rejects the option (:meth:`Recommender.check_update_options`)."""
+
+    learning_rate_multiplier: float = 1.0
+    epochs: int | None = None
+    batch_size: int | None = None
+
+
+#: UpdateOptions field -> the model config field it replaces during ``partial_fit``.
+_UPDATE_FIELDS = {
+    "learning_rate_multiplier": "learning_rate",
+    "epochs": "partial_fit_epochs",
+    "batch_size": "batch_size",
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Base of every model's hyperparameters; ``seed`` drives all randomness in ``fit``."""
 
@@ -100,16 +120,48 @@ class Recommender(ABC):
         validation chose: models that choose nothing there simply fit (SASRec keeps its epoch count)."""
         return self.fit(interactions)
 
-    def partial_fit(self, interactions: Interactions, learn: np.ndarray | None = None) -> Self:
+    def partial_fit(
+        self, interactions: Interactions, learn: np.ndarray | None = None, options: UpdateOptions | None = None
+    ) -> Self:
         """Continue training on new ``interactions`` (ids may exceed the current id spaces).
 
         ``learn``: ``[len(interactions)]`` bools, the events to learn; the others were learned before
         and are context only: a model that ``learns_in_context`` reads them as the sequence before
         the new events (no loss on predicting them), the others are given the new events alone.
-        None: learn every event.
+        None: learn every event. ``options``: this call's learning rate, epochs and batch size where they
+        should differ from the model's settings (the settings themselves are unchanged afterwards).
         """
         if not self.supports_partial_fit:
             raise NotImplementedError(f"model {self.name!r} does not support partial_fit; call fit")
+        overrides = self.check_update_options(options) if options is not None else {}
+        if not overrides:
+            return self._partial_fit_checked(interactions, learn)
+        # the models read these settings from their config at every step: swap it for the call, then restore
+        original = self.config
+        self.config = dataclasses.replace(original, **overrides)
+        try:
+            return self._partial_fit_checked(interactions, learn)
+        finally:
+            self.config = original
+
+    def check_update_options(self, options: UpdateOptions) -> dict[str, Any]:
+        """The config fields ``options`` change (name -> value); ValueError naming an option the model lacks."""
+        fields = {field.name for field in dataclasses.fields(self.config)}
+        overrides: dict[str, Any] = {}
+        for option, field in _UPDATE_FIELDS.items():
+            value = getattr(options, option)
+            if value is None or (option == "learning_rate_multiplier" and value == 1.0):
+                continue
+            if field not in fields:
+                raise ValueError(f"{option}: model {self.name!r} has no {field} setting to change")
+            overrides[field] = getattr(self.config, field) * value if option == "learning_rate_multiplier" else value
+        return overrides
+
+    def context_length(self) -> int | None:
+        """How many of a user's most recent items the model reads (None: all of them)."""
+        return None
+
+    def _partial_fit_checked(self, interactions: Interactions, learn: np.ndarray | None) -> Self:
         if learn is not None:
             learn = np.asarray(learn)
             if learn.dtype != np.bool_ or learn.shape != (len(interactions),):
@@ -257,18 +309,6 @@ class Recommender(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
-
-
-def single_target_ndcg(scores: np.ndarray, target: np.ndarray, k: int = 10) -> float:
-    """Mean NDCG@k when row r has one target ``target[r]`` (excluded items already -inf in ``scores``).
-
-    Models use it for early stopping and weight search; the evaluation package has the full metric set.
-    A target outside the scored columns (an item the model has never seen) counts as a miss.
-    """
-    known = target < scores.shape[1]
-    target_scores = scores[np.arange(len(target)), np.minimum(target, scores.shape[1] - 1)]
-    rank = (scores > target_scores[:, None]).sum(axis=1)
-    return float(np.where(known & (rank < k), 1.0 / np.log2(rank + 2.0), 0.0).mean()) if len(target) else 0.0
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,8 @@ import numpy as np
 
 from liverec.data.interactions import Histories, Interactions
 from liverec.data.splits import RankingSplit, hold_out_last, with_held_out
-from liverec.models.base import MODEL_REGISTRY, ModelConfig, Recommender, register, single_target_ndcg
+from liverec.evaluation.metrics import single_target_ndcg
+from liverec.models.base import MODEL_REGISTRY, ModelConfig, Recommender, register
 
 WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 

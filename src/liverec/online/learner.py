@@ -9,45 +9,42 @@ precedes them, which is what a sequence model needs — instead of on the new ev
   users' sequences and queues the users. An item never seen before gets the next model id at once
   (so ids stay dense and in order of first appearance); the model's item table grows at the next update.
 * :meth:`OnlineLearner.update` trains the model on one batch: every queued user's updated sequence plus a
-  *replay sample* of other users seen before (``replay_ratio`` old users per queued user, uniformly
+  *rehearsal sample* of other users seen before (``rehearsal_ratio`` old users per queued user, uniformly
   drawn), which keeps the model from forgetting the rest of the population while it follows the stream.
   A queued user's earlier items are context: only the new events are learned as targets (unless
-  ``relearn_history``); a replayed user's whole sequence is learned again.
+  ``relearn_history``); a rehearsed user's whole sequence is learned again.
   The learning rate and the number of epochs of the update are settings of the learner.
 * :meth:`OnlineLearner.should_update` says when the cadence (every N events and/or T seconds) is due.
 
 The learner does no file or network I/O: a caller (the replay in :mod:`liverec.evaluation.replay`, or
 an updater process tailing the event log) feeds it events and decides what to do with the model —
 :attr:`OnlineLearner.item_ids` gives the external item ids in model order for saving or registering it.
-Given the same model, events and ``seed`` it produces the same weights: the replay sample comes from
+Given the same model, events and ``seed`` it produces the same weights: the rehearsal sample comes from
 its own generator and each update runs under a torch random state seeded from it (dropout masks),
 without touching the process's global torch random state.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from liverec.data.interactions import Histories, Interactions
-from liverec.models.base import Recommender
+from liverec.models.base import Recommender, UpdateOptions
 
-#: Items kept per user when the model has no ``max_len`` (SASRec keeps ``max_len + 1``: its training window).
+#: Items kept per user when the model reads whole histories (``context_length()`` None); else its context + 1.
 DEFAULT_MAX_SEQUENCE = 201
 
 
 #: Online-update settings per model that :class:`LearnerConfig` leaves to the model, chosen on the first half of
-#: the ml-100k replay (the best validation HR@10 among settings that learn >= 5,000 events/s on one core):
-#: training steps of 16 sequences (about 4 steps per update instead of 1) on each user's last 101 items.
-#: See docs/results.md, "Streaming replay". Used by the replay and by the updater.
+#: the ml-100k replay as the most accurate of the settings fast enough to follow a busy stream on one core:
+#: training steps of 16 sequences (several steps per update instead of one) on each user's last 101 items.
+#: The measurements are in docs/results.md, "Streaming replay". Used by the replay and by the updater.
 TUNED_LEARNER: dict[str, dict[str, int]] = {"sasrec": {"batch_size": 16, "max_sequence": 101}}
 
 
@@ -57,7 +54,7 @@ class LearnerConfig:
 
     ``every_events`` / ``every_seconds``: :meth:`OnlineLearner.should_update` is true once this many events
     are pending, or once the oldest pending event has waited this many seconds (None switches a rule off;
-    with both, whichever comes first). ``replay_ratio``: old users replayed per user with new events
+    with both, whichever comes first). ``rehearsal_ratio``: old users rehearsed per user with new events
     (0 = none). ``lr_multiplier``: the model's learning rate is multiplied by this during an update (the
     model's own setting is restored afterwards). ``epochs``: passes over the update batch (None = the
     model's ``partial_fit_epochs``). ``batch_size``: the model's training batch during an update (None =
@@ -65,13 +62,13 @@ class LearnerConfig:
     trained, per user (None = the model's ``max_len + 1``, else :data:`DEFAULT_MAX_SEQUENCE`).
     ``relearn_history``: whether an update learns a queued user's earlier items again as targets (True) or
     reads them as context for the new events only (False; models that cannot use context are given the
-    new events alone). ``seed``: replay samples and dropout masks. The replay's tuned values for SASRec
+    new events alone). ``seed``: rehearsal samples and dropout masks. The replay's tuned values for SASRec
     are in :data:`TUNED_LEARNER` (batch 16, last 101 items).
     """
 
     every_events: int | None = 1000
     every_seconds: float | None = None
-    replay_ratio: float = 1.0
+    rehearsal_ratio: float = 1.0
     lr_multiplier: float = 1.0
     epochs: int | None = None
     batch_size: int | None = None
@@ -84,8 +81,8 @@ class LearnerConfig:
             raise ValueError(f"every_events: expected a positive integer or None, got {self.every_events!r}")
         if self.every_seconds is not None and not self.every_seconds > 0:
             raise ValueError(f"every_seconds: expected a positive number or None, got {self.every_seconds!r}")
-        if not self.replay_ratio >= 0:
-            raise ValueError(f"replay_ratio: expected a number >= 0, got {self.replay_ratio!r}")
+        if not self.rehearsal_ratio >= 0:
+            raise ValueError(f"rehearsal_ratio: expected a number >= 0, got {self.rehearsal_ratio!r}")
         if not self.lr_multiplier > 0:
             raise ValueError(f"lr_multiplier: expected a positive number, got {self.lr_multiplier!r}")
         if self.epochs is not None and self.epochs < 1:
@@ -101,7 +98,7 @@ class UpdateStats:
     """What one :meth:`OnlineLearner.update` did.
 
     ``events``: events learned (observed since the previous update); ``users``: users with new events,
-    whose recent sequences were trained; ``replayed_user_ids``: external ids of the old users replayed
+    whose recent sequences were trained; ``rehearsed_user_ids``: external ids of the old users rehearsed
     against forgetting; ``new_items``: rows added to the model's item table; ``seconds``: wall time of
     the update; ``first_timestamp`` / ``last_timestamp``: time range of the events learned (None when
     there were none), e.g. for a model manifest.
@@ -109,7 +106,7 @@ class UpdateStats:
 
     events: int
     users: int
-    replayed_user_ids: np.ndarray
+    rehearsed_user_ids: np.ndarray
     new_items: int
     seconds: float
     first_timestamp: float | None
@@ -137,7 +134,12 @@ class OnlineLearner:
             raise ValueError(f"model {model.name!r} cannot learn online: it does not support partial_fit")
         self.model = model
         self.config = config if config is not None else LearnerConfig()
-        self._overrides = self._update_overrides()
+        self._options = UpdateOptions(
+            learning_rate_multiplier=self.config.lr_multiplier,
+            epochs=self.config.epochs,
+            batch_size=self.config.batch_size,
+        )
+        model.check_update_options(self._options)  # a model without such a setting fails here, not mid-stream
         if len(item_ids) != model.n_items or len(user_ids) != model.n_users:
             raise ValueError(
                 f"item_ids/user_ids: expected {model.n_items} items and {model.n_users} users (the model's "
@@ -149,8 +151,8 @@ class OnlineLearner:
         self._user_index = {user: index for index, user in enumerate(self._user_ids)}
         if len(self._item_index) != len(self._item_ids) or len(self._user_index) != len(self._user_ids):
             raise ValueError("item_ids/user_ids: every id must appear once")
-        max_len = getattr(model.config, "max_len", None)
-        default_cap = DEFAULT_MAX_SEQUENCE if max_len is None else int(max_len) + 1
+        context = model.context_length()
+        default_cap = DEFAULT_MAX_SEQUENCE if context is None else context + 1
         self._cap = self.config.max_sequence or default_cap
         self._sequences: list[list[int]] = [[] for _ in self._user_ids]
         self._times: list[list[float]] = [[] for _ in self._user_ids]  # each sequence's event timestamps
@@ -161,12 +163,13 @@ class OnlineLearner:
                     f"({model.n_users}, {model.n_items})"
                 )
             recent = Histories.from_interactions(history).last(self._cap)
-            assert recent.timestamps is not None
+            if recent.timestamps is None:
+                raise ValueError("history: expected interactions with timestamps")
             for user in np.flatnonzero(recent.lengths()):
                 start, stop = recent.indptr[user], recent.indptr[user + 1]
                 self._sequences[user] = recent.items[start:stop].tolist()
                 self._times[user] = recent.timestamps[start:stop].tolist()
-        #: users with at least two items (a trainable sequence), in order of reaching two: the replay pool
+        #: users with at least two items (a trainable sequence), in order of reaching two: the rehearsal pool
         self._trainable = [user for user, sequence in enumerate(self._sequences) if len(sequence) >= 2]
         #: users in order of their first pending event -> their pending events (new items at the sequence's end)
         self._pending_users: dict[int, int] = {}
@@ -247,13 +250,13 @@ class OnlineLearner:
         return every_seconds is not None and waited >= every_seconds
 
     def update(self) -> UpdateStats:
-        """Train on the pending users' sequences plus a replay sample of old users; grow the item table."""
+        """Train on the pending users' sequences plus a rehearsal sample of old users; grow the item table."""
         started = time.perf_counter()
         affected = np.fromiter(self._pending_users, dtype=np.int64, count=len(self._pending_users))
-        replayed = self._replay_sample(affected)
+        rehearsed = self._rehearsal_sample(affected)
         n_model_items = self.model.n_items
         if len(affected):
-            users = np.concatenate([affected, replayed])
+            users = np.concatenate([affected, rehearsed])
             sequences = [self._sequences[user] for user in users]
             lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
             total = int(lengths.sum())
@@ -265,20 +268,20 @@ class OnlineLearner:
             rows = np.repeat(users, lengths)
             batch = Interactions.from_arrays(rows, items, event_times, n_users=n_users, n_items=n_items)
             learn = None
-            if not self.config.relearn_history:  # the pending events of the queued users, every replayed event
+            if not self.config.relearn_history:  # the pending events of the queued users, every rehearsed event
                 learn = np.ones(total, dtype=bool)
                 ends = np.cumsum(lengths[: len(affected)])
                 for end, length, user in zip(ends.tolist(), lengths.tolist(), affected.tolist(), strict=False):
                     learn[end - length : end - min(self._pending_users[user], length)] = False
             torch_seed = int(self._rng.integers(2**62))
-            with self._update_settings(), torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(torch_seed)
-                self.model.partial_fit(batch, learn)
+                self.model.partial_fit(batch, learn, options=self._options)
         times = self._pending_times
         stats = UpdateStats(
             events=self._pending_events,
             users=len(affected),
-            replayed_user_ids=np.asarray([self._user_ids[user] for user in replayed], dtype=object),
+            rehearsed_user_ids=np.asarray([self._user_ids[user] for user in rehearsed], dtype=object),
             new_items=self.model.n_items - n_model_items,
             seconds=time.perf_counter() - started,
             first_timestamp=None if times is None else times[0],
@@ -300,44 +303,12 @@ class OnlineLearner:
             ids.append(external)
         return internal
 
-    def _replay_sample(self, affected: np.ndarray) -> np.ndarray:
-        """Up to ``replay_ratio * len(affected)`` users with a trainable sequence and no pending event, sorted."""
-        wanted = round(self.config.replay_ratio * len(affected))
+    def _rehearsal_sample(self, affected: np.ndarray) -> np.ndarray:
+        """Up to ``rehearsal_ratio * len(affected)`` users with a trainable sequence and no pending event, sorted."""
+        wanted = round(self.config.rehearsal_ratio * len(affected))
         if wanted == 0:
             return np.zeros(0, dtype=np.int64)
         pool = np.asarray(self._trainable, dtype=np.int64)
         pool = pool[~np.isin(pool, affected)]
         chosen = self._rng.choice(pool, size=min(wanted, len(pool)), replace=False)
         return np.sort(chosen).astype(np.int64)
-
-    def _update_overrides(self) -> dict[str, Any]:
-        """Model config fields to change while updating: learning rate, epochs and batch size of ``partial_fit``.
-
-        The models set their optimiser's learning rate from ``config.learning_rate`` at every step, so
-        the multiplier is applied through the config (restored after the update), not the optimiser.
-        """
-        fields = {field.name for field in dataclasses.fields(self.model.config)}
-        overrides: dict[str, Any] = {}
-        if self.config.lr_multiplier != 1.0:
-            if "learning_rate" not in fields:
-                raise ValueError(f"lr_multiplier: model {self.model.name!r} has no learning_rate")
-            overrides["learning_rate"] = self.model.config.learning_rate * self.config.lr_multiplier  # type: ignore[attr-defined]
-        if self.config.epochs is not None:
-            if "partial_fit_epochs" not in fields:
-                raise ValueError(f"epochs: model {self.model.name!r} has no partial_fit_epochs")
-            overrides["partial_fit_epochs"] = self.config.epochs
-        if self.config.batch_size is not None:
-            if "batch_size" not in fields:
-                raise ValueError(f"batch_size: model {self.model.name!r} has no batch_size")
-            overrides["batch_size"] = self.config.batch_size
-        return overrides
-
-    @contextmanager
-    def _update_settings(self) -> Iterator[None]:
-        original = self.model.config
-        if self._overrides:
-            self.model.config = dataclasses.replace(original, **self._overrides)
-        try:
-            yield
-        finally:
-            self.model.config = original

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from liverec.data.interactions import Histories, Interactions
+from liverec.evaluation.metrics import ndcg_at_ranks, single_target_ranks
 from liverec.events.log import EventLog, SQLiteEventLog, StoredEvent
 from liverec.models.base import Recommender
 from liverec.online.learner import TUNED_LEARNER, LearnerConfig, OnlineLearner
@@ -43,7 +44,7 @@ from liverec.pipeline import catalogue_metadata, read_log, train_and_register
 from liverec.registry import LoadedModel, ModelRegistry, RedisAnnouncer
 from liverec.state.store import State, StateConfig
 
-log = logging.getLogger("liverec.updater")
+logger = logging.getLogger("liverec.updater")
 
 #: The timestamp given to events from the state's histories, whose times the state does not keep.
 UNKNOWN_PAST = -1.0e18
@@ -54,7 +55,7 @@ class UpdaterConfig:
     every_events: int | None = 1000  # learn after this many new events ...
     every_seconds: float | None = 30.0  # ... or once the oldest unlearned event waited this long
     lr_multiplier: float = 1.0
-    replay_ratio: float = 1.0
+    rehearsal_ratio: float = 1.0
     epochs: int | None = None
     relearn_history: bool = False  # updates learn the updated users' earlier events again (LearnerConfig)
     gate_events: int = 500  # events a candidate is judged on before it is promoted or rejected
@@ -110,12 +111,9 @@ def prequential_metrics(
     for row, items in enumerate(seen):
         known = [item_index[i] for i in items if i in item_index]
         scores[row, known] = -np.inf
-    known_target = target >= 0
-    target_score = scores[np.arange(len(target)), np.maximum(target, 0)]
-    rank = (scores > target_score[:, None]).sum(axis=1)
-    hit = known_target & (rank < k)
-    ndcg = np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
-    return hit.astype(np.float64), ndcg
+    ranks = single_target_ranks(scores, target)
+    hit = (ranks >= 0) & (ranks < k)
+    return hit.astype(np.float64), ndcg_at_ranks(ranks, k)
 
 
 class Updater:
@@ -180,7 +178,7 @@ class Updater:
         learner_config = LearnerConfig(
             every_events=self.config.every_events,
             every_seconds=self.config.every_seconds,
-            replay_ratio=self.config.replay_ratio,
+            rehearsal_ratio=self.config.rehearsal_ratio,
             lr_multiplier=self.config.lr_multiplier,
             epochs=self.config.epochs,
             relearn_history=self.config.relearn_history,
@@ -191,13 +189,19 @@ class Updater:
         self.learner = OnlineLearner(loaded.model, loaded.item_ids, user_ids, history=history, config=learner_config)
         self.version = loaded.version
         self.offset = offset
-        log.info("updater resumes", extra={"version": loaded.version, "offset": offset})
+        logger.info("updater resumes", extra={"version": loaded.version, "offset": offset})
+
+    def _started_learner(self) -> OnlineLearner:
+        """The learner; a RuntimeError before :meth:`start` has loaded a model."""
+        if self.learner is None:
+            raise RuntimeError("updater: no model loaded; call start() first (and check that it returned True)")
+        return self.learner
 
     def _describe_new_items(self) -> None:
         """Give a model that learned item side features the catalogue's categories of the items about to
         join it, so that they start from the items sharing their categories (SASRec's ``_grow_items``)."""
-        assert self.learner is not None
-        model, known = self.learner.model, self.learner.observed_item_ids
+        learner = self._started_learner()
+        model, known = learner.model, learner.observed_item_ids
         if not model.takes_item_features or not model.has_item_features() or len(known) <= model.n_items:
             return
         metadata = catalogue_metadata(self.log, known)
@@ -233,7 +237,7 @@ class Updater:
 
     def step(self) -> int:
         """Process the next batch of events; returns how many were read."""
-        assert self.learner is not None, "call start() first"
+        learner = self._started_learner()
         # never read past the cadence: an update after every `every_events` events, not per read batch
         limit = min(self.config.read_batch, self.config.every_events or self.config.read_batch)
         started = time.perf_counter()
@@ -249,9 +253,9 @@ class Updater:
                 if ranked:
                     self._gate_cost = _moving_average(self._gate_cost, gate_seconds / ranked)
             self.state.apply(events)
-            self.learner.observe([e.user_id for e in used], [e.item_id for e in used], [e.timestamp for e in used])
+            learner.observe([e.user_id for e in used], [e.item_id for e in used], [e.timestamp for e in used])
             self.offset = events[-1].offset
-        if self.learner.should_update():
+        if learner.should_update():
             self._update()
         if events:  # a full retraining below is not a per-event cost
             other = (time.perf_counter() - started - gate_seconds) / len(events)
@@ -273,9 +277,9 @@ class Updater:
         return min(rate, share * self._other_cost / ((1.0 - share) * self._gate_cost))
 
     def _update(self) -> None:
-        assert self.learner is not None
+        learner = self._started_learner()
         self._describe_new_items()
-        stats = self.learner.update()
+        stats = learner.update()
         training = {
             "kind": "online update",
             "last_offset": self.offset,
@@ -286,15 +290,15 @@ class Updater:
             "first_timestamp": stats.first_timestamp,
             "last_timestamp": stats.last_timestamp,
         }
-        model = self.learner.model
+        model = learner.model
         version = self.registry.register(
             model,
-            list(self.learner.item_ids),
+            list(learner.item_ids),
             training=training,
             parent=self.version,
-            user_ids=list(self.learner.user_ids),
+            user_ids=list(learner.user_ids),
         )
-        log.info("candidate registered", extra={"version": version, **training})
+        logger.info("candidate registered", extra={"version": version, **training})
         self.version = version
         if self.registry.promoted() is None:
             self.registry.promote(version, reason="no version was serving")
@@ -303,17 +307,17 @@ class Updater:
 
     def _retrain(self) -> None:
         self._last_retrain = time.monotonic()
-        assert self.learner is not None
+        learner = self._started_learner()
         data = read_log(self.log, self.event_weights, last_offset=self.offset)  # the gate's events stay unseen
         summary = train_and_register(
             data,
             self.registry,
-            self.learner.model.name,
+            learner.model.name,
             self.config.retrain_params,
             promote=False,
             seed=self.config.seed,
         )
-        log.info("full retraining registered", extra={"version": summary.version, "metrics": summary.metrics})
+        logger.info("full retraining registered", extra={"version": summary.version, "metrics": summary.metrics})
         self._open_gate(summary.version)
 
     # -- the gate --------------------------------------------------------------------------------
@@ -334,7 +338,8 @@ class Updater:
         version; decide when enough. Returns how many events were ranked."""
         gate = self.gate
         serving = self._serving_model()
-        assert gate is not None
+        if gate is None:
+            raise RuntimeError("updater: _judge called with no candidate version at the gate")
         if serving is None:
             self.registry.promote(gate.version, reason="no version was serving")
             self.gate = None
@@ -398,7 +403,7 @@ class Updater:
         else:
             self.registry.set_status(gate.version, "rejected", numbers)
             decision["promoted"] = False
-        log.info("gate decision", extra=decision)
+        logger.info("gate decision", extra=decision)
         self.decisions.append(decision)
         self.gate = None
         return len(targets)
@@ -413,7 +418,7 @@ def updater_config(settings: Any) -> UpdaterConfig:
         every_events=settings.updater_every_events,
         every_seconds=settings.updater_every_seconds,
         lr_multiplier=settings.updater_lr_multiplier,
-        replay_ratio=settings.updater_replay_ratio,
+        rehearsal_ratio=settings.updater_rehearsal_ratio,
         relearn_history=settings.updater_relearn_history,
         gate_events=settings.gate_events,
         gate_margin=settings.gate_margin,

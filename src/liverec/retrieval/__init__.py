@@ -6,7 +6,7 @@ Score-vector models (popularity, ItemKNN) go through :func:`top_k_allowed`; vect
 item, return exactly ``k`` items whenever ``k`` are allowed, and break ties towards the lower item id.
 """
 
-from liverec.retrieval.index import Metric, VectorIndex, exact_recall
+from liverec.retrieval.index import Metric, VectorIndex, exact_recall, limit_threads
 from liverec.retrieval.topk import top_k_allowed
 
-__all__ = ["Metric", "VectorIndex", "exact_recall", "top_k_allowed"]
+__all__ = ["Metric", "VectorIndex", "exact_recall", "limit_threads", "top_k_allowed"]

@@ -61,7 +61,7 @@ import numpy as np
 
 from liverec.retrieval.topk import top_k_allowed, top_k_candidates
 
-__all__ = ["Metric", "VectorIndex", "exact_recall"]
+__all__ = ["Metric", "VectorIndex", "exact_recall", "limit_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -397,6 +397,20 @@ def exact_recall(index: VectorIndex, queries: np.ndarray, k: int = 10) -> float:
     hits = ((found[:, :, None] == truth[:, None, :]) & relevant[:, None, :]).any(axis=2).sum(axis=1)
     recall = hits / np.maximum(relevant.sum(axis=1), 1)
     return float(recall.mean()) if len(recall) else 1.0
+
+
+def limit_threads(threads: int) -> None:
+    """Give retrieval's native thread pools (NumPy's BLAS, FAISS's OpenMP) at most ``threads`` threads.
+
+    Their default, one thread per core, spin-waits on a core another process is using (a load generator, a
+    worker, another replica): exact top-k's matrix-vector product then takes several times longer (see
+    docs/results.md). FAISS is imported first, so that the OpenMP limit reaches its runtime too.
+    """
+    from threadpoolctl import threadpool_limits
+
+    _load_faiss()
+    threadpool_limits(limits=threads, user_api="blas")
+    threadpool_limits(limits=threads, user_api="openmp")
 
 
 @functools.cache

@@ -1,7 +1,7 @@
 """Dynamic batching of concurrent requests: the ones that arrive while a batch computes go together next.
 
 A recommendation is a model pass over one history plus a search; a model pass over several histories
-costs much less per history (SASRec's user vectors: 0.42 ms for one, 0.19 ms each for four), so the
+costs much less per history (SASRec's user vectors: see docs/results.md), so the
 server hands the model the requests that queued up while the previous batch was computing. There is
 no timer: a request that finds the compute thread idle starts at once, alone, so batching adds no
 latency at low load and grows with the queue under load (as the dynamic batchers of model servers do).
@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 R = TypeVar("R")
 T = TypeVar("T")
 
-log = logging.getLogger("liverec.batching")
+logger = logging.getLogger(__name__)
 
 
 class Batcher(Generic[R, T]):
@@ -73,7 +73,7 @@ class Batcher(Generic[R, T]):
                 if len(batch) == 1:
                     _fail(batch[0][1], error)
                     continue
-                log.warning("a batch of %d requests failed (%r); retrying them one by one", len(batch), error)
+                logger.warning("a batch of %d requests failed (%r); retrying them one by one", len(batch), error)
                 for request, future in batch:
                     try:
                         answer = (await loop.run_in_executor(self.executor, self.function, [request]))[0]

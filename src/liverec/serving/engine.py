@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,39 +25,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
-from liverec.backends import (
-    EVENTS_FILE,
-    MODELS_DIR,
-    STATE_FILE,
-    open_event_log,
-    open_redis_state,
-    open_registry,
-    redis_for,
-    state_config,
-)
+from liverec.backends import Backend, open_backend
 from liverec.data.interactions import Histories
-from liverec.events.log import AppendResult, SQLiteEventLog, StoredEvent
+from liverec.events.log import AppendResult, EventLog
 from liverec.events.schema import Event, EventConfig
 from liverec.registry import LoadedModel
-from liverec.retrieval import VectorIndex, top_k_allowed
-from liverec.retrieval.index import _load_faiss
+from liverec.retrieval import VectorIndex, limit_threads, top_k_allowed
 from liverec.settings import Settings
-from liverec.state.store import State
+from liverec.state.base import StateStore
 
-log = logging.getLogger("liverec.engine")
+logger = logging.getLogger(__name__)
 
-__all__ = [
-    "EVENTS_FILE",
-    "MODELS_DIR",
-    "STATE_FILE",
-    "Engine",
-    "RecommendRequest",
-    "Recommendation",
-    "ServingModel",
-    "rebuild_state",
-]
+__all__ = ["Engine", "RecommendRequest", "Recommendation", "ServingModel", "rebuild_state"]
 
 
 @dataclass(frozen=True)
@@ -112,7 +92,7 @@ class ServingModel:
     """A registered model bound to the state's item indices (model order ↔ state order)."""
 
     def __init__(
-        self, loaded: LoadedModel, state: Any, ann_threshold: int, compact_threshold: int | None = None
+        self, loaded: LoadedModel, state: StateStore, ann_threshold: int, compact_threshold: int | None = None
     ) -> None:
         self.version = loaded.version
         self.model = loaded.model
@@ -148,9 +128,8 @@ class ServingModel:
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Top-``ks[r]`` state item indices for each model-id history, within ``allowed_states[r]``.
 
-        The model runs once for all the histories (one batched pass: a batch of 4 users' vectors costs
-        0.19 ms a user against 0.42 ms alone, docs/results.md); each row is then searched on its own,
-        as its allowed set is its own.
+        The model runs once for all the histories (one batched pass costs much less per history than one
+        pass each: docs/results.md); each row is then searched on its own, as its allowed set is its own.
         """
         lengths = np.array([len(h) for h in histories], dtype=np.int64)
         batch = Histories(
@@ -184,135 +163,64 @@ class ServingModel:
         return self.model_to_state[ids[valid]], top[valid]
 
 
-@dataclass
-class EngineStats:
-    events_stored: int = 0
-    events_duplicate: int = 0
-    model_swaps: int = 0
-    started: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 class Engine:
-    """Owns the data folder: ``events.db`` (log + catalogue), ``state.npz``, ``models/``.
+    """Owns the event log, the state, the model registry and the serving model of one deployment.
 
-    With ``backend = "redis"`` the log and the state are in Redis instead (shared with other replicas and
-    the workers), nothing is snapshotted, and model promotions arrive over Redis as well as by polling.
+    Where the log and the state live is the backend's business (the ``backend`` setting; see
+    :mod:`liverec.backends`): the embedded one keeps the state in this process and snapshots it, the Redis one
+    shares it with other replicas and the workers, and announces promotions as well as the registry's poll.
     """
 
-    state: Any  # State (embedded) or RedisState
-    log: Any  # SQLiteEventLog or RedisEventLog
-
-    def __init__(self, settings: Settings, *, background: bool = True) -> None:
+    def __init__(self, settings: Settings, *, background: bool = True, backend: Backend | None = None) -> None:
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.redis = redis_for(settings) if settings.backend == "redis" else None
         torch.set_num_threads(settings.torch_threads)
-        # NumPy's BLAS (exact top-k's matrix-vector product) gets the same budget: its default, one thread
-        # per core, spin-waits on a core another process is using (a load generator, a worker, another
-        # replica) and measured 8 ms instead of 1.25 ms per 100k-item product with one core busy. FAISS's
-        # OpenMP (the float16 scan) likewise; it is imported first so that the limit reaches its runtime.
-        _load_faiss()
-        threadpool_limits(limits=settings.torch_threads, user_api="blas")
-        threadpool_limits(limits=settings.torch_threads, user_api="openmp")
+        # NumPy's BLAS and FAISS's OpenMP get the same thread budget as torch (see limit_threads)
+        limit_threads(settings.torch_threads)
         self.event_config = EventConfig(
             event_types=dict(settings.event_types),
             max_batch=settings.max_batch,
             max_context_bytes=settings.max_context_bytes,
             max_body_bytes=settings.max_body_bytes,
         )
-        self.state_config = state_config(settings)
-        self.stats = EngineStats()
-        if self.redis is not None:
-            # shared state: events the API stored but could not apply are applied by `liverec worker`
-            self.state, self.recovery = open_redis_state(settings, self.redis), "redis"
-            self.log = open_event_log(settings, on_commit=self._on_commit, client=self.redis)
-        else:
-            self.state, self.recovery = self._load_state()
-            self.log = open_event_log(settings, on_commit=self._on_commit)
-            self._catch_up()
-        self.registry = open_registry(settings, self.redis)
-        announcer = self.registry.announcer
+        self._own_backend = backend is None
+        self.backend = backend if backend is not None else open_backend(settings)
+        self.state_config = self.backend.state_config
+        self.state: StateStore = self.backend.open_state()
+        # the log applies each commit to the state in its writer, before the append returns
+        self.log: EventLog = self.backend.open_log(on_commit=self.state.apply)
+        self.registry = self.backend.open_registry()
         self._serving: ServingModel | None = None
         self._model_stamp = -1.0
         self._swap_lock = threading.Lock()
         self.maybe_swap_model()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
         if background:
-            self._start(self._watch_models, settings.model_poll_interval_s, "liverec-model-watch")
+            self._start(self.maybe_swap_model, settings.model_poll_interval_s, "liverec-model-watch")
+            announcer = self.registry.announcer
             if announcer is not None:
                 self._unsubscribe = announcer.subscribe(self._announced)
-            else:
-                self._start(self._snapshot_now, settings.snapshot_interval_s, "liverec-snapshot")
+            self._start(self._snapshot_if_changed, settings.snapshot_interval_s, "liverec-snapshot")
 
-    # -- start-up --------------------------------------------------------------------------------
-    def _load_state(self) -> tuple[State, str]:
-        path = self.data_dir / STATE_FILE
-        if path.exists():
-            try:
-                state = State.load(path, self.state_config)
-            except (OSError, ValueError, KeyError) as error:
-                log.warning("state snapshot unreadable, rebuilding from the log", extra={"error": str(error)})
-                state = None
-            if state is not None:
-                return state, "snapshot"
-            log.warning("state snapshot made with other settings; rebuilding from the log")
-        return State(self.state_config), "rebuild"
-
-    def _catch_up(self) -> None:
-        """Apply the log after the state's offset (everything, when the state is new), then the catalogue."""
-        if self.state.offset > self.log.last_offset():
-            log.warning("state snapshot is ahead of the log; rebuilding from the log")
-            self.state, self.recovery = State(self.state_config), "rebuild"
-        while True:
-            batch = self.log.read(after_offset=self.state.offset, limit=50_000)
-            if not batch:
-                break
-            self.state.apply(batch)
-        for record in self.log.items():
-            if record["deleted"]:
-                self.state.remove_item(record["item_id"])
-            else:
-                self.state.put_item(record["item_id"], record)
-        log.info(
-            "state ready",
-            extra={"recovery": self.recovery, "offset": self.state.offset, "users": self.state.n_users},
-        )
-
-    def _start(self, work: Any, interval: float, name: str) -> None:
+    def _start(self, work: Callable[[], Any], interval: float, name: str) -> None:
         def loop() -> None:
             while not self._stop.wait(interval):
                 try:
                     work()
                 except Exception:  # a background failure is logged, never fatal to serving
-                    log.exception(f"{name} failed")
+                    logger.exception(f"{name} failed")
 
         thread = threading.Thread(target=loop, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
 
     # -- events ----------------------------------------------------------------------------------
-    def _on_commit(self, events: list[StoredEvent]) -> None:
-        self.state.apply(events)
-        self.stats.events_stored += len(events)
-
-    def ingest(self, events: Sequence[Event]) -> AppendResult:
-        """Durably append ``events`` and apply them to the state; returns after both."""
-        result = self.log.append(list(events))
-        self.stats.events_duplicate += result.duplicates
-        return result
-
     def ingest_async(self, events: Sequence[Event]) -> Future[AppendResult]:
-        future = self.log.append_async(list(events))
-        future.add_done_callback(self._count_duplicates)
-        return future
-
-    def _count_duplicates(self, future: Future[AppendResult]) -> None:
-        if future.exception() is None:
-            self.stats.events_duplicate += future.result().duplicates
+        """Durably append ``events``; the future is done once they are stored and applied to the state."""
+        return self.log.append_async(list(events))
 
     # -- catalogue -------------------------------------------------------------------------------
     def put_item(
@@ -526,37 +434,26 @@ class Engine:
                 self.settings.compact_threshold,
             )
             self._serving = serving
-            self.stats.model_swaps += 1
-            log.info("serving model", extra={"version": version, "model": serving.model.name})
+            logger.info("serving model", extra={"version": version, "model": serving.model.name})
             return True
 
     def _announced(self, version: str) -> None:
         try:
             self.maybe_swap_model(force=True)
         except Exception:  # the poll retries; a failed load must not kill the subscriber thread
-            log.exception("swap to announced version failed", extra={"version": version})
-
-    def _watch_models(self) -> None:
-        self.maybe_swap_model()
+            logger.exception("swap to announced version failed", extra={"version": version})
 
     # -- persistence -----------------------------------------------------------------------------
-    def _snapshot_now(self) -> None:
-        path = self.data_dir / STATE_FILE
-        if path.exists() and self._snapshot_offset == self.state.offset:
-            return
-        self.snapshot()
-
-    _snapshot_offset = -1
+    def _snapshot_if_changed(self) -> None:
+        self.backend.save_state(self.state, if_changed=True)
 
     def snapshot(self) -> None:
-        offset = self.state.offset
-        self.state.snapshot(self.data_dir / STATE_FILE)
-        self._snapshot_offset = offset
+        """Persist the state where the backend does not persist it by itself (the embedded ``state.npz``)."""
+        self.backend.save_state(self.state)
 
     def ready(self) -> dict[str, Any]:
         """Readiness: a model is loaded and the log accepts writes."""
-        writable = self.log.writable() if hasattr(self.log, "writable") else True
-        return {"model_loaded": self._serving is not None, "log_writable": bool(writable)}
+        return {"model_loaded": self._serving is not None, "log_writable": bool(self.log.writable())}
 
     def close(self) -> None:
         self._stop.set()
@@ -565,31 +462,14 @@ class Engine:
         for thread in self._threads:
             thread.join(timeout=5)
         self.log.close()  # drains pending appends first
-        if self.redis is None:
-            self.snapshot()
-        else:
-            self.redis.close()
+        self.snapshot()
+        if self._own_backend:
+            self.backend.close()
 
 
-def rebuild_state(settings: Settings) -> Any:
-    """Rebuild the state from the whole event log (``liverec rebuild``): ``state.npz``, or the Redis state."""
-    data_dir = Path(settings.data_dir)
-    if settings.backend == "redis":
-        redis_state = open_redis_state(settings)
-        redis_state.clear()
-        event_log = open_event_log(settings, client=redis_state.client)
-        try:
-            for batch in event_log.iter_all():
-                redis_state.apply(batch)
-        finally:
-            event_log.close()
-        return redis_state
-    state = State(state_config(settings))
-    with SQLiteEventLog(data_dir / EVENTS_FILE, synchronous=settings.synchronous) as event_log:
-        while True:
-            batch = event_log.read(after_offset=state.offset, limit=50_000)
-            if not batch:
-                break
-            state.apply(batch)
-    state.snapshot(data_dir / STATE_FILE)
-    return state
+def rebuild_state(settings: Settings) -> StateStore:
+    """Rebuild the configured backend's state from its whole event log (``liverec rebuild``).
+
+    The Redis state returned keeps its backend's client open, so that it can still be read.
+    """
+    return open_backend(settings).rebuild_state()

@@ -15,12 +15,12 @@ from typing import Any
 
 import uvicorn
 
+from liverec.backends import Backend, open_backend
 from liverec.serving.app import create_app
 from liverec.serving.engine import Engine
 from liverec.settings import Settings
-from liverec.state.store import StateConfig
 
-log = logging.getLogger("liverec.server")
+logger = logging.getLogger(__name__)
 
 #: Environment variable through which serve tells its updater child who its parent is.
 PARENT_PID = "_LIVEREC_PARENT_PID"
@@ -75,7 +75,7 @@ def serve(settings: Settings) -> None:
     (``liverec worker`` on the same folder and settings), stopped when the server stops.
     """
     configure_logging(settings)
-    log.info("settings", extra={"settings": settings.describe()})
+    logger.info("settings", extra={"settings": settings.describe()})
     print(json.dumps({"liverec_settings": settings.describe()}), file=sys.stderr, flush=True)
     engine = Engine(settings)
     worker = start_worker_process(settings) if settings.updater else None
@@ -104,14 +104,14 @@ def start_worker_process(settings: Settings) -> subprocess.Popen[bytes]:
     env = {**os.environ, **worker_environment(settings), PARENT_PID: str(os.getpid())}
     command = [sys.executable, "-m", "liverec.cli", "worker", "--data-dir", str(settings.data_dir)]
     process = subprocess.Popen(command, env=env)
-    log.info("updater started", extra={"pid": process.pid})
+    logger.info("updater started", extra={"pid": process.pid})
     return process
 
 
-def run_worker(settings: Settings) -> None:
-    """``liverec worker``: the updater loop until SIGTERM / Ctrl-C (Redis backend: also the state applier)."""
-    from liverec.online.updater import Updater, updater_config
-
+def run_worker(settings: Settings, backend: Backend | None = None) -> None:
+    """``liverec worker``: the backend's worker loop (the updater; with Redis also the state applier) until
+    SIGTERM / Ctrl-C, or until ``serve`` is gone when it is serve's child. ``backend``: the one to use (left
+    open), else the configured one."""
     configure_logging(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -122,30 +122,17 @@ def run_worker(settings: Settings) -> None:
         def watch_parent() -> None:
             while not stop.wait(1.0):
                 if os.getppid() != int(parent):
-                    log.warning("serve is gone; the updater stops")
+                    logger.warning("serve is gone; the updater stops")
                     stop.set()
 
         threading.Thread(target=watch_parent, name="liverec-parent-watch", daemon=True).start()
-    if settings.backend == "redis":
-        from liverec.online.worker import run_redis_worker
+    from liverec.online.worker import run_worker as run_backend_worker
 
-        run_redis_worker(settings, stop)
+    if backend is not None:
+        run_backend_worker(backend, stop)
         return
-    updater = Updater(
-        settings.data_dir,
-        settings.event_types,
-        updater_config(settings),
-        StateConfig(
-            max_history=settings.max_history,
-            half_life_days=settings.popularity_half_life_days,
-            event_weights=dict(settings.event_types),
-        ),
-    )
-    log.info("updater running", extra={"data_dir": str(settings.data_dir)})
-    try:
-        updater.run(stop)
-    finally:
-        updater.close()
+    with open_backend(settings) as opened:
+        run_backend_worker(opened, stop)
 
 
 class BackgroundServer:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from liverec.events.log import tombstone_record
+from liverec.state.base import StateStore
 from liverec.state.store import Catalogue, EventLike, StateConfig
 
 __all__ = ["RedisState"]
@@ -163,9 +164,6 @@ class RedisState:
     @property
     def clock(self) -> float:
         return float(self.client.get(self._key("clock")) or 0.0)
-
-    def is_applied(self, offset: int) -> bool:
-        return bool(self.client.getbit(self._key("applied"), offset))
 
     # -- the local mirrors -------------------------------------------------------------------------
     def sync(self, n_items: int | None = None, n_changes: int | None = None) -> None:
@@ -319,10 +317,7 @@ class RedisState:
         raw = self.client.hget(self._key("item-stats"), index)
         return {"count": int(raw.split()[2]) if raw else 0, "popularity": float(popularity[index])}
 
-    # -- persistence (Redis persists; these keep the engine's interface) ---------------------------
-    def snapshot(self, path: Any = None) -> None:
-        """Nothing to write: the state lives in Redis (persisted by Redis's own AOF/RDB)."""
-
+    # -- persistence (Redis persists the state itself, by its own AOF/RDB) --------------------------
     def clear(self) -> None:
         """Delete every state key (the log and catalogue stay): ``liverec rebuild`` starts from here."""
         users = list(self.client.hkeys(self._key("users")))
@@ -355,3 +350,6 @@ class RedisState:
             "counts": {ids[i]: int(c) for i, c in enumerate(self.counts()) if c},
             "popularity": {ids[i]: round(float(p), 9) for i, p in enumerate(popularity) if p},
         }
+
+
+_SHARED: type[StateStore] = RedisState  # checked by mypy: the Redis state implements the interface

@@ -1,0 +1,116 @@
+"""SASRec's hyperparameters (:class:`SASRecConfig`) and their validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from liverec.models.base import ModelConfig
+
+LOSSES = ("softmax", "sampled-softmax", "bce")
+
+
+@dataclasses.dataclass(frozen=True)
+class SASRecConfig(ModelConfig):
+    """SASRec hyperparameters (defaults tuned on ml-100k's validation item, never on test; the
+    measurements behind them are in docs/results.md).
+
+    ``max_len``: most recent items a user is represented by; ``dim``: embedding width; ``n_layers`` /
+    ``n_heads``: Transformer blocks / attention heads; ``dropout``: on embeddings, residual branches and
+    FFN; ``attention_dropout``: on attention weights (0 by default: on CPU it forces the unfused
+    attention kernel, and drawing its random mask slows an epoch down noticeably);
+    ``loss``: one of ``softmax``, ``sampled-softmax``, ``bce``; ``n_negatives``: shared negatives per
+    batch for ``sampled-softmax``; ``max_epochs``/``patience``: early stopping, evaluated every
+    ``eval_every`` epochs on validation NDCG@10; ``warmup_steps``: linear learning-rate warm-up;
+    ``n_threads``: torch threads while training and scoring (0 = all cores);
+    ``partial_fit_epochs``: epochs over the new sequences in ``partial_fit``; ``crop``: which
+    ``max_len + 1`` window of a longer history trains each epoch (``last``, or a ``random`` one);
+    ``side_features``: add the mean of learned feature embeddings to each item's embedding when item
+    features were given (:meth:`SASRec.set_item_features`); without them the model is id-only;
+    ``logits_dtype``: ``float32`` or ``bfloat16`` for the full-softmax logits and log-softmax in training;
+    ``loss_exclude_seen``: (``softmax`` only; on by default) at each position, drop the items already in
+    the sequence up to that position from the softmax denominator (the target itself always stays);
+    ``future_window``: (``softmax`` only; 2 by default) each position's loss is the mean cross-entropy
+    of up to ``future_window`` next items (1 = plain next-item); ``window_gap_s``: an item after the next
+    is in the window only while each item up to it came at most this many seconds after the one before
+    (60 by default; 0: same timestamp only; None: any gap). Events logged moments apart are often in an
+    arbitrary order (in ml-100k most consecutive ratings share a timestamp or are under a minute apart),
+    so any of them may be the next; where events are further apart their order is taken as exact and
+    the loss is the next-item loss. Chosen on validation: the window improves on the plain loss on
+    ml-100k, and the gap limit keeps it from hurting a strictly ordered stream (the demo's synthetic
+    one, with planted successors), where an unlimited window learns the wrong successors.
+    ``refit``: once early stopping has chosen the epoch count, train afresh (same seed) for that many
+    epochs on the training and validation events together (:meth:`SASRec.refit_on`), so the model also
+    learns from each user's newest events; the fit then costs about 1.5 times as long.
+    ``shuffle_gap_s``: each epoch of ``fit`` (not ``partial_fit``), shuffle each run of a user's items
+    that came at most this many seconds after the one before (0: same timestamp; None: never), so
+    the log's arbitrary order within a moment is not learned as meaningful (timestamps stay put).
+    Chosen on validation, where the same-timestamp rule did as well as a 60 s one.
+    """
+
+    max_len: int = 200
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 1
+    dropout: float = 0.2
+    attention_dropout: float = 0.0
+    loss: str = "softmax"
+    n_negatives: int = 256
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    max_epochs: int = 200
+    patience: int = 10
+    eval_every: int = 1
+    n_threads: int = 0
+    partial_fit_epochs: int = 1
+    crop: str = "last"
+    plateau_factor: float = 1.0
+    plateau_patience: int = 3
+    side_features: bool = False
+    logits_dtype: str = "float32"
+    loss_exclude_seen: bool | None = None  # None: on for the full softmax, off for the other losses
+    future_window: int | None = None  # None: 2 for the full softmax, 1 for the other losses
+    window_gap_s: float | None = 60.0  # the window spans consecutive items at most this far apart in time
+    shuffle_gap_s: float | None = 0.0  # each training epoch, reorder runs of items at most this far apart
+    refit: bool = True  # after early stopping, train afresh on training + validation events for best_epoch epochs
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss: expected one of {', '.join(LOSSES)}, got {self.loss!r}")
+        for name in ("max_len", "dim", "n_layers", "n_heads", "batch_size", "max_epochs", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"n_heads: dim={self.dim} must be divisible by n_heads, got {self.n_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate: expected a positive number, got {self.learning_rate!r}")
+        if self.crop not in ("last", "random"):
+            raise ValueError(f"crop: expected 'last' or 'random', got {self.crop!r}")
+        if self.logits_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"logits_dtype: expected 'float32' or 'bfloat16', got {self.logits_dtype!r}")
+        for name in ("window_gap_s", "shuffle_gap_s"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name}: expected a number >= 0 or None, got {value!r}")
+        if self.future_window is not None and self.future_window < 1:
+            raise ValueError(f"future_window: expected a positive integer, got {self.future_window!r}")
+        if (self.loss_exclude_seen or (self.future_window or 1) > 1) and self.loss != "softmax":
+            raise ValueError(f"loss_exclude_seen and future_window > 1 need loss='softmax', got {self.loss!r}")
+
+    # the full softmax's defaults (chosen on validation NDCG@10); left unset, the other losses keep the
+    # plain next-item loss
+    @property
+    def excludes_seen(self) -> bool:
+        """``loss_exclude_seen`` as it applies: unset, on for the full softmax only."""
+        return self.loss == "softmax" if self.loss_exclude_seen is None else self.loss_exclude_seen
+
+    @property
+    def window(self) -> int:
+        """``future_window`` as it applies: unset, 2 for the full softmax and 1 otherwise."""
+        if self.future_window is None:
+            return 2 if self.loss == "softmax" else 1
+        return self.future_window

@@ -1,0 +1,198 @@
+"""SASRec's training losses: full softmax (with seen-item exclusion and a window of next items, its
+gradients formed in the forward pass chunk by chunk), sampled softmax (log-Q corrected) and BCE."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from liverec.models.sasrec.config import SASRecConfig
+
+#: logits per chunk of the full-softmax loss (2M: 8 MB in float32). One ``[positions, n_items]`` matrix
+#: per batch is a large fresh allocation, page-faulted in on every step; chunks of this size are reused
+#: from the allocator and make a step markedly faster (docs/results.md, "Epoch speed")
+SOFTMAX_CHUNK_LOGITS = 1 << 21
+
+
+class SeenItems(NamedTuple):
+    """The items each training position has seen, without a ``[positions, seq_len]`` copy per position.
+
+    Position ``i`` is column ``column[i]`` of row ``row[i]`` of ``sequences`` ``[batch, seq_len]``
+    (network rows, left-padded with 0): it has seen that row's items at columns ``<= column[i]``.
+    """
+
+    sequences: torch.Tensor
+    row: torch.Tensor
+    column: torch.Tensor
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """``[stop - start, seq_len]``: positions ``start:stop``'s seen items (network rows), 0 after them."""
+        seen = self.sequences[self.row[start:stop]]
+        later = torch.arange(seen.shape[1], device=seen.device)[None, :] > self.column[start:stop, None]
+        return seen.masked_fill(later, 0)
+
+
+class _SoftmaxWindowLoss(torch.autograd.Function):
+    """The full-softmax window loss with its gradients computed in the forward pass, chunk by chunk.
+
+    Inputs: ``hidden`` ``[n, dim]``, ``items`` ``[n_items, dim]``, ``future`` ``[n, k]`` network rows of
+    each position's targets (0 = none; column 0 is always an item), ``seen`` (:class:`SeenItems` or
+    None) and the logits dtype. Returns the mean over positions of the mean cross-entropy of each
+    position's targets, seen items out of every denominator but each term's own target (a repeat).
+
+    The loss is the last node of the graph, so its gradients can be formed while each chunk's logits
+    are at hand: one ``[rows, n_items + 1]`` buffer per chunk becomes the logits, then, in place, the
+    masked exponentials, then the gradient of the logits; autograd's version makes a masked copy, a
+    log-sum-exp and their backward passes, a large share of an epoch (docs/results.md). Column 0 of the
+    buffer stands for the padding row, so the seen items (network rows, 0 after a position's prefix)
+    are scattered as ``-inf`` straight into it, with no boolean mask. ``backward`` scales the stored
+    gradients by the incoming one (a distributed rank's loss weight).
+
+    Per chunk, with ``m`` a row's largest unmasked logit or target logit, ``S = Σ_unseen exp(l - m)`` and,
+    for term ``j`` with target ``t`` and weight ``w_j`` (``1 / (n · targets of the row)``),
+    ``Z_j = S + [t seen] exp(l_t - m)``: the loss adds ``w_j (log Z_j + m - l_t)``; the gradient of an
+    unseen logit is ``exp(l - m) Σ_j w_j / Z_j``, and each target's gets ``w_j ([t seen] exp(l_t - m) / Z_j - 1)``.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: torch.Tensor,
+        items: torch.Tensor,
+        future: torch.Tensor,
+        seen: SeenItems | None,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        n, dim = hidden.shape
+        table = torch.cat([items.new_zeros(1, dim), items]).to(dtype)  # row 0: padding
+        inputs = hidden.to(dtype)
+        exists = future > 0
+        weights = exists / (exists.sum(1, keepdim=True) * max(n, 1))  # [n, k] float32
+        grad_hidden = torch.empty(n, dim, dtype=torch.float32)
+        grad_table = torch.zeros(len(table), dim, dtype=torch.float32)
+        rows = max(1, SOFTMAX_CHUNK_LOGITS // len(table))
+        total = torch.zeros((), dtype=torch.float64)
+        minus_inf = float("-inf")
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            targets, weight = future[start:stop], weights[start:stop]
+            logits = inputs[start:stop] @ table.T  # [rows, n_items + 1]
+            target_logits = logits.gather(1, targets).float().masked_fill(~exists[start:stop], minus_inf)
+            repeat = torch.zeros_like(targets, dtype=torch.bool)  # a target among the seen items
+            if seen is not None:
+                logits.scatter_(1, seen.rows(start, stop), minus_inf)
+                repeat = (logits.gather(1, targets) == minus_inf) & exists[start:stop]
+            logits[:, 0] = minus_inf
+            peak = torch.maximum(logits.amax(1).float(), target_logits.amax(1))[:, None]  # [rows, 1]
+            exps = logits.sub_(peak.to(dtype)).exp_()  # 0 at seen items and padding
+            own = (target_logits - peak).exp()  # [rows, k], 0 where no target
+            normaliser = exps.sum(1, keepdim=True, dtype=torch.float32) + torch.where(repeat, own, 0.0)
+            terms = normaliser.log() + peak - target_logits.masked_fill(weight == 0, 0.0)
+            total += (terms * weight).sum(dtype=torch.float64)
+            grad = exps.mul_((weight / normaliser).sum(1, keepdim=True).to(dtype))
+            target_grad = torch.where(repeat, own / normaliser, 0.0) - 1.0
+            grad.scatter_add_(1, targets, (weight * target_grad).to(dtype))
+            grad_hidden[start:stop] = grad @ table
+            grad_table.addmm_(grad.T.float() if dtype != torch.float32 else grad.T, hidden[start:stop])
+        ctx.save_for_backward(grad_hidden, grad_table[1:])
+        return total.float()
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        grad_hidden, grad_items = ctx.saved_tensors
+        return grad_hidden * grad_output, grad_items * grad_output, None, None, None
+
+
+def loss_context(
+    config: SASRecConfig, batch: torch.Tensor, tied: torch.Tensor | None = None
+) -> tuple[SeenItems | None, torch.Tensor | None]:
+    """What ``loss_exclude_seen`` / ``future_window`` add to a batch ``[batch, width]`` (inputs and
+    targets shifted by one), at the non-padding input positions in row-major order: the items
+    seen up to each position (or None), and ``[n, future_window]`` network rows of the next items
+    (0 past a row's end; None for the plain next-item loss). ``tied`` ``[batch, width]``: whether
+    each item has the timestamp of the item before it; given, an item after the next is a target
+    only while every item from the next one to it is tied in time to the one before (``window_gap_s``)."""
+    window = config.window
+    if not config.excludes_seen and window == 1:
+        return None, None
+    inputs = batch[:, :-1]
+    is_item = inputs > 0
+    seen = None
+    if config.excludes_seen:
+        row, column = is_item.nonzero(as_tuple=True)
+        seen = SeenItems(inputs, row, column)
+    future = None
+    if window > 1:
+        k, width = window, inputs.shape[1]
+        ahead = F.pad(batch, (0, k - 1))  # [batch, width + k - 1]
+        columns = [ahead[:, j : j + width] for j in range(1, k + 1)]
+        if tied is not None:
+            ahead_tied = F.pad(tied, (0, k - 1))
+            together = torch.ones_like(is_item)
+            for j in range(2, k + 1):  # target j counts while items 1..j after the position are tied
+                together = together & ahead_tied[:, j : j + width]
+                columns[j - 1] = columns[j - 1] * together
+        future = torch.stack(columns, dim=-1)[is_item]
+    return seen, future
+
+
+def sequence_loss(
+    config: SASRecConfig,
+    item_log_q: np.ndarray,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    rng: np.random.Generator,
+    items: torch.Tensor,
+    seen: SeenItems | None = None,
+    future: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The loss ``config.loss`` of a batch's positions.
+
+    ``item_log_q``: ``[n_items]`` log sampling probabilities (``sampled-softmax``'s negatives and
+    correction); ``hidden``: ``[n, dim]`` at non-padding positions; ``targets``: ``[n]`` network rows of
+    the next items; ``rng``: where negatives are drawn from; ``items``: ``[n_items, dim]`` the output
+    item table; ``seen`` / ``future``: see :func:`loss_context` (full softmax only)."""
+    if config.loss == "softmax":
+        dtype = torch.bfloat16 if config.logits_dtype == "bfloat16" else hidden.dtype
+        window = targets[:, None] if future is None else future
+        loss: torch.Tensor = _SoftmaxWindowLoss.apply(hidden, items, window, seen, dtype)
+        return loss
+    if config.loss == "sampled-softmax":
+        return _sampled_softmax_loss(config.n_negatives, item_log_q, hidden, targets, rng, items)
+    return _bce_loss(hidden, targets, rng, items)
+
+
+def _sampled_softmax_loss(
+    n_negatives: int,
+    item_log_q: np.ndarray,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    rng: np.random.Generator,
+    items: torch.Tensor,
+) -> torch.Tensor:
+    """Cross-entropy over each target and ``n_negatives`` negatives shared by the batch, drawn from
+    ``exp(item_log_q)``, every logit less its log-probability (log-Q correction)."""
+    n_items = items.shape[0]
+    probabilities = np.exp(item_log_q)
+    negatives = rng.choice(n_items, size=min(n_negatives, n_items), p=probabilities / probabilities.sum())
+    negatives_t = torch.from_numpy(negatives)
+    log_q = torch.from_numpy(item_log_q).to(hidden.dtype)
+    positive = (hidden * items[targets - 1]).sum(-1, keepdim=True) - log_q[targets - 1, None]
+    negative = hidden @ items[negatives_t].T - log_q[negatives_t][None, :]  # [n, n_negatives]
+    negative = negative.masked_fill(negatives_t[None, :] == (targets[:, None] - 1), float("-inf"))
+    logits = torch.cat([positive, negative], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+
+
+def _bce_loss(
+    hidden: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator, items: torch.Tensor
+) -> torch.Tensor:
+    """Binary cross-entropy of each target against one uniformly drawn negative (the paper's loss)."""
+    negatives_t = torch.from_numpy(rng.integers(0, items.shape[0], size=len(targets)))
+    positive = (hidden * items[targets - 1]).sum(-1)
+    negative = (hidden * items[negatives_t]).sum(-1)
+    positive_loss = F.binary_cross_entropy_with_logits(positive, torch.ones_like(positive))
+    return positive_loss + F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative))

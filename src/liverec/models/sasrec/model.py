@@ -1,0 +1,556 @@
+"""SASRec: a causal self-attention sequence recommender (Kang & McAuley, ICDM 2018), LiveRec's main model.
+
+The network (:class:`SASRecNetwork`) embeds a user's recent item sequence, adds learned positions,
+runs ``n_layers`` pre-LayerNorm causal Transformer blocks and reads the user's representation at
+the last position. Scores are dot products with the same item table that embeds the inputs, so a
+retrieval index over item vectors serves it directly. There are no per-user parameters: a new event
+changes the representation at once, and deleting a user's history forgets them.
+
+Training (:class:`SASRec`) takes one sequence per user and puts a loss at every position (never one
+sample per prefix). Three losses:
+
+* ``softmax`` — full softmax cross-entropy over the catalogue (default; exact while it fits).
+* ``sampled-softmax`` — cross-entropy over the target and ``n_negatives`` shared negatives drawn
+  ∝ popularity^0.75, with the log-Q correction so the estimate is unbiased for large catalogues.
+* ``bce`` — binary cross-entropy with one uniform negative per position (the original paper's loss).
+
+AdamW with linear warm-up; early stopping on validation NDCG@10 (the validation split passed to
+``fit``, or each user's last training event held out when none is given). Then, with ``refit`` (the
+default), the model is trained afresh for the chosen number of epochs on the training events plus
+the held-out ones, each user's newest (docs/results.md); without it the best epoch's weights are
+kept. Each epoch of full training shuffles the runs of a user's items logged at one timestamp
+(``shuffle_gap_s``), whose order in a log is arbitrary. Item id 0 is padding inside the network;
+LiveRec item ``i`` is row ``i + 1``.
+
+Optional side features (``side_features``, given by :meth:`SASRec.set_item_features`: genres,
+categories): an item's vector is its id embedding plus the mean of its features' learned
+embeddings, in the input sequence and in the output table alike, so retrieval's item vectors
+include them. Items the table grows for in ``partial_fit`` start at the centroid of the known items
+that share their features (or at the mean item when they have none).
+
+``partial_fit(batch, learn)`` continues from the current weights. With a ``learn`` mask (the online
+learner's default) the unmarked events are context: each sequence runs through the network whole,
+but the loss is put only on the positions whose next item is a marked (new) event, so an update
+does not learn a user's old items again every time it learns their new ones.
+
+How the training runs, one process or a distributed job, is the model's training strategy
+(:mod:`liverec.models.sasrec.training`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Self
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from liverec.data.interactions import Histories, Interactions
+from liverec.data.splits import RankingSplit, hold_out_last, with_held_out
+from liverec.evaluation.metrics import single_target_ndcg
+from liverec.models.base import ModelConfig, Recommender, register
+from liverec.models.sasrec.batching import padded_sequences, plan_epoch, trainable
+from liverec.models.sasrec.config import SASRecConfig
+from liverec.models.sasrec.loss import SeenItems, loss_context, sequence_loss
+from liverec.models.sasrec.network import SASRecNetwork
+from liverec.models.sasrec.training import LocalTraining, Training
+from liverec.models.torch_utils import torch_threads
+
+
+@register
+class SASRec(Recommender):
+    """``sasrec``: self-attentive sequential recommendation (see the module docstring)."""
+
+    name = "sasrec"
+    Config = SASRecConfig
+    config: SASRecConfig
+    supports_partial_fit = True
+    handles_new_items = True
+    learns_in_context = True
+    uses_validation = True
+    provides_vectors = True
+    takes_item_features = True
+
+    def __init__(
+        self, config: ModelConfig | None = None, *, training: Training | None = None, **overrides: Any
+    ) -> None:
+        """``config`` / ``overrides``: the hyperparameters; ``training``: how training runs (default: one
+        process, :class:`LocalTraining`; a distributed job gives its own strategy)."""
+        super().__init__(config, **overrides)
+        #: the training strategy (see :mod:`liverec.models.sasrec.training`)
+        self.training: Training = LocalTraining() if training is None else training
+        self.network: SASRecNetwork | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.item_log_q = np.zeros(0)
+        self.history: list[dict[str, float]] = []
+        self._steps = 0
+        self._lr_scale = 1.0
+        #: the epoch early stopping chose and its validation NDCG@10 (set by ``fit``)
+        self.best_epoch, self.best_validation_ndcg = 0, -1.0
+        #: epochs of the final training on every event (0: the model is the early-stopped one)
+        self.refit_epochs = 0
+        #: binary ``[n_described_items, n_features]`` side features (see :meth:`set_item_features`)
+        self.item_features: sp.csr_matrix | None = None
+        #: the features' names (column order of ``item_features``), when given
+        self.feature_names: list[str] | None = None
+
+    # ------------------------------------------------------------------------------------------ side features
+    def context_length(self) -> int | None:
+        """SASRec reads a user's last ``max_len`` items."""
+        return self.config.max_len
+
+    def has_item_features(self) -> bool:
+        return self.item_features is not None
+
+    def set_item_features(self, features: sp.spmatrix | np.ndarray | None, names: Sequence[str] | None = None) -> Self:
+        """Give the items' side features (genres, categories): a ``[n_items, n_features]`` 0/1 matrix.
+
+        Row ``i`` describes internal item ``i``; items beyond the last row have no features. Used by
+        the next ``fit`` when ``config.side_features`` is on (``None`` or an empty matrix: id-only).
+        ``names``: one per column (e.g. ``ItemMetadata.genre_matrix()``'s vocabulary); once the model
+        has names, a later call's columns are matched to them by name (new names are appended), so
+        a catalogue's categories may come in any order. Without names, columns must keep their
+        meaning between calls. On a model fitted with features, a call with more rows (new items) or
+        more columns (new features) takes effect at once: new feature columns get rows at the mean
+        feature vector, and the next ``partial_fit`` starts new items from their features.
+        """
+        if features is None:
+            self.item_features, self.feature_names = None, None
+            return self
+        if np.ndim(features) != 2:
+            raise ValueError(f"features: expected a 2-D [n_items, n_features] matrix, got shape {np.shape(features)}")
+        matrix = sp.csr_matrix(features, dtype=np.float32)
+        if names is not None:
+            names = [str(name) for name in names]
+            if len(names) != matrix.shape[1] or len(set(names)) != len(names):
+                raise ValueError(f"names: expected {matrix.shape[1]} distinct names (one per column), got {names!r}")
+            if self.feature_names is not None:  # known names keep their column; new ones are appended
+                vocabulary = list(self.feature_names)
+                column = {name: index for index, name in enumerate(vocabulary)}
+                for name in names:
+                    if name not in column:
+                        column[name] = len(vocabulary)
+                        vocabulary.append(name)
+                coo = matrix.tocoo()
+                columns = np.array([column[name] for name in names], dtype=np.int64)
+                matrix = sp.csr_matrix(
+                    (coo.data, (coo.row, columns[coo.col])), shape=(matrix.shape[0], len(vocabulary))
+                )
+                names = vocabulary
+            self.feature_names = names
+        matrix.eliminate_zeros()
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        matrix.sort_indices()
+        self.item_features = matrix
+        network = self.network
+        if network is not None and network.feature_embedding is not None:
+            self._grow_features(matrix.shape[1])
+            network.set_feature_slots(self._feature_slots(network.item_embedding.num_embeddings - 1))
+        return self
+
+    def _n_features(self) -> int:
+        """Feature columns the next ``fit`` will learn embeddings for (0 = id-only)."""
+        features = self.item_features
+        if not self.config.side_features or features is None or features.nnz == 0:
+            return 0
+        return int(features.shape[1])
+
+    def _feature_slots(self, n_items: int) -> np.ndarray:
+        """``[n_items + 1, width]``: network row r's feature rows (feature + 1), 0-padded; row 0 is padding.
+
+        Columns beyond the feature table (none unless features were added to an id-only table) are dropped.
+        """
+        network = self._net()
+        if network.feature_embedding is None or self.item_features is None:
+            raise RuntimeError("_feature_slots: the model has no side features")
+        n_known = network.feature_embedding.num_embeddings - 1
+        features = self.item_features[: min(n_items, self.item_features.shape[0])]
+        features = features[:, :n_known].tocsr()
+        lengths = np.zeros(n_items + 1, dtype=np.int64)
+        lengths[1 : 1 + features.shape[0]] = np.diff(features.indptr)
+        slots = np.zeros((n_items + 1, max(1, int(lengths.max()))), dtype=np.int64)
+        rows = np.repeat(np.arange(n_items + 1), lengths)
+        columns = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        slots[rows, columns] = features.indices + 1
+        return slots
+
+    # ------------------------------------------------------------------------------------------ training
+    def _fit(self, interactions: Interactions, validation: RankingSplit | None = None) -> None:
+        if validation is None:
+            everything: Interactions | None = interactions
+            interactions, held_out = hold_out_last(interactions)
+        else:
+            held_out = (validation.history, validation.targets)
+            everything = with_held_out(interactions, validation)
+        self._train(interactions, held_out, self.config.max_epochs)
+        self.refit_epochs = 0
+        if self.config.refit and everything is not None and self.best_epoch > 0:
+            self.refit_on(everything)
+
+    def refit_on(self, interactions: Interactions) -> Self:
+        """Train afresh on ``interactions`` (the training and validation events) for ``best_epoch`` epochs.
+
+        The final step of ``fit`` when ``refit`` is on: validation chose the epoch count, and the
+        model then learns from every event it was given, the held-out ones included, which are each
+        user's newest. Same seed, same initialisation; no early stopping (nothing is left to judge it).
+        """
+        if self.best_epoch < 1:
+            raise RuntimeError("refit_on: no epoch count was chosen yet (call fit with validation first)")
+        if interactions.n_items < self.n_items or interactions.n_users < self.n_users:
+            n_users, n_items = max(self.n_users, interactions.n_users), max(self.n_items, interactions.n_items)
+            interactions = interactions.with_sizes(n_users, n_items)
+        selected = (self.best_epoch, self.best_validation_ndcg, self.history)
+        self._train(interactions, None, self.best_epoch)
+        self.best_epoch, self.best_validation_ndcg, self.history = selected
+        self.refit_epochs = self.best_epoch
+        self.n_users, self.n_items = interactions.n_users, interactions.n_items
+        return self
+
+    def _train(self, interactions: Interactions, held_out: tuple[Histories, Histories] | None, max_epochs: int) -> None:
+        """Initialise (seeded) and train up to ``max_epochs``, keeping the epoch best on ``held_out`` if given."""
+        config = self.config
+        network = self._initialise(interactions)
+        rng = np.random.default_rng(config.seed)
+        histories = trainable(Histories.from_interactions(interactions))
+        best_ndcg, best_state, best_epoch, waited = -1.0, None, 0, 0
+        started = time.perf_counter()
+        reports = self.training.reports
+        bar = tqdm(total=max_epochs, desc="sasrec", unit="epoch", disable=not (self.progress and reports), leave=False)
+        with torch_threads(config.n_threads), bar:
+            for epoch in range(1, max_epochs + 1):
+                loss = self._train_epoch(histories, rng, shuffle=True)
+                bar.update()
+                if held_out is None or (epoch % config.eval_every and epoch != max_epochs):
+                    self.history.append({"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started})
+                    continue
+                ndcg = self.training.validation_ndcg(self, *held_out)
+                self.history.append(
+                    {"epoch": epoch, "loss": loss, "val_ndcg@10": ndcg, "seconds": time.perf_counter() - started}
+                )
+                if config.verbose and reports:
+                    print(
+                        f"epoch {epoch:4d} loss {loss:.4f} val ndcg@10 {ndcg:.4f} "
+                        f"({time.perf_counter() - started:.1f}s)",
+                        flush=True,
+                    )
+                bar.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{ndcg:.4f}")
+                if ndcg > best_ndcg:
+                    best_ndcg, best_epoch, waited = ndcg, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+                else:
+                    waited += config.eval_every
+                    if waited >= config.patience:
+                        break
+                    if config.plateau_factor < 1.0 and waited % config.plateau_patience == 0:
+                        self._lr_scale *= config.plateau_factor
+        if best_state is not None:
+            network.load_state_dict(best_state)
+        self.best_epoch, self.best_validation_ndcg = best_epoch, best_ndcg
+
+    def _initialise(self, interactions: Interactions) -> SASRecNetwork:
+        """A fresh network for ``interactions`` (seeded), its optimiser, schedule and sampling distribution."""
+        config = self.config
+        torch.manual_seed(config.seed)
+        n_features = self._n_features()
+        network = self.network = SASRecNetwork(interactions.n_items, config, n_features)
+        if n_features:
+            network.set_feature_slots(self._feature_slots(interactions.n_items))
+        self._init_weights()
+        self.optimizer = torch.optim.AdamW(
+            network.parameters(), lr=config.learning_rate, betas=(0.9, 0.98), weight_decay=config.weight_decay
+        )
+        self._steps = 0
+        self._lr_scale = 1.0
+        self.history = []
+        self._set_sampling_distribution(interactions)
+        return network
+
+    def _partial_fit(self, interactions: Interactions) -> None:
+        """Continue from the current weights on the sequences in ``interactions``; grow the item table."""
+        self._partial_fit_in_context(interactions, None)
+
+    def _partial_fit_in_context(self, interactions: Interactions, learn: np.ndarray | None) -> None:
+        """:meth:`_partial_fit` with a loss only at the positions whose next item is a ``learn`` event;
+        the other events are read as context (None: a loss at every position)."""
+        config = self.config
+        self._grow_items(interactions.n_items)
+        rng = np.random.default_rng(config.seed + 1 + self._steps)
+        new = interactions if learn is None else interactions.subset(learn)
+        self._set_sampling_distribution(new, blend=True)
+        histories = Histories.from_interactions(interactions)
+        flags = None
+        if learn is not None:  # the same (user, time) order as the histories' events
+            order = np.lexsort((interactions.timestamps, interactions.user_ids))
+            flags = Histories(histories.users, histories.indptr, learn[order].astype(np.int64))
+        rows = np.flatnonzero(histories.lengths() >= 2)  # at least one input and one target
+        if len(rows) == 0:
+            return
+        histories = histories.select(rows)
+        flags = None if flags is None else flags.select(rows)
+        with torch_threads(config.n_threads):
+            for _ in range(config.partial_fit_epochs):
+                self._train_epoch(histories, rng, flags)
+
+    def _init_weights(self) -> None:
+        generator = torch.Generator().manual_seed(self.config.seed)
+        for name, parameter in self._net().named_parameters():
+            if parameter.dim() >= 2:
+                with torch.no_grad():
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+                    if "item_embedding" in name or "feature_embedding" in name:
+                        parameter[0].zero_()  # padding rows
+
+    def _set_sampling_distribution(self, interactions: Interactions, blend: bool = False) -> None:
+        counts = np.bincount(interactions.item_ids, minlength=interactions.n_items).astype(np.float64)
+        if blend and len(self.item_log_q):
+            old = np.exp(self.item_log_q) * len(interactions)
+            counts[: len(old)] += old
+        weights = (counts + 1.0) ** 0.75
+        self.item_log_q = np.log(weights / weights.sum())
+
+    def _train_epoch(
+        self, histories: Histories, rng: np.random.Generator, learn: Histories | None = None, shuffle: bool = False
+    ) -> float:
+        """One pass over every user's window (:func:`~liverec.models.sasrec.batching.plan_epoch`: ``learn``,
+        ``shuffle``); each global batch is trained as the training strategy says (this process's share of
+        it, on its device). Returns the epoch's mean loss per position."""
+        network, training = self._net(), self.training
+        training.start_epoch(network)
+        network.train()
+        plan = plan_epoch(histories, self.config, rng, learn, shuffle)
+        loss_rng = training.loss_rng(rng, self.config.loss)
+        total, count = 0.0, 0
+        for batch_rows in plan.batches:
+            rows, weight = training.share(batch_rows, plan.lengths)
+            batch, tied, learned = plan.tensors(rows, training.tensor)
+            inputs, targets = batch[:, :-1], batch[:, 1:]
+            hidden, table = training.forward(network, inputs)  # hidden at non-padding positions, the item table
+            seen, future = self._loss_context(batch, tied)
+            targets = targets[inputs > 0]
+            if learned is not None:  # keep the positions whose next item is to be learned
+                keep = learned[inputs > 0]
+                hidden, targets = hidden[keep], targets[keep]
+                future = None if future is None else future[keep]
+                seen = None if seen is None else SeenItems(seen.sequences, seen.row[keep], seen.column[keep])
+            loss = self._loss(hidden, targets, loss_rng, table[1:], seen, future)
+            self._step(loss, weight)
+            if weight > 0:
+                total += float(loss.detach()) * len(hidden)
+                count += len(hidden)
+        return training.finish_epoch(network, total, count, rng)
+
+    def _step(self, loss: torch.Tensor, weight: float) -> None:
+        """One optimiser step on ``loss`` (weighted by ``weight``) at the warm-up / plateau learning rate."""
+        config, optimizer = self.config, self._optimizer()
+        self._steps += 1
+        scale = min(1.0, self._steps / config.warmup_steps) if config.warmup_steps > 0 else 1.0
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate * scale * self._lr_scale
+        self.training.step(optimizer, loss, weight)
+
+    def _loss_context(
+        self, batch: torch.Tensor, tied: torch.Tensor | None = None
+    ) -> tuple[SeenItems | None, torch.Tensor | None]:
+        """The seen items and next-item window of a batch's positions (see
+        :func:`~liverec.models.sasrec.loss.loss_context`)."""
+        return loss_context(self.config, batch, tied)
+
+    def _loss(
+        self,
+        hidden: torch.Tensor,
+        targets: torch.Tensor,
+        rng: np.random.Generator,
+        items: torch.Tensor,
+        seen: SeenItems | None = None,
+        future: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The configured loss of a batch's positions: :func:`~liverec.models.sasrec.loss.sequence_loss`."""
+        return sequence_loss(self.config, self.item_log_q, hidden, targets, rng, items, seen, future)
+
+    def validation_ndcg(self, history: Histories, targets: Histories) -> float:
+        """Mean NDCG@10 of each row's first target, full ranking, history items excluded.
+
+        Users are scored in chunks of at most ~32M scores, so a large catalogue never needs a
+        ``[users, items]`` matrix in memory at once.
+        """
+        if len(history) == 0:
+            return 0.0
+        first_targets = targets.items[targets.indptr[:-1]]
+        chunk = max(1, 32_000_000 // max(self.n_items, 1))
+        total = 0.0
+        for start in range(0, len(history), chunk):
+            rows = np.arange(start, min(start + chunk, len(history)))
+            part = history.select(rows)
+            scores = self._score(part)
+            n_cols = max(self.n_items, int(part.items.max(initial=-1)) + 1)
+            seen = part.to_csr(n_cols)[:, : self.n_items].tocoo()
+            scores[seen.row, seen.col] = -np.inf
+            total += single_target_ndcg(scores, first_targets[rows]) * len(rows)
+        return total / len(history)
+
+    # ------------------------------------------------------------------------------------------ scoring
+    def user_vectors(self, histories: Histories) -> np.ndarray:
+        """``[len(histories), dim]``: each row's representation (hidden state at its last position)."""
+        network = self._net()
+        known = histories
+        if len(known.items) and known.items.max() >= self.n_items:  # items beyond the table are skipped
+            keep = known.items < self.n_items
+            rows = np.repeat(np.arange(len(known)), known.lengths())
+            lengths = np.bincount(rows[keep], minlength=len(known))
+            known = Histories(known.users, np.concatenate([[0], np.cumsum(lengths)]), known.items[keep])
+        if network.training:  # .eval() walks every submodule: a noticeable share of a served request
+            network.eval()
+        if len(known) == 1:  # the serving path: one user, no sorting or chunking
+            recent = known.items[-self.config.max_len :] + 1
+            sequence = torch.from_numpy(recent if len(recent) else np.zeros(1, dtype=np.int64))[None]
+            with torch.inference_mode():
+                return network(sequence, last_only=True)[:, -1, :].numpy().copy()
+        # rows sorted by length and run in chunks padded to the chunk's longest row: little padding
+        lengths = np.minimum(known.lengths(), self.config.max_len)
+        order = np.argsort(lengths, kind="stable")
+        out = np.empty((len(known), self.config.dim), dtype=np.float32)
+        with torch.inference_mode():
+            table = network.item_table() if network.feature_embedding is not None else None
+            for start in range(0, len(order), 256):
+                rows = order[start : start + 256]
+                width = int(max(1, lengths[rows].max()))
+                sequences = torch.from_numpy(padded_sequences(known.select(rows), width))
+                out[rows] = network(sequences, table, last_only=True)[:, -1, :].numpy()
+        return out
+
+    def item_vectors(self) -> np.ndarray:
+        """``[n_items, dim]``: the item table scores are dot products with."""
+        return self._net().item_vectors().detach().numpy()
+
+    def _score(self, histories: Histories) -> np.ndarray:
+        with torch_threads(self.config.n_threads), torch.inference_mode():
+            users = torch.from_numpy(self.user_vectors(histories))
+            scores = users @ self._net().item_vectors().T
+        return scores.numpy().astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------------------------------------ growth & state
+    def _grow_items(self, n_items: int) -> None:
+        """Append rows for new items; keep the AdamW state of old rows (new rows start with zero moments).
+
+        A new item starts at the centroid of the known items that share its side features (the mean,
+        over its features, of each feature's mean item vector) when it has features the model has
+        seen on items; otherwise at the mean item vector. With features, its id row is that start
+        minus its feature part, so :meth:`item_vectors` returns the start itself.
+        """
+        network = self._net()
+        old = network.item_embedding.weight
+        n_old = old.shape[0] - 1
+        if n_items <= n_old:
+            return
+        with torch.no_grad():
+            if network.feature_embedding is None:
+                self._append_rows(network.item_embedding, old[1:].mean(dim=0, keepdim=True).expand(n_items - n_old, -1))
+                return
+            starts = self._new_item_starts(network.item_vectors().detach().numpy(), n_items)
+            self._append_rows(network.item_embedding, torch.zeros(n_items - n_old, old.shape[1]))
+            network.set_feature_slots(self._feature_slots(n_items))
+            network.item_embedding.weight[n_old + 1 :] = torch.from_numpy(starts) - network.feature_vectors()[n_old:]
+
+    def _new_item_starts(self, old_vectors: np.ndarray, n_items: int) -> np.ndarray:
+        """``[n_items - n_old, dim]`` initial vectors of new items from ``old_vectors`` ``[n_old, dim]``."""
+        n_old = old_vectors.shape[0]
+        old64 = old_vectors.astype(np.float64)
+        mean = old64.mean(axis=0)
+        starts = np.tile(mean, (n_items - n_old, 1))
+        features, network = self.item_features, self._net()
+        if features is None or network.feature_embedding is None or features.shape[0] <= n_old:
+            return starts.astype(np.float32)
+        n_known = network.feature_embedding.num_embeddings - 1
+        features = features[:, :n_known].tocsr()
+        described = features[:n_old]  # [n_described_old, n_known]
+        counts = np.asarray(described.sum(axis=0)).ravel()  # old items per feature
+        centroids = (described.T @ old64[: described.shape[0]]) / np.maximum(counts, 1)[:, None]  # [n_known, dim]
+        new = features[n_old:n_items] @ sp.diags((counts > 0).astype(np.float64))  # features seen on old items
+        usable = np.asarray(new.sum(axis=1)).ravel()
+        rows = np.flatnonzero(usable > 0)
+        starts[rows] = (new[rows] @ centroids) / usable[rows, None]
+        return starts.astype(np.float32)
+
+    def _grow_features(self, n_features: int) -> None:
+        """Append feature rows (at the mean feature vector) for feature columns the table lacks."""
+        embedding = self._net().feature_embedding
+        if embedding is None or n_features <= embedding.num_embeddings - 1:
+            return
+        with torch.no_grad():
+            weight = embedding.weight
+            mean = weight[1:].mean(dim=0, keepdim=True)
+            self._append_rows(embedding, mean.expand(n_features + 1 - weight.shape[0], -1))
+
+    def _append_rows(self, module: nn.Embedding | nn.EmbeddingBag, rows: torch.Tensor) -> None:
+        """Replace ``module.weight`` by itself plus ``rows`` ``[n_new, dim]``; AdamW moments of old rows are kept."""
+        optimizer = self._optimizer()
+        old = module.weight
+        grown = nn.Parameter(torch.cat([old.detach(), rows], dim=0))
+        module.weight = grown
+        module.num_embeddings = grown.shape[0]
+        state = optimizer.state.pop(old, None)
+        for group in optimizer.param_groups:
+            group["params"] = [grown if p is old else p for p in group["params"]]
+        if state:  # new rows start from zero moments
+            optimizer.state[grown] = {
+                key: torch.cat([value, value.new_zeros(len(rows), *value.shape[1:])])
+                if torch.is_tensor(value) and value.dim() == 2
+                else value
+                for key, value in state.items()
+            }
+
+    def _net(self) -> SASRecNetwork:
+        if self.network is None:
+            raise RuntimeError(f"model {self.name!r} is not fitted: call fit first")
+        return self.network
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            raise RuntimeError(f"model {self.name!r} has no optimiser: call fit first")
+        return self.optimizer
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        state = {f"network.{k}": v.detach().numpy() for k, v in self._net().state_dict().items()}
+        state["item_log_q"] = self.item_log_q
+        if self.item_features is not None:
+            state["item_features.indptr"] = self.item_features.indptr.astype(np.int64)
+            state["item_features.indices"] = self.item_features.indices.astype(np.int64)
+            state["item_features.shape"] = np.array(self.item_features.shape, dtype=np.int64)
+        if self.feature_names is not None:
+            state["feature_names"] = np.array(self.feature_names, dtype=np.str_)
+        return state
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        n_items = state["network.item_embedding.weight"].shape[0] - 1
+        self.item_features = None
+        if "item_features.shape" in state:
+            indices = state["item_features.indices"]
+            self.item_features = sp.csr_matrix(
+                (np.ones(len(indices), dtype=np.float32), indices, state["item_features.indptr"]),
+                shape=tuple(int(x) for x in state["item_features.shape"]),
+            )
+        self.feature_names = [str(name) for name in state["feature_names"]] if "feature_names" in state else None
+        feature_weight = state.get("network.feature_embedding.weight")
+        n_features = 0 if feature_weight is None else feature_weight.shape[0] - 1
+        self.network = SASRecNetwork(n_items, self.config, n_features)
+        if n_features:
+            self.network.set_feature_slots(self._feature_slots(n_items))
+        self.network.load_state_dict(
+            {
+                k.removeprefix("network."): torch.from_numpy(np.array(v))
+                for k, v in state.items()
+                if k.startswith("network.")
+            }
+        )
+        self.item_log_q = state["item_log_q"]
+        self.optimizer = torch.optim.AdamW(
+            self.network.parameters(),
+            lr=self.config.learning_rate,
+            betas=(0.9, 0.98),
+            weight_decay=self.config.weight_decay,
+        )

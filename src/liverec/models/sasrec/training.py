@@ -1,0 +1,110 @@
+"""How SASRec's training runs: the training strategy, which decides everything that differs between one
+process and a distributed job.
+
+:class:`SASRec <liverec.models.sasrec.model.SASRec>` owns the training loop (initialisation, epochs,
+learning-rate schedule, early stopping, the loss) and asks its strategy, a :class:`Training`, at each
+point where a process of a distributed job acts differently from a lone one:
+
+* :meth:`~Training.start_epoch` / :meth:`~Training.finish_epoch`: around each epoch's pass (wrap the
+  network, time the pass; the epoch's mean loss, over every process);
+* :meth:`~Training.share`: which rows of each global batch this process trains, and the weight of its
+  loss in the batch's gradient;
+* :meth:`~Training.tensor` / :meth:`~Training.forward`: where a batch lives and how the network runs on it;
+* :meth:`~Training.loss_rng`: the generator the loss draws negatives from;
+* :meth:`~Training.step`: backward pass and optimiser step;
+* :meth:`~Training.validation_ndcg`: the validation score early stopping compares, over every process;
+* :attr:`~Training.reports`: whether this process shows progress.
+
+:class:`LocalTraining` (the default) is one process on the CPU; the distributed strategy is
+:class:`liverec.models.sasrec.distributed.DistributedTraining`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import torch
+
+from liverec.models.sasrec.network import SASRecNetwork
+
+if TYPE_CHECKING:
+    from liverec.data.interactions import Histories
+    from liverec.models.sasrec.model import SASRec
+
+
+class Training(Protocol):
+    """The hooks of SASRec's training loop that a training strategy provides (see the module docstring)."""
+
+    #: whether this process shows progress (bars, ``verbose`` lines)
+    reports: bool
+
+    def start_epoch(self, network: SASRecNetwork) -> None:
+        """Called before each epoch's training pass over ``network`` (in training mode after it)."""
+        ...
+
+    def share(self, rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, float]:
+        """The rows of a global batch (``rows`` of windows of ``lengths``) this process trains, and the
+        weight of its loss in the batch's gradient (0: this process steps but contributes nothing)."""
+        ...
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A batch array as a tensor on the training device."""
+        ...
+
+    def forward(self, network: SASRecNetwork, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states at the non-padding positions of ``inputs`` ``[n, dim]`` and the item table
+        ``[n_items + 1, dim]`` they are scored against (built once per step: it feeds both the inputs and
+        the output scores)."""
+        ...
+
+    def loss_rng(self, rng: np.random.Generator, loss: str) -> np.random.Generator:
+        """The generator loss ``loss`` draws negatives from this epoch; ``rng`` is the epoch's shared one."""
+        ...
+
+    def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, weight: float) -> None:
+        """Backward pass of ``loss`` weighted by ``weight`` (from :meth:`share`), then one optimiser step."""
+        ...
+
+    def finish_epoch(self, network: SASRecNetwork, total: float, count: int, rng: np.random.Generator) -> float:
+        """The epoch's mean loss, given this process's loss ``total`` over ``count`` positions; ``rng``:
+        the epoch's shared generator, where it stands after the epoch."""
+        ...
+
+    def validation_ndcg(self, model: SASRec, history: Histories, targets: Histories) -> float:
+        """Mean validation NDCG@10 of ``model`` (see :meth:`SASRec.validation_ndcg`) that early stopping
+        compares; every process must get the same number."""
+        ...
+
+
+class LocalTraining:
+    """One process trains every batch whole, on the CPU, drawing negatives from the epoch's generator."""
+
+    reports = True
+
+    def start_epoch(self, network: SASRecNetwork) -> None:
+        pass
+
+    def share(self, rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, float]:
+        return rows, 1.0
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array)
+
+    def forward(self, network: SASRecNetwork, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        table = network.item_table()
+        return network(inputs, table)[inputs > 0], table
+
+    def loss_rng(self, rng: np.random.Generator, loss: str) -> np.random.Generator:
+        return rng
+
+    def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, weight: float) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        (loss if weight == 1.0 else loss * weight).backward()
+        optimizer.step()
+
+    def finish_epoch(self, network: SASRecNetwork, total: float, count: int, rng: np.random.Generator) -> float:
+        return total / max(count, 1)
+
+    def validation_ndcg(self, model: SASRec, history: Histories, targets: Histories) -> float:
+        return model.validation_ndcg(history, targets)

@@ -1,0 +1,71 @@
+"""What routes receive through FastAPI's ``Depends``: the objects ``create_app`` keeps on ``app.state``.
+
+Use the ``Annotated`` aliases as parameter types (``engine: EngineDep``). The getters are ``async`` so that
+FastAPI calls them on the event loop, not through its thread pool.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from liverec.serving.batching import Batcher
+from liverec.serving.engine import Engine, Recommendation, RecommendRequest
+from liverec.serving.metrics import Metrics
+from liverec.settings import Settings
+
+__all__ = [
+    "BatcherDep",
+    "EngineDep",
+    "MetricsDep",
+    "RecommendBatcher",
+    "SettingsDep",
+    "check_k",
+    "get_batcher",
+    "get_engine",
+    "get_metrics",
+    "get_settings",
+    "split_categories",
+]
+
+#: Concurrent recommendation requests, scored together (``serving.batching``).
+RecommendBatcher = Batcher[RecommendRequest, Recommendation]
+
+
+async def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+async def get_settings(request: Request) -> Settings:
+    engine: Engine = request.app.state.engine
+    return engine.settings
+
+
+async def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+async def get_batcher(request: Request) -> RecommendBatcher:
+    batcher: RecommendBatcher = request.app.state.recommend
+    return batcher
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+BatcherDep = Annotated[RecommendBatcher, Depends(get_batcher)]
+
+
+def check_k(k: int, settings: Settings) -> int:
+    """``k`` itself, or a 422 naming it when it is above ``max_k``."""
+    if k > settings.max_k:
+        raise HTTPException(422, detail=[{"loc": ["query", "k"], "input": k, "msg": f"k must be <= {settings.max_k}"}])
+    return k
+
+
+def split_categories(values: list[str]) -> tuple[str, ...]:
+    """Categories may come repeated (``?c=a&c=b``) or comma-separated (``?c=a,b``)."""
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())

@@ -1,0 +1,32 @@
+"""The catalogue: ``/v1/items/{item_id}`` (put, delete, get)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Response
+
+from liverec.serving.deps import EngineDep
+from liverec.serving.schemas import ItemIn
+
+router = APIRouter()
+
+
+@router.put("/v1/items/{item_id}", tags=["items"])
+def put_item(item_id: str, item: ItemIn, engine: EngineDep) -> dict[str, Any]:
+    return engine.put_item(item_id, **item.model_dump())
+
+
+@router.delete("/v1/items/{item_id}", tags=["items"], status_code=204)
+def delete_item(item_id: str, engine: EngineDep) -> Response:
+    if not engine.delete_item(item_id):
+        raise HTTPException(404, detail=f"item_id {item_id!r}: no such item")
+    return Response(status_code=204)
+
+
+@router.get("/v1/items/{item_id}", tags=["items"])
+def get_item(item_id: str, engine: EngineDep) -> dict[str, Any]:
+    item = engine.get_item(item_id)
+    if item is None:
+        raise HTTPException(404, detail=f"item_id {item_id!r}: no such item")
+    return item

@@ -1,0 +1,36 @@
+"""The model registry: list versions, promote one, roll back (the engine swaps at once)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+
+from liverec.serving.deps import EngineDep
+
+router = APIRouter()
+
+
+@router.get("/v1/models", tags=["models"])
+def models(engine: EngineDep) -> dict[str, Any]:
+    return {"serving": engine.model_version, "versions": engine.registry.manifests()}
+
+
+@router.post("/v1/models/{version}/promote", tags=["models"])
+def promote(version: str, engine: EngineDep) -> dict[str, Any]:
+    try:
+        engine.registry.promote(version, reason="POST /v1/models/{version}/promote")
+    except KeyError:
+        raise HTTPException(404, detail=f"version {version!r}: no such model version") from None
+    engine.maybe_swap_model()
+    return {"serving": engine.model_version}
+
+
+@router.post("/v1/models/rollback", tags=["models"])
+def rollback(engine: EngineDep) -> dict[str, Any]:
+    try:
+        version = engine.registry.rollback(reason="POST /v1/models/rollback")
+    except LookupError as error:
+        raise HTTPException(409, detail=str(error)) from None
+    engine.maybe_swap_model()
+    return {"serving": engine.model_version, "rolled_back_to": version}

@@ -1,0 +1,28 @@
+"""Operations: liveness (``/health``), readiness (``/ready``) and Prometheus metrics (``/metrics``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from liverec.serving.deps import EngineDep, MetricsDep
+
+router = APIRouter()
+
+
+@router.get("/health", tags=["operations"])
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", tags=["operations"])
+def ready(engine: EngineDep) -> JSONResponse:
+    checks = engine.ready()
+    ok = all(checks.values())
+    return JSONResponse({"ready": ok, **checks, "model_version": engine.model_version}, 200 if ok else 503)
+
+
+@router.get("/metrics", tags=["operations"])
+def prometheus(metrics: MetricsDep) -> Response:
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,45 @@
+"""Request and response bodies of the HTTP API (pydantic; what the OpenAPI document shows)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ItemIn", "RecommendationOut", "ScoredItem", "SessionRequest"]
+
+
+class ItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(None, max_length=1000)
+    categories: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=100)
+    available: bool = True
+    attributes: dict[str, Any] | None = None
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendationOut(BaseModel):
+    """What every recommendation route answers (documentation only: the hot route writes JSON directly)."""
+
+    items: list[ScoredItem]
+    model_version: str | None = Field(description="the registry version that ranked, None before any training")
+    recommendation_id: str = Field(description="send it back as an event's recommendation_id")
+    fallback: str | None = Field(description='"popularity" when the model could not personalise the answer')
+    reason: str | None = Field(description="why the fallback was used")
+    filled_by_popularity: int = Field(0, description="slots the model left empty and popularity filled")
+    history_length: int = Field(0, description="events of the user's recent sequence the answer used")
+
+
+class SessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        ..., min_length=1, max_length=1000, description="the session's item ids, oldest first"
+    )
+    k: int = Field(10, ge=1)
+    exclude_seen: bool = True
+    include_categories: list[str] = Field(default_factory=list)
+    exclude_categories: list[str] = Field(default_factory=list)
