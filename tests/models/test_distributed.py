@@ -86,6 +86,7 @@ def split() -> Any:
     return make_split(dataset, "loo", 0.2)
 
 
+@pytest.mark.slow  # torchrun jobs
 def test_both_ranks_end_with_identical_weights(reports: dict[str, Any]) -> None:
     two = reports["two"]
     assert two["world_size"] == 2
@@ -94,6 +95,7 @@ def test_both_ranks_end_with_identical_weights(reports: dict[str, Any]) -> None:
     assert two["replica_max_abs_difference"] == 0.0
 
 
+@pytest.mark.slow  # torchrun jobs
 def test_two_processes_reach_the_validation_ndcg_of_one(reports: dict[str, Any]) -> None:
     one, two = reports["one"], reports["two"]
     assert one["validation_ndcg@10"] > 0.1  # it learned something: popularity is far below
@@ -106,6 +108,7 @@ def test_two_processes_reach_the_validation_ndcg_of_one(reports: dict[str, Any])
     )
 
 
+@pytest.mark.slow  # torchrun jobs
 def test_one_process_is_sasrec_fit_bit_for_bit(reports: dict[str, Any], split: Any) -> None:
     test, validation = split
     reference = SASRec(**PARAMS).fit(test.train, validation=validation)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from liverec.events.log import SQLiteEventLog
 from liverec.serving.engine import Engine, RecommendRequest, rebuild_state
@@ -234,6 +235,7 @@ def test_new_model_version_is_swapped_in_without_failing_requests(server: Server
     assert server.client.post("/v1/models/v0009/promote").status_code == 404
 
 
+@pytest.mark.slow  # kills and restarts a server
 def test_kill_9_loses_no_acknowledged_event_and_state_rebuilds_equal(data_dir: Path, prepared: Prepared) -> None:
     server = Server(data_dir)
     acknowledged: list[str] = []

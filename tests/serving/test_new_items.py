@@ -20,6 +20,7 @@ UPDATER_ON = {
 }
 
 
+@pytest.mark.slow  # a server and the updater in subprocesses
 @pytest.mark.parametrize("backend", ["embedded", "redis"])
 def test_new_item_is_recommended_within_a_minute(
     data_dir: Path, prepared: Prepared, backend: str, request: pytest.FixtureRequest

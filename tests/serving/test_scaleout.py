@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from liverec.events.redis_log import RedisEventLog, redis_client
 from liverec.events.schema import Event
@@ -63,6 +64,7 @@ def wait_for(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # servers and workers in subprocesses
 def test_two_replicas_two_workers_and_a_worker_killed_mid_stream(
     data_dir: Path, prepared: Prepared, redis_url: str, redis_prefix: str
 ) -> None:
@@ -164,6 +166,7 @@ def test_two_replicas_two_workers_and_a_worker_killed_mid_stream(
         client.close()
 
 
+@pytest.mark.slow  # servers and workers in subprocesses
 def test_a_promotion_reaches_every_replica_over_redis(data_dir: Path, redis_url: str, redis_prefix: str) -> None:
     """Replicas poll the registry only every 10 minutes here: a prompt swap on both is the announcement's doing."""
     env = move_to_redis(data_dir, redis_url, redis_prefix) | {"LIVEREC_MODEL_POLL_INTERVAL_S": "600"}
