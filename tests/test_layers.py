@@ -143,6 +143,31 @@ def test_a_planted_upward_import_fails(tmp_path: Path, module: str, source: str,
     assert expected in str(violations[0])
 
 
+#: Third-party packages only one unit may import: the HTTP stack belongs to serving alone.
+ONLY_IN = {"fastapi": "liverec.serving", "starlette": "liverec.serving", "uvicorn": "liverec.serving"}
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level names of every non-relative import in the file."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.partition(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.partition(".")[0])
+    return names
+
+
+def test_only_serving_imports_the_http_stack() -> None:
+    breaches = [
+        f"{module_name(path, SRC)} imports {name}"
+        for path in sorted(SRC.rglob("*.py"))
+        for name in sorted(third_party_imports(path) & set(ONLY_IN))
+        if not (module_name(path, SRC) + ".").startswith(ONLY_IN[name] + ".")
+    ]
+    assert breaches == []
+
+
 def test_every_unit_exists() -> None:
     """A layer entry that names no module would silently guard nothing."""
     names = {module_name(path, SRC) for path in SRC.rglob("*.py")}

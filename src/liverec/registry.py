@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from liverec.models.base import Recommender
 
@@ -43,6 +43,16 @@ def _write_json(path: Path, payload: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
     os.replace(tmp, path)
+
+
+class Announcer(Protocol):
+    """Tells every serving process which version is served, faster than their poll of ``PROMOTED``."""
+
+    def announce(self, version: str) -> None: ...
+    def announced(self) -> str | None: ...
+    def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(version)`` for each announcement until the returned function is called."""
+        ...
 
 
 class RedisAnnouncer:
@@ -82,10 +92,13 @@ class RedisAnnouncer:
         return stop
 
 
+_: type[Announcer] = RedisAnnouncer  # mypy checks that the Redis announcer is one
+
+
 class ModelRegistry:
     """Versioned model folders under ``root``; ``announcer`` (optional) is told each newly served version."""
 
-    def __init__(self, root: str | Path, announcer: RedisAnnouncer | None = None) -> None:
+    def __init__(self, root: str | Path, announcer: Announcer | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.announcer = announcer

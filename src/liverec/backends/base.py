@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, Self
 
 from liverec.events.log import ConsumerGroupLog, EventLog, StoredEvent
-from liverec.registry import ModelRegistry, RedisAnnouncer
+from liverec.registry import Announcer, ModelRegistry
 from liverec.settings import Settings
 from liverec.state.base import StateStore
 from liverec.state.store import StateConfig
@@ -128,7 +128,7 @@ class Backend(ABC):
         return None  # a state kept in a server is persisted by the server
 
     # -- models and the worker ---------------------------------------------------------------------
-    def announcer(self) -> RedisAnnouncer | None:
+    def announcer(self) -> Announcer | None:
         """What announces promotions to every serving process, if anything does (besides the registry's poll)."""
         return None
 

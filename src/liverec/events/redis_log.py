@@ -320,7 +320,7 @@ class RedisEventLog:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
-        """Finish queued appends and stop the worker threads (the client is the caller's; idempotent)."""
+        """Finish queued appends and stop the append threads (the client is the caller's; idempotent)."""
         self._closed = True
         self._pool.shutdown(wait=True)
 

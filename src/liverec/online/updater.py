@@ -41,7 +41,7 @@ from liverec.events.log import EventLog, SQLiteEventLog, StoredEvent
 from liverec.models.base import Recommender
 from liverec.online.learner import TUNED_LEARNER, LearnerConfig, OnlineLearner
 from liverec.pipeline import catalogue_metadata, read_log, train_and_register
-from liverec.registry import LoadedModel, ModelRegistry, RedisAnnouncer
+from liverec.registry import Announcer, LoadedModel, ModelRegistry
 from liverec.state.store import State, StateConfig
 
 logger = logging.getLogger("liverec.updater")
@@ -127,7 +127,7 @@ class Updater:
         state_config: StateConfig | None = None,
         *,
         log: EventLog | None = None,
-        announcer: RedisAnnouncer | None = None,
+        announcer: Announcer | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.config = config or UpdaterConfig()

@@ -5,27 +5,19 @@ it. Both modes give the same result guarantees as :func:`~liverec.retrieval.topk
 disallowed item, exactly ``k`` results whenever ``k`` items are allowed, padding (id -1, score -inf)
 otherwise, ties towards the lower item id.
 
-Design, measured on the shared 2-core development machine with d=64 (noisy: other jobs ran alongside).
-``benchmarks/bench_retrieval.py`` reproduces the main numbers with every thread pool pinned to one thread.
+Design (the measurements behind each choice are in docs/results.md, "Retrieval: the measurements behind
+``VectorIndex``"; ``benchmarks/bench_retrieval.py`` reproduces the main ones):
 
-* Exact scoring is one NumPy (OpenBLAS) matmul plus :func:`top_k_allowed`. NumPy was as fast as or faster
-  than torch in every case measured (matmul only, default 2 BLAS threads): one query 28 µs / 0.46 ms /
-  8.6 ms at 10k / 100k / 1M items (torch, 1 or 2 threads: 60 µs / 0.67 ms / 9.5 ms), a batch of 64
-  0.67 / 7.4 / 93 ms (torch, 1 thread: 0.9 / 17 / 346 ms; 2 threads: 0.65 / 9.6 / 247 ms). BLAS threads
-  are a process-wide setting (``OPENBLAS_NUM_THREADS``); this module leaves them alone.
-* The ANN index is IVF-Flat (about sqrt(n) lists, nprobe=32), not HNSW. Benchmark, one thread, queries
-  drawn from the items' clusters: IVF recall@10 0.995 at 100k (0.23 ms per query, build 0.2 s) and 1.0
-  at 1M (0.6-0.8 ms, build 4.8 s); HNSW (M=32, efConstruction 40) 0.99 at 100k with efSearch 64 (0.08 ms),
-  but its build took 6 s at 100k (over a minute at 1M by extrapolation), on every model swap. With queries
-  off the clusters (random directions) IVF kept 0.83 (100k) / 0.95 (1M) while HNSW fell to 0.61 (efSearch 64) / 0.89
-  (efSearch 256) at 100k; an earlier run at 200k with queries from other clusters gave HNSW 0.25-0.87
-  (M 16/32, efConstruction 40/80, efSearch 32-256) against 0.95 for IVF (1024 lists). Inner product is
-  not a metric, and graph search suffers from it when norms vary (they carry popularity in these models).
-  IVF-Flat also supports what live serving needs: ``add`` continues the id range and ``update`` moves a
-  vector to its new list in place (a direct map), where HNSW can neither remove nor change a vector. New
-  items go to the nearest existing centroid; centroids are not retrained (a retrained model builds a new
-  index anyway). ``nprobe`` trades latency for recall; the price of IVF is 2-3x HNSW's latency on easy
-  queries.
+* Exact scoring is one NumPy (OpenBLAS) matmul plus :func:`top_k_allowed`: NumPy was as fast as torch or
+  faster at every size and batch measured. BLAS threads are a process-wide setting
+  (``OPENBLAS_NUM_THREADS``); this module leaves them alone.
+* The ANN index is IVF-Flat (about sqrt(n) lists, nprobe=32), not HNSW: HNSW was faster on easy queries
+  but took far longer to build (on every model swap), and lost much more recall on queries off the item
+  clusters — inner product is not a metric, and graph search suffers from it when norms vary (they carry
+  popularity in these models). IVF-Flat also supports what live serving needs: ``add`` continues the id
+  range and ``update`` moves a vector to its new list in place (a direct map), where HNSW can neither
+  remove nor change a vector. New items go to the nearest existing centroid; centroids are not retrained
+  (a retrained model builds a new index anyway). ``nprobe`` trades latency for recall.
 * Filters on the ANN path: rows whose allowed set is small (under 5 % of the catalogue, under 1024 items,
   or under ``k``) are scored exactly over the allowed items only, which is cheaper than searching the
   index for them. Other rows over-fetch ``over_fetch · k / allowed-fraction`` neighbours, drop disallowed
@@ -33,14 +25,14 @@ Design, measured on the shared 2-core development machine with d=64 (noisy: othe
   fetch reaches the catalogue, the row falls back to exact scoring restricted to the allowed items, so a
   filter never leaves fewer than ``k`` results when ``k`` items are eligible.
 * Exact scoring of large catalogues in float16 (``compact_threshold``): the scan reads the item vectors, a
-  memory-bound 26 MB at 100k x 64 floats, so above ``compact_threshold`` items a FAISS scalar-quantizer
+  memory-bound pass (26 MB at 100k x 64 floats), so above ``compact_threshold`` items a FAISS scalar-quantizer
   index holds a float16 copy (half the bytes, and FAISS's scan fuses the top-k and the allowed-item bitmap).
   It fetches the best ``k + 32`` allowed items by float16 score and re-ranks them in float32. The answer is
   still the float32 scan's: the rounding of a vector to float16 moves a score by at most
   ``|q| * max|v| * (2^-11 + d * 2^-23)`` (``E``), so an item left out, whose float16 score is at most the last
   fetched one's ``c``, has an exact score of at most ``c + E``; when the k-th best re-ranked score is above
   ``c + 2E`` nothing left out can enter the top-k, and otherwise (rare: near-ties at the cut) the row is
-  scored in float32. Per-row masks also take the float32 path. Figures: ``docs/results.md`` (issue 4).
+  scored in float32. Per-row masks also take the float32 path. Figures: ``docs/results.md`` ("The running engine").
 * The item vectors are also kept in NumPy (FAISS holds a second copy on the ANN path) for the exact
   fallbacks; in a growing buffer, so that adding live items one at a time costs amortised O(1), not a
   copy of the catalogue.
