@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from liverec import __version__
 from liverec.serving.batching import Batcher
+from liverec.serving.deps import RecommendService
 from liverec.serving.engine import Engine
 from liverec.serving.metrics import Metrics, MetricsMiddleware
 from liverec.serving.routes import events, items, models, operations, recommendations, users
@@ -51,13 +52,14 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
     app.state.metrics = metrics
     app.state.compute_pool = pool
     # concurrent recommendation requests share one model pass (serving.batching)
-    app.state.recommend = Batcher(
+    batcher = Batcher(
         pool,
         engine.recommend_many,
         max_batch=settings.recommend_batch,
         concurrency=settings.compute_threads,
         on_batch=metrics.batch_size.observe,
     )
+    app.state.recommend_service = RecommendService(batcher, settings, metrics)
     for router in (
         events.router,
         items.router,

@@ -6,6 +6,7 @@ FastAPI calls them on the event loop, not through its thread pool.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -16,16 +17,15 @@ from liverec.serving.metrics import Metrics
 from liverec.settings import Settings
 
 __all__ = [
-    "BatcherDep",
     "EngineDep",
     "MetricsDep",
     "RecommendBatcher",
-    "SettingsDep",
+    "RecommendService",
+    "RecommendServiceDep",
     "check_k",
-    "get_batcher",
     "get_engine",
     "get_metrics",
-    "get_settings",
+    "get_recommend_service",
     "split_categories",
 ]
 
@@ -38,25 +38,30 @@ async def get_engine(request: Request) -> Engine:
     return engine
 
 
-async def get_settings(request: Request) -> Settings:
-    engine: Engine = request.app.state.engine
-    return engine.settings
-
-
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
 
-async def get_batcher(request: Request) -> RecommendBatcher:
-    batcher: RecommendBatcher = request.app.state.recommend
-    return batcher
+@dataclass(frozen=True)
+class RecommendService:
+    """What the recommendation routes use, as one dependency (one resolution per request on the hottest
+    path): the batcher that scores concurrent requests together, the settings that bound ``k``, and the
+    metrics that count fallbacks."""
+
+    batcher: RecommendBatcher
+    settings: Settings
+    metrics: Metrics
+
+
+async def get_recommend_service(request: Request) -> RecommendService:
+    service: RecommendService = request.app.state.recommend_service
+    return service
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-BatcherDep = Annotated[RecommendBatcher, Depends(get_batcher)]
+RecommendServiceDep = Annotated[RecommendService, Depends(get_recommend_service)]
 
 
 def check_k(k: int, settings: Settings) -> int:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
 
-from liverec.serving.deps import BatcherDep, EngineDep, MetricsDep, SettingsDep, check_k, split_categories
+from liverec.serving.deps import EngineDep, MetricsDep, RecommendServiceDep, check_k, split_categories
 from liverec.serving.engine import RecommendRequest
 from liverec.serving.schemas import RecommendationOut, SessionRequest
 
@@ -44,9 +44,7 @@ def build_router(default_k: int) -> APIRouter:
     )
     async def recommend(
         user_id: str,
-        settings: SettingsDep,
-        metrics: MetricsDep,
-        batcher: BatcherDep,
+        service: RecommendServiceDep,
         k: Annotated[int, Query(ge=1)] = default_k,
         exclude_seen: bool = True,
         include_categories: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
@@ -54,14 +52,14 @@ def build_router(default_k: int) -> APIRouter:
     ) -> JSONResponse:
         request = RecommendRequest(
             user_id,
-            k=check_k(k, settings),
+            k=check_k(k, service.settings),
             exclude_seen=exclude_seen,
             include_categories=split_categories(include_categories),
             exclude_categories=split_categories(exclude_categories),
         )
-        answer = await batcher(request)
+        answer = await service.batcher(request)
         if answer.fallback:
-            metrics.fallbacks.labels(answer.reason or "").inc()
+            service.metrics.fallbacks.labels(answer.reason or "").inc()
         return JSONResponse(answer.to_json())
 
     router.add_api_route(
@@ -76,12 +74,12 @@ def build_router(default_k: int) -> APIRouter:
     return router
 
 
-async def recommend_session(request: SessionRequest, settings: SettingsDep, batcher: BatcherDep) -> JSONResponse:
-    answer = await batcher(
+async def recommend_session(request: SessionRequest, service: RecommendServiceDep) -> JSONResponse:
+    answer = await service.batcher(
         RecommendRequest(
             None,
             items=request.items,
-            k=check_k(request.k, settings),
+            k=check_k(request.k, service.settings),
             exclude_seen=request.exclude_seen,
             include_categories=split_categories(request.include_categories),
             exclude_categories=split_categories(request.exclude_categories),
