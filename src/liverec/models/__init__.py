@@ -21,10 +21,7 @@ __all__ = [
 
 def create_model(name: str, **params: Any) -> Recommender:
     """A new, unfitted model by registry name, with hyperparameter overrides."""
-    model_cls = MODEL_REGISTRY.get(name)
-    if model_cls is None:
-        raise UsageError(f"--model: unknown model {name!r}; expected one of {', '.join(sorted(MODEL_REGISTRY))}")
-    return model_cls(**params)
+    return MODEL_REGISTRY[check_model_name(name)](**params)
 
 
 def check_model_name(name: str) -> str:
