@@ -63,3 +63,17 @@ def test_none_unsets_an_optional_setting_and_a_worker_gets_exactly_the_parent_se
         monkeypatch.setenv(name, value)
     child = Settings.load()
     assert child == parent  # None included: not left to the child's defaults (gate_max_share 0.25, 1000 events)
+
+
+def test_a_renamed_setting_is_refused_with_its_new_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An old name must not be silently ignored: the deployment would run with the default instead."""
+    config = tmp_path / "old.toml"
+    config.write_text("updater_replay_ratio = 0\n")
+    with pytest.raises(ValidationError, match="renamed updater_rehearsal_ratio"):
+        Settings.load(config)
+    monkeypatch.setenv("LIVEREC_UPDATER_REPLAY_RATIO", "0")
+    with pytest.raises(ValidationError, match=r"LIVEREC_UPDATER_REHEARSAL_RATIO"):
+        Settings.load()
+    monkeypatch.delenv("LIVEREC_UPDATER_REPLAY_RATIO")
+    monkeypatch.setenv("LIVEREC_UPDATER_REHEARSAL_RATIO", "0")
+    assert Settings.load().updater_rehearsal_ratio == 0.0

@@ -12,10 +12,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from liverec.state.store import DEFAULT_EVENT_WEIGHTS
+
+#: Settings renamed: old name -> new name. The old name is refused with the new one named, in a TOML file
+#: and in the environment, rather than ignored (a deployment would silently get the default).
+RENAMED = {"updater_replay_ratio": "updater_rehearsal_ratio"}
 
 
 class Settings(BaseSettings):
@@ -100,6 +104,15 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field("json", description="structured JSON lines or plain text")
     access_log: bool = Field(False, description="one log line per HTTP request")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_renamed(cls, data: Any) -> Any:
+        environment = {name.upper() for name in os.environ}
+        for old, new in RENAMED.items():
+            if (isinstance(data, dict) and old in data) or f"LIVEREC_{old.upper()}" in environment:
+                raise ValueError(f"{old} (LIVEREC_{old.upper()}) was renamed {new} (LIVEREC_{new.upper()})")
+        return data
 
     @field_validator("event_types")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import scipy.sparse as sp
 
 from liverec.data.interactions import Histories, Interactions
 from liverec.models import MODEL_REGISTRY, Recommender, create_model
+from liverec.models.base import UpdateOptions
 
 ALL_MODELS = sorted(MODEL_REGISTRY)
 
@@ -128,3 +130,69 @@ def test_partial_fit_grows_and_changes_the_model(fitted: Recommender, data: Inte
     if model.handles_new_items:
         ids, _ = model.recommend(histories, k=data.n_items + 1, exclude_seen=False)
         assert (ids == data.n_items).any(axis=1).all()
+
+
+def test_declared_capabilities_are_there(fitted: Recommender, data: Interactions) -> None:
+    """What a model declares it can do, it does; what it does not declare, it refuses by name."""
+    histories = Histories.from_interactions(data)
+    if fitted.provides_vectors:
+        users, items = fitted.user_vectors(histories), fitted.item_vectors()
+        assert items.shape[0] == fitted.n_items
+        np.testing.assert_allclose(users @ items.T, fitted.score(histories), rtol=1e-4, atol=1e-4)
+    else:
+        with pytest.raises(NotImplementedError, match="provides_vectors"):
+            fitted.user_vectors(histories)
+    if not fitted.takes_item_features:
+        with pytest.raises(NotImplementedError, match="takes_item_features"):
+            fitted.set_item_features(np.eye(fitted.n_items))
+    assert fitted.has_item_features() is False  # none were given
+    context = fitted.context_length()
+    assert context is None or context >= 1
+
+
+def test_update_options_apply_to_one_call_and_are_then_restored(data: Interactions) -> None:
+    model = create_model("mf-bpr", seed=0).fit(data)
+    original = model.config
+    seen: list[object] = []
+    model._partial_fit = lambda interactions: seen.append(model.config)  # type: ignore[method-assign]
+    options = UpdateOptions(lr_multiplier=0.5, epochs=7, batch_size=3)
+    model.partial_fit(data, options=options)
+    assert seen == [
+        dataclasses.replace(original, learning_rate=original.learning_rate * 0.5, partial_fit_epochs=7, batch_size=3)
+    ]
+    assert model.config is original
+
+    def fail(interactions: Interactions) -> None:
+        raise RuntimeError("boom")
+
+    model._partial_fit = fail  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="boom"):
+        model.partial_fit(data, options=options)
+    assert model.config is original, "restored after a failed call too"
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("pop", UpdateOptions(lr_multiplier=2.0), "lr_multiplier: model 'pop' has no learning_rate"),
+        ("itemknn", UpdateOptions(epochs=2), "epochs: model 'itemknn' has no partial_fit_epochs"),
+    ],
+)
+def test_an_update_option_the_model_lacks_is_refused(name: str, options: UpdateOptions, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        create_model(name).check_update_options(options)
+
+
+@pytest.mark.parametrize(
+    ("components", "partial_fit", "in_context", "item_features"),
+    [("pop,itemknn", True, False, False), ("sasrec,itemknn", True, True, True), ("sasrec,ease", False, True, True)],
+)
+def test_fusion_can_what_its_components_can(
+    components: str, partial_fit: bool, in_context: bool, item_features: bool
+) -> None:
+    fusion = create_model("fusion", components=components)
+    assert (fusion.supports_partial_fit, fusion.learns_in_context, fusion.takes_item_features) == (
+        partial_fit,
+        in_context,
+        item_features,
+    )

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from liverec.backends.redis import LeaderLease
 from liverec.events.redis_log import RedisEventLog, redis_client
 from liverec.events.schema import Event
-from liverec.online.worker import LeaderLease, StateApplier
+from liverec.online.worker import StateApplier
 from liverec.state.redis_store import RedisState
 from liverec.state.store import State
 

@@ -15,8 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
+from liverec.backends import open_backend
 from liverec.events.log import SQLiteEventLog
-from liverec.serving.engine import Engine, RecommendRequest, rebuild_state
+from liverec.serving.engine import Engine, RecommendRequest
 from liverec.settings import Settings
 
 from .conftest import Prepared, Server, cluster_items
@@ -280,7 +281,8 @@ def test_kill_9_loses_no_acknowledged_event_and_state_rebuilds_equal(data_dir: P
     restarted = Engine(settings, background=False)  # snapshot (if any) + the log after it
     live = restarted.state.fingerprint()
     restarted.close()
-    rebuilt = rebuild_state(settings).fingerprint()
+    with open_backend(settings) as backend:
+        rebuilt = backend.rebuild_state().fingerprint()
     assert live == rebuilt and live["offset"] >= prepared.n_imported + len(acknowledged)
 
     again = Server(data_dir)

@@ -11,7 +11,6 @@ are announced over Redis. The model registry is ``<data-dir>/models`` in both. E
 from __future__ import annotations
 
 from liverec.backends.base import EVENTS_FILE, MODELS_DIR, STATE_FILE, Backend, OnCommit, state_config
-from liverec.registry import ModelRegistry
 from liverec.settings import Settings
 
 __all__ = [
@@ -21,7 +20,6 @@ __all__ = [
     "Backend",
     "OnCommit",
     "open_backend",
-    "open_registry",
     "state_config",
 ]
 
@@ -37,8 +35,3 @@ def open_backend(settings: Settings) -> Backend:
 
         return EmbeddedBackend(settings)
     raise ValueError(f"backend: expected 'embedded' or 'redis', got {settings.backend!r}")
-
-
-def open_registry(settings: Settings) -> ModelRegistry:
-    """``<data-dir>/models`` of the configured backend (with its announcer, if any)."""
-    return open_backend(settings).open_registry()

@@ -91,7 +91,9 @@ def load_settings(args: argparse.Namespace, **extra: Any) -> Settings:
         return Settings.load(getattr(args, "config", None), **overrides)
     except ValidationError as error:
         first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "settings"
+        if not first["loc"]:  # a rule over the settings as a whole: its message names what is wrong
+            raise UsageError(f"settings: {first['msg'].removeprefix('Value error, ')}") from None
+        field = ".".join(str(part) for part in first["loc"])
         raise UsageError(f"setting {field}: {first['msg']} (got {first.get('input')!r})") from None
 
 

@@ -140,25 +140,26 @@ def _register(
     fit: DistributedFit, dataset: Dataset, source: str, report: dict[str, Any], directory: Path, promote: bool
 ) -> str:
     """Register the fitted model in the data folder ``directory`` (and promote it); its version."""
-    from liverec.backends import open_registry
+    from liverec.backends import open_backend
     from liverec.settings import Settings
 
-    registry = open_registry(Settings.load(data_dir=directory))
     training = {
         "source": source,
         "distributed": {"world_size": fit.world.world_size, "dist_backend": fit.dist_backend},
         "fit_seconds": round(fit.fit_seconds, 3),
         "protocol": "leave-one-out (last event held out)",
     }
-    version = registry.register(
-        fit.model,
-        [str(item) for item in dataset.item_map.external_ids],
-        metrics={**report["test"], "users_evaluated": float(report["evaluated_users"])},
-        training=training,
-        user_ids=[str(user) for user in dataset.user_map.external_ids],
-    )
-    if promote:
-        registry.promote(version, reason=f"torchrun distributed fit, {fit.world.world_size} processes")
+    with open_backend(Settings.load(data_dir=directory)) as backend:  # the announcer's connection, if any
+        registry = backend.open_registry()
+        version = registry.register(
+            fit.model,
+            [str(item) for item in dataset.item_map.external_ids],
+            metrics={**report["test"], "users_evaluated": float(report["evaluated_users"])},
+            training=training,
+            user_ids=[str(user) for user in dataset.user_map.external_ids],
+        )
+        if promote:
+            registry.promote(version, reason=f"torchrun distributed fit, {fit.world.world_size} processes")
     return str(version)
 
 

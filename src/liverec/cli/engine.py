@@ -6,13 +6,15 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from liverec.cli.common import add_data_options, add_model_option, load_input, load_settings, model_params, progress
 from liverec.errors import UsageError
 
 if TYPE_CHECKING:
+    from liverec.backends import Backend
     from liverec.cli.common import Subparsers
+    from liverec.events.log import EventLog
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -97,7 +99,7 @@ def _add_data_dir_option(parser: argparse.ArgumentParser, default: str | None = 
     parser.add_argument("--config", metavar="FILE", help="settings TOML file (also LIVEREC_CONFIG)")
 
 
-def _open_log(backend: Any, *, apply: bool = False) -> Any:
+def _open_log(backend: Backend, *, apply: bool = False) -> EventLog:
     """The backend's event log; ``apply``: what is appended is applied to the state too where it is shared."""
     return backend.open_ingest_log() if apply else backend.open_log()
 

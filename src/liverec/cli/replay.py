@@ -113,11 +113,11 @@ def run(args: argparse.Namespace) -> int:
     params = model_params(args)
     params.setdefault("seed", args.seed)
     try:
-        create_model(args.model, **params)
+        model = create_model(args.model, **params)
     except (TypeError, ValueError) as error:
         raise UsageError(f"--param: {error}") from None
     arms = tuple(arm.strip() for arm in args.arms.split(","))
-    if "online" in arms and not create_model(args.model).supports_partial_fit:
+    if "online" in arms and not model.supports_partial_fit:
         raise UsageError(f"--model: {args.model!r} cannot learn online (no partial_fit); leave out the online arm")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise UsageError("--plot needs matplotlib: pip install 'liverec[plot]'")

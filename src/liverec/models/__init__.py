@@ -21,7 +21,10 @@ __all__ = [
 
 def create_model(name: str, **params: Any) -> Recommender:
     """A new, unfitted model by registry name, with hyperparameter overrides."""
-    return MODEL_REGISTRY[check_model_name(name)](**params)
+    model_cls = MODEL_REGISTRY.get(name)
+    if model_cls is None:
+        raise ValueError(f"model: unknown name {name!r}; expected one of {', '.join(sorted(MODEL_REGISTRY))}")
+    return model_cls(**params)
 
 
 def check_model_name(name: str) -> str:

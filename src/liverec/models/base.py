@@ -38,18 +38,18 @@ def register(cls: type[Recommender]) -> type[Recommender]:
 @dataclasses.dataclass(frozen=True)
 class UpdateOptions:
     """How one :meth:`Recommender.partial_fit` call trains, where the caller (the online learner) wants it to
-    differ from the model's own settings: ``learning_rate_multiplier`` scales the model's learning rate,
+    differ from the model's own settings: ``lr_multiplier`` scales the model's learning rate,
     ``epochs`` replaces its ``partial_fit_epochs``, ``batch_size`` its training batch (None: the model's own).
     A model without such a setting rejects the option (:meth:`Recommender.check_update_options`)."""
 
-    learning_rate_multiplier: float = 1.0
+    lr_multiplier: float = 1.0
     epochs: int | None = None
     batch_size: int | None = None
 
 
 #: UpdateOptions field -> the model config field it replaces during ``partial_fit``.
 _UPDATE_FIELDS = {
-    "learning_rate_multiplier": "learning_rate",
+    "lr_multiplier": "learning_rate",
     "epochs": "partial_fit_epochs",
     "batch_size": "batch_size",
 }
@@ -150,11 +150,11 @@ class Recommender(ABC):
         overrides: dict[str, Any] = {}
         for option, field in _UPDATE_FIELDS.items():
             value = getattr(options, option)
-            if value is None or (option == "learning_rate_multiplier" and value == 1.0):
+            if value is None or (option == "lr_multiplier" and value == 1.0):
                 continue
             if field not in fields:
-                raise ValueError(f"{option}: model {self.name!r} has no {field} setting to change")
-            overrides[field] = getattr(self.config, field) * value if option == "learning_rate_multiplier" else value
+                raise ValueError(f"{option}: model {self.name!r} has no {field}")
+            overrides[field] = getattr(self.config, field) * value if option == "lr_multiplier" else value
         return overrides
 
     def context_length(self) -> int | None:
@@ -300,7 +300,8 @@ class Recommender(ABC):
         raise NotImplementedError(f"model {self.name!r} takes no item features (takes_item_features is False)")
 
     def has_item_features(self) -> bool:
-        """True when the model was given item side features (so items joining online can be described)."""
+        """True when item side features shape the model's scores, so that items joining online should be
+        described (their features given) before the update that adds them."""
         return False
 
     def _check_fitted(self) -> None:

@@ -135,7 +135,7 @@ class OnlineLearner:
         self.model = model
         self.config = config if config is not None else LearnerConfig()
         self._options = UpdateOptions(
-            learning_rate_multiplier=self.config.lr_multiplier,
+            lr_multiplier=self.config.lr_multiplier,
             epochs=self.config.epochs,
             batch_size=self.config.batch_size,
         )

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from liverec.backends import EVENTS_FILE, MODELS_DIR
 from liverec.data.interactions import Histories, Interactions
 from liverec.evaluation.metrics import ndcg_at_ranks, single_target_ranks
 from liverec.events.log import EventLog, SQLiteEventLog, StoredEvent
@@ -42,6 +43,7 @@ from liverec.models.base import Recommender
 from liverec.online.learner import TUNED_LEARNER, LearnerConfig, OnlineLearner
 from liverec.pipeline import catalogue_metadata, read_log, train_and_register
 from liverec.registry import Announcer, LoadedModel, ModelRegistry
+from liverec.settings import Settings
 from liverec.state.store import State, StateConfig
 
 logger = logging.getLogger("liverec.updater")
@@ -132,9 +134,9 @@ class Updater:
         self.data_dir = Path(data_dir)
         self.config = config or UpdaterConfig()
         self.event_weights = dict(event_weights)
-        self.registry = ModelRegistry(self.data_dir / "models", announcer=announcer)
-        # the log it tails: the SQLite file read-only by default, the Redis stream in the scale-out deployment
-        self.log: EventLog = log if log is not None else SQLiteEventLog(self.data_dir / "events.db", readonly=True)
+        self.registry = ModelRegistry(self.data_dir / MODELS_DIR, announcer=announcer)
+        # the log it tails (the worker passes its backend's); by default the data folder's SQLite log, read-only
+        self.log: EventLog = log if log is not None else SQLiteEventLog(self.data_dir / EVENTS_FILE, readonly=True)
         self.state = State(state_config or StateConfig(event_weights=self.event_weights))
         self.learner: OnlineLearner | None = None
         self.version: str | None = None  # the version the learner's weights descend from
@@ -227,13 +229,13 @@ class Updater:
         return Interactions.from_arrays(rows_u, rows_i, timestamps, n_users=len(user_ids), n_items=len(item_ids))
 
     # -- the loop --------------------------------------------------------------------------------
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            if self.learner is None and not self.start():
-                stop.wait(self.config.poll_interval_s)
-                continue
-            if self.step() == 0:
-                stop.wait(self.config.poll_interval_s)
+    def run_once(self, stop: threading.Event) -> None:
+        """One turn of a worker's loop: load a model if none is yet, process a batch, and wait a poll interval
+        (or until ``stop``) when there was nothing to do."""
+        if self.learner is None and not self.start():
+            stop.wait(self.config.poll_interval_s)
+        elif self.step() == 0:
+            stop.wait(self.config.poll_interval_s)
 
     def step(self) -> int:
         """Process the next batch of events; returns how many were read."""
@@ -412,7 +414,7 @@ class Updater:
         self.log.close()
 
 
-def updater_config(settings: Any) -> UpdaterConfig:
+def updater_config(settings: Settings) -> UpdaterConfig:
     """The updater's part of :class:`liverec.settings.Settings`."""
     return UpdaterConfig(
         every_events=settings.updater_every_events,

@@ -10,10 +10,12 @@ log stream's consumer group ``state`` (the backend's :meth:`~liverec.backends.Ba
   else (``liverec import``). Entries a dead worker left pending are taken over after ``claim_idle_ms``
   (``XAUTOCLAIM``). Application is idempotent by offset (the state's applied bitmap), so redelivery never
   counts an event twice.
-* :class:`LeaderLease` makes one worker at a time the updater (the online updater reads the whole log from
-  its committed offset, so it must not be split across consumers). The lease is a Redis key with a TTL,
-  renewed at every step; when its holder dies, another worker takes over after at most ``ttl_s`` and
-  resumes from the newest registered version's offset (at-least-once, like a restart).
+* the backend's updater lease (Redis: :class:`~liverec.backends.redis.LeaderLease`) makes one worker at a
+  time the updater (the online updater reads the whole log from its committed offset, so it must not be
+  split across consumers). With Redis the lease is a key with a TTL, renewed at every step; when its holder
+  dies, another worker takes over after at most ``ttl_s`` and resumes from the newest registered version's
+  offset (at-least-once, like a restart). The embedded deployment has one worker per data folder: its
+  lease is always held.
 """
 
 from __future__ import annotations
@@ -23,13 +25,12 @@ import threading
 
 from liverec.backends import Backend
 from liverec.backends.base import consumer_name
-from liverec.backends.redis import LeaderLease
 from liverec.events.log import ConsumerGroupLog
 from liverec.state.base import StateStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LeaderLease", "StateApplier", "consumer_name", "run_worker"]
+__all__ = ["StateApplier", "run_worker"]
 
 
 class StateApplier:
@@ -115,11 +116,7 @@ def run_worker(backend: Backend, stop: threading.Event) -> None:
                     log=backend.open_log(readonly=True),
                     announcer=backend.announcer(),
                 )
-            if updater.learner is None and not updater.start():
-                stop.wait(updater.config.poll_interval_s)
-                continue
-            if updater.step() == 0:
-                stop.wait(updater.config.poll_interval_s)
+            updater.run_once(stop)
     finally:
         stop.set()
         if thread is not None:

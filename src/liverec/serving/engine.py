@@ -37,7 +37,7 @@ from liverec.state.base import StateStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Engine", "RecommendRequest", "Recommendation", "ServingModel", "rebuild_state"]
+__all__ = ["Engine", "RecommendRequest", "Recommendation", "ServingModel"]
 
 
 @dataclass(frozen=True)
@@ -187,14 +187,22 @@ class Engine:
         self._own_backend = backend is None
         self.backend = backend if backend is not None else open_backend(settings)
         self.state_config = self.backend.state_config
-        self.state: StateStore = self.backend.open_state()
-        # the log applies each commit to the state in its writer, before the append returns
-        self.log: EventLog = self.backend.open_log(on_commit=self.state.apply)
-        self.registry = self.backend.open_registry()
         self._serving: ServingModel | None = None
         self._model_stamp = -1.0
         self._swap_lock = threading.Lock()
-        self.maybe_swap_model()
+        log: EventLog | None = None
+        try:
+            self.state: StateStore = self.backend.open_state()
+            # the log applies each commit to the state in its writer, before the append returns
+            self.log: EventLog = (log := self.backend.open_log(on_commit=self.state.apply))
+            self.registry = self.backend.open_registry()
+            self.maybe_swap_model()
+        except BaseException:  # a failed start (a corrupt model, say) leaves no writer or connection open
+            if log is not None:
+                log.close()
+            if self._own_backend:
+                self.backend.close()
+            raise
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._unsubscribe: Callable[[], None] | None = None
@@ -465,11 +473,3 @@ class Engine:
         self.snapshot()
         if self._own_backend:
             self.backend.close()
-
-
-def rebuild_state(settings: Settings) -> StateStore:
-    """Rebuild the configured backend's state from its whole event log (``liverec rebuild``).
-
-    The Redis state returned keeps its backend's client open, so that it can still be read.
-    """
-    return open_backend(settings).rebuild_state()

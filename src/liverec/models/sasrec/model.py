@@ -104,7 +104,8 @@ class SASRec(Recommender):
         return self.config.max_len
 
     def has_item_features(self) -> bool:
-        return self.item_features is not None
+        # features given to a model with side_features off are kept but never read (id-only model)
+        return self.config.side_features and self.item_features is not None
 
     def set_item_features(self, features: sp.spmatrix | np.ndarray | None, names: Sequence[str] | None = None) -> Self:
         """Give the items' side features (genres, categories): a ``[n_items, n_features]`` 0/1 matrix.
