@@ -230,6 +230,10 @@ def test_generate_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[st
     [
         (["generate", "--events", "10", "--users", "100", "--output", "unused.csv"], "n_events"),
         (["compare", "--models", "pop,nope"], "--models: unknown model 'nope'"),
+        (
+            ["replay", "--synthetic", "3000", "--model", "pop", "--lr-multiplier", "2", "--arms", "online"],
+            "--lr-multiplier: model 'pop' has no learning_rate",
+        ),
     ],
 )
 def test_synthetic_commands_reject_bad_values(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -50,6 +50,13 @@ def load_input(args: argparse.Namespace) -> tuple[Dataset, str]:
     return load_source(args.data, synthetic=args.synthetic, seed=args.seed, format=args.format, **columns)
 
 
+def add_stream_options(parser: argparse.ArgumentParser, *, events: int) -> None:
+    """``--events/--users/--items``: the size of a synthetic stream (read by :func:`generate_dataset`)."""
+    parser.add_argument("--events", type=int, default=events, help=f"number of events (default {events})")
+    parser.add_argument("--users", type=int, default=2_000, help="number of users (default 2000)")
+    parser.add_argument("--items", type=int, default=1_000, help="number of items (default 1000)")
+
+
 def generate_dataset(args: argparse.Namespace) -> Dataset:
     """The synthetic dataset asked for by ``--events/--users/--items/--seed``; bad sizes are usage errors."""
     try:

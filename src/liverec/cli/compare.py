@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
-from liverec.cli.common import generate_dataset
+from liverec.cli.common import add_stream_options, generate_dataset
 from liverec.data.splits import leave_one_out
 from liverec.errors import UsageError
 from liverec.evaluation.protocols import evaluate_ranking
@@ -23,9 +23,7 @@ def add_parser(subparsers: Subparsers) -> None:
         description="Generate a synthetic stream with a known structure and compare the "
         "baselines on it under leave-one-out full ranking.",
     )
-    compare.add_argument("--events", type=int, default=200_000, help="number of events (default 200000)")
-    compare.add_argument("--users", type=int, default=2_000, help="number of users (default 2000)")
-    compare.add_argument("--items", type=int, default=1_000, help="number of items (default 1000)")
+    add_stream_options(compare, events=200_000)
     compare.add_argument(
         "--models",
         default="pop,pop-decay,pop-recent,itemknn,ease,mf-bpr,mf-bce",

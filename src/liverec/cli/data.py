@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from liverec.cli.common import add_data_options, generate_dataset, load_input
+from liverec.cli.common import add_data_options, add_stream_options, generate_dataset, load_input
 from liverec.data.loaders import describe
 
 if TYPE_CHECKING:
@@ -29,9 +29,7 @@ def add_parser(subparsers: Subparsers) -> None:
         description="Generate a seeded synthetic stream (drifting tastes, popularity waves, "
         "sequences, new items) and write it as CSV, TSV or Parquet.",
     )
-    gen.add_argument("--events", type=int, default=100_000, help="number of events (default 100000)")
-    gen.add_argument("--users", type=int, default=2_000, help="number of users (default 2000)")
-    gen.add_argument("--items", type=int, default=1_000, help="number of items (default 1000)")
+    add_stream_options(gen, events=100_000)
     gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     gen.add_argument("--output", required=True, help="output file (.csv, .tsv or .parquet)")
     gen.set_defaults(handler=run_generate)

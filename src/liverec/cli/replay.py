@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from liverec.cli.common import add_data_options, add_model_option, dataset_report, load_input, model_params, progress
 from liverec.errors import UsageError
-from liverec.models import create_model
+from liverec.models import Recommender, create_model
 
 if TYPE_CHECKING:
     from liverec.cli.common import Subparsers
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--model: {args.model!r} cannot learn online (no partial_fit); leave out the online arm")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise UsageError("--plot needs matplotlib: pip install 'liverec[plot]'")
-    config = _replay_config(args, params, arms)
+    config = _replay_config(args, params, arms, model)
     started = time.perf_counter()
     dataset, source = load_input(args)
     load_seconds = time.perf_counter() - started
@@ -141,11 +141,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay_config(args: argparse.Namespace, params: dict[str, Any], arms: tuple[str, ...]) -> ReplayConfig:
+def _replay_config(
+    args: argparse.Namespace, params: dict[str, Any], arms: tuple[str, ...], model: Recommender
+) -> ReplayConfig:
     """The replay's configuration from the flags; an invalid value is a usage error naming its flag."""
     from liverec.evaluation.replay import ReplayConfig
-    from liverec.online import LearnerConfig
-    from liverec.online.learner import TUNED_LEARNER
+    from liverec.models.base import UpdateOptions
+    from liverec.online.learner import TUNED_LEARNER, LearnerConfig
 
     tuned = TUNED_LEARNER.get(args.model, {})
     try:
@@ -159,6 +161,10 @@ def _replay_config(args: argparse.Namespace, params: dict[str, Any], arms: tuple
             relearn_history=args.relearn_history,
             seed=args.seed,
         )
+        if "online" in arms:  # the learner's options must be ones the model has (else it fails mid-replay)
+            model.check_update_options(
+                UpdateOptions(lr_multiplier=learner.lr_multiplier, epochs=learner.epochs, batch_size=learner.batch_size)
+            )
         return ReplayConfig(
             model=args.model,
             params=params,
