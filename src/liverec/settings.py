@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(10_000, ge=1, description="most events in one POST /v1/events")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413 above)")
     max_context_bytes: int = Field(4096, ge=0, description="largest event `context` object, as compact JSON")
+    max_future_skew_s: float | None = Field(
+        86_400.0, ge=0, description="events timestamped further ahead of the server's clock are refused (none: any)"
+    )
     synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL", description="SQLite synchronous mode: FULL survives power loss, NORMAL only process crashes"
     )

@@ -224,7 +224,7 @@ events = st.builds(
     user_id=ids,
     item_id=ids,
     type=st.sampled_from(sorted(DEFAULT_EVENT_TYPES)),
-    timestamp=st.floats(min_value=1e-3, max_value=4e9, allow_nan=False),
+    timestamp=st.floats(min_value=1e-3, max_value=time.time(), allow_nan=False),  # the future is refused
     value=st.none() | st.floats(allow_nan=False, allow_infinity=False),
     context=contexts,
     recommendation_id=st.none() | st.text(min_size=1, max_size=128),
@@ -240,3 +240,19 @@ def test_valid_events_round_trip(batch: list[Event], as_ndjson: bool) -> None:
     else:
         raw, content_type = json.dumps(objects).encode(), "application/json"
     assert parse_events(raw, content_type, CONFIG) == batch
+
+
+def test_future_timestamps_beyond_the_skew_are_refused_and_the_limit_can_be_lifted() -> None:
+    body = json.dumps(
+        [
+            {"user_id": "u", "item_id": "a", "type": "view", "timestamp": time.time() + 30},
+            {"user_id": "u", "item_id": "b", "type": "view", "timestamp": time.time() + 7_200},
+            {"user_id": "u", "item_id": "c", "type": "view", "timestamp": "2100-01-01T00:00:00+00:00"},
+        ]
+    ).encode()
+    with pytest.raises(EventValidationError) as raised:
+        parse_events(body, "application/json", EventConfig(max_future_skew_s=3_600.0))
+    assert [(e["index"], e["field"]) for e in raised.value.errors] == [(1, "timestamp"), (2, "timestamp")]
+    assert len(parse_events(body, "application/json", EventConfig(max_future_skew_s=None))) == 3
+    with pytest.raises(ValueError, match="max_future_skew_s"):
+        EventConfig(max_future_skew_s=-1.0)

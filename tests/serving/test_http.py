@@ -121,6 +121,37 @@ def test_every_validation_error_is_named_and_nothing_is_stored(server: Server) -
     assert bad_item.status_code == 422 and "categories" in bad_item.text
 
 
+def test_hostile_numbers_and_times_get_422_never_500(server: Server) -> None:
+    """NaN or Infinity anywhere in a body is named in a 422 (JSON cannot echo them back as numbers); an event
+    from the far future, which would lead time-decayed popularity for years, is refused, ISO or numeric."""
+    headers = {"content-type": "application/json"}
+    for method, path, body, field in [
+        ("post", "/v1/recommendations", '{"items": ["1"], "k": NaN}', "k"),
+        ("put", "/v1/items/hostile", '{"available": NaN}', "available"),
+        ("put", "/v1/items/hostile", '{"attributes": {"a": Infinity}}', "attributes"),
+    ]:
+        response = server.client.request(method.upper(), path, content=body, headers=headers)
+        assert response.status_code == 422, (path, response.text)
+        (error,) = response.json()["detail"]
+        assert error["loc"][-1] == field and error["input"] in ("nan", "inf", {"a": "inf"})
+    assert server.client.get("/v1/items/hostile").status_code == 404, "nothing was stored"
+
+    future = [
+        {"user_id": "far", "item_id": "now", "type": "view"},
+        {"user_id": "far", "item_id": "later", "type": "view", "timestamp": "2100-01-01T00:00:00Z"},
+        {"user_id": "far", "item_id": "later", "type": "view", "timestamp": 99_999_999_999},
+    ]
+    response = server.client.post("/v1/events", json=future)
+    assert response.status_code == 422
+    errors = response.json()["detail"]
+    assert [(e["index"], e["field"]) for e in errors] == [(1, "timestamp"), (2, "timestamp")]
+    assert all("max_future_skew_s" in e["reason"] for e in errors)
+    assert server.client.get("/v1/users/far").status_code == 404, "the batch is atomic"
+    soon = time.time() + 3600  # within the default day of clock skew
+    ok = [{"user_id": "far", "item_id": "soon", "type": "view", "timestamp": soon}]
+    assert server.client.post("/v1/events", json=ok).status_code == 200
+
+
 def test_oversized_bodies_and_batches_get_413(data_dir: Path) -> None:
     server = Server(data_dir, env={"LIVEREC_MAX_BODY_BYTES": "2048", "LIVEREC_MAX_BATCH": "5"})
     try:

@@ -68,10 +68,15 @@ class EventConfig:
     max_context_bytes: int = 4096
     max_id_length: int = 256
     max_body_bytes: int = 16 * 1024 * 1024
+    #: how far ahead of the server's clock a timestamp may be (seconds; None: no limit). One event from the
+    #: far future would otherwise lead time-decayed popularity for as long as that future is away.
+    max_future_skew_s: float | None = 86_400.0
 
     def __post_init__(self) -> None:
         if not self.event_types:
             raise ValueError("EventConfig.event_types: at least one event type is needed")
+        if self.max_future_skew_s is not None and not self.max_future_skew_s >= 0:
+            raise ValueError(f"max_future_skew_s: expected a number >= 0 or None, got {self.max_future_skew_s!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +194,29 @@ def parse_events(body: bytes, content_type: str | None, config: EventConfig) -> 
         models = _batch_adapter(event_model(config)).validate_python(items)
     except ValidationError as invalid:
         errors += _field_errors(invalid, positions, config)
+    else:
+        errors += _future_errors(models, positions, config.max_future_skew_s)
     if errors:
         raise EventValidationError(sorted(errors, key=lambda e: e["index"]))
     return _to_events(models)
+
+
+def _future_errors(models: list[Any], positions: list[int], max_skew_s: float | None) -> list[dict[str, Any]]:
+    """One error per event whose timestamp is more than ``max_skew_s`` ahead of the server's clock."""
+    if max_skew_s is None:
+        return []
+    latest = time.time() + max_skew_s
+    return [
+        _error(
+            position,
+            "timestamp",
+            model.timestamp,
+            f"is {model.timestamp - time.time():,.0f} s in the future; at most {max_skew_s:,.0f} s "
+            "ahead of the server's clock is accepted (setting max_future_skew_s)",
+        )
+        for model, position in zip(models, positions, strict=True)
+        if model.timestamp is not None and model.timestamp > latest
+    ]
 
 
 def _split_json(body: bytes) -> tuple[list[Any], list[int], list[dict[str, Any]]]:

@@ -8,12 +8,17 @@ shapes the answer. ``/metrics`` is Prometheus text; ``/docs`` is the OpenAPI UI.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from liverec import __version__
 from liverec.serving.batching import Batcher
@@ -23,6 +28,23 @@ from liverec.serving.metrics import Metrics, MetricsMiddleware
 from liverec.serving.routes import events, items, models, operations, recommendations, users
 
 __all__ = ["create_app"]
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every NaN or Infinity replaced by its name (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's 422 answer, with input that JSON cannot carry (NaN, Infinity) named instead of crashing."""
+    errors = error.errors() if isinstance(error, RequestValidationError) else []
+    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(errors))})
 
 
 @asynccontextmanager
@@ -44,6 +66,7 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
         lifespan=_lifespan,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)
     # Scoring runs on a small pool of its own: many threads running small torch ops at once mostly fight
     # over the GIL (docs/architecture.md, "Scoring has a thread of its own").
     pool = ThreadPoolExecutor(max_workers=settings.compute_threads, thread_name_prefix="liverec-compute")

@@ -183,6 +183,7 @@ class Engine:
             max_batch=settings.max_batch,
             max_context_bytes=settings.max_context_bytes,
             max_body_bytes=settings.max_body_bytes,
+            max_future_skew_s=settings.max_future_skew_s,
         )
         self._own_backend = backend is None
         self.backend = backend if backend is not None else open_backend(settings)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 __all__ = ["ItemIn", "RecommendationOut", "ScoredItem", "SessionRequest"]
+
+
+def _finite_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The value itself when it is JSON without NaN or Infinity (they would be stored as null)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise ValueError("must not contain NaN or Infinity") from None
+    return value
 
 
 class ItemIn(BaseModel):
@@ -14,7 +24,7 @@ class ItemIn(BaseModel):
     title: str | None = Field(None, max_length=1000)
     categories: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=100)
     available: bool = True
-    attributes: dict[str, Any] | None = None
+    attributes: Annotated[dict[str, Any] | None, AfterValidator(_finite_json)] = None
 
 
 class ScoredItem(BaseModel):
