@@ -152,6 +152,21 @@ def test_hostile_numbers_and_times_get_422_never_500(server: Server) -> None:
     assert server.client.post("/v1/events", json=ok).status_code == 200
 
 
+def test_ids_follow_one_rule_on_every_route(server: Server) -> None:
+    """1 to 256 characters after stripping surrounding whitespace, in a body or in a path, written or read."""
+    client = server.client
+    assert client.put("/v1/items/" + "x" * 257, json={"title": "long"}).status_code == 422
+    assert client.get("/v1/users/" + "u" * 257).status_code == 422
+    assert client.get("/v1/items/%20%20/similar").status_code == 422
+    assert client.put("/v1/items/%20padded%20", json={"title": "P"}).json()["item_id"] == "padded"
+    assert client.get("/v1/items/padded").json()["title"] == "P" == client.get("/v1/items/%20padded").json()["title"]
+    assert client.post("/v1/events", json=[{"user_id": " spaced ", "item_id": "padded", "type": "view"}]).is_success
+    for path in ("/v1/users/spaced", "/v1/users/%20spaced%20"):
+        assert client.get(path).json()["recent_items"] == ["padded"]
+    session = client.post("/v1/recommendations", json={"items": [" padded "], "k": 3, "exclude_seen": True}).json()
+    assert "padded" not in {item["item_id"] for item in session["items"]}, "the stripped id is the seen item"
+
+
 def test_oversized_bodies_and_batches_get_413(data_dir: Path) -> None:
     server = Server(data_dir, env={"LIVEREC_MAX_BODY_BYTES": "2048", "LIVEREC_MAX_BATCH": "5"})
     try:

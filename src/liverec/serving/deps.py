@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
+from pydantic import StringConstraints
 
 from liverec.serving.batching import Batcher
 from liverec.serving.engine import Engine, Recommendation, RecommendRequest
@@ -18,10 +19,12 @@ from liverec.settings import Settings
 
 __all__ = [
     "EngineDep",
+    "ItemIdPath",
     "MetricsDep",
     "RecommendBatcher",
     "RecommendService",
     "RecommendServiceDep",
+    "UserIdPath",
     "check_k",
     "get_engine",
     "get_metrics",
@@ -58,6 +61,15 @@ async def get_recommend_service(request: Request) -> RecommendService:
     service: RecommendService = request.app.state.recommend_service
     return service
 
+
+#: An id in a route's path: the rule of the events schema (surrounding whitespace stripped, 1-256 characters),
+#: so an id is the same id whichever route it comes through.
+ItemIdPath = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256), Path(description="an item id")
+]
+UserIdPath = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256), Path(description="a user id")
+]
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

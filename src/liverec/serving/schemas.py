@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = ["ItemIn", "RecommendationOut", "ScoredItem", "SessionRequest"]
 
@@ -46,7 +46,7 @@ class RecommendationOut(BaseModel):
 
 class SessionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    items: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+    items: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]] = Field(
         ..., min_length=1, max_length=1000, description="the session's item ids, oldest first"
     )
     k: int = Field(10, ge=1)

@@ -6,26 +6,26 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response
 
-from liverec.serving.deps import EngineDep
+from liverec.serving.deps import EngineDep, ItemIdPath
 from liverec.serving.schemas import ItemIn
 
 router = APIRouter()
 
 
 @router.put("/v1/items/{item_id}", tags=["items"])
-def put_item(item_id: str, item: ItemIn, engine: EngineDep) -> dict[str, Any]:
+def put_item(item_id: ItemIdPath, item: ItemIn, engine: EngineDep) -> dict[str, Any]:
     return engine.put_item(item_id, **item.model_dump())
 
 
 @router.delete("/v1/items/{item_id}", tags=["items"], status_code=204)
-def delete_item(item_id: str, engine: EngineDep) -> Response:
+def delete_item(item_id: ItemIdPath, engine: EngineDep) -> Response:
     if not engine.delete_item(item_id):
         raise HTTPException(404, detail=f"item_id {item_id!r}: no such item")
     return Response(status_code=204)
 
 
 @router.get("/v1/items/{item_id}", tags=["items"])
-def get_item(item_id: str, engine: EngineDep) -> dict[str, Any]:
+def get_item(item_id: ItemIdPath, engine: EngineDep) -> dict[str, Any]:
     item = engine.get_item(item_id)
     if item is None:
         raise HTTPException(404, detail=f"item_id {item_id!r}: no such item")

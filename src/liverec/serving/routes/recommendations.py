@@ -12,7 +12,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
 
-from liverec.serving.deps import EngineDep, MetricsDep, RecommendServiceDep, check_k, split_categories
+from liverec.serving.deps import (
+    EngineDep,
+    ItemIdPath,
+    MetricsDep,
+    RecommendServiceDep,
+    UserIdPath,
+    check_k,
+    split_categories,
+)
 from liverec.serving.engine import RecommendRequest
 from liverec.serving.schemas import RecommendationOut, SessionRequest
 
@@ -25,7 +33,7 @@ def build_router(default_k: int) -> APIRouter:
 
     @router.get("/v1/items/{item_id}/similar", tags=["recommendations"])
     def similar(
-        item_id: str, engine: EngineDep, metrics: MetricsDep, k: Annotated[int, Query(ge=1)] = default_k
+        item_id: ItemIdPath, engine: EngineDep, metrics: MetricsDep, k: Annotated[int, Query(ge=1)] = default_k
     ) -> dict[str, Any]:
         answer = engine.similar(item_id, check_k(k, engine.settings))
         if answer is None:
@@ -43,7 +51,7 @@ def build_router(default_k: int) -> APIRouter:
         responses={200: {"model": RecommendationOut}},
     )
     async def recommend(
-        user_id: str,
+        user_id: UserIdPath,
         service: RecommendServiceDep,
         k: Annotated[int, Query(ge=1)] = default_k,
         exclude_seen: bool = True,

@@ -6,13 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from liverec.serving.deps import EngineDep
+from liverec.serving.deps import EngineDep, UserIdPath
 
 router = APIRouter()
 
 
 @router.get("/v1/users/{user_id}", tags=["users"])
-def get_user(user_id: str, engine: EngineDep) -> dict[str, Any]:
+def get_user(user_id: UserIdPath, engine: EngineDep) -> dict[str, Any]:
     recent = engine.user_history(user_id)
     if recent is None:
         raise HTTPException(404, detail=f"user_id {user_id!r}: no events for this user")
