@@ -175,6 +175,21 @@ def test_oversized_bodies_and_batches_get_413(data_dir: Path) -> None:
         six = [{"user_id": "u", "item_id": f"i{n}", "type": "view"} for n in range(6)]
         assert server.client.post("/v1/events", json=six).status_code == 413
         assert server.client.post("/v1/events", json=six[:5]).status_code == 200
+        # every route has the limit, with or without a declared length
+        title = {"title": "t" * 1000, "categories": ["c" * 200] * 10}
+        assert server.client.put("/v1/items/big", json=title).status_code == 413
+        assert server.client.get("/v1/items/big").status_code == 404, "nothing was stored"
+        session = {"items": [f"i{n}" for n in range(400)], "k": 5}
+        too_large = server.client.post("/v1/recommendations", json=session)
+        assert too_large.status_code == 413 and "2048" in too_large.json()["detail"]
+        chunked = server.client.post(
+            "/v1/recommendations",
+            content=iter([json.dumps(session).encode()[:1500], json.dumps(session).encode()[1500:]]),
+            headers={"content-type": "application/json"},
+        )
+        assert chunked.status_code == 413
+        small = server.client.post("/v1/recommendations", json={"items": ["i1"], "k": 5})
+        assert small.status_code == 200
     finally:
         server.stop()
 

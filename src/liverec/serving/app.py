@@ -24,6 +24,7 @@ from liverec import __version__
 from liverec.serving.batching import Batcher
 from liverec.serving.deps import RecommendService
 from liverec.serving.engine import Engine
+from liverec.serving.limits import BodyLimitMiddleware
 from liverec.serving.metrics import Metrics, MetricsMiddleware
 from liverec.serving.routes import events, items, models, operations, recommendations, users
 
@@ -65,6 +66,8 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
         description="Real-time personalised recommendations: events in, fresh top-K out.",
         lifespan=_lifespan,
     )
+    # the body limit runs inside the metrics middleware, so a 413 is counted like any answer
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)
     # Scoring runs on a small pool of its own: many threads running small torch ops at once mostly fight

@@ -1,0 +1,62 @@
+"""The request-body limit of every route: a body over ``max_body_bytes`` is answered 413 before a route sees it.
+
+A pure ASGI middleware: a declared ``Content-Length`` over the limit is refused at once; otherwise the body is
+read up to the limit (a chunked body without a length too) and handed to the route unchanged, so no route,
+and no JSON parser behind it, ever holds more than the limit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+from starlette.types import ASGIApp, Message, Scope
+
+__all__ = ["BodyLimitMiddleware"]
+
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class BodyLimitMiddleware:
+    """413 ``{"detail": ...}`` for a request body of more than ``max_bytes`` bytes, on every route."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send, f"body of {int(declared)} bytes exceeds {self.max_bytes}")
+            return
+        messages: list[Message] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":  # the client went away: let the route see it
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._refuse(send, f"body exceeds {self.max_bytes} bytes")
+                return
+            more = bool(message.get("more_body", False))
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+        replay = [{"type": "http.request", "body": body, "more_body": False}] + [
+            m for m in messages if m["type"] != "http.request"
+        ]
+
+        async def replayed() -> Message:
+            return replay.pop(0) if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+    async def _refuse(self, send: Send, detail: str) -> None:
+        payload = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
