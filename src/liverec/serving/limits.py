@@ -1,8 +1,9 @@
 """The request-body limit of every route: a body over ``max_body_bytes`` is answered 413 before a route sees it.
 
-A pure ASGI middleware: a declared ``Content-Length`` over the limit is refused at once; otherwise the body is
-read up to the limit (a chunked body without a length too) and handed to the route unchanged, so no route,
-and no JSON parser behind it, ever holds more than the limit.
+A pure ASGI middleware: a declared ``Content-Length`` over the limit is refused at once (within it, the server
+delivers no more than declared, and the request passes untouched); a chunked body, which declares no length,
+is read up to the limit and handed to the route unchanged. So no route, and no JSON parser behind it, ever
+holds more than the limit.
 """
 
 from __future__ import annotations
@@ -29,9 +30,16 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send, f"body of {int(declared)} bytes exceeds {self.max_bytes}")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:  # the server delivers no more than the declared length
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                await self._refuse(send, f"body of {int(declared)} bytes exceeds {self.max_bytes}")
+                return
+            await self.app(scope, receive, send)
+            return
+        if b"transfer-encoding" not in headers:  # no body at all
+            await self.app(scope, receive, send)
             return
         messages: list[Message] = []
         size, more = 0, True
