@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("liverec.state",),  # what the engine knows now
     ("liverec.registry",),  # model versions on disk
     ("liverec.settings",),
-    ("liverec.backends",),  # embedded or Redis: the one place that knows which
+    ("liverec.backends", "liverec.access"),  # embedded or Redis: the one place that knows which; API keys, audit
     ("liverec.pipeline",),  # batch steps around the log: import, read, train and register
     ("liverec.online",),  # the updater process and the Redis worker
     ("liverec.serving",),  # the engine and the HTTP app

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from liverec.access import KEYS_FILE, open_key_store
 from liverec.backends import EVENTS_FILE, MODELS_DIR
 from liverec.data.interactions import Dataset
 from liverec.data.synthetic import SyntheticConfig, generate
@@ -57,14 +58,22 @@ def synthetic_dataset(smoke: bool, seed: int) -> Dataset:
     return generate(config)[0]
 
 
-def _request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
+@dataclass(frozen=True)
+class _Api:
+    """The demo's client: the server's URL and the API key it sends."""
+
+    url: str
+    key: str
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"content-type": "application/json", "authorization": f"Bearer {self.key}"}
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
 
 
 def _say(text: str = "") -> None:
@@ -107,7 +116,9 @@ def run_demo(options: DemoOptions) -> int:
         f"HR@10 {trained.metrics['hr@10']:.4f}, NDCG@10 {trained.metrics['ndcg@10']:.4f}"
     )
 
-    # 3. serve
+    # 3. serve, with an API key (every route but /health and /ready asks for one once a key exists)
+    _, key = open_key_store(settings).create("demo", frozenset({"admin"}))
+    _say(f"key        {key}  (name 'demo', scope admin; only its hash is kept, in {KEYS_FILE})")
     engine = Engine(settings)
     server = BackgroundServer(settings, engine)
     try:
@@ -115,31 +126,34 @@ def run_demo(options: DemoOptions) -> int:
     except RuntimeError as error:
         engine.close()
         raise RuntimeError(f"{error}; try --port 0 (any free port)") from None
+    api = _Api(url, key)
+    auth = '-H "authorization: Bearer $LIVEREC_KEY"'
     _say(f"serve      {url}  (model {engine.model_version}; OpenAPI {url}/docs, metrics {url}/metrics)")
     worker = start_worker_process(settings)
     _say(f"updater    learning from the stream in process {worker.pid} (liverec worker)")
     try:
-        _show_live_update(url, dataset, order, n_past)
-        _replay(url, dataset, order[n_past:], batch=500)
-        status, ready = _request("GET", f"{url}/ready")
+        _show_live_update(api, dataset, order, n_past)
+        _replay(api, dataset, order[n_past:], batch=500)
+        status, ready = api.call("GET", "/ready")
         _say(f"ready      {status} {json.dumps(ready)}")
-        _show_models(url, wait=10.0 if options.smoke else 30.0)
+        _show_models(api, wait=10.0 if options.smoke else 30.0)
         _say(f"done in {time.perf_counter() - started:.1f}s")
         user = str(dataset.user_map.external_ids[0])
         item = str(dataset.item_map.external_ids[0])
         _say("\ntry it (the server keeps running until Ctrl-C):" if not options.smoke else "\nwhat to try:")
-        _say(f"  curl -s '{url}/v1/users/{user}/recommendations?k=5'")
+        _say(f"  export LIVEREC_KEY={key}")
+        _say(f"  curl -s {auth} '{url}/v1/users/{user}/recommendations?k=5'")
         _say(
-            f"  curl -s -X POST {url}/v1/events -H 'content-type: application/json' "
+            f"  curl -s {auth} -X POST {url}/v1/events -H 'content-type: application/json' "
             f'-d \'[{{"user_id": "{user}", "item_id": "{item}", "type": "purchase"}}]\''
         )
-        _say(f"  curl -s '{url}/v1/users/{user}/recommendations?k=5'   # changed by the purchase")
-        _say(f"  curl -s '{url}/v1/items/{item}/similar?k=5'")
+        _say(f"  curl -s {auth} '{url}/v1/users/{user}/recommendations?k=5'   # changed by the purchase")
+        _say(f"  curl -s {auth} '{url}/v1/items/{item}/similar?k=5'")
         _say(
-            f"  curl -s -X POST {url}/v1/recommendations -H 'content-type: application/json' "
+            f"  curl -s {auth} -X POST {url}/v1/recommendations -H 'content-type: application/json' "
             f'-d \'{{"items": ["{item}"], "k": 5}}\''
         )
-        _say(f"  open {url}/docs   and   {url}/metrics")
+        _say(f"  open {url}/docs (Authorize: the key)   and   curl -s {auth} {url}/metrics")
         _say(f"later: liverec serve --data-dir {options.data_dir}")
         if not options.smoke:
             while True:
@@ -154,11 +168,11 @@ def run_demo(options: DemoOptions) -> int:
     return 0
 
 
-def _show_models(url: str, wait: float) -> None:
+def _show_models(api: _Api, wait: float) -> None:
     """The versions the updater has registered so far (it learns from the replayed events)."""
     deadline = time.monotonic() + wait
     while True:
-        _, models = _request("GET", f"{url}/v1/models")
+        _, models = api.call("GET", "/v1/models")
         if len(models["versions"]) > 1 or time.monotonic() > deadline:
             break
         time.sleep(1.0)
@@ -171,7 +185,7 @@ def _show_models(url: str, wait: float) -> None:
         )
 
 
-def _show_live_update(url: str, dataset: Dataset, order: np.ndarray, n_past: int) -> None:
+def _show_live_update(api: _Api, dataset: Dataset, order: np.ndarray, n_past: int) -> None:
     """Pick a user, show their top-5, send three events they make later in the stream, show it again."""
     inter = dataset.interactions
     future = order[n_past:]
@@ -181,7 +195,7 @@ def _show_live_update(url: str, dataset: Dataset, order: np.ndarray, n_past: int
     user_index = int(users[np.argmax(counts)])
     rows = future[inter.user_ids[future] == user_index][:3]
     user = str(dataset.user_map.external_ids[user_index])
-    _, before = _request("GET", f"{url}/v1/users/{user}/recommendations?k=5")
+    _, before = api.call("GET", f"/v1/users/{user}/recommendations?k=5")
     events = [
         {
             "user_id": user,
@@ -193,10 +207,10 @@ def _show_live_update(url: str, dataset: Dataset, order: np.ndarray, n_past: int
         for r in rows
     ]
     ack_started = time.perf_counter()
-    status, ack = _request("POST", f"{url}/v1/events", events)
+    status, ack = api.call("POST", "/v1/events", events)
     ack_ms = (time.perf_counter() - ack_started) * 1000
     rec_started = time.perf_counter()
-    _, after = _request("GET", f"{url}/v1/users/{user}/recommendations?k=5")
+    _, after = api.call("GET", f"/v1/users/{user}/recommendations?k=5")
     rec_ms = (time.perf_counter() - rec_started) * 1000
     _say(f"\nuser {user} before: {[i['item_id'] for i in before['items']]}")
     _say(f"  sends {len(events)} events {[e['item_id'] for e in events]} -> HTTP {status} {ack} in {ack_ms:.1f} ms")
@@ -208,7 +222,7 @@ def _show_live_update(url: str, dataset: Dataset, order: np.ndarray, n_past: int
         raise RuntimeError(f"events were not accepted: HTTP {status} {ack}")
 
 
-def _replay(url: str, dataset: Dataset, rows: np.ndarray, batch: int) -> None:
+def _replay(api: _Api, dataset: Dataset, rows: np.ndarray, batch: int) -> None:
     """Send the rest of the stream over HTTP in batches, as a live feed would."""
     inter = dataset.interactions
     types = np.asarray(inter.event_type_names, dtype=object)[inter.event_types]
@@ -228,7 +242,7 @@ def _replay(url: str, dataset: Dataset, rows: np.ndarray, batch: int) -> None:
             }
             for r in chunk.tolist()
         ]
-        status, answer = _request("POST", f"{url}/v1/events", body)
+        status, answer = api.call("POST", "/v1/events", body)
         if status != 200:
             raise RuntimeError(f"replay batch at {start} rejected: HTTP {status} {answer}")
         sent += len(chunk)

@@ -104,6 +104,18 @@ class Settings(BaseSettings):
     )
     retrain_interval_s: float | None = Field(None, gt=0, description="periodic full retraining (off when unset)")
 
+    # -- access control (serving.auth; docs/deployment.md, "Security") ------------------------------
+    auth: bool = Field(
+        True, description="require an API key on every route but /health and /ready once a key exists (false: none)"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins a browser may call the API from (CORS; empty: none)"
+    )
+    rate_limit_per_s: float | None = Field(
+        None, gt=0, description="requests per second each API key may make, on average (none: no limit)"
+    )
+    rate_limit_burst: int = Field(50, ge=1, description="requests a key may make at once above its rate")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field("json", description="structured JSON lines or plain text")
     access_log: bool = Field(False, description="one log line per HTTP request")

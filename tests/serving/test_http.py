@@ -112,7 +112,8 @@ def test_every_validation_error_is_named_and_nothing_is_stored(server: Server) -
     assert by_index[6]["field"] == "colour"
     assert before.status_code == 404 and server.client.get("/v1/users/mixed").status_code == 404, "batch is atomic"
 
-    assert server.client.post("/v1/events", content=b"{not json").status_code == 422
+    not_json = server.client.post("/v1/events", content=b"{not json", headers={"content-type": "application/json"})
+    assert not_json.status_code == 422
     assert server.client.post("/v1/events", json=[]).status_code == 422
     bad_k = server.client.get("/v1/users/u/recommendations", params={"k": 0})
     assert bad_k.status_code == 422 and "k" in json.dumps(bad_k.json())

@@ -56,6 +56,13 @@ def add_parser(subparsers: Subparsers) -> None:
     _add_data_dir_option(serve)
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument(
+        "--no-auth",
+        dest="auth",
+        action="store_false",
+        default=None,
+        help="serve every route without an API key, even on a public address or when keys exist (auth = false)",
+    )
     serve.set_defaults(handler=run_serve)
     _add_worker_parsers(subparsers)
 
@@ -172,7 +179,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from liverec.serving.server import serve
 
-    serve(load_settings(args, host=args.host, port=args.port))
+    serve(load_settings(args, host=args.host, port=args.port, auth=args.auth))
     return 0
 
 

@@ -19,14 +19,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.middleware.cors import CORSMiddleware
 
 from liverec import __version__
+from liverec.access import open_audit_log, open_key_store
+from liverec.serving.auth import Guard, RateLimiter
 from liverec.serving.batching import Batcher
 from liverec.serving.deps import RecommendService
 from liverec.serving.engine import Engine
-from liverec.serving.limits import BodyLimitMiddleware
+from liverec.serving.limits import BodyLimitMiddleware, ContentTypeMiddleware
 from liverec.serving.metrics import Metrics, MetricsMiddleware
-from liverec.serving.routes import events, items, models, operations, recommendations, users
+from liverec.serving.routes import events, items, keys, models, operations, recommendations, users
 
 __all__ = ["create_app"]
 
@@ -66,8 +69,18 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
         description="Real-time personalised recommendations: events in, fresh top-K out.",
         lifespan=_lifespan,
     )
-    # the body limit runs inside the metrics middleware, so a 413 is counted like any answer
+    # outermost last: metrics count every answer; CORS answers preflights and labels refusals too; then the
+    # body limit (413) and the media type (415) before any route reads a byte
+    app.add_middleware(ContentTypeMiddleware)  # type: ignore[arg-type]
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,  # type: ignore[arg-type]
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            expose_headers=["Retry-After"],
+        )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)
     # Scoring runs on a small pool of its own: many threads running small torch ops at once mostly fight
@@ -77,6 +90,8 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
     app.state.own_engine = own_engine
     app.state.metrics = metrics
     app.state.compute_pool = pool
+    limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst) if settings.rate_limit_per_s else None
+    app.state.guard = Guard(open_key_store(settings), open_audit_log(settings), settings.auth, limiter)
     # concurrent recommendation requests share one model pass (serving.batching)
     batcher = Batcher(
         pool,
@@ -92,6 +107,7 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
         recommendations.build_router(settings.default_k),
         users.router,
         models.router,
+        keys.router,
         operations.router,
     ):
         app.include_router(router)

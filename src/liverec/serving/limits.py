@@ -13,7 +13,9 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Scope
 
-__all__ = ["BodyLimitMiddleware"]
+from liverec.events.schema import NDJSON_TYPES
+
+__all__ = ["BodyLimitMiddleware", "ContentTypeMiddleware"]
 
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -67,4 +69,49 @@ class BodyLimitMiddleware:
         payload = json.dumps({"detail": detail}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+#: Media types a body may have: JSON everywhere, NDJSON where a route reads it.
+JSON_TYPES = frozenset({"application/json"})
+NDJSON_ROUTES = frozenset({"/v1/events"})
+
+
+class ContentTypeMiddleware:
+    """415 for a request body that is not ``application/json`` (or NDJSON, on ``/v1/events``).
+
+    A browser sends a cross-site form or ``text/plain`` post without asking first (no CORS preflight), so a
+    route that accepted such a body could be written to from any web page (CSRF); JSON needs a preflight,
+    which CORS refuses unless the origin is allowed. A request with neither a body nor a ``Content-Type``
+    passes (``POST /v1/models/rollback``).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-type")
+        has_body = headers.get(b"content-length", b"0") not in (b"0", b"") or b"transfer-encoding" in headers
+        if declared is None and not has_body:
+            await self.app(scope, receive, send)
+            return
+        media = (declared or b"").split(b";", 1)[0].strip().lower().decode("latin-1")
+        allowed = JSON_TYPES | (set(NDJSON_TYPES) if scope["path"] in NDJSON_ROUTES else set())
+        if media in allowed:
+            await self.app(scope, receive, send)
+            return
+        expected = " or ".join(sorted(allowed))
+        got = f"Content-Type {media!r}" if declared is not None else "no Content-Type"
+        payload = json.dumps({"detail": f"{got}: the body must be sent as {expected}"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 415,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})

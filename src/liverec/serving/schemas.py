@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-__all__ = ["ItemIn", "RecommendationOut", "ScoredItem", "SessionRequest"]
+__all__ = ["ItemIn", "KeyCreated", "KeyIn", "KeyOut", "RecommendationOut", "ScoredItem", "SessionRequest"]
 
 
 def _finite_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -53,3 +53,27 @@ class SessionRequest(BaseModel):
     exclude_seen: bool = True
     include_categories: list[str] = Field(default_factory=list)
     exclude_categories: list[str] = Field(default_factory=list)
+
+
+Scope = Literal["ingest", "read", "catalog", "admin"]
+
+
+class KeyIn(BaseModel):
+    """A key to create: its name and scopes."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="a name to revoke it by")
+    scopes: list[Scope] = Field(..., min_length=1, max_length=4)
+
+
+class KeyOut(BaseModel):
+    name: str
+    key_id: str
+    scopes: list[Scope]
+    created_at: float
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(
+        description="the key: send it as `Authorization: Bearer KEY`; it is not stored and not shown again"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import logging.config
@@ -15,7 +16,9 @@ from typing import Any
 
 import uvicorn
 
+from liverec.access import open_key_store
 from liverec.backends import Backend, open_backend
+from liverec.errors import UsageError
 from liverec.serving.app import create_app
 from liverec.serving.engine import Engine
 from liverec.settings import Settings
@@ -75,6 +78,7 @@ def serve(settings: Settings) -> None:
     (``liverec worker`` on the same folder and settings), stopped when the server stops.
     """
     configure_logging(settings)
+    check_access(settings)
     logger.info("settings", extra={"settings": settings.describe()})
     print(json.dumps({"liverec_settings": settings.describe()}), file=sys.stderr, flush=True)
     engine = Engine(settings)
@@ -90,11 +94,36 @@ def serve(settings: Settings) -> None:
                 worker.kill()
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def check_access(settings: Settings) -> None:
+    """Refuse to serve a public address with no API key; say loudly when access control is off."""
+    if not settings.auth:
+        logger.warning(
+            "access control is OFF (--no-auth / auth = false): anyone who can reach the port may "
+            "post events, change the catalogue, promote models and erase users"
+        )
+        return
+    if not is_loopback(settings.host) and not open_key_store(settings).enabled():
+        raise UsageError(
+            f"--host {settings.host}: refusing to serve a non-loopback address with no API key; create one with "
+            f"`liverec keys create --data-dir {settings.data_dir} --name admin --scopes admin` (or pass --no-auth)"
+        )
+
+
 def worker_environment(settings: Settings) -> dict[str, str]:
     """``LIVEREC_*`` variables that give a child process exactly these settings (an unset one is ``none``)."""
     env: dict[str, str] = {}
     for name, value in settings.describe().items():
-        text = "none" if value is None else json.dumps(value) if isinstance(value, dict) else str(value)
+        text = "none" if value is None else json.dumps(value) if isinstance(value, dict | list) else str(value)
         env[f"LIVEREC_{name.upper()}"] = text
     return env
 

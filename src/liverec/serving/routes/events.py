@@ -9,12 +9,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from liverec.events.schema import BatchTooLargeError, EventValidationError, parse_events
+from liverec.serving.auth import AUTH_RESPONSES, INGEST
 from liverec.serving.deps import EngineDep, MetricsDep
 
 router = APIRouter()
 
 
-@router.post("/v1/events", tags=["events"], summary="Ingest one event, a JSON array or NDJSON")
+@router.post(
+    "/v1/events",
+    tags=["events"],
+    summary="Ingest one event, a JSON array or NDJSON",
+    dependencies=[INGEST],
+    responses=AUTH_RESPONSES,
+)
 async def post_events(request: Request, engine: EngineDep, metrics: MetricsDep) -> JSONResponse:
     limit = engine.settings.max_body_bytes
     declared = request.headers.get("content-length")

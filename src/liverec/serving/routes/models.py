@@ -6,17 +6,18 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
+from liverec.serving.auth import ADMIN, AUTH_RESPONSES, READ
 from liverec.serving.deps import EngineDep
 
 router = APIRouter()
 
 
-@router.get("/v1/models", tags=["models"])
+@router.get("/v1/models", tags=["models"], dependencies=[READ], responses=AUTH_RESPONSES)
 def models(engine: EngineDep) -> dict[str, Any]:
     return {"serving": engine.model_version, "versions": engine.registry.manifests()}
 
 
-@router.post("/v1/models/{version}/promote", tags=["models"])
+@router.post("/v1/models/{version}/promote", tags=["models"], dependencies=[ADMIN], responses=AUTH_RESPONSES)
 def promote(version: str, engine: EngineDep) -> dict[str, Any]:
     try:
         engine.registry.promote(version, reason="POST /v1/models/{version}/promote")
@@ -26,7 +27,7 @@ def promote(version: str, engine: EngineDep) -> dict[str, Any]:
     return {"serving": engine.model_version}
 
 
-@router.post("/v1/models/rollback", tags=["models"])
+@router.post("/v1/models/rollback", tags=["models"], dependencies=[ADMIN], responses=AUTH_RESPONSES)
 def rollback(engine: EngineDep) -> dict[str, Any]:
     try:
         version = engine.registry.rollback(reason="POST /v1/models/rollback")

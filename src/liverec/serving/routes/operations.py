@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from liverec.serving.auth import AUTH_RESPONSES, READ
 from liverec.serving.deps import EngineDep, MetricsDep
 
 router = APIRouter()
@@ -23,6 +24,6 @@ def ready(engine: EngineDep) -> JSONResponse:
     return JSONResponse({"ready": ok, **checks, "model_version": engine.model_version}, 200 if ok else 503)
 
 
-@router.get("/metrics", tags=["operations"])
+@router.get("/metrics", tags=["operations"], dependencies=[READ], responses=AUTH_RESPONSES)
 def prometheus(metrics: MetricsDep) -> Response:
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

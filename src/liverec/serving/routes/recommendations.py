@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
 
+from liverec.serving.auth import AUTH_RESPONSES, READ
 from liverec.serving.deps import (
     EngineDep,
     ItemIdPath,
@@ -29,7 +30,7 @@ __all__ = ["build_router", "recommend_session"]
 
 def build_router(default_k: int) -> APIRouter:
     """The recommendation routes, with ``default_k`` as the default (and documented) ``k``."""
-    router = APIRouter()
+    router = APIRouter(dependencies=[READ], responses=AUTH_RESPONSES)
 
     @router.get("/v1/items/{item_id}/similar", tags=["recommendations"])
     def similar(
