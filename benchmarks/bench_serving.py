@@ -143,7 +143,9 @@ def batching(url: str) -> dict[str, Any]:
     }
 
 
-def wrk_load(url: str, users: list[str], concurrency: int, duration: float, workdir: Path) -> dict[str, Any]:
+def wrk_load(
+    url: str, users: list[str], concurrency: int, duration: float, workdir: Path, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Load from wrk (a C load generator: it leaves the CPU to the server, unlike a Python client)."""
     script = workdir / "recommend.lua"
     names = ",".join(json.dumps(u) for u in users)
@@ -154,6 +156,8 @@ def wrk_load(url: str, users: list[str], concurrency: int, duration: float, work
         "end\n"
     )
     command = ["wrk", "-t1", f"-c{concurrency}", f"-d{int(duration)}s", "--latency", "-s", str(script), url]
+    for name, value in (headers or {}).items():
+        command[1:1] = ["-H", f"{name}: {value}"]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
     def ms(text: str) -> float:
@@ -185,14 +189,16 @@ def wrk_load(url: str, users: list[str], concurrency: int, duration: float, work
     }
 
 
-async def http_load(url: str, users: list[str], concurrency: int, duration: float) -> dict[str, Any]:
+async def http_load(
+    url: str, users: list[str], concurrency: int, duration: float, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     times: list[float] = []
     errors = 0
     rng = np.random.default_rng(1)
     deadline = time.perf_counter() + duration
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30, headers=headers) as client:
 
         async def worker() -> None:
             nonlocal errors

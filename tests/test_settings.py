@@ -77,3 +77,18 @@ def test_a_renamed_setting_is_refused_with_its_new_name(tmp_path: Path, monkeypa
     monkeypatch.delenv("LIVEREC_UPDATER_REPLAY_RATIO")
     monkeypatch.setenv("LIVEREC_UPDATER_REHEARSAL_RATIO", "0")
     assert Settings.load().updater_rehearsal_ratio == 0.0
+
+
+def test_the_pseudonym_secret_is_never_printed_but_reaches_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from liverec.serving.server import worker_environment
+
+    parent = Settings(pseudonym_secret="hunter2-secret", retention_days=30)
+    assert "hunter2-secret" not in str(parent.describe()) and "hunter2-secret" not in repr(parent)
+    assert parent.describe()["pseudonym_secret"] == "**********"
+    for name, value in worker_environment(parent).items():
+        monkeypatch.setenv(name, value)
+    child = Settings()
+    assert child.pseudonym_secret is not None and child.pseudonym_secret.get_secret_value() == "hunter2-secret"
+    assert child.retention_days == 30.0 and Settings().model_dump() == parent.model_dump()
+    monkeypatch.setenv("LIVEREC_PSEUDONYM_SECRET", "none")
+    assert Settings().pseudonym_secret is None

@@ -5,7 +5,7 @@ updater's periodic retraining."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,6 +189,7 @@ def train_and_register(
     promote: bool = True,
     progress: bool = False,
     seed: int = 0,
+    guard: Callable[[], bool] | None = None,
 ) -> TrainSummary:
     """Fit ``model_name`` and register it, with held-out metrics in its manifest.
 
@@ -196,7 +197,8 @@ def train_and_register(
     validation item (early stopping) and the last is the test item: HR@10 / NDCG@10 over the whole
     catalogue, seen items excluded — the same protocol as ``liverec evaluate --protocol loo``. The
     registered model is that fitted one: at serving time it sees each user's newest events in the
-    history it is given, and the online updater trains on them.
+    history it is given, and the online updater trains on them. ``guard``: passed to ``registry.register`` (the
+    updater's: no erasure since the data was read).
     """
     validation, test = leave_one_out(data.interactions)
     model = create_model(model_name, seed=seed, **dict(params or {}))
@@ -210,7 +212,9 @@ def train_and_register(
     metrics = {name: float(result.metrics[name]) for name in ("hr@10", "ndcg@10", "mrr@10", "coverage@10")}
     metrics["users_evaluated"] = float(len(test.history))
     training = dict(data.training, fit_seconds=round(fit_seconds, 3), protocol="leave-one-out (last event held out)")
-    version = registry.register(model, data.item_ids, metrics=metrics, training=training, user_ids=data.user_ids)
+    version = registry.register(
+        model, data.item_ids, metrics=metrics, training=training, user_ids=data.user_ids, guard=guard
+    )
     first = registry.promoted() is None
     if promote or first:
         registry.promote(version, reason="first model" if first else "liverec train --promote")

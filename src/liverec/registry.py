@@ -10,24 +10,46 @@ Layout under ``root`` (``<data-dir>/models``)::
     promotions.json                  every promotion in order (rollback goes one step back)
 
 A version folder is written under a temporary name and renamed into place, so a reader never sees a
-half-written model. Servers poll ``PROMOTED`` (one ``stat`` per second) and swap when it changes; with the
-Redis backend a :class:`RedisAnnouncer` also publishes each promotion, and replicas swap on the message.
+half-written model. Writers hold an exclusive lock (``flock`` on ``.lock``) while they write, so that an
+erasure (:meth:`ModelRegistry.forget_users`, which rewrites every version that lists the user) never races a
+registration: ``register(..., guard=...)`` checks its guard under the lock and refuses with
+:class:`RegistrationRefused` when it fails (the updater's guard: no erasure happened since it loaded).
+Servers poll ``PROMOTED`` (one ``stat`` per second) and swap when it changes; with the Redis backend a
+:class:`RedisAnnouncer` also publishes each promotion, and replicas swap on the message.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from liverec.models.base import Recommender
 
 _STATUSES = ("candidate", "promoted", "retired", "rejected")
+
+
+class RegistrationRefused(RuntimeError):
+    """``register``'s guard failed under the registry lock (an erasure happened since the model was loaded)."""
+
+
+@dataclass(frozen=True)
+class ForgottenUsers:
+    """What :meth:`ModelRegistry.forget_users` did: the versions rewritten without the users (each listed
+    them), the versions trained on their events (listed them, or their training range covers one of the
+    events' offsets), and the per-user rows deleted."""
+
+    rewritten: list[str] = field(default_factory=list)
+    trained_on: list[str] = field(default_factory=list)
+    rows_deleted: int = 0
 
 
 @dataclass(frozen=True)
@@ -102,6 +124,28 @@ class ModelRegistry:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.announcer = announcer
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the registry's write lock (this process's threads and other processes alike; re-entrant)."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            with open(self.root / ".lock", "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
+                    fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- writing ---------------------------------------------------------------------------------
     def register(
@@ -113,10 +157,28 @@ class ModelRegistry:
         training: Mapping[str, Any] | None = None,
         parent: str | None = None,
         user_ids: Sequence[str] | None = None,
+        guard: Callable[[], bool] | None = None,
     ) -> str:
-        """Save ``model`` as a new candidate version and return its name (``v0001``, ``v0002``, ...)."""
+        """Save ``model`` as a new candidate version and return its name (``v0001``, ``v0002``, ...).
+
+        ``guard``: checked under the registry lock before anything is written; False raises
+        :class:`RegistrationRefused` (the model may hold a user erased since it was loaded)."""
         if len(item_ids) != model.n_items:
             raise ValueError(f"item_ids: expected {model.n_items} ids (the model's items), got {len(item_ids)}")
+        with self.exclusive():
+            if guard is not None and not guard():
+                raise RegistrationRefused("an erasure happened since this model was loaded; not registered")
+            return self._register(model, item_ids, metrics, training, parent, user_ids)
+
+    def _register(
+        self,
+        model: Recommender,
+        item_ids: Sequence[str],
+        metrics: Mapping[str, Any] | None,
+        training: Mapping[str, Any] | None,
+        parent: str | None,
+        user_ids: Sequence[str] | None,
+    ) -> str:
         existing = self.versions()
         number = 1 + max((int(v[1:]) for v in existing), default=0)
         version = f"v{number:04d}"
@@ -145,14 +207,19 @@ class ModelRegistry:
     def set_status(self, version: str, status: str, reason: str | None = None) -> dict[str, Any]:
         if status not in _STATUSES:
             raise ValueError(f"status: expected one of {', '.join(_STATUSES)}, got {status!r}")
-        manifest = self.manifest(version)
-        manifest["status"] = status
-        manifest["reason"] = reason
-        _write_json(self.root / version / "manifest.json", manifest)
+        with self.exclusive():
+            manifest = self.manifest(version)
+            manifest["status"] = status
+            manifest["reason"] = reason
+            _write_json(self.root / version / "manifest.json", manifest)
         return manifest
 
     def promote(self, version: str, reason: str | None = None) -> None:
         """Serve ``version`` from now on; the previously served one becomes ``retired``."""
+        with self.exclusive():
+            self._promote(version, reason)
+
+    def _promote(self, version: str, reason: str | None) -> None:
         self.manifest(version)  # raises KeyError for an unknown version
         previous = self.promoted()
         if previous == version:
@@ -182,6 +249,46 @@ class ModelRegistry:
         self.promote(target, reason=f"rollback from {current}")
         self.set_status(current, "rejected", reason or "rolled back")
         return target
+
+    def forget_users(self, user_ids: Collection[str], offsets: Sequence[int] = ()) -> ForgottenUsers:
+        """Rewrite every version whose ``user_ids.json`` lists one of ``user_ids`` without them (the model's
+        :meth:`~liverec.models.base.Recommender.forget_users`, the id list, a count in the manifest), and tell
+        which versions were trained on the users' events (listed, or ``offsets`` within their training range).
+
+        Each version is rewritten under a temporary name and swapped in with two renames; temporary folders
+        a crashed writer left behind are deleted. Holds the registry lock throughout."""
+        wanted = set(user_ids)
+        rewritten: list[str] = []
+        trained_on: list[str] = []
+        rows = 0
+        with self.exclusive():
+            for stale in self.root.glob(".v*"):  # under the lock nobody is writing one: left by a crash
+                shutil.rmtree(stale, ignore_errors=True)
+            for version in self.versions():
+                folder = self.root / version
+                manifest = self.manifest(version)
+                users_file = folder / "user_ids.json"
+                listed = [str(u) for u in json.loads(users_file.read_text())] if users_file.exists() else []
+                positions = [n for n, user in enumerate(listed) if user in wanted]
+                if positions or _covers(manifest.get("training") or {}, offsets):
+                    trained_on.append(version)
+                if not positions:
+                    continue
+                model = Recommender.load(folder)
+                rows += model.forget_users(positions)
+                tmp = self.root / f".{version}.erasing"
+                model.save(tmp)
+                shutil.copyfile(folder / "item_ids.json", tmp / "item_ids.json")
+                kept = [user for user in listed if user not in wanted]
+                (tmp / "user_ids.json").write_text(json.dumps(kept))
+                manifest["erasures"] = int(manifest.get("erasures", 0)) + 1
+                _write_json(tmp / "manifest.json", manifest)
+                old = self.root / f".{version}.old"
+                os.replace(folder, old)
+                os.replace(tmp, folder)
+                shutil.rmtree(old)
+                rewritten.append(version)
+        return ForgottenUsers(rewritten, trained_on, rows)
 
     # -- reading ---------------------------------------------------------------------------------
     def versions(self) -> list[str]:
@@ -219,6 +326,16 @@ class ModelRegistry:
     def _promotions(self) -> list[dict[str, Any]]:
         path = self.root / "promotions.json"
         return list(json.loads(path.read_text())) if path.exists() else []
+
+
+def _covers(training: Mapping[str, Any], offsets: Sequence[int]) -> bool:
+    """Whether a version's training range (``first_offset``..``last_offset`` of the log) holds one of ``offsets``.
+    An online update records only ``last_offset``: its lineage learned every event up to it."""
+    last = training.get("last_offset")
+    if not offsets or last is None:
+        return False
+    first = training.get("first_offset") or 0
+    return any(first <= offset <= last for offset in offsets)
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

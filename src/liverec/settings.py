@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from liverec.state.store import DEFAULT_EVENT_WEIGHTS
@@ -104,6 +104,17 @@ class Settings(BaseSettings):
     )
     retrain_interval_s: float | None = Field(None, gt=0, description="periodic full retraining (off when unset)")
 
+    # -- privacy (erasure, pseudonymisation, retention; docs/architecture.md) --------------------------
+    pseudonym_secret: SecretStr | None = Field(
+        None,
+        description="store user ids as HMAC-SHA256(secret, id) in the log, state and models; the API still takes "
+        "raw ids (never printed; keep it: without it no stored user can be found again)",
+    )
+    retention_days: float | None = Field(
+        None, gt=0, description="delete events older than this many days (by event time) on a schedule (none: keep)"
+    )
+    retention_interval_s: float = Field(3600.0, gt=0, description="how often the retention pass runs")
+
     # -- access control (serving.auth; docs/deployment.md, "Security") ------------------------------
     auth: bool = Field(
         True, description="require an API key on every route but /health and /ready once a key exists (false: none)"
@@ -173,5 +184,5 @@ class Settings(BaseSettings):
         return cls(**{k: v for k, v in overrides.items() if v is not None})
 
     def describe(self) -> dict[str, Any]:
-        """The effective settings as plain JSON values (printed at start-up)."""
+        """The effective settings as plain JSON values (printed at start-up; secrets shown as ``**********``)."""
         return self.model_dump(mode="json")

@@ -95,7 +95,7 @@ def test_defaults_timestamp_now_and_unique_event_ids() -> None:
         ({"user_id": MISSING}, "user_id", None, "required"),
         ({"user_id": None}, "user_id", None, "string or an integer"),
         ({"item_id": ""}, "item_id", "", "at least 1 character"),
-        ({"item_id": "   "}, "item_id", "   ", "at least 1 character"),
+        ({"item_id": "   "}, "item_id", "   ", "must not be blank"),
         ({"item_id": "x" * 257}, "item_id", "x" * 79 + "…", "at most 256 characters"),
         ({"user_id": 1.5}, "user_id", 1.5, "string or an integer"),
         ({"user_id": True}, "user_id", True, "string or an integer"),

@@ -196,3 +196,39 @@ def test_fusion_can_what_its_components_can(
         in_context,
         item_features,
     )
+
+
+def test_forget_users_deletes_what_the_model_keeps_per_user(
+    fitted: Recommender, data: Interactions, tmp_path: Path
+) -> None:
+    fitted.save(tmp_path / "model")
+    model = Recommender.load(tmp_path / "model")
+    histories = Histories.from_interactions(data)
+    anonymous = Histories(np.full(len(histories), -1), histories.indptr, histories.items)
+    before = model.score(anonymous)
+    removed = model.forget_users([3, 7, 7])
+    assert model.n_users == data.n_users - 2
+    if model.keeps_user_parameters:
+        assert removed == 2
+    else:  # nothing per user: only the id space shrinks, and scores do not move
+        assert removed == 0
+        np.testing.assert_array_equal(model.score(anonymous), before)
+    model.save(tmp_path / "forgotten")
+    again = Recommender.load(tmp_path / "forgotten")
+    assert again.n_users == model.n_users
+    np.testing.assert_array_equal(again.score(anonymous), model.score(anonymous))
+    with pytest.raises(ValueError, match="users"):
+        model.forget_users([model.n_users])
+
+
+def test_forget_users_renumbers_the_remaining_user_rows() -> None:
+    """MF serves a known user from their own row: after forgetting user 1, user 2 is row 1 with its values."""
+    data = random_interactions(1, n_users=4, n_items=10, n_events=120)
+    model = create_model("mf-bpr", seed=0, n_epochs=3).fit(data)
+
+    def users(ids: list[int]) -> Histories:  # known users, scored from their own rows (no history needed)
+        return Histories(np.array(ids), np.zeros(len(ids) + 1, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+    before = model.score(users([0, 1, 2, 3]))
+    assert model.forget_users([1]) == 1
+    np.testing.assert_allclose(model.score(users([0, 1, 2])), before[[0, 2, 3]], rtol=1e-6)

@@ -13,7 +13,7 @@ from liverec.events.log import SQLiteEventLog, StoredEvent
 from liverec.events.schema import Event
 from liverec.online.updater import Updater, UpdaterConfig, prequential_metrics
 from liverec.pipeline import LogData, import_dataset, read_log, train_and_register
-from liverec.registry import ModelRegistry
+from liverec.registry import ModelRegistry, RegistrationRefused
 from liverec.state.store import DEFAULT_EVENT_WEIGHTS
 
 SMALL = SyntheticConfig(n_users=200, n_items=120, n_events=8_000, n_clusters=4, seed=5)
@@ -281,4 +281,44 @@ def test_categories_from_the_catalogue_reach_the_model_and_describe_new_items(tm
     joined = [item for item in item_ids if item not in known]
     assert joined, "the stream's later part brings items the first model never saw"
     assert categories(model, item_ids) == [[f"cluster{cluster_of[i]}"] for i in item_ids]
+    updater.close()
+
+
+def test_an_erasure_makes_the_updater_start_again_without_the_user(tmp_path: Path) -> None:
+    """Learner, gate and state may hold an erased user: the updater refuses to register what it holds once the
+    erasure epoch moved, and starts again from the rewritten versions and the scrubbed log."""
+    import threading
+
+    from liverec.backends import open_backend
+    from liverec.settings import Settings
+
+    user = "erase-me-7f3a9c"
+    dataset, _ = generate(SyntheticConfig(n_users=60, n_items=40, n_events=1_500, seed=2))
+    with SQLiteEventLog(tmp_path / "events.db") as event_log:
+        import_dataset(dataset, event_log, source="s", event_types=DEFAULT_EVENT_WEIGHTS)
+        event_log.append([Event(f"evt-erase-{n}", user, "0", "view", 1e9 + n) for n in range(3)])
+        data = read_log(event_log, DEFAULT_EVENT_WEIGHTS)
+    train_and_register(data, ModelRegistry(tmp_path / "models"), "mf-bpr", {"n_epochs": 1})
+    config = UpdaterConfig(every_events=6, every_seconds=None, gate_events=5, read_batch=50)
+    updater = Updater(tmp_path, DEFAULT_EVENT_WEIGHTS, config)
+    assert updater.start() and user in list(updater._started_learner().user_ids)
+    with SQLiteEventLog(tmp_path / "events.db") as event_log:  # the user is active: the learner holds them
+        event_log.append([Event(f"evt-erase-late-{n}", user, "1", "view", 1e9 + 10 + n) for n in range(5)])
+    assert updater.step() == 5  # observed, not learned yet (every 6 events)
+    with open_backend(Settings(data_dir=tmp_path)) as backend:
+        report = backend.forget_user(user)
+    assert report.models_rewritten == ["v0001"] and report.events_deleted == 8
+    with SQLiteEventLog(tmp_path / "events.db") as event_log:
+        event_log.append([Event("someone-else", "u-other", "2", "view", 1e9 + 20)])
+    with pytest.raises(RegistrationRefused):  # the update it was due holds the erased user
+        updater.step()
+    assert ModelRegistry(tmp_path / "models").versions() == ["v0001"]
+    stop = threading.Event()
+    updater.run_once(stop)  # forgets everything, then starts again from v0001 as rewritten
+    assert updater.restarts == 1 and updater.erasure_epoch == report.epoch
+    updater.run_once(stop)
+    assert user not in list(updater._started_learner().user_ids)
+    registry = ModelRegistry(tmp_path / "models")
+    for version in registry.versions():
+        assert user not in (registry.load(version).user_ids or [])
     updater.close()

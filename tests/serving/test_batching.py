@@ -81,3 +81,16 @@ def test_a_caller_that_went_away_is_not_computed() -> None:
 def test_bad_sizes_are_rejected() -> None:
     with ThreadPoolExecutor(1) as pool, pytest.raises(ValueError, match="max_batch and concurrency"):
         Batcher(pool, Recorder(), max_batch=0)
+
+
+def test_back_to_back_requests_of_one_caller_never_wait_forever() -> None:
+    """A caller that sends its next request the moment the previous answer arrives (no I/O in between) must
+    find a drain to serve it: the finishing drain leaves the set in the step it last looks at the queue, not
+    in a done-callback that runs after the caller (which left every such request waiting forever)."""
+
+    async def sequential() -> list[int]:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            batcher: Batcher[int, int] = Batcher(pool, lambda requests: [r * r for r in requests], max_batch=4)
+            return [await batcher(r) for r in range(50)]
+
+    assert asyncio.run(asyncio.wait_for(sequential(), timeout=10)) == [r * r for r in range(50)]

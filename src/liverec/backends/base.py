@@ -14,13 +14,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from liverec.events.log import ConsumerGroupLog, EventLog, StoredEvent
+from liverec.events.pseudonyms import pseudonymiser
 from liverec.registry import Announcer, ModelRegistry
 from liverec.settings import Settings
 from liverec.state.base import StateStore
 from liverec.state.store import StateConfig
+
+if TYPE_CHECKING:
+    from liverec.backends.erasure import ErasureReport, RetentionReport
 
 __all__ = [
     "EVENTS_FILE",
@@ -90,10 +94,21 @@ class Backend(ABC):
     are also announced. A backend may hold a connection: :meth:`close` it (or use it as a context manager).
     """
 
+    #: Whether the retention pass runs in the serving process (embedded: it holds the state) or in the worker
+    #: holding the updater lease (Redis: one process for the whole deployment).
+    retention_by_server: bool = False
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
         self.state_config = state_config(settings)
+        secret = settings.pseudonym_secret
+        #: raw user id -> the form the log stores (None: as given)
+        self.pseudonymise = pseudonymiser(None if secret is None else secret.get_secret_value())
+
+    def user_key(self, user_id: str) -> str:
+        """How ``user_id`` is stored (its pseudonym where ``pseudonym_secret`` is set): what to look up."""
+        return user_id if self.pseudonymise is None else self.pseudonymise(user_id)
 
     # -- the event log -----------------------------------------------------------------------------
     @abstractmethod
@@ -126,6 +141,38 @@ class Backend(ABC):
     def save_state(self, state: StateStore, *, if_changed: bool = False) -> None:
         """Persist ``state`` where it is not persisted by itself (``if_changed``: skip when nothing changed)."""
         return None  # a state kept in a server is persisted by the server
+
+    # -- erasure and retention ---------------------------------------------------------------------
+    def forget_user(
+        self, user_id: str, *, log: EventLog | None = None, state: StateStore | None = None
+    ) -> ErasureReport:
+        """Erase ``user_id`` (a raw id) everywhere (``backends.erasure.forget_user``): ``log`` / ``state`` are the
+        caller's open ones (a server's), else the log is opened here and the stored state is scrubbed."""
+        from liverec.backends.erasure import forget_user
+
+        if log is not None:
+            return forget_user(self, user_id, log=log, state=state)
+        with self.open_log() as opened:
+            return forget_user(self, user_id, log=opened, state=state)
+
+    def apply_retention(
+        self, *, log: EventLog, state: StateStore | None, now: float | None = None
+    ) -> RetentionReport | None:
+        """Delete events older than ``retention_days`` (None when the setting is off)."""
+        from liverec.backends.erasure import apply_retention
+
+        days = self.settings.retention_days
+        return None if days is None else apply_retention(self, days, log=log, state=state, now=now)
+
+    def follow_erasures(self, state: StateStore, log: EventLog, *, applied: int | None = None) -> bool:
+        """Bring a state this process holds up to the log's erasure records (``applied``: an epoch this process
+        has applied itself); returns whether it changed. A shared state is scrubbed by whoever erases: nothing."""
+        return False
+
+    def forget_in_stored_state(self, user_keys: list[str], log: EventLog) -> bool:
+        """Drop stored users from the state where no live state of this process holds it (``liverec
+        forget-user``); returns whether the state knew one of them."""
+        return self.open_state().reset_users(user_keys) > 0
 
     # -- models and the worker ---------------------------------------------------------------------
     def announcer(self) -> Announcer | None:

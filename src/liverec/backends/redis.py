@@ -53,7 +53,7 @@ class RedisBackend(Backend):
     # -- the event log -----------------------------------------------------------------------------
     def open_log(self, on_commit: OnCommit | None = None, *, readonly: bool = False) -> RedisEventLog:
         """The stream (``readonly`` changes nothing: any process may read while others append)."""
-        return RedisEventLog(self.client, self.prefix, on_commit=on_commit)
+        return RedisEventLog(self.client, self.prefix, on_commit=on_commit, pseudonymise=self.pseudonymise)
 
     def open_ingest_log(self) -> RedisEventLog:
         """A log whose appends are applied to the shared state right away (the workers would, later)."""

@@ -14,13 +14,13 @@ import sys
 from collections.abc import Sequence
 
 from liverec import __version__
-from liverec.cli import compare, data, demo, engine, evaluate, keys, models, replay
+from liverec.cli import compare, data, demo, engine, evaluate, keys, models, privacy, replay
 from liverec.errors import LiveRecError
 
 __all__ = ["build_parser", "main"]
 
 # the order of the commands in ``liverec --help``
-COMMAND_MODULES = (evaluate, replay, data, models, compare, demo, engine, keys)
+COMMAND_MODULES = (evaluate, replay, data, models, compare, demo, engine, keys, privacy)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -102,6 +103,14 @@ def load_settings(args: argparse.Namespace, **extra: Any) -> Settings:
             raise UsageError(f"settings: {first['msg'].removeprefix('Value error, ')}") from None
         field = ".".join(str(part) for part in first["loc"])
         raise UsageError(f"setting {field}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def cli_actor() -> str:
+    """Who an admin command's audit record names: ``cli:<the user running it>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in a bare container
+        return "cli"
 
 
 def progress(args: argparse.Namespace) -> bool:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from liverec.cli.common import load_settings
+from liverec.cli.common import cli_actor, load_settings
 
 if TYPE_CHECKING:
     from liverec.cli.common import Subparsers
@@ -50,20 +49,13 @@ def _add_folder_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="settings TOML file (also LIVEREC_CONFIG)")
 
 
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no user name in a bare container
-        return "cli"
-
-
 def run_create(args: argparse.Namespace) -> int:
     from liverec.access import open_audit_log, open_key_store, parse_scopes
 
     settings = load_settings(args)
     scopes = parse_scopes(args.scopes)
     key, token = open_key_store(settings).create(args.name, scopes)
-    open_audit_log(settings).record(actor=_actor(), action="keys create", target=f"name={key.name}", status="ok")
+    open_audit_log(settings).record(actor=cli_actor(), action="keys create", target=f"name={key.name}", status="ok")
     print(f"created key {key.name!r} (id {key.key_id}) with scope(s) {', '.join(sorted(key.scopes))}.")
     print("The key is shown once and not stored; send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY':")
     print(token)
@@ -91,6 +83,6 @@ def run_revoke(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     if not open_key_store(settings).revoke(args.name):
         raise UsageError(f"name: no key named {args.name!r}")
-    open_audit_log(settings).record(actor=_actor(), action="keys revoke", target=f"name={args.name}", status="ok")
+    open_audit_log(settings).record(actor=cli_actor(), action="keys revoke", target=f"name={args.name}", status="ok")
     print(f"revoked key {args.name!r}")
     return 0

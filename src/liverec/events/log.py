@@ -14,6 +14,13 @@ callers' futures. Under load, many small appends share one sync.
 
 Events are deduplicated by ``event_id`` (unique; ids already stored are skipped), so a client may resend a batch and an
 import may be re-run: what is already there is counted as a duplicate, never stored twice.
+
+Erasure (:meth:`SQLiteEventLog.erase_events`: one user's events, or every event older than a time) deletes rows
+with ``secure_delete`` on (SQLite overwrites deleted content with zeros) and then checkpoints the WAL with
+``TRUNCATE``, so no older copy of the pages is left in ``events.db-wal`` either. Offsets are never reused, so
+after an erasure the log's offsets have holes (``last_offset`` is the highest offset ever given out). Each
+erasure is recorded in the ``erasures`` table (no user id: a salted hash), whose count is the *erasure epoch*
+other processes poll to learn that they must forget too.
 """
 
 from __future__ import annotations
@@ -66,13 +73,20 @@ CREATE TABLE IF NOT EXISTS items (
     deleted INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS erasures (
+    epoch INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    token TEXT,
+    at REAL NOT NULL
+);
 """
 _INSERT = (
     "INSERT INTO events (event_id, user_id, item_id, type, timestamp, value, context, recommendation_id,"
     " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _KNOWN = "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
-_LAST = 'SELECT coalesce(max("offset"), 0) FROM events'
+# the highest offset ever given out: erasure leaves holes, and a deleted last event must not give its offset again
+_LAST = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
 _ITEM_COLUMNS = "item_id, title, categories, available, attributes, updated_at, deleted"
 _SELECT = 'SELECT "offset", event_id, user_id, item_id, type, timestamp, value, context, recommendation_id FROM events'
 
@@ -100,6 +114,35 @@ class AppendResult:
     duplicates: int
     last_offset: int
     events: list[StoredEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ErasedEvents:
+    """What one erasure deleted from a log: how many events, their offsets (ascending) and the users they
+    belonged to (stored user ids: pseudonyms where ids are pseudonymised)."""
+
+    count: int = 0
+    offsets: list[int] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+
+
+#: ``on_erased(erased, remaining)``: told what an erasure deleted and every event the affected users still have,
+#: in offset order (an event log calls it before any later append is applied: the state can follow exactly).
+OnErased = Callable[[ErasedEvents, list["StoredEvent"]], None]
+
+#: Kinds of erasure record: one user's events, or every event older than the retention period.
+ERASURE_KINDS = ("user", "retention")
+
+
+@dataclass(frozen=True)
+class ErasureRecord:
+    """One erasure as the log records it for other processes: ``epoch`` (1, 2, ...), ``kind`` (``user`` or
+    ``retention``), ``token`` (``salt:HMAC(salt, user)`` for a user erasure, never the id) and when."""
+
+    epoch: int
+    kind: str
+    token: str | None
+    at: float
 
 
 @dataclass(frozen=True)
@@ -145,6 +188,25 @@ class EventLog(Protocol):
     def items(self) -> list[dict[str, Any]]: ...
     def meta_get(self, key: str, default: str | None = None) -> str | None: ...
     def meta_set(self, key: str, value: str) -> None: ...
+    def erase_events(
+        self, user_id: str | None = None, before: float | None = None, on_erased: OnErased | None = None
+    ) -> ErasedEvents:
+        """Delete, leaving no copy behind, every event of ``user_id`` (a stored id) or timestamped before
+        ``before``; ``on_erased`` sees what was deleted and what the affected users have left."""
+        ...
+
+    def record_erasure(self, kind: str, token: str | None = None) -> int:
+        """Record an erasure for other processes to follow; returns the new erasure epoch."""
+        ...
+
+    def erasure_epoch(self) -> int:
+        """How many erasures were recorded (0: none): a process that saw it change must forget too."""
+        ...
+
+    def erasures_after(self, epoch: int) -> list[ErasureRecord]:
+        """The erasure records after ``epoch``, oldest first."""
+        ...
+
     def close(self) -> None: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> None: ...
@@ -171,10 +233,12 @@ class _Write:
 
 @dataclass
 class _Task:
-    """Work done alone in one transaction by the writer (catalogue, metadata)."""
+    """Work done alone by the writer, in one transaction (catalogue, metadata, erasure) unless ``transaction``
+    is False (a WAL checkpoint, which cannot run inside one)."""
 
     work: Callable[[sqlite3.Connection], Any]
     future: Future[Any]
+    transaction: bool = True
 
 
 class SQLiteEventLog:
@@ -184,7 +248,8 @@ class SQLiteEventLog:
     order; if it raises, the error is logged and the append still succeeds (the events are durable).
     It must not append itself: the writer would wait for its own commit.
     ``readonly=True`` opens the file for reading only (no writer thread), e.g. from a second process
-    while ``liverec serve`` writes.
+    while ``liverec serve`` writes. ``pseudonymise``: what user ids are stored as (``events.pseudonyms``;
+    None: as given); events handed back (``on_commit``, :class:`AppendResult`) carry the stored form.
     """
 
     def __init__(
@@ -194,6 +259,7 @@ class SQLiteEventLog:
         synchronous: str = "FULL",
         *,
         readonly: bool = False,
+        pseudonymise: Callable[[str], str] | None = None,
     ) -> None:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}")
@@ -201,6 +267,7 @@ class SQLiteEventLog:
         self.synchronous = synchronous.upper()
         self.readonly = readonly
         self._on_commit = on_commit
+        self._pseudonymise = pseudonymise
         self._queue: collections.deque[_Write | _Task] = collections.deque()
         self._wakeup = threading.Condition()
         self._closing = False
@@ -219,6 +286,8 @@ class SQLiteEventLog:
             raise RuntimeError(f"{self.path}: SQLite could not switch the file to WAL mode")
         self._conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         self._conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: the event_id index of a big log stays in memory
+        # deleted content is overwritten with zeros (erasure; also whatever else a write frees)
+        self._conn.execute("PRAGMA secure_delete = ON")
         self._conn.executescript(_SCHEMA)
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(items)")}
         if "deleted" not in columns:  # a log written before item tombstones existed
@@ -234,7 +303,7 @@ class SQLiteEventLog:
     def append_async(self, events: Sequence[Event]) -> Future[AppendResult]:
         """Queue ``events`` for the next group commit; the future resolves after the commit."""
         received = time.time()
-        return self._submit_rows([_row(event, received) for event in events], keep=True)
+        return self._submit_rows([_row(event, received, self._pseudonymise) for event in events], keep=True)
 
     def import_events(self, events: Iterable[Event], batch_size: int = 50_000) -> ImportResult:
         """Bulk-append ``events`` in transactions of ``batch_size``; idempotent by ``event_id``."""
@@ -242,7 +311,8 @@ class SQLiteEventLog:
         iterator = iter(events)
 
         def chunks() -> Iterator[list[Row]]:
-            while rows := [_row(event, received) for event in itertools.islice(iterator, batch_size)]:
+            key = self._pseudonymise
+            while rows := [_row(event, received, key) for event in itertools.islice(iterator, batch_size)]:
                 yield rows
 
         return self._import(chunks())
@@ -273,6 +343,8 @@ class SQLiteEventLog:
         if not np.isfinite(stamps).all():
             raise ValueError("import_columns: timestamps must be finite Unix seconds")
         ids, users, items = _strings(event_ids), _strings(user_ids), _strings(item_ids)
+        if self._pseudonymise is not None:
+            users = [self._pseudonymise(user) for user in users]
         kinds = [types] * n if isinstance(types, str) else _strings(types)
         if values is None:
             numbers: list[float | None] = [None] * n
@@ -319,10 +391,7 @@ class SQLiteEventLog:
     def read(self, after_offset: int = 0, limit: int = 10_000) -> list[StoredEvent]:
         """Events with ``offset > after_offset``, in offset order, at most ``limit``."""
         rows = self._reader().execute(f'{_SELECT} WHERE "offset" > ? ORDER BY "offset" LIMIT ?', (after_offset, limit))
-        return [
-            StoredEvent(e, u, i, t, ts, v, None if c is None else json.loads(c), r, offset=o)
-            for o, e, u, i, t, ts, v, c, r in rows
-        ]
+        return [_read_row(row) for row in rows]
 
     def iter_all(self, batch: int = 50_000) -> Iterator[list[StoredEvent]]:
         """The whole log in offset order, as lists of at most ``batch`` events."""
@@ -407,10 +476,85 @@ class SQLiteEventLog:
     def meta_set(self, key: str, value: str) -> None:
         self._call(lambda conn: conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)))
 
-    def _call(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run ``work`` in the writer thread in its own transaction; returns once committed."""
+    # -- erasure ----------------------------------------------------------------------------------
+    def erase_events(
+        self, user_id: str | None = None, before: float | None = None, on_erased: OnErased | None = None
+    ) -> ErasedEvents:
+        """Delete every event of ``user_id`` (the stored id), or every event timestamped before ``before``.
+
+        The rows are deleted with ``secure_delete`` on (their bytes are zeroed in the pages), in the writer
+        thread like any write; ``on_erased(erased, remaining)`` runs there too, inside the transaction,
+        before any later append is committed or applied. Then the WAL is checkpointed (``TRUNCATE``) so
+        that no older copy of the pages survives in ``events.db-wal``.
+        """
+        where, parameters = _erasure_filter(user_id, before)
+
+        def erase(conn: sqlite3.Connection) -> ErasedEvents:
+            rows = conn.execute(f'SELECT "offset", user_id FROM events WHERE {where} ORDER BY "offset"', parameters)
+            found = rows.fetchall()
+            if not found:
+                return ErasedEvents()
+            conn.execute(f"DELETE FROM events WHERE {where}", parameters)
+            erased = ErasedEvents(len(found), [offset for offset, _ in found], sorted({user for _, user in found}))
+            if on_erased is not None:
+                remaining: list[StoredEvent] = []
+                if before is not None:  # a user erasure leaves its user nothing
+                    query = f'{_SELECT} WHERE user_id IN (SELECT value FROM json_each(?)) ORDER BY "offset"'
+                    remaining = [_read_row(row) for row in conn.execute(query, (json.dumps(erased.users),))]
+                try:
+                    on_erased(erased, remaining)
+                except Exception:
+                    logger.exception("on_erased failed after erasing %d events; the events are erased", erased.count)
+            return erased
+
+        erased: ErasedEvents = self._call(erase)
+        if erased.count:
+            self.checkpoint()
+        return erased
+
+    def checkpoint(self, attempts: int = 20) -> bool:
+        """Copy the WAL into the database file and truncate it (``wal_checkpoint(TRUNCATE)``); retried while
+        a reader of another connection holds an older snapshot. Returns whether the WAL was emptied."""
+        for attempt in range(attempts):
+            busy = self._call(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0], False)
+            if not busy:
+                return True
+            time.sleep(0.05 * (attempt + 1))
+        logger.warning("%s: the WAL could not be truncated (a reader kept an older snapshot)", self.path)
+        return False
+
+    def record_erasure(self, kind: str, token: str | None = None) -> int:
+        """Append an erasure record (no user id: ``token`` is a salted hash) and return the new epoch."""
+        if kind not in ERASURE_KINDS:
+            raise ValueError(f"kind: expected one of {', '.join(ERASURE_KINDS)}, got {kind!r}")
+
+        def insert(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO erasures (kind, token, at) VALUES (?, ?, ?)", (kind, token, time.time()))
+            return int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+
+        return int(self._call(insert))
+
+    def erasure_epoch(self) -> int:
+        try:
+            return int(self._reader().execute("SELECT coalesce(max(epoch), 0) FROM erasures").fetchone()[0])
+        except sqlite3.OperationalError as error:  # a file written before erasure existed, opened read-only
+            if "no such table" in str(error):
+                return 0
+            raise
+
+    def erasures_after(self, epoch: int) -> list[ErasureRecord]:
+        query = "SELECT epoch, kind, token, at FROM erasures WHERE epoch > ? ORDER BY epoch"
+        try:
+            return [ErasureRecord(*row) for row in self._reader().execute(query, (epoch,))]
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):
+                return []
+            raise
+
+    def _call(self, work: Callable[[sqlite3.Connection], Any], transaction: bool = True) -> Any:
+        """Run ``work`` in the writer thread (in its own transaction unless told not); returns once done."""
         future: Future[Any] = Future()
-        self._enqueue(_Task(work, future))
+        self._enqueue(_Task(work, future, transaction))
         return future.result()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -461,7 +605,12 @@ class SQLiteEventLog:
         while (job := self._take()) is not None:
             if isinstance(job, _Task):
                 try:
-                    job.future.set_result(self._transaction(job.work))
+                    if job.transaction:
+                        job.future.set_result(self._transaction(job.work))
+                    elif self._conn is None:
+                        raise RuntimeError(f"{self.path}: the event log has no writer connection")
+                    else:
+                        job.future.set_result(job.work(self._conn))
                 except Exception as error:
                     job.future.set_exception(error)
             else:
@@ -558,11 +707,29 @@ def _insert(conn: sqlite3.Connection, rows: list[Row]) -> tuple[list[int | None]
     return offsets, last
 
 
-def _row(event: Event, received: float) -> Row:
+def _read_row(row: tuple[Any, ...]) -> StoredEvent:
+    """A :data:`_SELECT` row as a stored event."""
+    offset, event_id, user, item, kind, timestamp, value, context, recommendation = row
+    context = None if context is None else json.loads(context)
+    return StoredEvent(event_id, user, item, kind, timestamp, value, context, recommendation, offset=offset)
+
+
+def _erasure_filter(user_id: str | None, before: float | None) -> tuple[str, tuple[Any, ...]]:
+    """The ``WHERE`` clause of an erasure: one user's events, or the events timestamped before a time."""
+    if (user_id is None) == (before is None):
+        raise ValueError("erase_events: expected exactly one of user_id and before")
+    if user_id is not None:
+        return "user_id = ?", (user_id,)
+    if before is None or not math.isfinite(before):
+        raise ValueError(f"before: expected finite Unix seconds, got {before!r}")
+    return "timestamp < ?", (float(before),)
+
+
+def _row(event: Event, received: float, pseudonymise: Callable[[str], str] | None = None) -> Row:
     context = None if event.context is None else json.dumps(event.context, separators=(",", ":"), ensure_ascii=False)
     return (
         event.event_id,
-        event.user_id,
+        event.user_id if pseudonymise is None else pseudonymise(event.user_id),
         event.item_id,
         event.type,
         event.timestamp,

@@ -28,6 +28,15 @@ Consumer groups (``liverec worker``): :meth:`RedisEventLog.consume` reads new en
 a group, :meth:`RedisEventLog.ack` acknowledges them after they were processed, and
 :meth:`RedisEventLog.reclaim` takes over entries a dead consumer left pending (``XAUTOCLAIM``): delivery is
 at-least-once, so whatever consumes must be idempotent (state application is, by offset).
+
+Erasure (:meth:`RedisEventLog.erase_events`): ``XDEL`` only flags an entry as deleted inside the stream's
+listpack node; its bytes stay there (``DUMP``, RDB and AOF rewrites carry them) until every entry of the node
+is gone. So after the ``XDEL`` the stream is rewritten without them: the entries are copied, in chunks, to a
+new key with the same entry ids, and one script copies what was appended meanwhile, recreates the consumer
+groups (last-delivered id, entries read, consumers, pending entries with their idle time and delivery count)
+and the stream's last id, and renames the copy over the original. The erased events' ids leave ``P:event-ids``
+(so a resent erased event is stored again). Erasures are recorded in the list ``P:erasures`` (its length is the
+erasure epoch); one erasure at a time (``P:erasure-lock``).
 """
 
 from __future__ import annotations
@@ -37,14 +46,26 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from liverec.errors import BackendUnavailable
-from liverec.events.log import AppendResult, ConsumerGroupLog, ImportResult, StoredEvent, item_record, tombstone_record
+from liverec.events.log import (
+    ERASURE_KINDS,
+    AppendResult,
+    ConsumerGroupLog,
+    ErasedEvents,
+    ErasureRecord,
+    ImportResult,
+    OnErased,
+    StoredEvent,
+    item_record,
+    tombstone_record,
+)
 from liverec.events.schema import Event
 
 __all__ = ["BackendUnavailable", "RedisEventLog", "delete_prefix", "redis_client"]
@@ -82,6 +103,83 @@ return existed
 """
 
 
+#: Entries copied per script call while a stream is rewritten (each call blocks Redis briefly).
+REWRITE_CHUNK = 5000
+
+_COPY = """
+local entries
+if ARGV[1] == '' then
+  entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[2])
+else
+  entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+end
+for _, entry in ipairs(entries) do
+  redis.call('XADD', KEYS[2], entry[1], unpack(entry[2]))
+end
+if #entries == 0 then return '' end
+return entries[#entries][1]
+"""
+
+# the tail appended since the last chunk, then the consumer groups and the stream's ids, then the swap
+_SWAP = """
+local source, target, last = KEYS[1], KEYS[2], ARGV[1]
+while true do
+  local entries
+  if last == '' then
+    entries = redis.call('XRANGE', source, '-', '+', 'COUNT', 1000)
+  else
+    entries = redis.call('XRANGE', source, '(' .. last, '+', 'COUNT', 1000)
+  end
+  if #entries == 0 then break end
+  for _, entry in ipairs(entries) do
+    redis.call('XADD', target, entry[1], unpack(entry[2]))
+  end
+  last = entries[#entries][1]
+end
+local function record(flat)
+  local out = {}
+  for i = 1, #flat, 2 do out[flat[i]] = flat[i + 1] end
+  return out
+end
+local info = record(redis.call('XINFO', 'STREAM', source))
+if redis.call('EXISTS', target) == 0 then
+  -- nothing is left: an empty stream under the same groups (created, then its one placeholder removed)
+  redis.call('XADD', target, '0-1', 'x', '')
+  redis.call('XDEL', target, '0-1')
+end
+redis.call('XSETID', target, info['last-generated-id'], 'ENTRIESADDED', info['entries-added'],
+  'MAXDELETEDID', info['max-deleted-entry-id'])
+for _, raw in ipairs(redis.call('XINFO', 'GROUPS', source)) do
+  local group = record(raw)
+  local name = group['name']
+  if group['entries-read'] then
+    redis.call('XGROUP', 'CREATE', target, name, group['last-delivered-id'], 'ENTRIESREAD', group['entries-read'])
+  else
+    redis.call('XGROUP', 'CREATE', target, name, group['last-delivered-id'])
+  end
+  for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', source, name)) do
+    redis.call('XGROUP', 'CREATECONSUMER', target, name, record(consumer)['name'])
+  end
+  local start = '-'
+  while true do
+    local pending = redis.call('XPENDING', source, name, start, '+', 1000)
+    if #pending == 0 then break end
+    for _, p in ipairs(pending) do
+      redis.call('XCLAIM', target, name, p[2], 0, p[1], 'IDLE', p[3], 'RETRYCOUNT', p[4], 'FORCE', 'JUSTID')
+    end
+    start = '(' .. pending[#pending][1]
+  end
+end
+redis.call('RENAME', target, source)
+return 1
+"""
+
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 def redis_client(url: str) -> Any:
     """A redis-py client for ``url`` (strings decoded as UTF-8); fails with one clear line if unreachable."""
     try:
@@ -104,17 +202,31 @@ class RedisEventLog:
     in offset order, before the append returns (the engine applies them to the state there).
     """
 
-    def __init__(self, client: Any, prefix: str = "liverec", on_commit: Any = None, *, threads: int = 4) -> None:
+    def __init__(
+        self,
+        client: Any,
+        prefix: str = "liverec",
+        on_commit: Any = None,
+        *,
+        threads: int = 4,
+        pseudonymise: Callable[[str], str] | None = None,
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self._on_commit = on_commit
+        self._pseudonymise = pseudonymise
         self.stream = f"{prefix}:events"
         self._seq = f"{prefix}:seq"
         self._ids = f"{prefix}:event-ids"
         self.catalog_key = f"{prefix}:catalog"
         self.catalog_changes_key = f"{prefix}:catalog:changes"
         self._meta = f"{prefix}:meta"
+        self._erasures = f"{prefix}:erasures"
+        self._erasure_lock = f"{prefix}:erasure-lock"
         self._append = client.register_script(_APPEND)
+        self._copy = client.register_script(_COPY)
+        self._swap = client.register_script(_SWAP)
+        self._release_lock = client.register_script(_RELEASE_LOCK)
         self._delete_item = client.register_script(_DELETE_ITEM)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="liverec-redis-log")
         self._closed = False
@@ -135,6 +247,9 @@ class RedisEventLog:
     def _append_events(self, events: list[Event], *, keep: bool) -> AppendResult:
         if not events:
             return AppendResult(0, 0, self.last_offset())
+        if self._pseudonymise is not None:
+            key = self._pseudonymise
+            events = [dataclasses.replace(event, user_id=key(event.user_id)) for event in events]
         received = time.time()
         args: list[str] = []
         for event in events:
@@ -318,6 +433,92 @@ class RedisEventLog:
     def meta_set(self, key: str, value: str) -> None:
         self.client.hset(self._meta, key, value)
 
+    # -- erasure ----------------------------------------------------------------------------------
+    def erase_events(
+        self, user_id: str | None = None, before: float | None = None, on_erased: OnErased | None = None
+    ) -> ErasedEvents:
+        """Delete every event of ``user_id`` (the stored id), or every event timestamped before ``before``, and
+        rewrite the stream so that no byte of them is left (see the module docstring). ``on_erased`` runs after
+        the rewrite (appends go on meanwhile: a user's events appended during it are in ``remaining``)."""
+        if (user_id is None) == (before is None):
+            raise ValueError("erase_events: expected exactly one of user_id and before")
+        if before is not None and not math.isfinite(before):
+            raise ValueError(f"before: expected finite Unix seconds, got {before!r}")
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + 600
+        while not self.client.set(self._erasure_lock, owner, nx=True, px=600_000):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self._erasure_lock}: another erasure holds the lock")
+            time.sleep(0.05)
+        try:
+            entry_ids: list[str] = []
+            event_ids: list[str] = []
+            users: set[str] = set()
+            for entry_id, fields in self._entries():
+                user, timestamp = _user_and_time(fields["j"])
+                if user == user_id or (before is not None and timestamp < before):
+                    entry_ids.append(entry_id)
+                    event_ids.append(fields["e"])
+                    users.add(user)
+            if not entry_ids:
+                return ErasedEvents()
+            with self.client.pipeline(transaction=True) as pipe:
+                for start in range(0, len(entry_ids), 1000):
+                    pipe.xdel(self.stream, *entry_ids[start : start + 1000])
+                    pipe.hdel(self._ids, *event_ids[start : start + 1000])
+                pipe.execute()
+            self.rewrite_stream()
+            erased = ErasedEvents(len(entry_ids), sorted(int(e[:-2]) for e in entry_ids), sorted(users))
+        finally:
+            self._release_lock(keys=[self._erasure_lock], args=[owner])
+        if on_erased is not None:
+            remaining = [] if before is None else self.read_users(erased.users)
+            on_erased(erased, remaining)
+        return erased
+
+    def rewrite_stream(self) -> None:
+        """Copy the stream to a new key without its deleted entries' bytes and rename it over the original,
+        keeping entry ids, consumer groups (with their pending entries) and the stream's last id."""
+        target = f"{self.stream}:rewrite"
+        self.client.delete(target)
+        last = ""
+        while True:
+            copied = self._copy(keys=[self.stream, target], args=[last, REWRITE_CHUNK])
+            if not copied:
+                break
+            last = str(copied)
+        self._swap(keys=[self.stream, target], args=[last])
+
+    def read_users(self, user_ids: Sequence[str]) -> list[StoredEvent]:
+        """Every event of ``user_ids`` (stored ids), in offset order (a scan of the whole stream)."""
+        wanted = set(user_ids)
+        return [
+            _parse(entry_id, fields) for entry_id, fields in self._entries() if _user_and_time(fields["j"])[0] in wanted
+        ]
+
+    def _entries(self, chunk: int = 10_000) -> Iterator[tuple[str, dict[str, str]]]:
+        start = "-"
+        while entries := self.client.xrange(self.stream, min=start, max="+", count=chunk):
+            yield from entries
+            start = "(" + entries[-1][0]
+
+    def record_erasure(self, kind: str, token: str | None = None) -> int:
+        if kind not in ERASURE_KINDS:
+            raise ValueError(f"kind: expected one of {', '.join(ERASURE_KINDS)}, got {kind!r}")
+        record = {"kind": kind, "token": token, "at": time.time()}
+        return int(self.client.rpush(self._erasures, json.dumps(record)))
+
+    def erasure_epoch(self) -> int:
+        return int(self.client.llen(self._erasures))
+
+    def erasures_after(self, epoch: int) -> list[ErasureRecord]:
+        raw = self.client.lrange(self._erasures, epoch, -1)
+        records = [json.loads(text) for text in raw]
+        return [
+            ErasureRecord(epoch + n, record["kind"], record["token"], record["at"])
+            for n, record in enumerate(records, start=1)
+        ]
+
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
         """Finish queued appends and stop the append threads (the client is the caller's; idempotent)."""
@@ -358,6 +559,12 @@ def _fields(event: Event, received: float) -> list[str]:
         received,
     ]
     return [event.event_id, json.dumps(body, separators=(",", ":"), ensure_ascii=False)]
+
+
+def _user_and_time(body: str) -> tuple[str, float]:
+    """The user id and timestamp of an entry's ``j`` field."""
+    values = json.loads(body)
+    return values[0], float(values[3])
 
 
 def _stored_event(event: Event, offset: int) -> StoredEvent:

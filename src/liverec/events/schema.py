@@ -29,6 +29,7 @@ import pydantic_core
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
@@ -45,6 +46,10 @@ DEFAULT_EVENT_TYPES: Mapping[str, float] = MappingProxyType(
 )
 #: Content types read as NDJSON (parameters such as ``; charset=utf-8`` are ignored).
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl")
+#: Longest user or item id accepted, in characters as sent.
+MAX_ID_LENGTH = 256
+#: Largest integer id accepted: every integer up to it is exact as a JSON number (a double), 2**53 - 1.
+MAX_SAFE_INTEGER = 2**53 - 1
 #: Longest ``event_id`` and ``recommendation_id`` accepted.
 MAX_EVENT_ID_LENGTH = 128
 #: Numeric timestamps must be below this (year 5138): larger ones are milliseconds sent by mistake.
@@ -137,11 +142,46 @@ def _context_checker(max_bytes: int) -> Callable[[dict[str, Any]], dict[str, Any
 
 
 @functools.lru_cache(maxsize=16)
+def _stripped(value: str) -> str:
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("must not be blank")
+    return stripped
+
+
+def _integral(value: Any) -> Any:
+    """A float with no fractional part as the integer it is (JSON does not tell ``5`` from ``5.0``)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: A character that is not whitespace as ``str.strip`` sees it, spelled out (``\\S`` differs between Python,
+#: JSON Schema's ECMA regexes and pydantic's Rust ones, e.g. on U+001F), so the schema says what is checked.
+NOT_BLANK = r"[^\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
+def id_text(max_length: int = MAX_ID_LENGTH) -> Any:
+    """The one rule for a user or item id given as text, on every route: 1 to ``max_length`` characters as sent,
+    at least one of them not whitespace; surrounding whitespace is stripped (``" x "`` is ``"x"``)."""
+    return Annotated[
+        str, StringConstraints(min_length=1, max_length=max_length, pattern=NOT_BLANK), AfterValidator(_stripped)
+    ]
+
+
+#: A user or item id as text, by :func:`id_text`'s rule with the default length.
+IdText = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=NOT_BLANK), AfterValidator(_stripped)
+]
+
+
+def json_int(ge: int | None = None, le: int | None = None) -> Any:
+    """An integer in a JSON body, within ``[ge, le]``: ``5`` or ``5.0``, never ``"5"`` or ``true``. (The bounds
+    come first: after the validator, pydantic would not write them into the JSON schema.)"""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral), Strict()]
+
+
 def _event_model(types: tuple[str, ...], max_id_length: int, max_context_bytes: int) -> type[BaseModel]:
-    external_id = (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_id_length)]
-        | Annotated[int, Strict(), Field(ge=-(2**63), lt=2**63)]
-    )
+    # integer ids within the range a JSON number holds exactly (larger ones lose digits in most clients)
+    external_id = id_text(max_id_length) | json_int(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)
     short_id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_ID_LENGTH)]
     unix_seconds = Annotated[float, Strict(), Field(gt=0, lt=MAX_UNIX_SECONDS, allow_inf_nan=False)]
     timestamp = unix_seconds | Annotated[str, AfterValidator(_iso_to_unix)]
@@ -280,6 +320,8 @@ def _field_errors(invalid: ValidationError, positions: list[int], config: EventC
             reason, value = "must be a JSON object", detail["input"]
         elif kind == "less_than" and name == "timestamp":
             reason, value = "must be Unix seconds; this looks like milliseconds", detail["input"]
+        elif kind == "string_pattern_mismatch" and name in ("user_id", "item_id"):
+            reason, value = "must not be blank (whitespace only)", detail["input"]
         elif kind == "value_error":
             reason, value = str(detail["ctx"]["error"]), detail["input"]
         elif kind.endswith("_type") and name in _TYPE_HINTS:

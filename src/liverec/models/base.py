@@ -86,6 +86,9 @@ class Recommender(ABC):
     provides_vectors: bool = False
     #: True when the model takes item side features (:meth:`set_item_features`, e.g. categories).
     takes_item_features: bool = False
+    #: True when the model keeps something per user (rows indexed by internal user id: MF's user factors,
+    #: ItemKNN's user-item matrix): :meth:`forget_users` deletes it. False: only aggregates over users.
+    keeps_user_parameters: bool = False
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         base = config if config is not None else self.Config()
@@ -283,6 +286,30 @@ class Recommender(ABC):
 
     @abstractmethod
     def _set_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+    # ----------------------------------------------------------------- erasure
+    def forget_users(self, users: Sequence[int] | np.ndarray) -> int:
+        """Remove the internal user ids ``users`` from the model's user id space (a user's erasure).
+
+        What the model keeps per user (``keeps_user_parameters``) is deleted and the remaining users are
+        renumbered in order, so the caller drops the same positions from its list of external user ids.
+        Returns how many per-user rows were deleted (0 for a model that keeps none: only ``n_users`` shrinks).
+        Aggregates the users contributed to (item factors, similarities, network weights) are not unlearned.
+        """
+        self._check_fitted()
+        ids = np.unique(np.asarray(users, dtype=np.int64))
+        if len(ids) and (ids[0] < 0 or ids[-1] >= self.n_users):
+            raise ValueError(f"users: expected internal user ids in [0, {self.n_users}), got {ids.tolist()}")
+        keep = np.ones(self.n_users, dtype=bool)
+        keep[ids] = False
+        removed = self._forget_users(keep)
+        self.n_users = int(keep.sum())
+        return removed
+
+    def _forget_users(self, keep: np.ndarray) -> int:
+        """Keep only the users where ``keep`` (``[n_users]`` bools) is True; returns the rows deleted.
+        Models that keep nothing per user need not write it."""
+        return 0
 
     # ----------------------------------------------------------------- optional capabilities
     def user_vectors(self, histories: Histories) -> np.ndarray:

@@ -66,6 +66,7 @@ class Fusion(Recommender):
         self.supports_partial_fit = all(cls.supports_partial_fit for cls in component_classes)
         self.learns_in_context = any(cls.learns_in_context for cls in component_classes)
         self.takes_item_features = any(cls.takes_item_features for cls in component_classes)
+        self.keeps_user_parameters = any(cls.keeps_user_parameters for cls in component_classes)
         self.components: list[Recommender] = []
         self.weights = np.zeros(0, dtype=np.float64)
         self.validation_ndcg: dict[str, float] = {}
@@ -143,6 +144,13 @@ class Fusion(Recommender):
     def _partial_fit_in_context(self, interactions: Interactions, learn: np.ndarray) -> None:
         for component in self.components:  # each reads the context or drops it (Recommender.partial_fit)
             component.partial_fit(interactions, learn)
+
+    def _forget_users(self, keep: np.ndarray) -> int:
+        removed = 0
+        for component in self.components:  # every component shrinks its user id space; some delete rows
+            forget = np.flatnonzero(~keep[: component.n_users])
+            removed += component.forget_users(forget)
+        return removed
 
     def _score(self, histories: Histories) -> np.ndarray:
         total = np.zeros((len(histories), self.n_items), dtype=np.float32)

@@ -212,6 +212,7 @@ class _MatrixFactorization(Recommender):
     supports_partial_fit = True
     needs_user_history = False
     handles_new_items = True
+    keeps_user_parameters = True
     #: False when the loss cannot identify ``μ + b_u`` (it cancels in BPR's score differences): the
     #: user biases are then left out of training and stay 0.
     _learns_user_bias: ClassVar[bool] = True
@@ -365,6 +366,16 @@ class _MatrixFactorization(Recommender):
         if self.config.use_bias:
             scores += arrays["item_bias"][None, :] + (user_bias + arrays["global_bias"][0])[:, None]
         return scores.astype(np.float32, copy=False)
+
+    def _forget_users(self, keep: np.ndarray) -> int:
+        """Delete the user rows (factors, bias, trained flag) outside ``keep``; the rest keep their values."""
+        arrays = self._require_network().to_arrays()
+        rows = keep[: arrays["user_factors"].shape[0]]
+        arrays["user_factors"] = arrays["user_factors"][rows]
+        arrays["user_bias"] = arrays["user_bias"][rows]
+        self._network = MFNetwork.from_arrays(arrays)
+        self._user_trained = self._user_trained[keep[: len(self._user_trained)]]
+        return int((~rows).sum())
 
     # ----------------------------------------------------------------- persistence
     def _get_state(self) -> dict[str, np.ndarray]:

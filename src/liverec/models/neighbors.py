@@ -68,6 +68,8 @@ class ItemKNN(Recommender):
     config: ItemKNNConfig
     supports_partial_fit = True
     handles_new_items = True
+    #: the user-item matrix (rows: users), kept so that ``partial_fit`` equals a refit
+    keeps_user_parameters = True
 
     def __init__(self, config: ModelConfig | None = None, **overrides: object) -> None:
         super().__init__(config, **overrides)
@@ -85,6 +87,14 @@ class ItemKNN(Recommender):
         merged.data[:] = 1.0
         self.user_items = merged.tocsr()
         self.similarity = self._similarity(self.user_items)
+
+    def _forget_users(self, keep: np.ndarray) -> int:
+        """Delete the users' rows of the user-item matrix and recompute the similarities without them (the
+        model then equals one fitted on the other users' events)."""
+        rows = keep[: self.user_items.shape[0]]
+        self.user_items = sp.csr_matrix(self.user_items[np.flatnonzero(rows)])
+        self.similarity = self._similarity(self.user_items)
+        return int((~rows).sum())
 
     def _similarity(self, user_items: sp.csr_matrix) -> sp.csr_matrix:
         cfg = self.config

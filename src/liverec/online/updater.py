@@ -21,6 +21,12 @@ One loop (``liverec worker``, or a child process of ``liverec serve``):
    yields a candidate that goes through the same gate; if promoted, the learner continues from it.
 
 Servers notice promotions by polling the registry's ``PROMOTED`` pointer (within a second).
+
+Erasure: the learner's recent sequences, the gate and the updater's state hold users. When the log's erasure
+epoch changes (a user was erased, or old events were dropped by retention) the updater forgets all of it and
+starts again from the newest usable version (rewritten by the erasure) and the scrubbed log. A version it was
+about to register is refused under the registry's lock once the epoch has moved (``register(guard=...)``), so
+nothing learned from an erased user's events is written after the erasure rewrote the registry.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from liverec.events.log import EventLog, SQLiteEventLog, StoredEvent
 from liverec.models.base import Recommender
 from liverec.online.learner import TUNED_LEARNER, LearnerConfig, OnlineLearner
 from liverec.pipeline import catalogue_metadata, read_log, train_and_register
-from liverec.registry import Announcer, LoadedModel, ModelRegistry
+from liverec.registry import Announcer, LoadedModel, ModelRegistry, RegistrationRefused
 from liverec.settings import Settings
 from liverec.state.store import State, StateConfig
 
@@ -149,6 +155,8 @@ class Updater:
         self._gate_cost: float | None = None
         self._other_cost: float | None = None
         self.gate_rate = self.config.gate_sample_rate  # the sampling rate of the latest gate batch
+        self.erasure_epoch = self.log.erasure_epoch()  # the erasures what this updater holds has followed
+        self.restarts = 0  # times it forgot everything to follow an erasure
 
     # -- start-up --------------------------------------------------------------------------------
     def start(self) -> bool:
@@ -171,9 +179,10 @@ class Updater:
             batch = self.log.read(
                 after_offset=self.state.offset, limit=min(self.config.read_batch, offset - self.state.offset)
             )
-            if not batch:
+            within = [event for event in batch if event.offset <= offset]  # erasure leaves holes in the offsets
+            self.state.apply(within)
+            if len(within) < len(batch) or not batch:
                 break
-            self.state.apply(batch)
         user_ids = loaded.user_ids or [f"__user_{n}" for n in range(loaded.model.n_users)]
         history = self._history_interactions(loaded.item_ids, user_ids)
         tuned = TUNED_LEARNER.get(loaded.model.name, {})
@@ -230,12 +239,37 @@ class Updater:
 
     # -- the loop --------------------------------------------------------------------------------
     def run_once(self, stop: threading.Event) -> None:
-        """One turn of a worker's loop: load a model if none is yet, process a batch, and wait a poll interval
-        (or until ``stop``) when there was nothing to do."""
-        if self.learner is None and not self.start():
-            stop.wait(self.config.poll_interval_s)
-        elif self.step() == 0:
-            stop.wait(self.config.poll_interval_s)
+        """One turn of a worker's loop: follow an erasure, load a model if none is yet, process a batch, and wait
+        a poll interval (or until ``stop``) when there was nothing to do."""
+        self.follow_erasures()
+        try:
+            if self.learner is None and not self.start():
+                stop.wait(self.config.poll_interval_s)
+            elif self.step() == 0:
+                stop.wait(self.config.poll_interval_s)
+        except RegistrationRefused:
+            self.follow_erasures()
+
+    def follow_erasures(self) -> bool:
+        """When the log's erasure epoch moved, forget the learner, the gate, the serving model and the state
+        (they may hold an erased user); the next turn starts again from the registry and the scrubbed log."""
+        epoch = self.log.erasure_epoch()
+        if epoch == self.erasure_epoch:
+            return False
+        logger.info("erasure: the updater starts again", extra={"epoch": epoch, "version": self.version})
+        self.learner = None
+        self.gate = None
+        self._serving = None
+        self.version = None
+        self.offset = 0
+        self.state = State(self.state.config)
+        self.erasure_epoch = epoch
+        self.restarts += 1
+        return True
+
+    def _unchanged(self) -> bool:
+        """The registration guard: no erasure happened since this updater's state was built."""
+        return self.log.erasure_epoch() == self.erasure_epoch
 
     def step(self) -> int:
         """Process the next batch of events; returns how many were read."""
@@ -299,6 +333,7 @@ class Updater:
             training=training,
             parent=self.version,
             user_ids=list(learner.user_ids),
+            guard=self._unchanged,
         )
         logger.info("candidate registered", extra={"version": version, **training})
         self.version = version
@@ -318,6 +353,7 @@ class Updater:
             self.config.retrain_params,
             promote=False,
             seed=self.config.seed,
+            guard=self._unchanged,
         )
         logger.info("full retraining registered", extra={"version": summary.version, "metrics": summary.metrics})
         self._open_gate(summary.version)

@@ -16,16 +16,20 @@ log stream's consumer group ``state`` (the backend's :meth:`~liverec.backends.Ba
   dies, another worker takes over after at most ``ttl_s`` and resumes from the newest registered version's
   offset (at-least-once, like a restart). The embedded deployment has one worker per data folder: its
   lease is always held.
+* where the serving processes do not run it (Redis: ``Backend.retention_by_server`` is False), the lease holder
+  also runs the retention pass (``retention_days``) every ``retention_interval_s``, and once when it takes the
+  lease.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from liverec.backends import Backend
 from liverec.backends.base import consumer_name
-from liverec.events.log import ConsumerGroupLog
+from liverec.events.log import ConsumerGroupLog, EventLog
 from liverec.state.base import StateStore
 
 logger = logging.getLogger(__name__)
@@ -97,6 +101,7 @@ def run_worker(backend: Backend, stop: threading.Event) -> None:
         logger.info("worker running", extra={"consumer": name, "log": backend.describe()})
     lease = backend.updater_lease(name)
     updater: Updater | None = None
+    retention = _Retention(backend, feed.state if feed is not None else None)
     try:
         while not stop.is_set():
             if not lease.held():
@@ -116,6 +121,7 @@ def run_worker(backend: Backend, stop: threading.Event) -> None:
                     log=backend.open_log(readonly=True),
                     announcer=backend.announcer(),
                 )
+            retention.run_if_due()
             updater.run_once(stop)
     finally:
         stop.set()
@@ -123,8 +129,37 @@ def run_worker(backend: Backend, stop: threading.Event) -> None:
             thread.join(timeout=10)
         if updater is not None:
             updater.close()
+        retention.close()
         lease.release()
         if feed is not None and applier is not None:
             feed.log.close()
             counts = {"delivered": applier.delivered, "applied": applier.applied}
             logger.info("worker stopped", extra={"consumer": name, **counts})
+
+
+class _Retention:
+    """The retention pass of a deployment whose servers do not run it, on the worker holding the updater lease."""
+
+    def __init__(self, backend: Backend, state: StateStore | None) -> None:
+        settings = backend.settings
+        self.backend = backend
+        self.state = state
+        self.enabled = settings.retention_days is not None and not backend.retention_by_server
+        self.interval = settings.retention_interval_s
+        self.last: float | None = None
+        self.log: EventLog | None = None
+
+    def run_if_due(self) -> None:
+        if not self.enabled or (self.last is not None and time.monotonic() - self.last < self.interval):
+            return
+        self.last = time.monotonic()
+        try:
+            if self.log is None:
+                self.log = self.backend.open_log()
+            self.backend.apply_retention(log=self.log, state=self.state)
+        except Exception:  # retried at the next interval; the updater goes on
+            logger.exception("retention pass failed")
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()

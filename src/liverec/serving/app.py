@@ -17,9 +17,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Match
 
 from liverec import __version__
 from liverec.access import open_audit_log, open_key_store
@@ -30,6 +34,7 @@ from liverec.serving.engine import Engine
 from liverec.serving.limits import BodyLimitMiddleware, ContentTypeMiddleware
 from liverec.serving.metrics import Metrics, MetricsMiddleware
 from liverec.serving.routes import events, items, keys, models, operations, recommendations, users
+from liverec.serving.schemas import ErrorOut
 
 __all__ = ["create_app"]
 
@@ -51,12 +56,59 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(errors))})
 
 
+async def _method_not_allowed(request: Request, error: Exception) -> Response:
+    """Starlette's 405 names the methods of the first route that matched the path; ``Allow`` must name every
+    method the path supports (RFC 9110), whichever route serves each."""
+    if not isinstance(error, StarletteHTTPException) or error.status_code != 405:
+        return await http_exception_handler(request, error)  # type: ignore[arg-type]
+    allowed: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, APIRoute) and route.matches({**request.scope, "method": "GET"})[0] != Match.NONE:
+            allowed |= route.methods or set()
+    return JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": ", ".join(sorted(allowed))})
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     app.state.compute_pool.shutdown(wait=True)
     if app.state.own_engine:
         await run_in_threadpool(app.state.engine.close)
+
+
+def _document_middleware_answers(app: FastAPI, max_body_bytes: int) -> None:
+    """Add to the OpenAPI document what the middleware answers before any route runs: 413 on every route (the
+    body limit), 415 on every route that takes a body (the media type)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        too_large = {
+            "description": f"the body is over {max_body_bytes} bytes",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+        }
+        wrong_type = {
+            "description": "a body that is not application/json (NDJSON too on POST /v1/events)",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+        }
+        unreadable = {
+            "description": "a JSON body that cannot be read at all (not UTF-8)",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+        }
+        for path_item in document["paths"].values():
+            for method, operation in path_item.items():
+                operation["responses"].setdefault("413", too_large)
+                if method in ("post", "put", "delete"):
+                    operation["responses"].setdefault("415", wrong_type)
+                if "requestBody" in operation:
+                    operation["responses"].setdefault("400", unreadable)
+        document.setdefault("components", {}).setdefault("schemas", {})["ErrorOut"] = ErrorOut.model_json_schema()
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
@@ -83,6 +135,7 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
         )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _method_not_allowed)
     # Scoring runs on a small pool of its own: many threads running small torch ops at once mostly fight
     # over the GIL (docs/architecture.md, "Scoring has a thread of its own").
     pool = ThreadPoolExecutor(max_workers=settings.compute_threads, thread_name_prefix="liverec-compute")
@@ -102,13 +155,14 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
     )
     app.state.recommend_service = RecommendService(batcher, settings, metrics)
     for router in (
-        events.router,
+        events.build_router(engine.event_config),
         items.router,
-        recommendations.build_router(settings.default_k),
+        recommendations.build_router(settings.default_k, settings.max_k),
         users.router,
         models.router,
         keys.router,
         operations.router,
     ):
         app.include_router(router)
+    _document_middleware_answers(app, settings.max_body_bytes)
     return app

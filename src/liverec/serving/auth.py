@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from liverec.access import ApiKey, AuditLog, KeyStore, user_target
+from liverec.serving.schemas import ErrorOut
 
 __all__ = ["ADMIN", "AUTH_RESPONSES", "CATALOG", "INGEST", "READ", "Guard", "RateLimiter", "require"]
 
@@ -30,9 +31,9 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-K
 
 #: What a protected route may answer besides its own codes (the OpenAPI document lists them).
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "no API key, or an unknown or revoked one (once any key exists)"},
-    403: {"description": "the key lacks the scope this route needs"},
-    429: {"description": "the key's rate limit is spent; retry after `Retry-After` seconds"},
+    401: {"model": ErrorOut, "description": "no API key, or an unknown or revoked one (once any key exists)"},
+    403: {"model": ErrorOut, "description": "the key lacks the scope this route needs"},
+    429: {"model": ErrorOut, "description": "the key's rate limit is spent; retry after `Retry-After` seconds"},
 }
 
 

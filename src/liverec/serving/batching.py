@@ -52,12 +52,18 @@ class Batcher(Generic[R, T]):
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
         if len(self._drains) < self.concurrency:
-            task = asyncio.create_task(self._drain())
-            self._drains.add(task)
-            task.add_done_callback(self._drains.discard)
+            self._drains.add(asyncio.create_task(self._drain()))
         return await future
 
     async def _drain(self) -> None:
+        try:
+            await self._drain_pending()
+        finally:
+            # leave the set in the same step as the last look at the queue: a done-callback would run later,
+            # and a request queued in between would find every drain slot taken and wait forever
+            self._drains.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _drain_pending(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
             batch = [(r, f) for r, f in self._pending[: self.max_batch] if not f.done()]  # done: client gone

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request
-from pydantic import StringConstraints
+from fastapi import Depends, Path, Request
 
+from liverec.events.schema import IdText
 from liverec.serving.batching import Batcher
 from liverec.serving.engine import Engine, Recommendation, RecommendRequest
 from liverec.serving.metrics import Metrics
@@ -25,7 +25,6 @@ __all__ = [
     "RecommendService",
     "RecommendServiceDep",
     "UserIdPath",
-    "check_k",
     "get_engine",
     "get_metrics",
     "get_recommend_service",
@@ -62,25 +61,14 @@ async def get_recommend_service(request: Request) -> RecommendService:
     return service
 
 
-#: An id in a route's path: the rule of the events schema (surrounding whitespace stripped, 1-256 characters),
-#: so an id is the same id whichever route it comes through.
-ItemIdPath = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256), Path(description="an item id")
-]
-UserIdPath = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256), Path(description="a user id")
-]
+#: An id in a route's path: the rule of the events schema (1-256 characters as sent, not blank, stripped), so an
+#: id is the same id whichever route it comes through.
+ItemIdPath = Annotated[IdText, Path(description="an item id")]
+UserIdPath = Annotated[IdText, Path(description="a user id")]
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RecommendServiceDep = Annotated[RecommendService, Depends(get_recommend_service)]
-
-
-def check_k(k: int, settings: Settings) -> int:
-    """``k`` itself, or a 422 naming it when it is above ``max_k``."""
-    if k > settings.max_k:
-        raise HTTPException(422, detail=[{"loc": ["query", "k"], "input": k, "msg": f"k must be <= {settings.max_k}"}])
-    return k
 
 
 def split_categories(values: list[str]) -> tuple[str, ...]:

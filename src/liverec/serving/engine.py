@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from liverec.backends import Backend, open_backend
+from liverec.backends.erasure import ErasureReport, RetentionReport
 from liverec.data.interactions import Histories
 from liverec.events.log import AppendResult, EventLog
 from liverec.events.schema import Event, EventConfig
@@ -204,6 +205,8 @@ class Engine:
             if self._own_backend:
                 self.backend.close()
             raise
+        self._erasure_epoch = self.log.erasure_epoch()  # the last erasure this engine's model and state follow
+        self._erasure_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._unsubscribe: Callable[[], None] | None = None
@@ -213,9 +216,17 @@ class Engine:
             if announcer is not None:
                 self._unsubscribe = announcer.subscribe(self._announced)
             self._start(self._snapshot_if_changed, settings.snapshot_interval_s, "liverec-snapshot")
+            self._start(self.follow_erasures, min(settings.model_poll_interval_s, 1.0), "liverec-erasure-watch")
+            if settings.retention_days is not None and self.backend.retention_by_server:
+                self._start(self.run_retention, settings.retention_interval_s, "liverec-retention", at_once=True)
 
-    def _start(self, work: Callable[[], Any], interval: float, name: str) -> None:
+    def _start(self, work: Callable[[], Any], interval: float, name: str, *, at_once: bool = False) -> None:
         def loop() -> None:
+            if at_once and not self._stop.is_set():
+                try:
+                    work()
+                except Exception:
+                    logger.exception(f"{name} failed")
             while not self._stop.wait(interval):
                 try:
                     work()
@@ -268,11 +279,45 @@ class Engine:
     # -- users -----------------------------------------------------------------------------------
     def user_history(self, user_id: str) -> list[str] | None:
         """The user's recent item ids, oldest first; None for a user the state has never seen."""
-        history, _ = self.state.user_view(user_id)
-        if len(history) == 0 and not self.state.has_user(user_id):
+        key = self.backend.user_key(user_id)
+        history, _ = self.state.user_view(key)
+        if len(history) == 0 and not self.state.has_user(key):
             return None
         names = self.state.item_ids
         return [names[i] for i in history.tolist()]
+
+    def forget_user(self, user_id: str) -> ErasureReport:
+        """Erase ``user_id`` (a raw id): its events leave the log, its keys the state (and ``state.npz``), its rows
+        every model version that keeps them; the serving model is reloaded. Idempotent."""
+        with self._erasure_lock:
+            report = self.backend.forget_user(user_id, log=self.log, state=self.state)
+            self._reload_model()
+            if self._erasure_epoch == report.epoch - 1:  # nothing else to follow
+                self._erasure_epoch = report.epoch
+        return report
+
+    def follow_erasures(self) -> bool:
+        """Follow erasures made by another process (``liverec forget-user``, another replica): the in-process
+        state drops the users and is snapshotted, and the serving model is reloaded from its rewritten version.
+        Polled every second; returns whether there was anything to follow."""
+        with self._erasure_lock:
+            epoch = self.log.erasure_epoch()
+            if epoch == self._erasure_epoch:
+                return False
+            self.backend.follow_erasures(self.state, self.log)
+            self._reload_model()
+            self._erasure_epoch = epoch
+            return True
+
+    def run_retention(self, now: float | None = None) -> RetentionReport | None:
+        """Delete the events older than ``retention_days`` now (the schedule calls it; tests call it directly)."""
+        return self.backend.apply_retention(log=self.log, state=self.state, now=now)
+
+    def _reload_model(self) -> None:
+        try:
+            self.maybe_swap_model(force=True, reload=True)
+        except Exception:  # the poll retries; an erasure is done whether or not the reload worked
+            logger.exception("reloading the serving model after an erasure failed")
 
     # -- recommendations -------------------------------------------------------------------------
     def _allowed(self, include: Sequence[str], exclude: Sequence[str]) -> np.ndarray:
@@ -338,7 +383,7 @@ class Engine:
         """A request's history, allowed items and, when the model cannot answer it, why."""
         state = self.state
         if request.user_id is not None:
-            history, seen = state.user_view(request.user_id)
+            history, seen = state.user_view(self.backend.user_key(request.user_id))
         else:
             history = state.item_indices(list(request.items or []))
             seen = history
@@ -423,10 +468,11 @@ class Engine:
             return "exact-float16"
         return "exact" if serving.index.is_exact else "faiss"
 
-    def maybe_swap_model(self, *, force: bool = False) -> bool:
+    def maybe_swap_model(self, *, force: bool = False, reload: bool = False) -> bool:
         """Load the promoted version if it changed; the swap is one reference assignment.
 
-        ``force``: read the pointer even if its modification time looks unchanged (an announcement said so).
+        ``force``: read the pointer even if its modification time looks unchanged (an announcement said so);
+        ``reload``: load the version even if it is the one served (an erasure rewrote it).
         """
         with self._swap_lock:
             stamp = self.registry.promoted_stamp()
@@ -434,7 +480,7 @@ class Engine:
                 return False
             version = self.registry.promoted()
             self._model_stamp = stamp
-            if version is None or (self._serving is not None and self._serving.version == version):
+            if version is None or (self._serving is not None and self._serving.version == version and not reload):
                 return False
             serving = ServingModel(
                 self.registry.load(version),
@@ -470,6 +516,10 @@ class Engine:
             self._unsubscribe()
         for thread in self._threads:
             thread.join(timeout=5)
+        try:  # an erasure made by another process just before the stop must not outlive it in the last snapshot
+            self.follow_erasures()
+        except Exception:
+            logger.exception("following erasures at shutdown failed")
         self.log.close()  # drains pending appends first
         self.snapshot()
         if self._own_backend:

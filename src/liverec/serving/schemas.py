@@ -5,9 +5,25 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-__all__ = ["ItemIn", "KeyCreated", "KeyIn", "KeyOut", "RecommendationOut", "ScoredItem", "SessionRequest"]
+from liverec.events.schema import IdText, json_int
+
+__all__ = [
+    "ErasureOut",
+    "ErrorOut",
+    "EventError",
+    "EventErrorsOut",
+    "EventsAck",
+    "ItemIn",
+    "ItemOut",
+    "KeyCreated",
+    "KeyIn",
+    "KeyOut",
+    "RecommendationOut",
+    "ScoredItem",
+    "SessionRequest",
+]
 
 
 def _finite_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -19,12 +35,57 @@ def _finite_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
+class ErrorOut(BaseModel):
+    """Every 4xx but a validation error: what went wrong, in one sentence."""
+
+    detail: str
+
+
 class ItemIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """An item of the catalogue as a client sends it (strict types: ``available`` is ``true`` or ``false``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
     title: str | None = Field(None, max_length=1000)
     categories: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=100)
     available: bool = True
     attributes: Annotated[dict[str, Any] | None, AfterValidator(_finite_json)] = None
+
+
+class ItemOut(BaseModel):
+    """An item of the catalogue, with what the state counts of it."""
+
+    item_id: str
+    title: str | None
+    categories: list[str]
+    available: bool
+    attributes: dict[str, Any] | None = None
+    updated_at: float | None = None
+    stats: dict[str, float] | None = Field(
+        None, description="GET only: count (weighted events) and popularity (time-decayed)"
+    )
+
+
+class EventsAck(BaseModel):
+    """What ``POST /v1/events`` answers once the batch is stored (durably, and applied to the state)."""
+
+    received: int
+    stored: int = Field(description="new events written")
+    duplicates: int = Field(description="events whose event_id was already in the log (stored once)")
+    last_offset: int = Field(description="log offset of the last event of this batch")
+
+
+class EventError(BaseModel):
+    index: int = Field(description="the event's position in the batch (NDJSON: line number - 1)")
+    field: str
+    value: Any = None
+    reason: str
+
+
+class EventErrorsOut(BaseModel):
+    """Every problem of a refused batch; no event of it was stored."""
+
+    detail: list[EventError]
+    message: str
 
 
 class ScoredItem(BaseModel):
@@ -45,11 +106,9 @@ class RecommendationOut(BaseModel):
 
 
 class SessionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    items: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]] = Field(
-        ..., min_length=1, max_length=1000, description="the session's item ids, oldest first"
-    )
-    k: int = Field(10, ge=1)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    items: list[IdText] = Field(..., min_length=1, max_length=1000, description="the session's item ids, oldest first")
+    k: json_int(ge=1) = 10  # type: ignore[valid-type]
     exclude_seen: bool = True
     include_categories: list[str] = Field(default_factory=list)
     exclude_categories: list[str] = Field(default_factory=list)
@@ -61,7 +120,7 @@ Scope = Literal["ingest", "read", "catalog", "admin"]
 class KeyIn(BaseModel):
     """A key to create: its name and scopes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="a name to revoke it by")
     scopes: list[Scope] = Field(..., min_length=1, max_length=4)
 
@@ -77,3 +136,14 @@ class KeyCreated(KeyOut):
     key: str = Field(
         description="the key: send it as `Authorization: Bearer KEY`; it is not stored and not shown again"
     )
+
+
+class ErasureOut(BaseModel):
+    """What ``DELETE /v1/users/{user_id}`` erased (zero counts when there was nothing left: erasure is idempotent)."""
+
+    user_id: str = Field(description="the user id erased, as given")
+    events_deleted: int = Field(description="events deleted from the log")
+    state: bool = Field(description="whether the live state knew the user (it no longer does)")
+    models_rewritten: list[str] = Field(description="model versions rewritten without the user")
+    trained_on: list[str] = Field(description="model versions whose training data held the user's events")
+    erased_at: float = Field(description="Unix seconds")

@@ -125,6 +125,8 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     for name, value in settings.describe().items():
         text = "none" if value is None else json.dumps(value) if isinstance(value, dict | list) else str(value)
         env[f"LIVEREC_{name.upper()}"] = text
+    if settings.pseudonym_secret is not None:  # describe() shows it redacted: the child gets the secret itself
+        env["LIVEREC_PSEUDONYM_SECRET"] = settings.pseudonym_secret.get_secret_value()
     return env
 
 

@@ -108,6 +108,24 @@ end
 return out
 """
 
+_RESET_USER = """
+local p, user, max_history = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local known = redis.call('HEXISTS', p .. ':users', user)
+redis.call('DEL', p .. ':h:' .. user, p .. ':s:' .. user)
+if #ARGV == 3 then
+  redis.call('HDEL', p .. ':users', user)
+  return known
+end
+redis.call('HSETNX', p .. ':users', user, 1)
+local history = {}
+for i = math.max(4, #ARGV - max_history + 1), #ARGV do history[#history + 1] = ARGV[i] end
+redis.call('RPUSH', p .. ':h:' .. user, unpack(history))
+for i = 4, #ARGV, 5000 do
+  redis.call('SADD', p .. ':s:' .. user, unpack(ARGV, i, math.min(i + 4999, #ARGV)))
+end
+return known
+"""
+
 #: State keys (not the log's): what ``clear`` deletes besides the per-user keys.
 _STATE_KEYS = ("users", "item-ids", "item-index", "item-stats", "clock", "applied", "n-events", "offset")
 
@@ -132,6 +150,7 @@ class RedisState:
         self._half_life_s = self.config.half_life_days * 86400.0
         self._apply = client.register_script(_APPLY)
         self._items = client.register_script(_ITEMS)
+        self._reset_user = client.register_script(_RESET_USER)
         self._lock = threading.RLock()
         self.item_ids: list[str] = []
         self.item_index: dict[str, int] = {}
@@ -225,6 +244,25 @@ class RedisState:
         if applied:
             self.sync()  # new items got indices: this process's mirror learns them now
         return applied
+
+    def reset_users(self, user_ids: Iterable[str], events: Iterable[EventLike] = ()) -> int:
+        """Rebuild the named users' keys from ``events`` (in log order), one script per user; a user left with no
+        event loses ``P:h:{user}``, ``P:s:{user}`` and its ``P:users`` entry. Item statistics stay aggregated.
+        An event of such a user applied by another process while this runs may be missing from the user's
+        recent sequence afterwards (it stays in the log and in the counts)."""
+        weights = self.config.event_weights
+        targets = list(dict.fromkeys(user_ids))
+        items: dict[str, list[str]] = {user: [] for user in targets}
+        for event in events:
+            if event.user_id in items and float(weights.get(event.type, 0.0)) > 0:
+                items[event.user_id].append(event.item_id)
+        known = 0
+        for user in targets:
+            indices = self.items_for(items[user]).tolist()
+            args = [self.prefix, user, str(self.config.max_history), *map(str, indices)]
+            known += int(self._reset_user(args=args))
+        self._popularity = None
+        return known
 
     def put_item(self, item_id: str, record: Mapping[str, Any]) -> int:
         """Index the item and store its catalogue record (the log's ``P:catalog``; replicas mirror it)."""

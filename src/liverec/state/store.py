@@ -140,6 +140,8 @@ class State:
         self.offset = 0  # the last log offset applied
         self.clock = 0.0  # the newest event timestamp applied (popularity decays against it)
         self.n_events = 0
+        #: the last erasure record of the log this state has followed (``EventLog.erasure_epoch``)
+        self.erasure_epoch = 0
         self._half_life_s = self.config.half_life_days * 86400.0
 
     # -- sizes -----------------------------------------------------------------------------------
@@ -210,6 +212,42 @@ class State:
                 self._counts[item] += 1
                 if t > self.clock:
                     self.clock = t
+
+    def reset_users(self, user_ids: Iterable[str], events: Iterable[EventLike] = ()) -> int:
+        """Rebuild the sequences and seen sets of ``user_ids`` from ``events`` (all they have left in the log, in
+        log order; events of other users are skipped); a user left with none is forgotten altogether. Item
+        counts and popularity keep what was applied (aggregates, not anyone's data). Returns how many of the
+        users the state knew. Erasure passes no events; retention, what the affected users have left."""
+        weights = self.config.event_weights
+        with self._lock:
+            targets = {user_id for user_id in user_ids if user_id in self.user_index}
+            for user_id in targets:
+                user = self.user_index[user_id]
+                self._histories[user].clear()
+                self._seen[user].clear()
+            for event in events:
+                if event.user_id in targets and float(weights.get(event.type, 0.0)) > 0:
+                    user, item = self.user_index[event.user_id], self.item(event.item_id)
+                    self._histories[user].append(item)
+                    self._seen[user].add(item)
+            for user_id in targets:
+                if not self._seen[self.user_index[user_id]]:
+                    self._remove_user(user_id)
+        return len(targets)
+
+    def _remove_user(self, user_id: str) -> None:
+        """Drop a user (the last user takes its slot, so nothing else moves)."""
+        user = self.user_index.pop(user_id)
+        last = len(self.user_ids) - 1
+        if user != last:
+            moved = self.user_ids[last]
+            self.user_ids[user] = moved
+            self._histories[user] = self._histories[last]
+            self._seen[user] = self._seen[last]
+            self.user_index[moved] = user
+        self.user_ids.pop()
+        self._histories.pop()
+        self._seen.pop()
 
     def put_item(self, item_id: str, record: Mapping[str, Any]) -> int:
         with self._lock:
@@ -296,6 +334,7 @@ class State:
                 "offset": self.offset,
                 "clock": self.clock,
                 "n_events": self.n_events,
+                "erasure_epoch": self.erasure_epoch,
                 "max_history": self.config.max_history,
                 "half_life_days": self.config.half_life_days,
                 "event_weights": dict(self.config.event_weights),
@@ -353,6 +392,7 @@ class State:
         state.offset = int(meta["offset"])
         state.clock = float(meta["clock"])
         state.n_events = int(meta["n_events"])
+        state.erasure_epoch = int(meta.get("erasure_epoch", 0))
         return state
 
     def fingerprint(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from liverec.serving.auth import AUTH_RESPONSES, READ
@@ -12,18 +12,30 @@ from liverec.serving.deps import EngineDep, MetricsDep
 router = APIRouter()
 
 
-@router.get("/health", tags=["operations"])
+@router.get("/health", tags=["operations"], summary="The process is alive")
 def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", tags=["operations"])
+@router.get(
+    "/ready",
+    tags=["operations"],
+    summary="Whether the engine can serve (a model loaded, the log writable)",
+    responses={503: {"description": "not ready: the failing check is false"}},
+)
 def ready(engine: EngineDep) -> JSONResponse:
     checks = engine.ready()
     ok = all(checks.values())
     return JSONResponse({"ready": ok, **checks, "model_version": engine.model_version}, 200 if ok else 503)
 
 
-@router.get("/metrics", tags=["operations"], dependencies=[READ], responses=AUTH_RESPONSES)
+@router.get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics (text exposition format)",
+    dependencies=[READ],
+    response_class=PlainTextResponse,
+    responses={**AUTH_RESPONSES, 200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 def prometheus(metrics: MetricsDep) -> Response:
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

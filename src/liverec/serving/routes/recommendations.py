@@ -1,67 +1,71 @@
 """Recommendations: for a user, for an anonymous session, and items similar to an item.
 
-A factory rather than a module-level router: the documented default of ``k`` is the configured
-``default_k``, and a query parameter's default is fixed when its route is declared. Everything else a
+A factory rather than a module-level router: the documented default and upper bound of ``k`` are the
+configured ``default_k`` and ``max_k``, and a parameter's bounds are fixed when its route is declared (so
+they are in the OpenAPI document, and a ``k`` above ``max_k`` is FastAPI's standard 422). Everything else a
 route needs comes through ``Depends`` (``serving.deps``).
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: the session route's body model is built in the factory, and
+FastAPI must find the class itself in the route's annotations, not a name to look up in this module.
+"""
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
+from pydantic import Field, create_model
 
+from liverec.events.schema import json_int
 from liverec.serving.auth import AUTH_RESPONSES, READ
-from liverec.serving.deps import (
-    EngineDep,
-    ItemIdPath,
-    MetricsDep,
-    RecommendServiceDep,
-    UserIdPath,
-    check_k,
-    split_categories,
-)
+from liverec.serving.deps import EngineDep, ItemIdPath, MetricsDep, RecommendServiceDep, UserIdPath, split_categories
 from liverec.serving.engine import RecommendRequest
-from liverec.serving.schemas import RecommendationOut, SessionRequest
+from liverec.serving.schemas import ErrorOut, RecommendationOut, SessionRequest
 
-__all__ = ["build_router", "recommend_session"]
+__all__ = ["build_router"]
 
 
-def build_router(default_k: int) -> APIRouter:
-    """The recommendation routes, with ``default_k`` as the default (and documented) ``k``."""
-    router = APIRouter(dependencies=[READ], responses=AUTH_RESPONSES)
+def build_router(default_k: int, max_k: int) -> APIRouter:
+    """The recommendation routes, with ``default_k`` as the default ``k`` and ``max_k`` its upper bound."""
+    router = APIRouter(tags=["recommendations"], dependencies=[READ], responses=AUTH_RESPONSES)
+    KParam = Annotated[int, Query(ge=1, le=max_k, description="how many items")]
+    Session = create_model(
+        "SessionRequest",
+        __base__=SessionRequest,
+        k=(json_int(ge=1, le=max_k), Field(default_k, description="how many items")),
+    )
 
-    @router.get("/v1/items/{item_id}/similar", tags=["recommendations"])
-    def similar(
-        item_id: ItemIdPath, engine: EngineDep, metrics: MetricsDep, k: Annotated[int, Query(ge=1)] = default_k
-    ) -> dict[str, Any]:
-        answer = engine.similar(item_id, check_k(k, engine.settings))
+    @router.get(
+        "/v1/items/{item_id}/similar",
+        summary="Items similar to an item",
+        responses={200: {"model": RecommendationOut}, 404: {"model": ErrorOut, "description": "no such item"}},
+    )
+    def similar(item_id: ItemIdPath, engine: EngineDep, metrics: MetricsDep, k: KParam = default_k) -> dict[str, Any]:
+        answer = engine.similar(item_id, k)
         if answer is None:
             raise HTTPException(404, detail=f"item_id {item_id!r}: no such item")
         if answer.fallback:
             metrics.fallbacks.labels(answer.reason or "").inc()
         return answer.to_json()
 
-    # the answer is written with JSONResponse, skipping FastAPI's response validation and encoding of a
-    # plain dict; RecommendationOut documents it
+    # the answers are written with JSONResponse, skipping FastAPI's response validation and encoding of a
+    # plain dict; RecommendationOut documents them
     @router.get(
         "/v1/users/{user_id}/recommendations",
-        tags=["recommendations"],
+        summary="Recommend for a user (a user with no events gets the popular items)",
         response_class=JSONResponse,
         responses={200: {"model": RecommendationOut}},
     )
     async def recommend(
         user_id: UserIdPath,
         service: RecommendServiceDep,
-        k: Annotated[int, Query(ge=1)] = default_k,
+        k: KParam = default_k,
         exclude_seen: bool = True,
         include_categories: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
         exclude_categories: Annotated[list[str], Query()] = [],  # noqa: B006
     ) -> JSONResponse:
         request = RecommendRequest(
             user_id,
-            k=check_k(k, service.settings),
+            k=k,
             exclude_seen=exclude_seen,
             include_categories=split_categories(include_categories),
             exclude_categories=split_categories(exclude_categories),
@@ -71,27 +75,26 @@ def build_router(default_k: int) -> APIRouter:
             service.metrics.fallbacks.labels(answer.reason or "").inc()
         return JSONResponse(answer.to_json())
 
+    async def recommend_session(request: SessionRequest, service: RecommendServiceDep) -> JSONResponse:
+        answer = await service.batcher(
+            RecommendRequest(
+                None,
+                items=request.items,
+                k=request.k,
+                exclude_seen=request.exclude_seen,
+                include_categories=split_categories(request.include_categories),
+                exclude_categories=split_categories(request.exclude_categories),
+            )
+        )
+        return JSONResponse(answer.to_json())
+
+    recommend_session.__annotations__["request"] = Session  # FastAPI validates with the bounded k
     router.add_api_route(
         "/v1/recommendations",
         recommend_session,
         methods=["POST"],
-        tags=["recommendations"],
         summary="Recommend for an anonymous session",
         response_class=JSONResponse,
         responses={200: {"model": RecommendationOut}},
     )
     return router
-
-
-async def recommend_session(request: SessionRequest, service: RecommendServiceDep) -> JSONResponse:
-    answer = await service.batcher(
-        RecommendRequest(
-            None,
-            items=request.items,
-            k=check_k(request.k, service.settings),
-            exclude_seen=request.exclude_seen,
-            include_categories=split_categories(request.include_categories),
-            exclude_categories=split_categories(request.exclude_categories),
-        )
-    )
-    return JSONResponse(answer.to_json())

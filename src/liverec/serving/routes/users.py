@@ -1,19 +1,47 @@
-"""``GET /v1/users/{user_id}``: what the state knows of a user."""
+"""``/v1/users/{user_id}``: what the state knows of a user (``GET``), and the user's erasure (``DELETE``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
 
+from liverec.serving.auth import ADMIN, AUTH_RESPONSES, READ
 from liverec.serving.deps import EngineDep, UserIdPath
+from liverec.serving.schemas import ErasureOut, ErrorOut
 
-router = APIRouter()
+router = APIRouter(tags=["users"], responses=AUTH_RESPONSES)
 
 
-@router.get("/v1/users/{user_id}", tags=["users"])
+class UserOut(BaseModel):
+    user_id: str
+    recent_items: list[str] = Field(description="the user's recent item ids, oldest first")
+
+
+@router.get(
+    "/v1/users/{user_id}",
+    summary="What the state knows of a user",
+    dependencies=[READ],
+    responses={200: {"model": UserOut}, 404: {"model": ErrorOut, "description": "no events for this user"}},
+)
 def get_user(user_id: UserIdPath, engine: EngineDep) -> dict[str, Any]:
     recent = engine.user_history(user_id)
     if recent is None:
         raise HTTPException(404, detail=f"user_id {user_id!r}: no events for this user")
     return {"user_id": user_id, "recent_items": recent}
+
+
+@router.delete("/v1/users/{user_id}", summary="Erase a user everywhere (idempotent)", dependencies=[ADMIN])
+def forget_user(user_id: UserIdPath, engine: EngineDep) -> ErasureOut:
+    """Delete the user's events from the log (leaving no copy), drop them from the state and its snapshot, and
+    rewrite every model version that keeps per-user parameters; a user with nothing left answers zero counts."""
+    report = engine.forget_user(user_id)
+    return ErasureOut(
+        user_id=report.user_id,
+        events_deleted=report.events_deleted,
+        state=report.state,
+        models_rewritten=report.models_rewritten,
+        trained_on=report.trained_on,
+        erased_at=report.erased_at,
+    )
