@@ -223,6 +223,46 @@ def test_catalogue_filters_and_deletion(server: Server, prepared: Prepared) -> N
     after = server.client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()["items"]
     assert second not in {i["item_id"] for i in after} and len(after) == 10
     assert server.client.delete("/v1/items/never-existed").status_code == 404
+    assert server.client.get(f"/v1/items/{second}").status_code == 404, "a deleted item is gone for readers too"
+    assert server.client.get(f"/v1/items/{first}").json()["available"] is False
+
+
+def test_the_openapi_document_says_what_the_server_does(server: Server) -> None:
+    """Strict body types, k's bound in the schema and FastAPI's standard 422 for it, every method in ``Allow``,
+    /metrics as text, and the events body documented (object, array, NDJSON)."""
+    client = server.client
+    for available in (0, 1, "true", None):
+        answer = client.put("/v1/items/strict", json={"available": available})
+        assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", "available"], answer.text
+    assert client.put("/v1/items/strict", json={"available": False}).json()["available"] is False
+    document = client.get("/openapi.json").json()
+    k = next(
+        p for p in document["paths"]["/v1/users/{user_id}/recommendations"]["get"]["parameters"] if p["name"] == "k"
+    )
+    assert k["schema"]["maximum"] == 1000 and k["schema"]["minimum"] == 1
+    too_many = client.get("/v1/users/u/recommendations", params={"k": 1001})
+    (error,) = too_many.json()["detail"]
+    assert too_many.status_code == 422 and error["loc"] == ["query", "k"] and error["type"] == "less_than_equal"
+    session = client.post("/v1/recommendations", json={"items": ["1"], "k": 1001})
+    assert session.status_code == 422 and session.json()["detail"][0]["loc"] == ["body", "k"]
+    assert client.post("/v1/recommendations", json={"items": ["1"], "k": 5.0}).status_code == 200, "5.0 is 5"
+    assert client.post("/v1/recommendations", json={"items": ["1"], "k": "5"}).status_code == 422
+    refused = client.patch("/v1/items/strict", json={})
+    assert refused.status_code == 405 and set(refused.headers["allow"].split(", ")) == {"GET", "PUT", "DELETE"}
+    assert client.get("/metrics").headers["content-type"].startswith("text/plain")
+    metrics_doc = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics_doc) == ["text/plain"]
+    body = document["paths"]["/v1/events"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "application/x-ndjson"}
+    one, batch = body["application/json"]["schema"]["oneOf"]
+    assert one["required"] == ["user_id", "item_id", "type"] and batch["maxItems"] == 10_000
+    for path, method, codes in [
+        ("/v1/events", "post", {"200", "400", "401", "403", "413", "415", "422", "429"}),
+        ("/v1/items/{item_id}", "get", {"200", "401", "403", "404", "413", "422", "429"}),
+        ("/v1/models/rollback", "post", {"200", "401", "403", "409", "413", "415", "429"}),
+        ("/v1/users/{user_id}", "delete", {"200", "401", "403", "413", "415", "422", "429"}),
+    ]:
+        assert set(document["paths"][path][method]["responses"]) == codes, (path, method)
 
 
 def test_operations_endpoints(server: Server) -> None:

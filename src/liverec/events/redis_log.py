@@ -416,10 +416,10 @@ class RedisEventLog:
         keys = [self.catalog_key, self.catalog_changes_key]
         return bool(self._delete_item(keys=keys, args=[item_id, json.dumps(tombstone)]))
 
-    def get_item(self, item_id: str) -> dict[str, Any] | None:
+    def get_item(self, item_id: str, *, include_deleted: bool = False) -> dict[str, Any] | None:
         raw = self.client.hget(self.catalog_key, item_id)
         record = None if raw is None else json.loads(raw)
-        return None if record is None or record["deleted"] else record
+        return None if record is None or (record["deleted"] and not include_deleted) else record
 
     def items(self) -> list[dict[str, Any]]:
         """Every catalogue record, tombstones included, by item id."""

@@ -20,10 +20,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 from liverec import __version__
 from liverec.access import open_audit_log, open_key_store
@@ -58,13 +57,13 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
 
 async def _method_not_allowed(request: Request, error: Exception) -> Response:
     """Starlette's 405 names the methods of the first route that matched the path; ``Allow`` must name every
-    method the path supports (RFC 9110), whichever route serves each."""
+    method the path supports (RFC 9110), whichever route serves each: they are read from the OpenAPI document."""
     if not isinstance(error, StarletteHTTPException) or error.status_code != 405:
         return await http_exception_handler(request, error)  # type: ignore[arg-type]
     allowed: set[str] = set()
-    for route in request.app.routes:
-        if isinstance(route, APIRoute) and route.matches({**request.scope, "method": "GET"})[0] != Match.NONE:
-            allowed |= route.methods or set()
+    for path, path_item in request.app.openapi()["paths"].items():
+        if compile_path(path)[0].match(request.url.path):
+            allowed |= {method.upper() for method in path_item}
     return JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": ", ".join(sorted(allowed))})
 
 

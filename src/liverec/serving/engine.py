@@ -264,9 +264,10 @@ class Engine:
         return existed or known
 
     def get_item(self, item_id: str) -> dict[str, Any] | None:
-        record = self.log.get_item(item_id)
+        """The item's record and statistics; None when unknown or deleted (its events may still be counted)."""
+        record = self.log.get_item(item_id, include_deleted=True)
         stats = self.state.item_stats(item_id)
-        if record is None and stats is None:
+        if (record is None and stats is None) or (record is not None and record["deleted"]):
             return None
         out: dict[str, Any] = {"item_id": item_id, "available": True, "title": None, "categories": []}
         out.update(record or {})
