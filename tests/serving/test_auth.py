@@ -69,6 +69,7 @@ def routes(item_id: str, version: str) -> list[tuple[str, str, str, object]]:
         ("catalog", "DELETE", f"/v1/items/{fresh}", None),
         ("admin", "GET", "/v1/keys", None),
         ("admin", "POST", f"/v1/models/{version}/promote", None),
+        ("admin", "DELETE", "/v1/users/auth-nobody", None),
     ]
 
 
