@@ -29,6 +29,12 @@ def ml100k_path() -> Path:
     return require_shared_data("ml-100k")
 
 
+@pytest.fixture(scope="session")
+def beauty_path() -> Path:
+    """Amazon Beauty as the sequential-recommendation literature ships it (``user item1 item2 ...``)."""
+    return require_shared_data("amazon-beauty")
+
+
 #: The Redis the backend tests use (a real server; each test works under its own key prefix and deletes it).
 REDIS_URL = os.environ.get("LIVEREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

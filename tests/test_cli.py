@@ -239,3 +239,39 @@ def test_generate_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_synthetic_commands_reject_bad_values(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(capsys, *argv)
     assert code == 2 and out == "" and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_sequences_file_through_evaluate_import_and_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``user item1 item2 ...`` file is detected by ``evaluate`` and ``import``; ``--format sequences``
+    forces it; the replay, which needs one clock, refuses in one line."""
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    lines = [f"u{user} " + " ".join(f"i{(user + step) % 9}" for step in range(6)) for user in range(12)]
+    (folder / "shop.txt").write_text("\n".join(lines) + "\n")
+    code, out, err = run_cli(capsys, "evaluate", "--data", str(folder), "--model", "pop", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["dataset"]["events"] == 72 and report["dataset"]["timed"] is False
+    assert report["protocol"]["evaluated_users"] == 12
+    code, out, _ = run_cli(
+        capsys,
+        "evaluate",
+        "--data",
+        str(folder / "shop.txt"),
+        "--format",
+        "sequences",
+        "--model",
+        "pop-decay",
+        "--json",
+    )
+    assert code == 0 and json.loads(out)["dataset"]["timed"] is False
+    code, _, err = run_cli(capsys, "evaluate", "--data", str(folder), "--model", "pop", "--protocol", "temporal")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "order but no time" in err
+    code, _, err = run_cli(capsys, "replay", "--data", str(folder), "--model", "pop")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "order but no time" in err
+    monkeypatch.setenv("LIVEREC_EVENT_TYPES", '{"interaction": 1.0}')  # the type a sequences file's events get
+    code, out, err = run_cli(capsys, "import", "--data", str(folder), "--data-dir", str(tmp_path / "engine"))
+    assert code == 0, err
+    assert "72 new events" in out and "order but no time" in out

@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("liverec.data",),  # core types (Interactions, Histories, IdMap), loaders, splits, the synthetic generator
     ("liverec.evaluation.metrics",),  # metric maths on ranks and ranked lists (models early-stop with it)
     ("liverec.models",),  # the model protocol and the models
-    ("liverec.retrieval", "liverec.online.learner"),  # top-k over item vectors; learning from a stream (no I/O)
+    ("liverec.retrieval", "liverec.online.learner", "liverec.policies"),  # top-k; learning online; exploration
     ("liverec.evaluation",),  # offline protocols, rating metrics, the streaming replay
     ("liverec.events",),  # the event schema and the durable log
     ("liverec.state",),  # what the engine knows now

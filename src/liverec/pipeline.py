@@ -27,6 +27,7 @@ class ImportSummary:
     duplicates: int
     items_described: int
     seconds: float
+    timed: bool = True  # False: the source had order without time; positions were stored as timestamps
 
 
 def import_dataset(
@@ -42,6 +43,10 @@ def import_dataset(
     The ids are a function of the file and the row's place in time order, so importing the same file
     again stores nothing twice: an interrupted import is resumed by running it again. Titles and
     genres, where the dataset has them, go into the catalogue (genres become categories).
+
+    Data with order but no time (``timed`` False, a sequences file) goes in user by user, each user's
+    events in order, with their positions as timestamps: the log has a time on every event, and it
+    reads these as seconds (see ``ImportSummary.timed``).
     """
     started = time.perf_counter()
     inter = dataset.interactions
@@ -51,7 +56,10 @@ def import_dataset(
             f"event type {unknown[0]!r} of {source} is not configured; accepted types: {', '.join(event_types)} "
             f"(add it under [event_types] in the settings file)"
         )
-    order = np.argsort(inter.timestamps, kind="stable")
+    if inter.timed:
+        order = np.argsort(inter.timestamps, kind="stable")
+    else:
+        order = np.lexsort((inter.timestamps, inter.user_ids))
     if limit is not None:
         order = order[:limit]
     types = np.asarray(inter.event_type_names, dtype=object)[inter.event_types[order]]
@@ -71,7 +79,8 @@ def import_dataset(
         ):
             event_log.put_item(str(item_id), title=None if title is None else str(title), categories=list(genres))
             described += 1
-    return ImportSummary(len(order), result.stored, result.duplicates, described, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return ImportSummary(len(order), result.stored, result.duplicates, described, seconds, inter.timed)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from liverec.policies import POLICIES
 from liverec.state.store import DEFAULT_EVENT_WEIGHTS
 
 #: Settings renamed: old name -> new name. The old name is refused with the new one named, in a TOML file
@@ -104,6 +105,37 @@ class Settings(BaseSettings):
     )
     retrain_interval_s: float | None = Field(None, gt=0, description="periodic full retraining (off when unset)")
 
+    # -- exploration and reward (liverec.policies, events.impressions; docs/architecture.md) -----------
+    explore: str = Field(
+        "greedy",
+        description="the exploration policy of every list unless a request names one: greedy (the top k), epsilon "
+        "(ε-greedy slot replacement), softmax (Plackett-Luce over the top candidates), cold (boost young items)",
+    )
+    explore_epsilon: float = Field(0.1, ge=0, le=1, description="epsilon: probability that a slot is replaced")
+    explore_temperature: float = Field(1.0, gt=0, description="softmax: scores are divided by it before the softmax")
+    explore_candidates: int = Field(
+        50, ge=1, description="softmax and cold: how many of the model's top items the policy chooses from"
+    )
+    explore_cold_age_s: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        description="cold: items younger than this (catalogue attribute created_at, Unix s) or unknown to the "
+        "serving model are boosted",
+    )
+    explore_cold_weight: float = Field(
+        0.3, ge=0, description="cold: the boost, as a fraction of the candidates' score range (max - min)"
+    )
+    explore_seed: int | None = Field(
+        None, description="seed of the exploration draws (one generator per request, in order); none: fresh entropy"
+    )
+    reward_weights: dict[str, float] = Field(
+        default_factory=lambda: {"click": 1.0, "add_to_cart": 2.0, "purchase": 5.0},
+        description="event types that reward the list named by their recommendation_id, and the reward of each",
+    )
+    reward_window_s: float = Field(
+        86_400.0, gt=0, description="an event later than this after its list was served is a late reward"
+    )
+
     # -- privacy (erasure, pseudonymisation, retention; docs/architecture.md) --------------------------
     pseudonym_secret: SecretStr | None = Field(
         None,
@@ -148,6 +180,21 @@ class Settings(BaseSettings):
         for name, weight in value.items():
             if not name or weight < 0 or weight != weight:
                 raise ValueError(f"event type {name!r}: weight must be a number >= 0, got {weight}")
+        return value
+
+    @field_validator("explore")
+    @classmethod
+    def _check_explore(cls, value: str) -> str:
+        if value not in POLICIES:
+            raise ValueError(f"expected one of {', '.join(sorted(POLICIES))}, got {value!r}")
+        return value
+
+    @field_validator("reward_weights")
+    @classmethod
+    def _check_reward_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            if not name or weight != weight or weight in (float("inf"), float("-inf")):
+                raise ValueError(f"event type {name!r}: reward must be a finite number, got {weight}")
         return value
 
     @classmethod

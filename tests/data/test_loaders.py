@@ -1,8 +1,8 @@
 """Loaders: every layout read from small hand-written files with exact expected rows, and every kind
 of malformed input reported as one line naming the file, the line an editor shows and the column.
 
-The real-data test reads ../shared/data/ml-100k through the ``ml100k_path`` fixture of
-``tests/conftest.py`` (skipped where the folder is absent, a failure in CI).
+The real-data tests read ../shared/data/ml-100k and amazon-beauty through the ``ml100k_path`` and
+``beauty_path`` fixtures of ``tests/conftest.py`` (skipped where the folder is absent, a failure in CI).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from liverec.data import loaders
-from liverec.data.interactions import Dataset, Histories
+from liverec.data.interactions import Dataset, Histories, Interactions
 from liverec.data.loaders import FORMATS, DataFormatError, describe, load_dataset
 
 Row = tuple[str, str, float, str, float]  # (user_id, item_id, timestamp, event_type, value)
@@ -352,7 +352,7 @@ def test_unknown_format_names_the_allowed_ones(tmp_path: Path) -> None:
     path = write(tmp_path / "x.csv", "user_id,item_id\n1,2\n")
     with pytest.raises(ValueError, match="format: expected one of 'movielens', 'ml-100k', 'ml-1m', 'events', 'sasrec'"):
         load_dataset(path, format="netflix")
-    assert FORMATS == ("movielens", "ml-100k", "ml-1m", "events", "sasrec")
+    assert FORMATS == ("movielens", "ml-100k", "ml-1m", "events", "sasrec", "sequences")
 
 
 def test_missing_path(tmp_path: Path) -> None:
@@ -369,8 +369,95 @@ def test_describe(tmp_path: Path) -> None:
         "events": 3,
         "first_timestamp": 5.0,
         "last_timestamp": 9.0,
+        "timed": True,
         "event_types": {"buy": 1, "view": 2},
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# Sequences: ``user item1 item2 ...`` per line, order without time
+
+
+def test_sequences_are_detected_and_keep_each_users_order(tmp_path: Path) -> None:
+    path = write(tmp_path / "shop" / "Beauty.txt", "7 10 12 11\n\n3\t20  21\n9 12\n")
+    dataset = load_dataset(tmp_path / "shop")
+    assert dataset.name == "shop"
+    assert [row[:3] for row in rows(dataset)] == [
+        ("7", "10", 0.0),
+        ("7", "12", 1.0),
+        ("7", "11", 2.0),
+        ("3", "20", 0.0),
+        ("3", "21", 1.0),
+        ("9", "12", 0.0),
+    ]
+    assert dataset.interactions.timed is False
+    assert rows(load_dataset(path, format="sequences")) == rows(dataset)
+    histories = Histories.from_interactions(dataset.interactions)
+    first_user = [str(i) for i in dataset.item_map.to_external(histories.row(0))]
+    assert first_user == ["10", "12", "11"]  # the line's order, not the ids' order
+    assert histories.timestamps is None  # positions are no clock: nothing downstream reads them as time
+
+
+def test_sequences_have_no_fake_ties_and_no_time_span(tmp_path: Path) -> None:
+    """No two of a user's events share a timestamp (nothing "at the same moment"), and the dataset says it
+    has no time, so nothing reads positions as seconds."""
+    path = write(tmp_path / "s.txt", "1 5 5 6 7\n2 6 5\n3 7 8 9 5 6 7\n")
+    inter = load_dataset(path).interactions
+    ordered = inter.sorted()
+    same_user = ordered.user_ids[1:] == ordered.user_ids[:-1]
+    assert (np.diff(ordered.timestamps)[same_user] == 1.0).all()  # strictly increasing positions, no ties
+    summary = describe(load_dataset(path))
+    assert summary["timed"] is False
+    assert (summary["first_timestamp"], summary["last_timestamp"]) == (None, None)
+    assert (summary["users"], summary["items"], summary["events"]) == (3, 5, 12)
+    # a split or a refit concatenates parts: the flag travels with every piece
+    assert inter.subset(np.arange(3)).timed is False and inter.with_sizes(4, 6).timed is False
+    with pytest.raises(ValueError, match="timed differs"):
+        Interactions.concat([inter, Interactions.from_arrays([0], [0], n_users=3, n_items=5)])
+
+
+def test_user_item_lines_stay_sasrec(tmp_path: Path) -> None:
+    """Two fields per line, or users on several lines (``user item timestamp``): not sequences."""
+    assert load_dataset(write(tmp_path / "pairs.txt", "1 10\n2 20\n")).interactions.timed is True
+    message = load_error(write(tmp_path / "triples.txt", "1 10 100\n1 11 200\n"))
+    assert message.startswith("triples.txt, line 1: expected 2 fields, got 3 (read as SASRec 'user item' lines")
+
+
+def test_malformed_sequences(tmp_path: Path) -> None:
+    hint = "(read as 'user item1 item2 ...' sequences; pass format= to choose another loader)"
+    path = write(tmp_path / "a.txt", "1 2 3\n\n4\n")
+    assert load_error(path) == f"a.txt, line 3: expected a user followed by at least one item, got 1 field '4' {hint}"
+    path = write(tmp_path / "b.txt", "1 2 3\n2 4 5\n1 6 7\n")
+    assert load_error(path, format="sequences") == (
+        f"b.txt, line 3: user '1' already has line 1; expected one line per user {hint}"
+    )
+    path = write(tmp_path / "c.csv", "1,2,3\n2,,5\n")
+    assert load_error(path, format="sequences", sep=",") == (
+        "c.csv, line 2, item 1: expected a non-empty id, got an empty field"
+    )
+    assert load_error(write(tmp_path / "d.txt", "\n\n"), format="sequences") == (
+        "d.txt: the file is empty (expected lines of a user followed by at least one item)"
+    )
+
+
+def test_compressed_sequences(tmp_path: Path) -> None:
+    path = tmp_path / "Beauty.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write("1 2 3 4\n2 3 4\n")
+    dataset = load_dataset(path)
+    assert dataset.name == "Beauty" and dataset.interactions.timed is False
+    assert [row[:3] for row in rows(dataset)][:3] == [("1", "2", 0.0), ("1", "3", 1.0), ("1", "4", 2.0)]
+
+
+def test_amazon_beauty_from_shared_data(beauty_path: Path) -> None:
+    dataset = load_dataset(beauty_path)
+    summary = describe(dataset)
+    assert (summary["users"], summary["items"], summary["events"]) == (22_363, 12_101, 198_502)
+    assert summary["timed"] is False
+    histories = Histories.from_interactions(dataset.interactions)
+    assert [str(i) for i in dataset.item_map.to_external(histories.row(0))] == ["1", "2", "3", "4", "5"]
+    assert [str(i) for i in dataset.item_map.to_external(histories.row(1))] == ["6", "7", "8", "9", "10", "4", "11"]
+    assert int(np.median(histories.lengths())) == 6 and histories.lengths().min() >= 5
 
 
 # --------------------------------------------------------------------------------------------------

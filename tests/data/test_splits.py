@@ -7,6 +7,7 @@ import pytest
 
 from liverec.data.interactions import Interactions
 from liverec.data.splits import leave_one_out, temporal_split, user_temporal_split
+from liverec.errors import UsageError
 
 
 @pytest.fixture
@@ -71,3 +72,16 @@ def test_user_temporal_split(events: Interactions) -> None:
 def test_bad_fraction(events: Interactions) -> None:
     with pytest.raises(ValueError, match="test_fraction"):
         temporal_split(events, test_fraction=1.5)
+
+
+def test_order_without_time_splits_per_user_and_refuses_a_global_cut() -> None:
+    """Positions in a sequence (``timed`` False): leave-one-out and the per-user split work on the order;
+    a global cut by time has no clock to cut at."""
+    untimed = Interactions.from_arrays([0, 0, 0, 1, 1, 1], [3, 1, 2, 0, 4, 2], [0, 1, 2, 0, 1, 2], timed=False)
+    validation, test = leave_one_out(untimed)
+    np.testing.assert_array_equal(test.targets.items, [2, 2])
+    np.testing.assert_array_equal(validation.targets.items, [1, 4])
+    assert test.train.timed is False and test.history.timestamps is None
+    assert user_temporal_split(untimed, test_fraction=0.4).train.timed is False
+    with pytest.raises(UsageError, match="temporal split: the data has each user's order but no time"):
+        temporal_split(untimed)

@@ -359,3 +359,58 @@ def test_acknowledged_events_survive_kill_9(db: Path) -> None:
         assert log.last_offset() >= acknowledged[-1][1]
     for batch, _ in acknowledged:
         assert {f"{batch}-{k}" for k in range(50)} <= stored
+
+
+def impression(rid: str, user: str | None = "u1", served_at: float = 1_700_000_000.0) -> Any:
+    from liverec.events.impressions import Impression
+
+    return Impression(
+        recommendation_id=rid,
+        user_id=user,
+        kind="user" if user else "session",
+        items=["i1", "i2", "i3"],
+        scores=[0.9, None, 0.1],
+        propensities=[0.9, 0.05, 0.9],
+        list_propensities=[0.9, 0.1, None],
+        explored=[False, True, False],
+        model_version="v0001",
+        policy="epsilon",
+        policy_settings={"epsilon": 0.1},
+        served_at=served_at,
+    )
+
+
+def test_impressions_and_rewards_are_stored_and_survive_a_reopen(open_log: LogFactory) -> None:
+    from liverec.events.impressions import Reward, join_rewards
+
+    log = open_log()
+    log.log_impressions([impression("r1"), impression("r2", user=None)])
+    result = log.append([ev("e1", item="i2", type="click", recommendation_id="r1", timestamp=1_700_000_002.0)])
+    found = log.get_impressions(["r1", "r2", "r9"])  # queued before the append: committed with it or before
+    assert set(found) == {"r1", "r2"} and found["r1"] == impression("r1") and found["r2"].user_id is None
+    report = join_rewards(result.events, found, {"click": 1.0}, window_s=60.0)
+    assert report.rewards == [Reward("r1", "i2", "click", 2, 1.0, 2.0, False, result.last_offset)]
+    log.log_rewards(report.rewards)
+    log.flush()
+    log.close()
+    again = open_log()
+    assert again.get_impressions(["r1"])["r1"].to_json()["slate_propensity"] == pytest.approx(0.9 * 0.05 * 0.9)
+    assert again.get_rewards("r1") == report.rewards and again.get_rewards("r2") == []
+    assert again.count_impressions() == 2
+
+
+def test_erasure_deletes_a_users_impressions_and_their_rewards(open_log: LogFactory) -> None:
+    from liverec.events.impressions import Reward
+
+    log = open_log()
+    log.log_impressions([impression("r1", user="gone"), impression("r2", user="kept"), impression("r3", user="gone")])
+    log.log_rewards(
+        [Reward("r1", "i1", "click", 1, 1.0, 2.0, False, 1), Reward("r2", "i1", "click", 1, 1.0, 2.0, False, 2)]
+    )
+    log.flush()
+    erased = log.erase_events(user_id="gone")
+    assert erased.count == 0 and erased.impressions == 2
+    assert set(log.get_impressions(["r1", "r2", "r3"])) == {"r2"}
+    assert log.get_rewards("r1") == [] and len(log.get_rewards("r2")) == 1
+    old = log.erase_events(before=1_700_000_000.5)  # retention: lists served before the cut-off go too
+    assert old.impressions == 1 and log.count_impressions() == 0

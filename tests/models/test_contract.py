@@ -232,3 +232,18 @@ def test_forget_users_renumbers_the_remaining_user_rows() -> None:
     before = model.score(users([0, 1, 2, 3]))
     assert model.forget_users([1]) == 1
     np.testing.assert_allclose(model.score(users([0, 1, 2])), before[[0, 2, 3]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["pop-decay", "pop-recent"])
+def test_time_based_popularity_weighs_every_event_the_same_without_time(name: str, data: Interactions) -> None:
+    """Order without time (``timed`` False): positions are no clock to decay or window over, so the
+    time-based popularity models count like ``pop``, in ``fit`` and in ``partial_fit`` alike."""
+    untimed = dataclasses.replace(data, timestamps=data.timestamps * 1e6, timed=False)
+    short = {"half_life_days": 1e-9} if name == "pop-decay" else {"window_days": 1e-9}
+    model = create_model(name, **short).fit(untimed)
+    counts = create_model("pop").fit(untimed)
+    histories = Histories.from_interactions(untimed)
+    np.testing.assert_array_equal(model.score(histories), counts.score(histories))
+    model.partial_fit(untimed)
+    counts.partial_fit(untimed)
+    np.testing.assert_array_equal(model.score(histories), counts.score(histories))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -354,6 +356,26 @@ def test_without_ties_the_default_window_trains_as_the_next_item_loss() -> None:
     assert not np.array_equal(default.user_vectors(test.history), every.user_vectors(test.history))
     with pytest.raises(ValueError, match="window_gap_s: expected a number >= 0 or None, got -1"):
         SASRec(window_gap_s=-1)
+
+
+def test_order_without_time_trains_as_the_next_item_loss_and_shuffles_nothing() -> None:
+    """A sequences file (``timed`` False, positions 1 apart): the 60-second window must not read the
+    positions as seconds, and no run is shuffled; the same positions read as seconds tie every item."""
+    data = cycle_data()
+    untimed = dataclasses.replace(data, timed=False)
+    validation, test = leave_one_out(untimed)
+    settings = {**SMALL, "max_epochs": 3, "patience": 3, "dropout": 0.2, "seed": 1}
+    default = SASRec(**settings).fit(test.train, validation=validation)
+    next_item = SASRec(**settings, future_window=1, shuffle_gap_s=None).fit(test.train, validation=validation)
+    np.testing.assert_array_equal(default.user_vectors(test.history), next_item.user_vectors(test.history))
+    timed_validation, timed_test = leave_one_out(data)  # the same positions taken as seconds: all within 60 s
+    as_seconds = SASRec(**settings).fit(timed_test.train, validation=timed_validation)
+    assert not np.array_equal(default.user_vectors(test.history), as_seconds.user_vectors(test.history))
+    # the window over order without time is a setting: every next future_window items, whatever the gap
+    window = SASRec(**settings, untimed_window=True).fit(test.train, validation=validation)
+    any_gap = SASRec(**settings, window_gap_s=None).fit(test.train, validation=validation)
+    np.testing.assert_array_equal(window.user_vectors(test.history), any_gap.user_vectors(test.history))
+    np.testing.assert_array_equal(window.user_vectors(test.history), as_seconds.user_vectors(test.history))
 
 
 def _record_loss_targets(model: SASRec) -> list[np.ndarray]:

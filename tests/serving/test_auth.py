@@ -54,7 +54,7 @@ def wait_for(check: Callable[[], bool], timeout: float = 3.0) -> float:
     return time.monotonic() - started
 
 
-def routes(item_id: str, version: str) -> list[tuple[str, str, str, object]]:
+def routes(item_id: str, version: str, recommendation_id: str) -> list[tuple[str, str, str, object]]:
     """(scope, method, path, json body) for every class of route; each call succeeds when admitted."""
     fresh = f"auth-item-{uuid.uuid4().hex[:6]}"
     return [
@@ -62,6 +62,7 @@ def routes(item_id: str, version: str) -> list[tuple[str, str, str, object]]:
         ("read", "GET", "/v1/users/auth-u/recommendations", None),
         ("read", "POST", "/v1/recommendations", {"items": [item_id]}),
         ("read", "GET", f"/v1/items/{item_id}/similar", None),
+        ("read", "GET", f"/v1/recommendations/{recommendation_id}", None),
         ("read", "GET", f"/v1/items/{item_id}", None),
         ("read", "GET", "/v1/models", None),
         ("read", "GET", "/metrics", None),
@@ -83,7 +84,8 @@ def call(client: httpx.Client, method: str, path: str, body: object, headers: di
 
 def test_scopes_by_route_class_and_revocation(server: Server) -> None:
     client = server.client
-    item_id = client.get("/v1/users/x/recommendations").json()["items"][0]["item_id"]
+    first = client.get("/v1/users/x/recommendations").json()
+    item_id, recommendation_id = first["items"][0]["item_id"], first["recommendation_id"]
     version = client.get("/v1/models").json()["serving"]
     # no key yet: every route is open
     assert client.get("/v1/models").status_code == 200
@@ -93,7 +95,7 @@ def test_scopes_by_route_class_and_revocation(server: Server) -> None:
     assert waited < 1.5, f"a new key took {waited:.2f} s to take effect"
     assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
 
-    for scope, method, path, body in routes(item_id, version):
+    for scope, method, path, body in routes(item_id, version, recommendation_id):
         for header in ({}, {"Authorization": "Bearer lrk_000000000000_nope"}, {"X-API-Key": "garbage"}):
             answer = call(client, method, path, body, header)
             assert answer.status_code == 401, (method, path, header, answer.text)

@@ -83,6 +83,24 @@ def post_user_events(server: Server, user: str, n: int = 12) -> list[str]:
     return ids
 
 
+def serve_lists_to(server: Server, user: str) -> list[str]:
+    """Recommend to ``user`` (each list is logged as an impression with the user) and reward one list with a
+    click on its first item; returns the lists' recommendation ids."""
+    lists = [server.client.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json() for _ in range(2)]
+    click = {
+        "event_id": f"evt-erase-{uuid.uuid4().hex[:12]}",
+        "user_id": user,
+        "item_id": lists[0]["items"][0]["item_id"],
+        "type": "click",
+        "recommendation_id": lists[0]["recommendation_id"],
+    }
+    assert server.client.post("/v1/events", json=click).status_code == 200
+    rids = [answer["recommendation_id"] for answer in lists]
+    logged = server.client.get(f"/v1/recommendations/{rids[0]}").json()
+    assert len(logged["rewards"]) == 1 and logged["rewards"][0]["position"] == 1
+    return rids
+
+
 def train_mf_on_the_log(server: Server) -> str:
     """Train and register (not promote) an MF on the server's log as it is now: it has a row for the user."""
     registry = ModelRegistry(server.data_dir / "models")
@@ -142,7 +160,8 @@ def wait_until(check: Any, timeout: float = 10.0) -> None:
 def test_delete_erases_the_user_everywhere_while_serving_and_after_stop(erasing_server: Server) -> None:
     server = erasing_server
     event_ids = post_user_events(server, USER)
-    needles = [USER, *event_ids]
+    lists = serve_lists_to(server, USER)
+    needles = [USER, *event_ids, *lists]
     assert server.client.get(f"/v1/users/{USER}").status_code == 200
     mf_version = train_mf_on_the_log(server)
     wait_until(lambda: snapshot_holds(server, USER))
@@ -153,13 +172,17 @@ def test_delete_erases_the_user_everywhere_while_serving_and_after_stop(erasing_
     seconds = time.perf_counter() - started
     assert response.status_code == 200, response.text
     report = response.json()
-    assert report["user_id"] == USER and report["events_deleted"] == len(event_ids) and report["state"] is True
+    assert report["user_id"] == USER and report["events_deleted"] == len(event_ids) + 1 and report["state"] is True
+    assert report["impressions_deleted"] == len(lists)
     assert report["models_rewritten"] == [mf_version] and report["trained_on"] == [mf_version]
     assert report["erased_at"] > 0 and seconds < 10
     assert server.client.get(f"/v1/users/{USER}").status_code == 404
+    assert all(server.client.get(f"/v1/recommendations/{rid}").status_code == 404 for rid in lists)
     answer = server.client.get(f"/v1/users/{USER}/recommendations").json()
     assert answer["fallback"] == "popularity" and answer["history_length"] == 0
-    assert leftovers(server, needles) == {}
+    again_list = answer["recommendation_id"]
+    assert server.client.delete(f"/v1/users/{USER}").status_code == 200  # the list served after the erasure too
+    assert leftovers(server, [*needles, again_list]) == {}
     # the MF version was rewritten without the user's row and still loads and serves
     loaded = ModelRegistry(server.data_dir / "models").load(mf_version)
     assert USER not in (loaded.user_ids or []) and loaded.model.n_users == len(loaded.user_ids or [])
@@ -167,6 +190,7 @@ def test_delete_erases_the_user_everywhere_while_serving_and_after_stop(erasing_
     again = server.client.delete(f"/v1/users/{USER}")
     assert again.status_code == 200
     assert (again.json()["events_deleted"], again.json()["state"], again.json()["models_rewritten"]) == (0, False, [])
+    assert again.json()["impressions_deleted"] == 0
     time.sleep(1.5)  # the snapshot thread and the erasure watch run meanwhile: nothing brings the user back
     assert leftovers(server, needles) == {}
     server.stop()
@@ -215,21 +239,25 @@ def test_pseudonymised_ids_never_reach_a_file_and_erasure_still_works(
     server = start(data_dir, "embedded", request, LIVEREC_PSEUDONYM_SECRET=secret, LIVEREC_UPDATER="true")
     try:
         event_ids = post_user_events(server, USER)
+        lists = serve_lists_to(server, USER)
         user = server.client.get(f"/v1/users/{USER}")
-        assert user.status_code == 200 and user.json()["user_id"] == USER and len(user.json()["recent_items"]) == 12
+        assert user.status_code == 200 and user.json()["user_id"] == USER and len(user.json()["recent_items"]) == 13
         answer = server.client.get(f"/v1/users/{USER}/recommendations").json()
-        assert answer["fallback"] is None and answer["history_length"] == 12, answer
+        assert answer["fallback"] is None and answer["history_length"] == 13, answer
         stored = pseudonym(secret, USER)
+        logged = server.client.get(f"/v1/recommendations/{lists[0]}").json()
+        assert logged["user_id"] == stored, "the list's user is stored as the pseudonym"
         wait_until(lambda: snapshot_holds(server, stored))
         assert leftovers(server, [USER]) == {}  # the raw id is nowhere, from the start
         assert secret not in server.output()  # printed settings show it redacted
         response = server.client.delete(f"/v1/users/{USER}")
-        assert response.status_code == 200 and response.json()["events_deleted"] == 12
+        assert response.status_code == 200 and response.json()["events_deleted"] == 13
+        assert response.json()["impressions_deleted"] == len(lists) + 1
         assert server.client.get(f"/v1/users/{USER}").status_code == 404
-        assert leftovers(server, [USER, stored, *event_ids]) == {}
+        assert leftovers(server, [USER, stored, *event_ids, *lists]) == {}
     finally:
         server.stop()
-    assert leftovers(server, [USER, stored, *event_ids]) == {}
+    assert leftovers(server, [USER, stored, *event_ids, *lists]) == {}
 
 
 @pytest.mark.parametrize("backend_name", ["embedded", "redis"])

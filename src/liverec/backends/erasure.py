@@ -45,6 +45,7 @@ class ErasureReport:
     erased_at: float = 0.0
     epoch: int = 0  # the log's erasure epoch after this erasure
     seconds: float = 0.0
+    impressions_deleted: int = 0  # served lists of the user (and the rewards joined to them)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +91,7 @@ def forget_user(backend: Backend, user_id: str, *, log: EventLog, state: StateSt
         erased_at=time.time(),
         epoch=epoch,
         seconds=round(time.perf_counter() - started, 4),
+        impressions_deleted=erased.impressions,
     )
     logger.info(
         "user erased",

@@ -28,7 +28,8 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         "--data",
         type=Path,
         help="dataset file or folder: MovieLens (ratings.csv, u.data, "
-        "ratings.dat), an events file (.csv/.tsv/.parquet/.jsonl) or SASRec text (user item per line)",
+        "ratings.dat), an events file (.csv/.tsv/.parquet/.jsonl), SASRec text (user item per line) or "
+        "sequences (user item1 item2 ... per line: order without time)",
     )
     group.add_argument("--synthetic", type=int, metavar="N_EVENTS", help="use a generated stream instead of --data")
     group.add_argument("--format", choices=FORMATS, help="force a loader instead of detecting it")
@@ -126,4 +127,5 @@ def dataset_report(dataset: Dataset, source: str) -> dict[str, Any]:
         "users": dataset.interactions.n_users,
         "items": dataset.interactions.n_items,
         "events": len(dataset.interactions),
+        "timed": dataset.interactions.timed,
     }

@@ -135,6 +135,11 @@ def run_import(args: argparse.Namespace) -> int:
         f"{summary.items_described} items described, in {summary.seconds:.2f}s "
         f"({summary.events / max(summary.seconds, 1e-9):,.0f} events/s); the log holds {total} events"
     )
+    if not summary.timed:
+        print(
+            f"note: {source} has each user's order but no time; the log stores each event's position in its "
+            "user's sequence as its timestamp (seconds), and what trains from the log reads them as time"
+        )
     return 0
 
 

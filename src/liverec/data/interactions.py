@@ -95,6 +95,13 @@ class Interactions:
 
     Rows are kept in the order given; :meth:`sorted` orders them by (user, time) stably, which is
     the chronological order every sequence protocol relies on (ties keep their source order).
+
+    ``timed`` False marks a source that gives each user's order but no time (the ``user item1 item2 ...``
+    sequence files of the literature): ``timestamps`` are then each event's position in its user's
+    sequence (0, 1, 2, ...), which orders a user's events and measures nothing. Steps that read time
+    know it: :meth:`Histories.from_interactions` gives no timestamps (SASRec then takes the order as
+    exact: no tie shuffling, no time-gap loss windows), time-decayed popularity weighs every event the
+    same, and a global temporal split or a replay refuses.
     """
 
     user_ids: np.ndarray  # [n] int64 internal user ids
@@ -105,6 +112,7 @@ class Interactions:
     n_users: int
     n_items: int
     event_type_names: tuple[str, ...] = (DEFAULT_EVENT_TYPE,)
+    timed: bool = True  # False: timestamps are positions in each user's sequence (order without time)
 
     def __post_init__(self) -> None:
         n = len(self.user_ids)
@@ -137,6 +145,7 @@ class Interactions:
         values: np.ndarray | Sequence[float] | None = None,
         n_users: int | None = None,
         n_items: int | None = None,
+        timed: bool = True,
     ) -> Interactions:
         """Convenience constructor for internal-id arrays (timestamps default to row order)."""
         user_ids = np.asarray(user_ids, dtype=np.int64)
@@ -150,6 +159,7 @@ class Interactions:
             event_types=np.zeros(n, dtype=np.int16),
             n_users=int(user_ids.max() + 1 if n else 0) if n_users is None else n_users,
             n_items=int(item_ids.max() + 1 if n else 0) if n_items is None else n_items,
+            timed=timed,
         )
 
     def __len__(self) -> int:
@@ -166,6 +176,7 @@ class Interactions:
             n_users=self.n_users,
             n_items=self.n_items,
             event_type_names=self.event_type_names,
+            timed=self.timed,
         )
 
     def sorted(self) -> Interactions:
@@ -186,6 +197,7 @@ class Interactions:
             n_users,
             n_items,
             self.event_type_names,
+            self.timed,
         )
 
     @staticmethod
@@ -196,6 +208,8 @@ class Interactions:
         names = parts[0].event_type_names
         if any(p.event_type_names != names for p in parts):
             raise ValueError("parts: event_type_names differ between parts")
+        if len({p.timed for p in parts}) > 1:
+            raise ValueError("parts: some are timed and some are order without time (timed differs)")
         return Interactions(
             user_ids=np.concatenate([p.user_ids for p in parts]),
             item_ids=np.concatenate([p.item_ids for p in parts]),
@@ -205,6 +219,7 @@ class Interactions:
             n_users=max(p.n_users for p in parts),
             n_items=max(p.n_items for p in parts),
             event_type_names=names,
+            timed=parts[0].timed,
         )
 
     def to_csr(self, binary: bool = True) -> sp.csr_matrix:
@@ -258,17 +273,21 @@ class Histories:
 
     @classmethod
     def from_interactions(cls, interactions: Interactions, users: np.ndarray | None = None) -> Histories:
-        """Histories of ``users`` (default: every user id), in chronological order."""
+        """Histories of ``users`` (default: every user id), in chronological order.
+
+        Timestamps come along only from ``timed`` interactions: positions in a sequence are no clock.
+        """
         ordered = interactions.sorted()
         counts = np.bincount(ordered.user_ids, minlength=interactions.n_users)
         starts = np.concatenate([[0], np.cumsum(counts)])
+        stamps = ordered.timestamps if interactions.timed else None
         if users is None:
-            return cls(np.arange(interactions.n_users), starts, ordered.item_ids, ordered.timestamps)
+            return cls(np.arange(interactions.n_users), starts, ordered.item_ids, stamps)
         users = np.asarray(users, dtype=np.int64)
         lengths = counts[users]
         indptr = np.concatenate([[0], np.cumsum(lengths)])
         take = concat_ranges(starts[users], lengths)
-        return cls(users, indptr, ordered.item_ids[take], ordered.timestamps[take])
+        return cls(users, indptr, ordered.item_ids[take], None if stamps is None else stamps[take])
 
     def __len__(self) -> int:
         return len(self.users)
@@ -363,8 +382,11 @@ class Dataset:
         frame: pd.DataFrame,
         name: str = "dataset",
         items: pd.DataFrame | None = None,
+        timed: bool = True,
     ) -> Dataset:
         """Build from a frame with columns ``user_id, item_id, timestamp, event_type, value``.
+
+        ``timed`` False: the timestamps are positions in each user's sequence (see :class:`Interactions`).
 
         ``items`` (optional) has ``item_id``, ``title`` and ``genres`` (a tuple of strings); items that
         appear only there (never interacted with) are part of the catalogue too.
@@ -386,6 +408,7 @@ class Dataset:
             n_users=user_map.size,
             n_items=item_map.size,
             event_type_names=event_names,
+            timed=timed,
         )
         metadata = None
         if items is not None:

@@ -2,8 +2,9 @@
 
 One entry point, :func:`load_dataset`, reads the layouts people actually have on disk: MovieLens in
 its three shapes ("ml-latest" CSV, ml-100k ``u.data``, ml-1m ``ratings.dat``), generic event files
-(CSV, TSV, Parquet, JSON lines) and the SASRec ``user item`` text files. It recognises the layout
-from what it finds, or takes ``format=`` to force one.
+(CSV, TSV, Parquet, JSON lines), the SASRec ``user item`` text files and the ``user item1 item2 ...``
+sequence files of the sequential-recommendation literature (Amazon Beauty as S3Rec/ICLRec ship it). It
+recognises the layout from what it finds, or takes ``format=`` to force one.
 
 Mistakes in the data are reported as :class:`DataFormatError`, one line a person can act on: the
 file, where in it (the line as a text editor counts it, the header being line 1; a row index for
@@ -75,6 +76,7 @@ class DatasetSummary(TypedDict):
     events: int
     first_timestamp: float | None
     last_timestamp: float | None
+    timed: bool
     event_types: dict[str, int]
 
 
@@ -115,7 +117,11 @@ def load_dataset(
     - a ``.csv``, ``.tsv``, ``.parquet``, ``.jsonl`` or ``.ndjson`` file of events with columns
       ``user_id, item_id[, timestamp][, event_type][, value]`` (other names via the ``*_col`` options);
     - a ``.txt`` file, or one with an extension not listed here: SASRec ``user item`` lines, oldest
-      first per user;
+      first per user; or, when a line among the first 100 has more than two fields and no user starts
+      two of them, one line per user, ``user item1 item2 ... itemN``, oldest first (format
+      ``sequences``; a user on a second line is then an error): order without time,
+      so the dataset's interactions are marked ``timed=False`` and their timestamps are positions in
+      each user's sequence (see :class:`~liverec.data.interactions.Interactions`);
     - a folder with exactly one file of those kinds (README and licence files are ignored).
 
     ``format`` forces a loader: one of :data:`FORMATS`. For event files a missing ``timestamp``
@@ -125,8 +131,8 @@ def load_dataset(
     alone falls back to ``"interaction"``). Timestamps are Unix seconds or ISO-8601 dates (UTC
     unless a zone is given). MovieLens rows get event type ``"rating"`` with the rating as value.
     Ids are kept as written ("007" stays "007"). ``sep`` overrides the separator of CSV/TSV event
-    files and SASRec files; the ``*_col`` options and ``sep`` do not apply to the MovieLens
-    layouts. Items that appear only in a metadata file are part of the catalogue. Text files may
+    files, SASRec files and sequences files; the ``*_col`` options and ``sep`` do not apply to the
+    MovieLens layouts. Items that appear only in a metadata file are part of the catalogue. Text files may
     be compressed (``.gz``, ``.bz2``, ``.xz``). The dataset is named after the folder, or the
     file's stem.
 
@@ -145,11 +151,14 @@ def load_dataset(
 
 
 def describe(dataset: Dataset) -> DatasetSummary:
-    """Counts a person checks first after loading: users, items, events, time span, event types."""
+    """Counts a person checks first after loading: users, items, events, time span, event types.
+
+    A dataset with order but no time (``timed`` False) has no time span: its timestamps are positions.
+    """
     interactions = dataset.interactions
     names = interactions.event_type_names
     per_type = np.bincount(interactions.event_types, minlength=len(names)) if len(interactions) else np.zeros(0)
-    has_events = len(interactions) > 0
+    has_events = len(interactions) > 0 and interactions.timed
     return DatasetSummary(
         name=dataset.name,
         users=dataset.user_map.size,
@@ -157,6 +166,7 @@ def describe(dataset: Dataset) -> DatasetSummary:
         events=len(interactions),
         first_timestamp=float(interactions.timestamps.min()) if has_events else None,
         last_timestamp=float(interactions.timestamps.max()) if has_events else None,
+        timed=interactions.timed,
         event_types={name: int(count) for name, count in zip(names, per_type, strict=False) if count},
     )
 
@@ -185,7 +195,43 @@ def _format_of_file(path: Path, options: _Options) -> str:
         header = _header_fields(path)
         if "userId" in header and "movieId" in header and options.user_col not in header:
             return "movielens"
-    return "events" if suffix in _EVENT_SUFFIXES else "sasrec"
+    if suffix in _EVENT_SUFFIXES:
+        return "events"
+    return "sequences" if _looks_like_sequences(path, options.sep) else "sasrec"
+
+
+#: How many non-blank lines layout detection reads to tell ``user item`` lines from sequences.
+_DETECTION_LINES = 100
+
+
+def _looks_like_sequences(path: Path, sep: str | None) -> bool:
+    """Whether the first non-blank lines read as ``user item1 item2 ...``: some line has more than two
+    fields and no user starts two lines (``user item`` files repeat users; so do ``user item time`` ones)."""
+    users: set[str] = set()
+    long_line = False
+    try:
+        with _open_text(path, encoding="utf-8-sig") as handle:
+            for line in handle:
+                fields = _split_fields(line, sep)
+                if not fields:
+                    continue
+                if fields[0] in users:
+                    return False
+                users.add(fields[0])
+                long_line = long_line or len(fields) > 2
+                if len(users) >= _DETECTION_LINES:
+                    break
+    except (OSError, EOFError):
+        return False  # the loader reading it says what is wrong
+    return long_line
+
+
+def _split_fields(line: str, sep: str | None) -> list[str]:
+    """A text line's fields: runs of whitespace (``sep`` None) or ``sep``; [] for a blank line."""
+    text = line.rstrip("\r\n")
+    if not text.strip():
+        return []
+    return text.split() if sep is None else [field.strip() for field in text.split(sep)]
 
 
 def _header_fields(path: Path) -> list[str]:
@@ -347,12 +393,82 @@ def _load_sasrec(path: Path, options: _Options) -> Dataset:
     return Dataset.from_frame(frame, name=_dataset_name(path))
 
 
+_SEQUENCES_HINT = "read as 'user item1 item2 ...' sequences; pass format= to choose another loader"
+
+
+def _load_sequences(path: Path, options: _Options) -> Dataset:
+    """One line per user: ``user item1 item2 ... itemN``, oldest first, no time (the S3Rec/ICLRec layout).
+
+    Order without time: each event's timestamp is its position in its user's sequence (0, 1, 2, ...)
+    and the interactions are marked ``timed=False``, so no step reads those positions as seconds
+    (nothing is "a second apart") and no two of a user's events share a timestamp (nothing is "at
+    the same moment"). A user on two lines is an error: the layout has one line per user.
+    """
+    file_path = _single_data_file(path) if path.is_dir() else path
+    users: list[str] = []
+    items: list[str] = []
+    lengths: list[int] = []
+    first_line: dict[str, int] = {}
+    expected = "a user followed by at least one item"
+    try:
+        with _open_text(file_path, encoding="utf-8-sig") as handle:
+            for number, line in enumerate(handle, start=1):
+                fields = _split_fields(line, options.sep)
+                if not fields:
+                    continue
+                if len(fields) < 2:
+                    raise DataFormatError(
+                        f"{file_path.name}, line {number}: expected {expected}, got 1 field "
+                        f"{_shorten(fields[0])!r} ({_SEQUENCES_HINT})"
+                    )
+                if "" in fields:
+                    column = fields.index("")
+                    what = "user" if column == 0 else f"item {column}"
+                    raise DataFormatError(
+                        f"{file_path.name}, line {number}, {what}: expected a non-empty id, got an empty field"
+                    )
+                user = fields[0]
+                if user in first_line:
+                    raise DataFormatError(
+                        f"{file_path.name}, line {number}: user {_shorten(user)!r} already has line "
+                        f"{first_line[user]}; expected one line per user ({_SEQUENCES_HINT})"
+                    )
+                first_line[user] = number
+                users.append(user)
+                items.extend(fields[1:])
+                lengths.append(len(fields) - 1)
+    except UnicodeDecodeError as error:
+        raise _undecodable(file_path.name, "utf-8", error) from None
+    except (OSError, EOFError) as error:
+        raise _unreadable(file_path.name, error) from None
+    if not users:
+        raise DataFormatError(f"{file_path.name}: the file is empty (expected lines of {expected})")
+    counts = np.asarray(lengths, dtype=np.int64)
+    user_column = np.repeat(np.asarray(users, dtype=object), counts)
+    item_column = np.asarray(items, dtype=object)
+    timestamps = (np.arange(len(item_column)) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.float64)
+    event_types = np.empty(len(item_column), dtype=object)
+    event_types.fill(DEFAULT_EVENT_TYPE)
+    frame = pd.DataFrame(
+        {
+            "user_id": pd.Series(user_column, dtype=object, copy=False),
+            "item_id": pd.Series(item_column, dtype=object, copy=False),
+            "timestamp": pd.Series(timestamps, copy=False),
+            "event_type": pd.Series(event_types, dtype=object, copy=False),
+            "value": pd.Series(np.ones(len(item_column)), copy=False),
+        },
+        copy=False,
+    )
+    return Dataset.from_frame(frame, name=_dataset_name(path), timed=False)
+
+
 _LOADERS: dict[str, Callable[[Path, _Options], Dataset]] = {
     "movielens": _load_movielens,
     "ml-100k": _load_ml100k,
     "ml-1m": _load_ml1m,
     "events": _load_events,
     "sasrec": _load_sasrec,
+    "sequences": _load_sequences,
 }
 
 #: The names ``load_dataset(format=...)`` accepts.

@@ -110,7 +110,13 @@ def temporal_split(
     the events fall. Evaluated users are those with events on both sides; their targets are the distinct
     test items not already in their training history (unless ``repeat``). ``info`` reports how many test
     users and items were never seen before the cut — those can only be hit by luck or metadata.
+    Interactions with order but no time (``timed`` False) have no global clock to cut: a UsageError.
     """
+    if not interactions.timed:
+        raise UsageError(
+            "temporal split: the data has each user's order but no time (a sequences file), so there is no "
+            "global time to cut at; use leave-one-out (loo) or the per-user split (user-temporal)"
+        )
     if cut_time is None:
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction}")

@@ -52,6 +52,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from liverec.data.interactions import Dataset, Histories, Interactions, concat_ranges
+from liverec.errors import UsageError
 from liverec.evaluation.metrics import per_user_ranking_metrics
 from liverec.models import create_model
 from liverec.models.base import Recommender
@@ -251,7 +252,16 @@ class ReplayResult:
 
 
 def replay(dataset: Dataset, config: ReplayConfig, progress: bool = False) -> ReplayResult:
-    """Pretrain on the first part of ``dataset``'s events, then replay the rest test-then-train (module doc)."""
+    """Pretrain on the first part of ``dataset``'s events, then replay the rest test-then-train (module doc).
+
+    The replay needs one clock over every user's events: data with order but no time (``timed`` False)
+    is a UsageError.
+    """
+    if not dataset.interactions.timed:
+        raise UsageError(
+            f"replay: {dataset.name} has each user's order but no time (a sequences file), so there is no "
+            "stream to replay in time order; evaluate it with leave-one-out instead"
+        )
     started = time.perf_counter()
     run = _ReplayRun(_Stream.from_dataset(dataset), config, show=progress and sys.stderr.isatty())
     chunks = range(run.n_pretrain, run.n_events, config.update_every)

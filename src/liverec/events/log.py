@@ -41,6 +41,7 @@ from typing import Any, Protocol, Self
 
 import numpy as np
 
+from liverec.events.impressions import Impression, Reward
 from liverec.events.schema import Event
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ logger = logging.getLogger(__name__)
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Most events the writer puts in one transaction (a bigger single batch still goes alone).
 MAX_GROUP_EVENTS = 50_000
+#: How long the writer lets impressions gather when nothing else waits (nobody waits on them: one commit, and one
+#: sync, per this many seconds of served lists instead of one per list).
+IMPRESSION_DELAY_S = 0.01
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -73,6 +77,18 @@ CREATE TABLE IF NOT EXISTS items (
     deleted INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS impressions (
+    recommendation_id TEXT PRIMARY KEY,
+    user_id TEXT,
+    served_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rewards (
+    id INTEGER PRIMARY KEY,
+    recommendation_id TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rewards_by_list ON rewards (recommendation_id);
 CREATE TABLE IF NOT EXISTS erasures (
     epoch INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -83,6 +99,9 @@ CREATE TABLE IF NOT EXISTS erasures (
 _INSERT = (
     "INSERT INTO events (event_id, user_id, item_id, type, timestamp, value, context, recommendation_id,"
     " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_IMPRESSION = (
+    "INSERT OR REPLACE INTO impressions (recommendation_id, user_id, served_at, body) VALUES (?, ?, ?, ?)"
 )
 _KNOWN = "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
 # the highest offset ever given out: erasure leaves holes, and a deleted last event must not give its offset again
@@ -119,11 +138,13 @@ class AppendResult:
 @dataclass(frozen=True)
 class ErasedEvents:
     """What one erasure deleted from a log: how many events, their offsets (ascending) and the users they
-    belonged to (stored user ids: pseudonyms where ids are pseudonymised)."""
+    belonged to (stored user ids: pseudonyms where ids are pseudonymised); and how many impressions (served
+    lists) went with them."""
 
     count: int = 0
     offsets: list[int] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
+    impressions: int = 0
 
 
 #: ``on_erased(erased, remaining)``: told what an erasure deleted and every event the affected users still have,
@@ -207,6 +228,14 @@ class EventLog(Protocol):
         """The erasure records after ``epoch``, oldest first."""
         ...
 
+    # impressions and rewards (``events.impressions.ImpressionLog``)
+    def log_impressions(self, impressions: Sequence[Impression]) -> None: ...
+    def log_rewards(self, rewards: Sequence[Reward]) -> None: ...
+    def get_impressions(self, recommendation_ids: Sequence[str]) -> dict[str, Impression]: ...
+    def get_rewards(self, recommendation_id: str) -> list[Reward]: ...
+    def count_impressions(self) -> int: ...
+    def flush(self) -> None: ...
+
     def close(self) -> None: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> None: ...
@@ -229,6 +258,17 @@ class _Write:
     rows: list[Row]
     future: Future[AppendResult]
     keep: bool = True
+
+
+@dataclass
+class _Side:
+    """Rows of the impression tables, written in the next group commit; nobody waits for ``future``
+    unless they flush."""
+
+    statements: list[tuple[str, list[tuple[Any, ...]]]]
+    future: Future[None]
+    urgent: bool = False  # someone waits (a flush): write it now
+    impressions: list[Impression] = field(default_factory=list)  # serialised in the writer, off the request path
 
 
 @dataclass
@@ -268,7 +308,7 @@ class SQLiteEventLog:
         self.readonly = readonly
         self._on_commit = on_commit
         self._pseudonymise = pseudonymise
-        self._queue: collections.deque[_Write | _Task] = collections.deque()
+        self._queue: collections.deque[_Write | _Side | _Task] = collections.deque()
         self._wakeup = threading.Condition()
         self._closing = False
         self._commits = 0
@@ -489,13 +529,23 @@ class SQLiteEventLog:
         """
         where, parameters = _erasure_filter(user_id, before)
 
+        lists_where, lists_parameters = (
+            ("user_id = ?", (user_id,)) if user_id is not None else ("served_at < ?", (before,))
+        )
+
         def erase(conn: sqlite3.Connection) -> ErasedEvents:
+            # the user's served lists (or every list served before the cut-off) and the rewards joined to them
+            lists = f"SELECT recommendation_id FROM impressions WHERE {lists_where}"
+            conn.execute(f"DELETE FROM rewards WHERE recommendation_id IN ({lists})", lists_parameters)
+            impressions = conn.execute(f"DELETE FROM impressions WHERE {lists_where}", lists_parameters).rowcount
             rows = conn.execute(f'SELECT "offset", user_id FROM events WHERE {where} ORDER BY "offset"', parameters)
             found = rows.fetchall()
             if not found:
-                return ErasedEvents()
+                return ErasedEvents(impressions=impressions)
             conn.execute(f"DELETE FROM events WHERE {where}", parameters)
-            erased = ErasedEvents(len(found), [offset for offset, _ in found], sorted({user for _, user in found}))
+            erased = ErasedEvents(
+                len(found), [offset for offset, _ in found], sorted({user for _, user in found}), impressions
+            )
             if on_erased is not None:
                 remaining: list[StoredEvent] = []
                 if before is not None:  # a user erasure leaves its user nothing
@@ -508,7 +558,7 @@ class SQLiteEventLog:
             return erased
 
         erased: ErasedEvents = self._call(erase)
-        if erased.count:
+        if erased.count or erased.impressions:
             self.checkpoint()
         return erased
 
@@ -551,6 +601,49 @@ class SQLiteEventLog:
                 return []
             raise
 
+    # -- impressions and rewards ------------------------------------------------------------------
+    def log_impressions(self, impressions: Sequence[Impression]) -> None:
+        """Queue served lists for the next group commit and return at once (serving does not wait for the sync);
+        appends queued after them are committed in the same transaction or a later one."""
+        if impressions:
+            self._enqueue(_Side([], Future(), impressions=list(impressions)))
+
+    def log_rewards(self, rewards: Sequence[Reward]) -> None:
+        """Queue joined rewards for the next group commit (they are derived from events already stored)."""
+        rows = [
+            (reward.recommendation_id, json.dumps(reward.to_json(), separators=(",", ":"), ensure_ascii=False))
+            for reward in rewards
+        ]
+        if rows:
+            self._enqueue(
+                _Side([("INSERT INTO rewards (recommendation_id, body) VALUES (?, ?)", rows)], Future(), True)
+            )
+
+    def flush(self) -> None:
+        """Wait until every impression and reward queued so far is committed."""
+        future: Future[None] = Future()
+        self._enqueue(_Side([], future, urgent=True))
+        future.result()
+
+    def get_impressions(self, recommendation_ids: Sequence[str]) -> dict[str, Impression]:
+        """The stored impressions among ``recommendation_ids``, by id (unknown ids are left out)."""
+        if not recommendation_ids:
+            return {}
+        query = "SELECT body FROM impressions WHERE recommendation_id IN (SELECT value FROM json_each(?))"
+        rows = self._reader().execute(query, (json.dumps(list(recommendation_ids)),))
+        found = [Impression.from_json(json.loads(body)) for (body,) in rows]
+        return {impression.recommendation_id: impression for impression in found}
+
+    def get_rewards(self, recommendation_id: str) -> list[Reward]:
+        """The rewards joined to one list, in the order they were joined."""
+        rows = self._reader().execute(
+            "SELECT body FROM rewards WHERE recommendation_id = ? ORDER BY id", (recommendation_id,)
+        )
+        return [Reward.from_json(json.loads(body)) for (body,) in rows]
+
+    def count_impressions(self) -> int:
+        return int(self._reader().execute("SELECT count(*) FROM impressions").fetchone()[0])
+
     def _call(self, work: Callable[[sqlite3.Connection], Any], transaction: bool = True) -> Any:
         """Run ``work`` in the writer thread (in its own transaction unless told not); returns once done."""
         future: Future[Any] = Future()
@@ -580,7 +673,7 @@ class SQLiteEventLog:
         self.close()
 
     # -- internals -------------------------------------------------------------------------------
-    def _enqueue(self, job: _Write | _Task) -> None:
+    def _enqueue(self, job: _Write | _Side | _Task) -> None:
         with self._wakeup:
             if self._closing or self._writer is None:
                 raise RuntimeError(f"{self.path}: the event log is {'closed' if self._closing else 'read-only'}")
@@ -616,8 +709,9 @@ class SQLiteEventLog:
             else:
                 self._write_group(job)
 
-    def _take(self) -> _Task | list[_Write] | None:
-        """The next task, or every write waiting (up to :data:`MAX_GROUP_EVENTS`); None once closed and drained."""
+    def _take(self) -> _Task | list[_Write | _Side] | None:
+        """The next task, or every write waiting (up to :data:`MAX_GROUP_EVENTS` events, with the impressions
+        queued among them); None once closed and drained."""
         with self._wakeup:
             while not self._queue:
                 if self._closing:
@@ -626,14 +720,22 @@ class SQLiteEventLog:
             first = self._queue.popleft()
             if isinstance(first, _Task):
                 return first
-            group, size = [first], len(first.rows)
+            if isinstance(first, _Side) and not first.urgent:  # let served lists gather while nobody waits
+                deadline = time.monotonic() + IMPRESSION_DELAY_S
+                while not self._closing and all(isinstance(job, _Side) and not job.urgent for job in self._queue):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wakeup.wait(left)
+            group: list[_Write | _Side] = [first]
+            size = len(first.rows) if isinstance(first, _Write) else 0
             while self._queue:
                 head = self._queue[0]
-                if not isinstance(head, _Write) or size + len(head.rows) > MAX_GROUP_EVENTS:
+                if isinstance(head, _Task) or (isinstance(head, _Write) and size + len(head.rows) > MAX_GROUP_EVENTS):
                     break
                 self._queue.popleft()
                 group.append(head)
-                size += len(head.rows)
+                size += len(head.rows) if isinstance(head, _Write) else 0
             return group
 
     def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -650,17 +752,34 @@ class SQLiteEventLog:
         self._commits += 1
         return result
 
-    def _write_group(self, group: list[_Write]) -> None:
+    def _write_group(self, jobs: list[_Write | _Side]) -> None:
+        group = [job for job in jobs if isinstance(job, _Write)]
+        sides = [job for job in jobs if isinstance(job, _Side)]
         rows = [row for write in group for row in write.rows]
+
+        def work(conn: sqlite3.Connection) -> tuple[list[int | None], int]:
+            for side in sides:
+                for statement, parameters in side.statements:
+                    conn.executemany(statement, parameters)
+                if side.impressions:
+                    conn.executemany(_INSERT_IMPRESSION, [_impression_row(i) for i in side.impressions])
+            return _insert(conn, rows) if rows else ([], 0)
+
         try:
-            offsets, last = self._transaction(lambda conn: _insert(conn, rows))
+            offsets, last = self._transaction(work)
         except Exception as error:  # rolled back: nothing of the group is stored
-            if len(group) > 1 and not isinstance(error, sqlite3.OperationalError):
-                for write in group:  # a data error belongs to one caller's batch: the others must not fail with it
-                    self._write_group([write])
+            if len(jobs) > 1 and not isinstance(error, sqlite3.OperationalError):
+                for job in jobs:  # a data error belongs to one caller's batch: the others must not fail with it
+                    self._write_group([job])
                 return
-            for write in group:
-                write.future.set_exception(error)
+            for job in jobs:
+                job.future.set_exception(error)
+            if sides:
+                logger.error("%d impression batches were not stored: %s", len(sides), error)
+            return
+        for side in sides:
+            side.future.set_result(None)
+        if not group:
             return
         outcomes = []
         start = 0
@@ -705,6 +824,11 @@ def _insert(conn: sqlite3.Connection, rows: list[Row]) -> tuple[list[int | None]
     for offset, position in enumerate(fresh, start=last - len(fresh) + 1):
         offsets[position] = offset
     return offsets, last
+
+
+def _impression_row(impression: Impression) -> tuple[Any, ...]:
+    body = json.dumps(impression.to_json(), separators=(",", ":"), ensure_ascii=False)
+    return (impression.recommendation_id, impression.user_id, impression.served_at, body)
 
 
 def _read_row(row: tuple[Any, ...]) -> StoredEvent:

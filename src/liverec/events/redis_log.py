@@ -14,6 +14,10 @@ append script touches several keys atomically):
   ``P:catalog:changes``, a list of the item ids changed, in order: an API replica keeps the catalogue in
   memory and reads only the changes after the last one it applied.
 * ``P:meta`` — small metadata.
+* ``P:impressions`` — a stream of served lists (fields ``r``: recommendation id, ``u``: stored user id or empty,
+  ``t``: when served, ``j``: the impression as JSON); ``P:impression-ids`` — a hash ``recommendation_id -> entry
+  id``; ``P:rewards`` — a hash ``recommendation_id -> JSON array`` of the rewards joined to that list. Written
+  from the log's threads (serving does not wait); erasure deletes a user's entries and rewrites the stream.
 
 Appending is one Lua script per batch: for each event, skip it if its ``event_id`` is known, else take the
 next offset, ``XADD`` the entry and remember the id. Redis runs a script alone, so concurrent appends from
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import threading
 import time
@@ -54,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from liverec.errors import BackendUnavailable
+from liverec.events.impressions import Impression, Reward
 from liverec.events.log import (
     ERASURE_KINDS,
     AppendResult,
@@ -67,6 +73,8 @@ from liverec.events.log import (
     tombstone_record,
 )
 from liverec.events.schema import Event
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["BackendUnavailable", "RedisEventLog", "delete_prefix", "redis_client"]
 
@@ -174,6 +182,16 @@ redis.call('RENAME', target, source)
 return 1
 """
 
+_ADD_REWARDS = """
+for i = 1, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  local list = old and cjson.decode(old) or {}
+  list[#list + 1] = cjson.decode(ARGV[i + 1])
+  redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(list))
+end
+return 1
+"""
+
 _RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -223,6 +241,11 @@ class RedisEventLog:
         self._meta = f"{prefix}:meta"
         self._erasures = f"{prefix}:erasures"
         self._erasure_lock = f"{prefix}:erasure-lock"
+        self.impressions_stream = f"{prefix}:impressions"
+        self._impression_ids = f"{prefix}:impression-ids"
+        self._rewards = f"{prefix}:rewards"
+        self._add_rewards = client.register_script(_ADD_REWARDS)
+        self._pending: set[Future[None]] = set()
         self._append = client.register_script(_APPEND)
         self._copy = client.register_script(_COPY)
         self._swap = client.register_script(_SWAP)
@@ -451,6 +474,7 @@ class RedisEventLog:
                 raise TimeoutError(f"{self._erasure_lock}: another erasure holds the lock")
             time.sleep(0.05)
         try:
+            impressions = self._erase_impressions(user_id, before)
             entry_ids: list[str] = []
             event_ids: list[str] = []
             users: set[str] = set()
@@ -461,14 +485,14 @@ class RedisEventLog:
                     event_ids.append(fields["e"])
                     users.add(user)
             if not entry_ids:
-                return ErasedEvents()
+                return ErasedEvents(impressions=impressions)
             with self.client.pipeline(transaction=True) as pipe:
                 for start in range(0, len(entry_ids), 1000):
                     pipe.xdel(self.stream, *entry_ids[start : start + 1000])
                     pipe.hdel(self._ids, *event_ids[start : start + 1000])
                 pipe.execute()
             self.rewrite_stream()
-            erased = ErasedEvents(len(entry_ids), sorted(int(e[:-2]) for e in entry_ids), sorted(users))
+            erased = ErasedEvents(len(entry_ids), sorted(int(e[:-2]) for e in entry_ids), sorted(users), impressions)
         finally:
             self._release_lock(keys=[self._erasure_lock], args=[owner])
         if on_erased is not None:
@@ -476,18 +500,19 @@ class RedisEventLog:
             on_erased(erased, remaining)
         return erased
 
-    def rewrite_stream(self) -> None:
-        """Copy the stream to a new key without its deleted entries' bytes and rename it over the original,
-        keeping entry ids, consumer groups (with their pending entries) and the stream's last id."""
-        target = f"{self.stream}:rewrite"
+    def rewrite_stream(self, stream: str | None = None) -> None:
+        """Copy the stream (default: the events) to a new key without its deleted entries' bytes and rename it
+        over the original, keeping entry ids, consumer groups (with their pending entries) and the last id."""
+        stream = stream or self.stream
+        target = f"{stream}:rewrite"
         self.client.delete(target)
         last = ""
         while True:
-            copied = self._copy(keys=[self.stream, target], args=[last, REWRITE_CHUNK])
+            copied = self._copy(keys=[stream, target], args=[last, REWRITE_CHUNK])
             if not copied:
                 break
             last = str(copied)
-        self._swap(keys=[self.stream, target], args=[last])
+        self._swap(keys=[stream, target], args=[last])
 
     def read_users(self, user_ids: Sequence[str]) -> list[StoredEvent]:
         """Every event of ``user_ids`` (stored ids), in offset order (a scan of the whole stream)."""
@@ -496,11 +521,107 @@ class RedisEventLog:
             _parse(entry_id, fields) for entry_id, fields in self._entries() if _user_and_time(fields["j"])[0] in wanted
         ]
 
-    def _entries(self, chunk: int = 10_000) -> Iterator[tuple[str, dict[str, str]]]:
+    def _entries(self, stream: str | None = None, chunk: int = 10_000) -> Iterator[tuple[str, dict[str, str]]]:
         start = "-"
-        while entries := self.client.xrange(self.stream, min=start, max="+", count=chunk):
+        while entries := self.client.xrange(stream or self.stream, min=start, max="+", count=chunk):
             yield from entries
             start = "(" + entries[-1][0]
+
+    def _erase_impressions(self, user_id: str | None, before: float | None) -> int:
+        """Delete the user's served lists (or those served before ``before``) and their rewards, then rewrite
+        the stream so that no byte of them is left; returns how many."""
+        self.flush()  # lists queued before the erasure are written first, then deleted with the rest
+        entry_ids: list[str] = []
+        lists: list[str] = []
+        for entry_id, fields in self._entries(self.impressions_stream):
+            user, served = fields.get("u", ""), float(fields.get("t", "0"))
+            if (user_id is not None and user == user_id) or (before is not None and served < before):
+                entry_ids.append(entry_id)
+                lists.append(fields["r"])
+        if not entry_ids:
+            return 0
+        with self.client.pipeline(transaction=True) as pipe:
+            for start in range(0, len(entry_ids), 1000):
+                pipe.xdel(self.impressions_stream, *entry_ids[start : start + 1000])
+                pipe.hdel(self._impression_ids, *lists[start : start + 1000])
+                pipe.hdel(self._rewards, *lists[start : start + 1000])
+            pipe.execute()
+        self.rewrite_stream(self.impressions_stream)
+        return len(entry_ids)
+
+    # -- impressions and rewards ------------------------------------------------------------------
+    def log_impressions(self, impressions: Sequence[Impression]) -> None:
+        """Write served lists from a log thread (one pipeline per call) and return at once."""
+        if impressions and not self._closed:
+            self._track(self._pool.submit(self._write_impressions, list(impressions)))
+
+    def _write_impressions(self, impressions: list[Impression]) -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            for impression in impressions:
+                body = json.dumps(impression.to_json(), separators=(",", ":"), ensure_ascii=False)
+                fields = {
+                    "r": impression.recommendation_id,
+                    "u": impression.user_id or "",
+                    "t": repr(impression.served_at),
+                    "j": body,
+                }
+                pipe.xadd(self.impressions_stream, fields)
+            entry_ids = pipe.execute()
+            for impression, entry_id in zip(impressions, entry_ids, strict=True):
+                pipe.hset(self._impression_ids, impression.recommendation_id, entry_id)
+            pipe.execute()
+
+    def log_rewards(self, rewards: Sequence[Reward]) -> None:
+        """Append joined rewards to their lists' entries of ``P:rewards`` (from a log thread)."""
+        if not rewards or self._closed:
+            return
+        args: list[str] = []
+        for reward in rewards:
+            args += [reward.recommendation_id, json.dumps(reward.to_json(), separators=(",", ":"))]
+        self._track(self._pool.submit(lambda: self._add_rewards(keys=[self._rewards], args=args) and None))
+
+    def _track(self, future: Future[None]) -> None:
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+        if future.exception() is not None:
+            logger.error("writing impressions or rewards failed: %s", future.exception())
+
+    def flush(self) -> None:
+        """Wait until every impression and reward queued so far is written."""
+        with self._lock:
+            pending = list(self._pending)
+        for future in pending:
+            try:
+                future.result()
+            except Exception:  # logged by _done
+                pass
+
+    def get_impressions(self, recommendation_ids: Sequence[str]) -> dict[str, Impression]:
+        if not recommendation_ids:
+            return {}
+        entry_ids = self.client.hmget(self._impression_ids, list(recommendation_ids))
+        found: dict[str, Impression] = {}
+        with self.client.pipeline(transaction=False) as pipe:
+            wanted = [entry_id for entry_id in entry_ids if entry_id]
+            for entry_id in wanted:
+                pipe.xrange(self.impressions_stream, min=entry_id, max=entry_id)
+            for entries in pipe.execute():
+                for _entry_id, fields in entries:
+                    impression = Impression.from_json(json.loads(fields["j"]))
+                    found[impression.recommendation_id] = impression
+        return found
+
+    def get_rewards(self, recommendation_id: str) -> list[Reward]:
+        raw = self.client.hget(self._rewards, recommendation_id)
+        return [] if raw is None else [Reward.from_json(item) for item in json.loads(raw) or []]
+
+    def count_impressions(self) -> int:
+        return int(self.client.xlen(self.impressions_stream))
 
     def record_erasure(self, kind: str, token: str | None = None) -> int:
         if kind not in ERASURE_KINDS:
@@ -521,7 +642,7 @@ class RedisEventLog:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
-        """Finish queued appends and stop the append threads (the client is the caller's; idempotent)."""
+        """Finish queued appends and impressions and stop the threads (the client is the caller's; idempotent)."""
         self._closed = True
         self._pool.shutdown(wait=True)
 

@@ -6,6 +6,7 @@ fallback for users with no history and the floor every personalised model must c
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,7 +72,8 @@ class DecayedPopularity(_PopularityBase):
     """``pop-decay``: sum over an item's events of ``2 ** (-(t_ref - t) / half_life)``.
 
     Scores are kept relative to ``reference_time`` (the newest event seen); ``partial_fit`` rescales
-    them when time moves forward, so streaming updates equal a refit on all events.
+    them when time moves forward, so streaming updates equal a refit on all events. Interactions with
+    order but no time (``timed`` False) have no clock to decay over: every event weighs 1 (``pop``).
     """
 
     name = "pop-decay"
@@ -84,6 +86,8 @@ class DecayedPopularity(_PopularityBase):
         return self.config.half_life_days * SECONDS_PER_DAY
 
     def _decayed_counts(self, interactions: Interactions, reference_time: float) -> np.ndarray:
+        if not interactions.timed:  # positions in a sequence are no clock
+            return np.bincount(interactions.item_ids, minlength=interactions.n_items).astype(np.float64)
         age = reference_time - interactions.timestamps
         weights = np.exp2(-age / self._half_life_seconds())
         return np.bincount(interactions.item_ids, weights=weights, minlength=interactions.n_items)
@@ -94,6 +98,9 @@ class DecayedPopularity(_PopularityBase):
 
     def _partial_fit(self, interactions: Interactions) -> None:
         self._grow(interactions.n_items)
+        if not interactions.timed:
+            self.item_scores += self._decayed_counts(interactions, self.reference_time)
+            return
         new_reference = max(self.reference_time, float(interactions.timestamps.max()))
         self.item_scores *= np.exp2(-(new_reference - self.reference_time) / self._half_life_seconds())
         self.reference_time = new_reference
@@ -113,6 +120,7 @@ class RecentPopularity(_PopularityBase):
 
     ``partial_fit`` keeps the events still inside the window, so it needs them: the model stores the
     (timestamp, item) pairs of the current window (bounded by the window, not by all history).
+    Interactions with order but no time (``timed`` False) have no window in time: every event counts.
     """
 
     name = "pop-recent"
@@ -133,9 +141,12 @@ class RecentPopularity(_PopularityBase):
         self.item_scores = np.bincount(self.window_items, minlength=n_items).astype(np.float64)
 
     def _fit(self, interactions: Interactions) -> None:
-        self._recount(interactions.timestamps, interactions.item_ids, interactions.n_items)
+        times = interactions.timestamps if interactions.timed else np.zeros(len(interactions))
+        self._recount(times, interactions.item_ids, interactions.n_items)
 
     def _partial_fit(self, interactions: Interactions) -> None:
+        if not interactions.timed:
+            interactions = dataclasses.replace(interactions, timestamps=np.full(len(interactions), self.reference_time))
         times = np.concatenate([self.window_times, interactions.timestamps])
         items = np.concatenate([self.window_items, interactions.item_ids])
         self._recount(times, items, interactions.n_items)

@@ -14,8 +14,11 @@ eligible items exist.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -29,8 +32,10 @@ import torch
 from liverec.backends import Backend, open_backend
 from liverec.backends.erasure import ErasureReport, RetentionReport
 from liverec.data.interactions import Histories
-from liverec.events.log import AppendResult, EventLog
+from liverec.events.impressions import Impression, JoinReport, join_rewards, list_reward
+from liverec.events.log import AppendResult, EventLog, StoredEvent
 from liverec.events.schema import Event, EventConfig
+from liverec.policies import Candidates, ExploreConfig, Policy, Slate, create_policy
 from liverec.registry import LoadedModel
 from liverec.retrieval import VectorIndex, limit_threads, top_k_allowed
 from liverec.settings import Settings
@@ -40,20 +45,29 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Engine", "RecommendRequest", "Recommendation", "ServingModel"]
 
+#: What a deterministic policy is handed as its generator (it draws nothing from it).
+_NO_DRAWS = np.random.default_rng(0)
+
 
 @dataclass(frozen=True)
 class Recommendation:
-    items: list[tuple[str, float]]
+    items: list[tuple[str, float | None]]  # score None: an item drawn outside the model's ranking (exploration)
     model_version: str | None
     recommendation_id: str
     fallback: str | None = None  # "popularity" when the model could not personalise this answer
     reason: str | None = None
     filled: int = 0  # slots the model left empty and popularity filled
     history_length: int = 0
+    explored: tuple[bool, ...] = ()  # per item: the greedy list would not have had it in this slot
+    impression: Impression | None = field(default=None, compare=False, repr=False)  # what is logged of it
 
     def to_json(self) -> dict[str, Any]:
+        items: list[dict[str, Any]] = [{"item_id": i, "score": s} for i, s in self.items]
+        for entry, explored in zip(items, self.explored, strict=False):
+            if explored:
+                entry["explanation"] = {"kind": "explore"}
         return {
-            "items": [{"item_id": i, "score": s} for i, s in self.items],
+            "items": items,
             "model_version": self.model_version,
             "recommendation_id": self.recommendation_id,
             "fallback": self.fallback,
@@ -73,6 +87,7 @@ class RecommendRequest:
     exclude_seen: bool = True
     include_categories: tuple[str, ...] = ()
     exclude_categories: tuple[str, ...] = ()
+    explore: str | None = None  # the exploration policy (None: the ``explore`` setting)
 
 
 @dataclass
@@ -186,6 +201,17 @@ class Engine:
             max_body_bytes=settings.max_body_bytes,
             max_future_skew_s=settings.max_future_skew_s,
         )
+        self.explore_config = ExploreConfig(
+            epsilon=settings.explore_epsilon,
+            temperature=settings.explore_temperature,
+            candidates=settings.explore_candidates,
+            cold_age_s=settings.explore_cold_age_s,
+            cold_weight=settings.explore_cold_weight,
+        )
+        self._policies: dict[str, Policy] = {}
+        self.default_policy = self.policy(settings.explore)
+        self._draws = itertools.count()  # the n-th exploring list draws from generator (explore_seed, n)
+        self._cold_cache: tuple[tuple[int, int], float, np.ndarray] | None = None
         self._own_backend = backend is None
         self.backend = backend if backend is not None else open_backend(settings)
         self.state_config = self.backend.state_config
@@ -241,6 +267,145 @@ class Engine:
     def ingest_async(self, events: Sequence[Event]) -> Future[AppendResult]:
         """Durably append ``events``; the future is done once they are stored and applied to the state."""
         return self.log.append_async(list(events))
+
+    def join_rewards(self, events: Sequence[StoredEvent]) -> JoinReport:
+        """Join the stored events that name a ``recommendation_id`` to their impressions and store the rewards
+        (``reward_weights``, ``reward_window_s``); returns once they are stored. What could not be joined is
+        counted in the report (the events themselves are in the log already)."""
+        weights = self.settings.reward_weights
+        rewarded = [event for event in events if event.recommendation_id is not None and event.type in weights]
+        if not rewarded:
+            return JoinReport()
+        wanted = {str(event.recommendation_id) for event in rewarded}
+        impressions = self.log.get_impressions(sorted(wanted))
+        if len(impressions) < len(wanted):  # a list served here may still be on its way to the log: wait for it once
+            self.log.flush()
+            impressions |= self.log.get_impressions(sorted(wanted - impressions.keys()))
+        report = join_rewards(rewarded, impressions, weights, self.settings.reward_window_s)
+        if report.rewards:  # stored before the events are acknowledged: a reader after the answer sees them
+            self.log.log_rewards(report.rewards)
+            self.log.flush()
+        return report
+
+    def impression(self, recommendation_id: str) -> dict[str, Any] | None:
+        """A served list as logged, with its joined rewards (None when unknown: never served, or erased)."""
+        found = self.log.get_impressions([recommendation_id]).get(recommendation_id)
+        if found is None:  # served a moment ago, it may still be on its way to the log: wait for it once
+            self.log.flush()
+            found = self.log.get_impressions([recommendation_id]).get(recommendation_id)
+        if found is None:
+            return None
+        rewards = self.log.get_rewards(recommendation_id)
+        return {
+            **found.to_json(),
+            **list_reward(found, rewards),
+            "rewards": [reward.to_json() for reward in rewards],
+        }
+
+    # -- exploration -----------------------------------------------------------------------------
+    def policy(self, name: str | None) -> Policy:
+        """The exploration policy called ``name`` (None: the deployment's), built once."""
+        if name is None:
+            return self.default_policy
+        policy = self._policies.get(name)
+        if policy is None:
+            policy = self._policies[name] = create_policy(name, self.explore_config)
+        return policy
+
+    def _rng(self) -> np.random.Generator:
+        """One generator per exploring list: seeded from (``explore_seed``, its number) when a seed is set."""
+        seed = self.settings.explore_seed
+        draw = next(self._draws)
+        return np.random.default_rng(None if seed is None else [seed, draw])
+
+    def _cold_items(self, serving: ServingModel | None) -> np.ndarray:
+        """[n_items] bool: items younger than ``explore_cold_age_s`` (catalogue attribute ``created_at``) or unknown
+        to the serving model (new since it was trained). Rebuilt at most once a second."""
+        now = time.time()
+        n = self.state.n_items
+        key = (n, id(serving))
+        cached = self._cold_cache
+        if cached is not None and cached[0] == key and now - cached[1] < 1.0:
+            return cached[2]
+        cold = np.ones(n, dtype=bool)
+        if serving is not None:
+            known = serving.model_to_state
+            cold[known[known < n]] = False
+        cutoff = now - self.settings.explore_cold_age_s
+        for index, record in list(self.state.catalogue.metadata.items()):
+            created = (record.get("attributes") or {}).get("created_at")
+            if index < n and isinstance(created, int | float) and math.isfinite(created) and created >= cutoff:
+                cold[index] = True
+        self._cold_cache = (key, now, cold)
+        return cold
+
+    def _choose(
+        self,
+        policy: Policy,
+        ids: np.ndarray,
+        scores: np.ndarray,
+        k: int,
+        allowed: np.ndarray,
+        serving: ServingModel | None,
+    ) -> Slate:
+        """The policy's list from the ranked candidates (greedy: the first k, no generator drawn)."""
+        if policy.name == "greedy":
+            return policy.select(Candidates(ids, scores), k, _NO_DRAWS)
+        candidates = Candidates(
+            ids,
+            scores,
+            eligible=allowed if policy.needs_eligible or policy.needs_cold else None,
+            cold=self._cold_items(serving) if policy.needs_cold else None,
+        )
+        return policy.select(candidates, k, self._rng())
+
+    def _answer(
+        self,
+        policy: Policy,
+        slate: Slate,
+        *,
+        kind: str,
+        user_id: str | None,
+        model_version: str | None,
+        fallback: str | None,
+        reason: str | None,
+        filled: int,
+        history_length: int,
+        anchor_item: str | None = None,
+    ) -> Recommendation:
+        """The answer and the impression logged for it."""
+        names = self.state.item_ids
+        items = [names[i] for i in slate.items.tolist()]
+        scores: list[float | None] = [None if math.isnan(s) else s for s in slate.scores.tolist()]
+        recommendation_id = uuid.uuid4().hex
+        impression = Impression(
+            recommendation_id=recommendation_id,
+            user_id=None if user_id is None else self.backend.user_key(user_id),
+            kind=kind,
+            items=items,
+            scores=scores,
+            propensities=slate.propensities.tolist(),
+            list_propensities=[None if math.isnan(p) else p for p in slate.list_propensities.tolist()],
+            slot_propensities=[None if math.isnan(p) else p for p in slate.slot_propensities.tolist()],
+            explored=slate.explored.tolist(),
+            model_version=model_version,
+            policy=policy.name,
+            policy_settings=policy.settings(),
+            served_at=time.time(),
+            anchor_item=anchor_item,
+            fallback=fallback,
+        )
+        return Recommendation(
+            items=list(zip(items, scores, strict=True)),
+            model_version=model_version,
+            recommendation_id=recommendation_id,
+            fallback=fallback,
+            reason=reason,
+            filled=filled,
+            history_length=history_length,
+            explored=tuple(slate.explored.tolist()),
+            impression=impression,
+        )
 
     # -- catalogue -------------------------------------------------------------------------------
     def put_item(
@@ -343,41 +508,51 @@ class Engine:
         exclude_seen: bool = True,
         include_categories: Sequence[str] = (),
         exclude_categories: Sequence[str] = (),
+        explore: str | None = None,
     ) -> Recommendation:
-        """Top-k for a known user (``user_id``) or an anonymous session (``items``, oldest first)."""
+        """Top-k for a known user (``user_id``) or an anonymous session (``items``, oldest first); ``explore``: the
+        exploration policy (None: the deployment's)."""
         request = RecommendRequest(
-            user_id, items, k, exclude_seen, tuple(include_categories), tuple(exclude_categories)
+            user_id, items, k, exclude_seen, tuple(include_categories), tuple(exclude_categories), explore
         )
         return self.recommend_many([request])[0]
 
     def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[Recommendation]:
         """Answer several requests with one pass of the model over their histories (the server batches
         concurrent requests this way); each answer is the one :meth:`recommend` gives alone."""
-        state = self.state
         serving = self._serving
         drafts = [self._draft(request, serving) for request in requests]
-        personal = [d for d in drafts if d.fallback is None]
+        policies = [self.policy(draft.request.explore) for draft in drafts]
+        wanted = [policy.candidates_needed(draft.request.k) for draft, policy in zip(drafts, policies, strict=True)]
+        personal = [n for n, d in enumerate(drafts) if d.fallback is None]
         if personal and serving is not None:
             found = serving.recommend(
-                [d.model_history for d in personal], [d.request.k for d in personal], [d.allowed for d in personal]
+                [drafts[n].model_history for n in personal],
+                [wanted[n] for n in personal],
+                [drafts[n].allowed for n in personal],
             )
-            for draft, (ids, scores) in zip(personal, found, strict=True):
-                draft.ids, draft.scores = ids, scores
-        names = state.item_ids
+            for n, (ids, scores) in zip(personal, found, strict=True):
+                drafts[n].ids, drafts[n].scores = ids, scores
+        version = serving.version if serving is not None else None
         results = []
-        for draft in drafts:
-            ids, scores = self._fill_with_popularity(draft.ids, draft.scores, draft.request.k, draft.allowed)
+        for draft, policy, n_wanted in zip(drafts, policies, wanted, strict=True):
+            ids, scores = self._fill_with_popularity(draft.ids, draft.scores, n_wanted, draft.allowed)
+            slate = self._choose(policy, ids, scores, draft.request.k, draft.allowed, serving)
+            request = draft.request
             results.append(
-                Recommendation(
-                    items=[(names[i], float(s)) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)],
-                    model_version=serving.version if serving is not None else None,
-                    recommendation_id=uuid.uuid4().hex,
+                self._answer(
+                    policy,
+                    slate,
+                    kind="user" if request.user_id is not None else "session",
+                    user_id=request.user_id,
+                    model_version=version,
                     fallback=draft.fallback,
                     reason=draft.reason,
-                    filled=len(ids) - len(draft.ids) if draft.fallback is None else 0,
+                    filled=int((slate.from_candidates >= len(draft.ids)).sum()) if draft.fallback is None else 0,
                     history_length=len(draft.history),
                 )
             )
+        self.log.log_impressions([r.impression for r in results if r.impression is not None])
         return results
 
     def _draft(self, request: RecommendRequest, serving: ServingModel | None) -> _Draft:
@@ -416,8 +591,8 @@ class Engine:
         keep = extra_ids >= 0
         return np.concatenate([ids, extra_ids[keep]]), np.concatenate([scores, extra_scores[keep].astype(np.float32)])
 
-    def similar(self, item_id: str, k: int = 10) -> Recommendation | None:
-        """Items like ``item_id`` (None when the item is unknown)."""
+    def similar(self, item_id: str, k: int = 10, explore: str | None = None) -> Recommendation | None:
+        """Items like ``item_id`` (None when the item is unknown); ``explore``: the policy (None: the deployment's)."""
         state = self.state
         state.sync()
         index = state.item_index.get(item_id)
@@ -434,17 +609,27 @@ class Engine:
             fallback, reason = "popularity", "no model has been trained yet"
         elif len(model_item) == 0:
             fallback, reason = "popularity", f"model {serving.version} does not know this item yet"
-        else:
-            ids, scores = serving.similar(int(model_item[0]), k, allowed)
-        ids, scores = self._fill_with_popularity(ids, scores, k, allowed)
-        names = state.item_ids
-        return Recommendation(
-            items=[(names[i], float(s)) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)],
+        policy = self.policy(explore)
+        wanted = policy.candidates_needed(k)
+        if serving is not None and fallback is None:
+            ids, scores = serving.similar(int(model_item[0]), wanted, allowed)
+        ids, scores = self._fill_with_popularity(ids, scores, wanted, allowed)
+        slate = self._choose(policy, ids, scores, k, allowed, serving)
+        answer = self._answer(
+            policy,
+            slate,
+            kind="similar",
+            user_id=None,
             model_version=serving.version if serving is not None else None,
-            recommendation_id=uuid.uuid4().hex,
             fallback=fallback,
             reason=reason,
+            filled=0,
+            history_length=0,
+            anchor_item=item_id,
         )
+        if answer.impression is not None:
+            self.log.log_impressions([answer.impression])
+        return answer
 
     # -- models ----------------------------------------------------------------------------------
     @property

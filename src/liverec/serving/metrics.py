@@ -42,6 +42,18 @@ class Metrics:
         self.fallbacks = Counter(
             "liverec_recommendation_fallbacks", "answers served by popularity", ["reason"], registry=self.registry
         )
+        self.rewards_joined = Counter(
+            "liverec_rewards_joined", "events joined to the list they answered", registry=self.registry
+        )
+        self.rewards_unjoined = Counter(
+            "liverec_rewards_unjoined",
+            "rewarded events whose list is unknown (or not yet logged) or lacks their item; stored all the same",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.rewards_late = Counter(
+            "liverec_rewards_late", "joined events later than reward_window_s after their list", registry=self.registry
+        )
         self.batch_size = Histogram(
             "liverec_recommendation_batch_size",
             "recommendation requests scored in one model pass",

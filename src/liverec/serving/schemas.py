@@ -15,12 +15,16 @@ __all__ = [
     "EventError",
     "EventErrorsOut",
     "EventsAck",
+    "Explanation",
+    "ExploreName",
+    "ImpressionOut",
     "ItemIn",
     "ItemOut",
     "KeyCreated",
     "KeyIn",
     "KeyOut",
     "RecommendationOut",
+    "RewardOut",
     "ScoredItem",
     "SessionRequest",
 ]
@@ -88,9 +92,21 @@ class EventErrorsOut(BaseModel):
     message: str
 
 
+#: The exploration policies a request may name (``liverec.policies.POLICIES``; a test keeps them equal).
+ExploreName = Literal["greedy", "epsilon", "softmax", "cold"]
+
+
+class Explanation(BaseModel):
+    """Why an item is in the list, where that is not simply its rank: ``explore``, the policy put it in a slot
+    where the greedy list had another item."""
+
+    kind: Literal["explore"]
+
+
 class ScoredItem(BaseModel):
     item_id: str
-    score: float
+    score: float | None = Field(description="the model's score; null for an item drawn outside its ranking")
+    explanation: Explanation | None = Field(None, description="present only for an explored item")
 
 
 class RecommendationOut(BaseModel):
@@ -112,6 +128,47 @@ class SessionRequest(BaseModel):
     exclude_seen: bool = True
     include_categories: list[str] = Field(default_factory=list)
     exclude_categories: list[str] = Field(default_factory=list)
+    explore: ExploreName | None = Field(None, description="the exploration policy (default: the explore setting)")
+
+
+class RewardOut(BaseModel):
+    """One event joined to the list it answered."""
+
+    recommendation_id: str
+    item_id: str
+    type: str
+    position: int = Field(description="the item's position in the list, from 1")
+    reward: float = Field(description="the event type's reward (reward_weights)")
+    delay_s: float = Field(description="event time minus the time the list was served")
+    late: bool = Field(description="later than reward_window_s: kept, not counted in the list's reward")
+    offset: int = Field(description="the event's log offset")
+
+
+class ImpressionOut(BaseModel):
+    """A served list as logged, with the rewards joined to it so far."""
+
+    recommendation_id: str
+    user_id: str | None = Field(description="the user as stored (a pseudonym where ids are pseudonymised)")
+    kind: Literal["user", "session", "similar"]
+    items: list[str]
+    positions: list[int]
+    scores: list[float | None]
+    propensities: list[float] = Field(description="P(this slot shows this item | the slots above) under the policy")
+    slot_propensities: list[float | None] = Field(
+        description="P(this slot shows this item), marginal; null where the policy has no closed form"
+    )
+    list_propensities: list[float | None] = Field(description="P(the item is in the list); null: no closed form")
+    slate_propensity: float = Field(description="P(this whole ordered list): the product of the propensities")
+    explored: list[bool]
+    model_version: str | None
+    policy: str
+    policy_settings: dict[str, Any]
+    served_at: float = Field(description="Unix seconds")
+    anchor_item: str | None = Field(description="similar items: the item they are similar to")
+    fallback: str | None
+    reward: float = Field(description="the sum of the in-window rewards")
+    position_rewards: list[float] = Field(description="in-window reward per position")
+    rewards: list[RewardOut]
 
 
 Scope = Literal["ingest", "read", "catalog", "admin"]
@@ -147,3 +204,4 @@ class ErasureOut(BaseModel):
     models_rewritten: list[str] = Field(description="model versions rewritten without the user")
     trained_on: list[str] = Field(description="model versions whose training data held the user's events")
     erased_at: float = Field(description="Unix seconds")
+    impressions_deleted: int = Field(0, description="served lists of the user deleted (with their rewards)")

@@ -81,9 +81,10 @@ def plan_epoch(
         take = take[_shuffled_runs(windows, config.shuffle_gap_s, rng)]
         windows = Histories(windows.users, windows.indptr, histories.items[take], windows.timestamps)
     lengths = windows.lengths()
-    ties = None  # which items are close enough in time to the one before to share a window
-    if config.window > 1 and config.window_gap_s is not None:
-        ties = _tie_flags(windows, config.window_gap_s)
+    ties = None  # which items are close enough in time to the one before to share a window (None: all)
+    untimed_window = windows.timestamps is None and config.untimed_window
+    if config.window > 1 and config.window_gap_s is not None and not untimed_window:
+        ties = _tie_flags(windows, config.window_gap_s)  # without timestamps: no ties, the next item only
     targets_to_learn = None  # per window: how many of its targets (items after the first) are learned
     if learn is not None:
         learn = Histories(windows.users, windows.indptr, learn.items[take])

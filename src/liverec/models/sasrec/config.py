@@ -38,6 +38,10 @@ class SASRecConfig(ModelConfig):
     the loss is the next-item loss. Chosen on validation: the window improves on the plain loss on
     ml-100k, and the gap limit keeps it from hurting a strictly ordered stream (the demo's synthetic
     one, with planted successors), where an unlimited window learns the wrong successors.
+    ``untimed_window``: on data with order but no time (``Interactions.timed`` False: a sequences file,
+    whose histories carry no timestamps) no gap can be measured, so this says what the window is
+    there: False, the next-item loss (the order is taken as exact); True, every position's next
+    ``future_window`` items, whatever their distance.
     ``refit``: once early stopping has chosen the epoch count, train afresh (same seed) for that many
     epochs on the training and validation events together (:meth:`SASRec.refit_on`), so the model also
     learns from each user's newest events; the fit then costs about 1.5 times as long.
@@ -72,6 +76,7 @@ class SASRecConfig(ModelConfig):
     loss_exclude_seen: bool | None = None  # None: on for the full softmax, off for the other losses
     future_window: int | None = None  # None: 2 for the full softmax, 1 for the other losses
     window_gap_s: float | None = 60.0  # the window spans consecutive items at most this far apart in time
+    untimed_window: bool = False  # without time: True, the window of future_window items; False, next item
     shuffle_gap_s: float | None = 0.0  # each training epoch, reorder runs of items at most this far apart
     refit: bool = True  # after early stopping, train afresh on training + validation events for best_epoch epochs
     verbose: bool = False

@@ -74,12 +74,16 @@ class _SoftmaxWindowLoss(torch.autograd.Function):
         grad_hidden = torch.empty(n, dim, dtype=torch.float32)
         grad_table = torch.zeros(len(table), dim, dtype=torch.float32)
         rows = max(1, SOFTMAX_CHUNK_LOGITS // len(table))
+        # one logits buffer for every chunk, written by the matmul itself: a fresh [rows, n_items + 1]
+        # result per chunk costs the allocation and its page faults again (about a third of the
+        # matmul at 12k items; docs/results.md, "Amazon Beauty")
+        buffer = torch.empty(min(rows, n), len(table), dtype=dtype)
         total = torch.zeros((), dtype=torch.float64)
         minus_inf = float("-inf")
         for start in range(0, n, rows):
             stop = min(start + rows, n)
             targets, weight = future[start:stop], weights[start:stop]
-            logits = inputs[start:stop] @ table.T  # [rows, n_items + 1]
+            logits = torch.mm(inputs[start:stop], table.T, out=buffer[: stop - start])  # [rows, n_items + 1]
             target_logits = logits.gather(1, targets).float().masked_fill(~exists[start:stop], minus_inf)
             repeat = torch.zeros_like(targets, dtype=torch.bool)  # a target among the seen items
             if seen is not None:
@@ -95,7 +99,10 @@ class _SoftmaxWindowLoss(torch.autograd.Function):
             grad = exps.mul_((weight / normaliser).sum(1, keepdim=True).to(dtype))
             target_grad = torch.where(repeat, own / normaliser, 0.0) - 1.0
             grad.scatter_add_(1, targets, (weight * target_grad).to(dtype))
-            grad_hidden[start:stop] = grad @ table
+            if dtype == torch.float32:
+                torch.mm(grad, table, out=grad_hidden[start:stop])
+            else:  # the bfloat16 product, cast into the float32 gradient
+                grad_hidden[start:stop] = grad @ table
             grad_table.addmm_(grad.T.float() if dtype != torch.float32 else grad.T, hidden[start:stop])
         ctx.save_for_backward(grad_hidden, grad_table[1:])
         return total.float()

@@ -81,6 +81,12 @@ async def post_events(request: Request, engine: EngineDep, metrics: MetricsDep) 
     result = await asyncio.wrap_future(engine.ingest_async(events))
     metrics.events.inc(result.stored)
     metrics.duplicates.inc(result.duplicates)
+    if any(event.recommendation_id is not None for event in result.events):
+        joined = await run_in_threadpool(engine.join_rewards, result.events)
+        metrics.rewards_joined.inc(len(joined.rewards))
+        metrics.rewards_late.inc(joined.late)
+        for reason, count in joined.unjoined.items():
+            metrics.rewards_unjoined.labels(reason).inc(count)
     return JSONResponse(
         {
             "received": len(events),

@@ -11,17 +11,28 @@ FastAPI must find the class itself in the route's annotations, not a name to loo
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import Field, create_model
+from pydantic import Field, StringConstraints, create_model
 
-from liverec.events.schema import json_int
+from liverec.events.schema import MAX_EVENT_ID_LENGTH, json_int
 from liverec.serving.auth import AUTH_RESPONSES, READ
 from liverec.serving.deps import EngineDep, ItemIdPath, MetricsDep, RecommendServiceDep, UserIdPath, split_categories
 from liverec.serving.engine import RecommendRequest
-from liverec.serving.schemas import ErrorOut, RecommendationOut, SessionRequest
+from liverec.serving.schemas import ErrorOut, ExploreName, ImpressionOut, RecommendationOut, SessionRequest
 
 __all__ = ["build_router"]
+
+#: The exploration policy of one request (default: the ``explore`` setting).
+ExploreParam = Annotated[
+    ExploreName | None, Query(description="the exploration policy of this list (default: the explore setting)")
+]
+RecommendationIdPath = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_EVENT_ID_LENGTH),
+    Path(description="the recommendation_id of a served list"),
+]
 
 
 def build_router(default_k: int, max_k: int) -> APIRouter:
@@ -39,8 +50,10 @@ def build_router(default_k: int, max_k: int) -> APIRouter:
         summary="Items similar to an item",
         responses={200: {"model": RecommendationOut}, 404: {"model": ErrorOut, "description": "no such item"}},
     )
-    def similar(item_id: ItemIdPath, engine: EngineDep, metrics: MetricsDep, k: KParam = default_k) -> dict[str, Any]:
-        answer = engine.similar(item_id, k)
+    def similar(
+        item_id: ItemIdPath, engine: EngineDep, metrics: MetricsDep, k: KParam = default_k, explore: ExploreParam = None
+    ) -> dict[str, Any]:
+        answer = engine.similar(item_id, k, explore)
         if answer is None:
             raise HTTPException(404, detail=f"item_id {item_id!r}: no such item")
         if answer.fallback:
@@ -62,6 +75,7 @@ def build_router(default_k: int, max_k: int) -> APIRouter:
         exclude_seen: bool = True,
         include_categories: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
         exclude_categories: Annotated[list[str], Query()] = [],  # noqa: B006
+        explore: ExploreParam = None,
     ) -> JSONResponse:
         request = RecommendRequest(
             user_id,
@@ -69,6 +83,7 @@ def build_router(default_k: int, max_k: int) -> APIRouter:
             exclude_seen=exclude_seen,
             include_categories=split_categories(include_categories),
             exclude_categories=split_categories(exclude_categories),
+            explore=explore,
         )
         answer = await service.batcher(request)
         if answer.fallback:
@@ -84,6 +99,7 @@ def build_router(default_k: int, max_k: int) -> APIRouter:
                 exclude_seen=request.exclude_seen,
                 include_categories=split_categories(request.include_categories),
                 exclude_categories=split_categories(request.exclude_categories),
+                explore=request.explore,
             )
         )
         return JSONResponse(answer.to_json())
@@ -97,4 +113,17 @@ def build_router(default_k: int, max_k: int) -> APIRouter:
         response_class=JSONResponse,
         responses={200: {"model": RecommendationOut}},
     )
+
+    @router.get(
+        "/v1/recommendations/{recommendation_id}",
+        summary="A served list as logged (items, propensities, policy) and the rewards joined to it",
+        response_model=ImpressionOut,
+        responses={404: {"model": ErrorOut, "description": "no list was served with this id (or it was erased)"}},
+    )
+    async def get_impression(recommendation_id: RecommendationIdPath, engine: EngineDep) -> dict[str, Any]:
+        found = await run_in_threadpool(engine.impression, recommendation_id)
+        if found is None:
+            raise HTTPException(404, detail=f"recommendation_id {recommendation_id!r}: no such list")
+        return found
+
     return router

@@ -44,4 +44,5 @@ def forget_user(user_id: UserIdPath, engine: EngineDep) -> ErasureOut:
         models_rewritten=report.models_rewritten,
         trained_on=report.trained_on,
         erased_at=report.erased_at,
+        impressions_deleted=report.impressions_deleted,
     )
