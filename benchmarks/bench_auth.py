@@ -19,8 +19,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,39 +26,8 @@ from typing import Any
 
 import httpx
 
-from bench_serving import build, free_port, http_load, wrk_load
+from bench_serving import build, http_load, start_server, wrk_load
 from liverec.access import KeyStore
-
-
-def start(data_dir: Path, rate_limit: bool) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "LIVEREC_LOG_LEVEL": "WARNING", "LIVEREC_UPDATER": "false"}
-    if rate_limit:
-        env |= {"LIVEREC_RATE_LIMIT_PER_S": "1000000", "LIVEREC_RATE_LIMIT_BURST": "1000000"}
-    command = [
-        sys.executable,
-        "-X",
-        "faulthandler",
-        "-m",
-        "liverec.cli",
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        "--port",
-        str(port),
-    ]
-    log = open(data_dir.parent / "serve.log", "wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("server did not become ready")
 
 
 def wait_until(url: str, status: int) -> None:
@@ -93,7 +60,8 @@ def main() -> None:
         store = KeyStore(data_dir)
         for key in store.keys():
             store.revoke(key.name)
-        process, url = start(data_dir, args.rate_limit)
+        no_limit = {"LIVEREC_RATE_LIMIT_PER_S": "1000000", "LIVEREC_RATE_LIMIT_BURST": "1000000"}
+        process, url = start_server(data_dir, no_limit if args.rate_limit else None)
         runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
         try:
             for _ in range(args.repeats):

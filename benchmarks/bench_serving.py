@@ -104,14 +104,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(data_dir: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """``liverec serve`` on ``data_dir`` (updater off; ``env``: more settings), once it is ready."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "liverec.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         # serving alone: the updater child (issue 5) would share the two cores with the load generator
-        env={**os.environ, "LIVEREC_LOG_LEVEL": "WARNING", "LIVEREC_UPDATER": "false"},
+        env={**os.environ, "LIVEREC_LOG_LEVEL": "WARNING", "LIVEREC_UPDATER": "false", **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
