@@ -15,7 +15,7 @@ import pandas as pd
 from liverec.data.interactions import Dataset, Interactions, ItemMetadata
 from liverec.data.splits import leave_one_out
 from liverec.evaluation.protocols import evaluate_ranking
-from liverec.events.log import EventLog
+from liverec.events.log import EVENT_TIME_META, EventLog, log_is_timed
 from liverec.models import create_model
 from liverec.registry import ModelRegistry
 
@@ -45,8 +45,8 @@ def import_dataset(
     genres, where the dataset has them, go into the catalogue (genres become categories).
 
     Data with order but no time (``timed`` False, a sequences file) goes in user by user, each user's
-    events in order, with their positions as timestamps: the log has a time on every event, and it
-    reads these as seconds (see ``ImportSummary.timed``).
+    events in order, with their positions as timestamps, and the log is marked *order-only*
+    (:func:`log_is_timed`): whatever trains from it then reads those timestamps as order, never as time.
     """
     started = time.perf_counter()
     inter = dataset.interactions
@@ -60,6 +60,7 @@ def import_dataset(
         order = np.argsort(inter.timestamps, kind="stable")
     else:
         order = np.lexsort((inter.timestamps, inter.user_ids))
+        event_log.meta_set(EVENT_TIME_META, "order")  # before the events: no reader sees them as timed
     if limit is not None:
         order = order[:limit]
     types = np.asarray(inter.event_type_names, dtype=object)[inter.event_types[order]]
@@ -97,7 +98,7 @@ class LogData:
 
 def read_log(event_log: EventLog, event_weights: Mapping[str, float], last_offset: int | None = None) -> LogData:
     """Every event of a type with positive weight (up to ``last_offset``), in log order; ids in order of
-    first appearance.
+    first appearance. An order-only log (:func:`log_is_timed`) gives ``timed`` False interactions.
 
     Items are numbered in the order they first appear in the log, which is also the order the serving
     state numbers them, so the served model's item ids line up with the state's without a lookup.
@@ -135,6 +136,7 @@ def read_log(event_log: EventLog, event_weights: Mapping[str, float], last_offse
         n_users=len(user_ids),
         n_items=len(item_ids),
         event_type_names=tuple(str(t) for t in type_names) or ("interaction",),
+        timed=log_is_timed(event_log),
     )
     training = {
         "first_offset": offsets[0],

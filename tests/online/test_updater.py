@@ -322,3 +322,51 @@ def test_an_erasure_makes_the_updater_start_again_without_the_user(tmp_path: Pat
     for version in registry.versions():
         assert user not in (registry.load(version).user_ids or [])
     updater.close()
+
+
+def test_an_order_only_log_is_read_and_learned_as_order(tmp_path: Path) -> None:
+    """A sequences file imported into the log marks it order-only: `read_log` gives untimed interactions, the
+    updater's learner updates without time (so no 60 s window ties a history of positions into one moment),
+    later events with real times stay after the positions, and retention deletes nothing it cannot date."""
+    from liverec.backends.erasure import apply_retention
+    from liverec.data.interactions import Dataset
+    from liverec.data.interactions import Interactions as Inter
+    from liverec.events.log import log_is_timed
+
+    dataset, _ = generate(SyntheticConfig(n_users=40, n_items=30, n_events=600, seed=3))
+    inter = dataset.interactions.sorted()
+    position = np.zeros(len(inter))
+    for user in np.unique(inter.user_ids):
+        rows = np.flatnonzero(inter.user_ids == user)
+        position[rows] = np.arange(len(rows))
+    untimed = Inter(
+        inter.user_ids, inter.item_ids, position, inter.values, inter.event_types,
+        inter.n_users, inter.n_items, inter.event_type_names, timed=False,
+    )  # fmt: skip
+    sequences = Dataset(untimed, dataset.user_map, dataset.item_map, name="shop")
+    with SQLiteEventLog(tmp_path / "events.db") as event_log:
+        assert log_is_timed(event_log)
+        summary = import_dataset(sequences, event_log, source="shop", event_types=DEFAULT_EVENT_WEIGHTS)
+        assert summary.timed is False and not log_is_timed(event_log)
+        data = read_log(event_log, DEFAULT_EVENT_WEIGHTS)
+        assert data.interactions.timed is False
+        report = apply_retention(None, 1.0, log=event_log, state=None)  # type: ignore[arg-type]
+        assert report.events_deleted == 0 and event_log.count() == summary.stored
+    train_and_register(data, ModelRegistry(tmp_path / "models"), "sasrec", {"max_epochs": 1, "refit": False})
+    updater = Updater(tmp_path, DEFAULT_EVENT_WEIGHTS, UpdaterConfig(every_events=5, every_seconds=None))
+    assert updater.start()
+    learner = updater._started_learner()
+    assert learner.timed is False
+    user = str(dataset.user_map.external_ids[0])
+    with SQLiteEventLog(tmp_path / "events.db") as event_log:
+        event_log.append(
+            [Event(f"live-{n}", user, str(dataset.item_map.external_ids[n]), "view", 1.7e9 + n) for n in range(5)]
+        )
+        again = read_log(event_log, DEFAULT_EVENT_WEIGHTS)
+    assert again.interactions.timed is False  # the whole log stays order-only
+    rows = np.flatnonzero(again.interactions.sorted().user_ids == again.user_ids.index(user))
+    assert again.interactions.sorted().timestamps[rows][-5:].min() >= 1.7e9  # the live events come last
+    while updater.step():
+        pass
+    assert updater.learner is not None and updater.learner.timed is False
+    updater.close()

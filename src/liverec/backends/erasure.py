@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from liverec.events.log import ErasedEvents, EventLog, StoredEvent
+from liverec.events.log import ErasedEvents, EventLog, StoredEvent, log_is_timed
 from liverec.events.pseudonyms import erasure_token
 from liverec.state.base import StateStore
 
@@ -110,6 +110,12 @@ def apply_retention(
     own erasure. Item statistics keep the deleted events' contribution, which time decay has nearly zeroed."""
     started = time.perf_counter()
     cutoff = (time.time() if now is None else now) - retention_days * 86_400.0
+    if not log_is_timed(log):  # positions are no age: every imported event would look 56 years old
+        logger.error(
+            "retention_days is set, but the log holds events with order and no time (imported from a sequences "
+            "file): their age is unknown, so the retention pass deletes nothing; erase users with forget-user"
+        )
+        return RetentionReport(cutoff, 0, 0, log.erasure_epoch(), round(time.perf_counter() - started, 4))
 
     def refresh(erased: ErasedEvents, remaining: list[StoredEvent]) -> None:
         if state is not None:

@@ -138,7 +138,8 @@ def run_import(args: argparse.Namespace) -> int:
     if not summary.timed:
         print(
             f"note: {source} has each user's order but no time; the log stores each event's position in its "
-            "user's sequence as its timestamp (seconds), and what trains from the log reads them as time"
+            "user's sequence as its timestamp and is now marked order-only: training and online updates read "
+            "every timestamp in it as order, never as time, and retention_days deletes nothing"
         )
     return 0
 

@@ -251,6 +251,17 @@ class ConsumerGroupLog(EventLog, Protocol):
     def ack(self, group: str, offsets: Sequence[int]) -> int: ...
 
 
+EVENT_TIME_META = "event_time"  # metadata key: "order" once the log holds events with order but no time
+
+
+def log_is_timed(log: EventLog) -> bool:
+    """False once the log holds events with order but no time (``liverec import`` of a sequences file): their
+    timestamps are positions in each user's sequence. The whole log is then read as order only
+    (``Interactions.timed`` False): events with real times sort after the positions, so each user's order
+    stays right, and no step measures a gap between two events or an event's age."""
+    return log.meta_get(EVENT_TIME_META, "clock") != "order"
+
+
 @dataclass
 class _Write:
     """One caller's rows waiting for the writer; ``keep`` asks for the stored events back."""

@@ -119,7 +119,9 @@ class OnlineLearner:
     ``item_ids`` / ``user_ids``: external ids of the model's items and users, in model order (one per
     row of its tables: ``len(item_ids) == model.n_items``). ``history``: the events the model was
     trained on, in those id spaces, to seed each user's recent sequence (without it, sequences start
-    empty and an update sees only what was observed since). The model is updated in place.
+    empty and an update sees only what was observed since). ``timed``: whether the events' timestamps are
+    time (None: as ``history`` says, else True); False on an order-only log (``pipeline.log_is_timed``), so
+    the update batches are order without time as the fit's were. The model is updated in place.
     """
 
     def __init__(
@@ -129,11 +131,14 @@ class OnlineLearner:
         user_ids: Sequence[object] | np.ndarray,
         history: Interactions | None = None,
         config: LearnerConfig | None = None,
+        timed: bool | None = None,
     ) -> None:
         if not model.supports_partial_fit:
             raise ValueError(f"model {model.name!r} cannot learn online: it does not support partial_fit")
         self.model = model
         self.config = config if config is not None else LearnerConfig()
+        # order without time (an order-only log): the update batches say so, and no time gap is measured
+        self.timed = timed if timed is not None else (history.timed if history is not None else True)
         self._options = UpdateOptions(
             lr_multiplier=self.config.lr_multiplier,
             epochs=self.config.epochs,
@@ -163,12 +168,13 @@ class OnlineLearner:
                     f"({model.n_users}, {model.n_items})"
                 )
             recent = Histories.from_interactions(history).last(self._cap)
-            if recent.timestamps is None:
-                raise ValueError("history: expected interactions with timestamps")
+            if recent.timestamps is None and self.timed:
+                raise ValueError("history: expected interactions with timestamps (or timed=False)")
             for user in np.flatnonzero(recent.lengths()):
                 start, stop = recent.indptr[user], recent.indptr[user + 1]
                 self._sequences[user] = recent.items[start:stop].tolist()
-                self._times[user] = recent.timestamps[start:stop].tolist()
+                stamps = recent.timestamps[start:stop] if recent.timestamps is not None else np.zeros(stop - start)
+                self._times[user] = stamps.tolist()  # unread without time: update batches number positions
         #: users with at least two items (a trainable sequence), in order of reaching two: the rehearsal pool
         self._trainable = [user for user, sequence in enumerate(self._sequences) if len(sequence) >= 2]
         #: users in order of their first pending event -> their pending events (new items at the sequence's end)
@@ -261,12 +267,17 @@ class OnlineLearner:
             lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
             total = int(lengths.sum())
             items = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=total)
-            event_times = np.fromiter(
-                itertools.chain.from_iterable(self._times[user] for user in users), dtype=np.float64, count=total
-            )
+            if self.timed:
+                event_times = np.fromiter(
+                    itertools.chain.from_iterable(self._times[user] for user in users), dtype=np.float64, count=total
+                )
+            else:  # order without time: each sequence's positions, in the order the learner keeps it
+                event_times = (np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)).astype(np.float64)
             n_users, n_items = len(self._user_ids), len(self._item_ids)
             rows = np.repeat(users, lengths)
-            batch = Interactions.from_arrays(rows, items, event_times, n_users=n_users, n_items=n_items)
+            batch = Interactions.from_arrays(
+                rows, items, event_times, n_users=n_users, n_items=n_items, timed=self.timed
+            )
             learn = None
             if not self.config.relearn_history:  # the pending events of the queued users, every rehearsed event
                 learn = np.ones(total, dtype=bool)

@@ -44,7 +44,7 @@ import numpy as np
 from liverec.backends import EVENTS_FILE, MODELS_DIR
 from liverec.data.interactions import Histories, Interactions
 from liverec.evaluation.metrics import ndcg_at_ranks, single_target_ranks
-from liverec.events.log import EventLog, SQLiteEventLog, StoredEvent
+from liverec.events.log import EventLog, SQLiteEventLog, StoredEvent, log_is_timed
 from liverec.models.base import Recommender
 from liverec.online.learner import TUNED_LEARNER, LearnerConfig, OnlineLearner
 from liverec.pipeline import catalogue_metadata, read_log, train_and_register
@@ -197,7 +197,9 @@ class Updater:
             batch_size=tuned.get("batch_size"),
             max_sequence=tuned.get("max_sequence"),
         )
-        self.learner = OnlineLearner(loaded.model, loaded.item_ids, user_ids, history=history, config=learner_config)
+        self.learner = OnlineLearner(
+            loaded.model, loaded.item_ids, user_ids, history=history, config=learner_config, timed=history.timed
+        )
         self.version = loaded.version
         self.offset = offset
         logger.info("updater resumes", extra={"version": loaded.version, "offset": offset})
@@ -235,7 +237,9 @@ class Updater:
         # the state keeps no times: one far-past instant for all, so the events keep their order, come before
         # any new event, and count as one session among themselves (SASRec's window_gap_s)
         timestamps = np.full(len(rows_u), UNKNOWN_PAST)
-        return Interactions.from_arrays(rows_u, rows_i, timestamps, n_users=len(user_ids), n_items=len(item_ids))
+        return Interactions.from_arrays(
+            rows_u, rows_i, timestamps, n_users=len(user_ids), n_items=len(item_ids), timed=log_is_timed(self.log)
+        )
 
     # -- the loop --------------------------------------------------------------------------------
     def run_once(self, stop: threading.Event) -> None:
