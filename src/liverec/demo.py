@@ -133,6 +133,7 @@ def run_demo(options: DemoOptions) -> int:
     _say(f"updater    learning from the stream in process {worker.pid} (liverec worker)")
     try:
         _show_live_update(api, dataset, order, n_past)
+        _show_exploration(api, dataset)
         _replay(api, dataset, order[n_past:], batch=500)
         status, ready = api.call("GET", "/ready")
         _say(f"ready      {status} {json.dumps(ready)}")
@@ -149,6 +150,9 @@ def run_demo(options: DemoOptions) -> int:
         )
         _say(f"  curl -s {auth} '{url}/v1/users/{user}/recommendations?k=5'   # changed by the purchase")
         _say(f"  curl -s {auth} '{url}/v1/items/{item}/similar?k=5'")
+        _say(
+            f"  curl -s {auth} '{url}/v1/users/{user}/recommendations?k=5&explore=softmax'   # logged with propensities"
+        )
         _say(
             f"  curl -s {auth} -X POST {url}/v1/recommendations -H 'content-type: application/json' "
             f'-d \'{{"items": ["{item}"], "k": 5}}\''
@@ -220,6 +224,47 @@ def _show_live_update(api: _Api, dataset: Dataset, order: np.ndarray, n_past: in
     )
     if status != 200:
         raise RuntimeError(f"events were not accepted: HTTP {status} {ack}")
+
+
+def _show_exploration(api: _Api, dataset: Dataset, n_users: int = 20) -> None:
+    """Lists drawn by the ε-greedy policy for a few users: which items it tried beyond the model's top-5, with
+    what probability; then a click on a tried item, joined to its list as that slot's reward."""
+    users = [str(user) for user in dataset.user_map.external_ids[:n_users]]
+    tried: list[tuple[dict[str, Any], int]] = []  # (the answer, the explored slot)
+    shown = 0
+    for user in users:
+        status, answer = api.call("GET", f"/v1/users/{user}/recommendations?k=5&explore=epsilon")
+        if status != 200:
+            raise RuntimeError(f"an exploring list was refused: HTTP {status} {answer}")
+        shown += len(answer["items"])
+        tried += [
+            (answer, slot)
+            for slot, entry in enumerate(answer["items"])
+            if entry.get("explanation", {}).get("kind") == "explore"
+        ]
+    _say(
+        f"explore    {len(users)} lists of 5 drawn with explore=epsilon: {len(tried)} of {shown} slots tried an item "
+        "beyond the model's top 5 (marked *)"
+    )
+    if not tried:
+        return
+    answer, slot = tried[0]
+    _, logged = api.call("GET", f"/v1/recommendations/{answer['recommendation_id']}")
+    marked = [entry["item_id"] + ("*" if n == slot else "") for n, entry in enumerate(answer["items"])]
+    user, item = logged["user_id"], answer["items"][slot]["item_id"]
+    _say(
+        f"  user {user}: {marked}; slot {slot + 1} was tried with probability "
+        f"{logged['slot_propensities'][slot]:.4f} (greedy would show it with 0)"
+    )
+    click = {"user_id": user, "item_id": item, "type": "click", "recommendation_id": answer["recommendation_id"]}
+    status, ack = api.call("POST", "/v1/events", [click])
+    if status != 200:
+        raise RuntimeError(f"the click was refused: HTTP {status} {ack}")
+    _, logged = api.call("GET", f"/v1/recommendations/{answer['recommendation_id']}")
+    _say(
+        f"  a click on {item} -> reward {logged['reward']:g} joined to position {slot + 1} of "
+        f"{answer['recommendation_id']} (GET /v1/recommendations/{{id}}: {len(logged['rewards'])} reward)\n"
+    )
 
 
 def _replay(api: _Api, dataset: Dataset, rows: np.ndarray, batch: int) -> None:
