@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from liverec.data.interactions import Histories, Interactions
 from liverec.data.splits import leave_one_out
-from liverec.models.sasrec import SASRec
+from liverec.models.sasrec import SASRec, SASRecConfig
 
 N_ITEMS = 30
 
@@ -62,6 +62,24 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
     assert model.best_validation_ndcg == max(scores)
     assert model.best_epoch == model.history[int(np.argmax(scores))]["epoch"]
     assert model.validation_ndcg(validation.history, validation.targets) == pytest.approx(max(scores))
+
+
+def test_patience_steps_shortens_patience_where_an_epoch_is_many_steps() -> None:
+    """``patience_steps`` counts optimiser steps: a large dataset (many batches per epoch) waits fewer epochs,
+    a small one keeps ``patience``; and a fit stops after that many epochs without improvement."""
+    config = SASRecConfig(patience=10, patience_steps=1000)
+    assert config.epoch_patience(350) == 3  # 22,363 users at batch 64 (Amazon Beauty)
+    assert config.epoch_patience(15) == 10  # 943 users at batch 64 (ml-100k): never more than patience
+    assert config.epoch_patience(5000) == 1 and SASRecConfig(patience=10).epoch_patience(350) == 10
+    with pytest.raises(ValueError, match="patience_steps"):
+        SASRecConfig(patience_steps=0)
+    data = cycle_data()
+    validation, _ = leave_one_out(data)
+    # 120 users at batch 24: 5 steps an epoch, so 10 steps of patience are 2 epochs
+    model = SASRec(**{**SMALL, "batch_size": 24, "max_epochs": 40, "patience": 20, "patience_steps": 10})
+    model.fit(validation.train, validation=validation)
+    assert model._epoch_steps == 5 and model.config.epoch_patience(5) == 2
+    assert len(model.history) - model.best_epoch == 2 or len(model.history) == 40
 
 
 def test_fit_without_validation_holds_out_last_events() -> None:

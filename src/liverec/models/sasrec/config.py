@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from liverec.models.base import ModelConfig
 
@@ -20,8 +21,10 @@ class SASRecConfig(ModelConfig):
     attention kernel, and drawing its random mask slows an epoch down noticeably);
     ``loss``: one of ``softmax``, ``sampled-softmax``, ``bce``; ``n_negatives``: shared negatives per
     batch for ``sampled-softmax``; ``max_epochs``/``patience``: early stopping, evaluated every
-    ``eval_every`` epochs on validation NDCG@10; ``warmup_steps``: linear learning-rate warm-up;
-    ``n_threads``: torch threads while training and scoring (0 = all cores);
+    ``eval_every`` epochs on validation NDCG@10; ``patience_steps``: stop sooner when this many optimiser
+    steps (batches) brought no improvement — fewer epochs of patience where an epoch is many steps (a large
+    dataset), never more than ``patience`` (:meth:`epoch_patience`); ``warmup_steps``: linear learning-rate
+    warm-up; ``n_threads``: torch threads while training and scoring (0 = all cores);
     ``partial_fit_epochs``: epochs over the new sequences in ``partial_fit``; ``crop``: which
     ``max_len + 1`` window of a longer history trains each epoch (``last``, or a ``random`` one);
     ``side_features``: add the mean of learned feature embeddings to each item's embedding when item
@@ -65,6 +68,7 @@ class SASRecConfig(ModelConfig):
     warmup_steps: int = 10
     max_epochs: int = 200
     patience: int = 10
+    patience_steps: int | None = None  # also stop once this many optimiser steps brought no improvement
     eval_every: int = 1
     n_threads: int = 0
     partial_fit_epochs: int = 1
@@ -101,10 +105,19 @@ class SASRecConfig(ModelConfig):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise ValueError(f"{name}: expected a number >= 0 or None, got {value!r}")
+        if self.patience_steps is not None and self.patience_steps < 1:
+            raise ValueError(f"patience_steps: expected a positive integer or None, got {self.patience_steps!r}")
         if self.future_window is not None and self.future_window < 1:
             raise ValueError(f"future_window: expected a positive integer, got {self.future_window!r}")
         if (self.loss_exclude_seen or (self.future_window or 1) > 1) and self.loss != "softmax":
             raise ValueError(f"loss_exclude_seen and future_window > 1 need loss='softmax', got {self.loss!r}")
+
+    def epoch_patience(self, epoch_steps: int) -> int:
+        """Epochs without improvement before early stopping: ``patience``, or fewer when ``patience_steps``
+        optimiser steps (``epoch_steps`` per epoch) come sooner, at least one epoch."""
+        if self.patience_steps is None or epoch_steps < 1:
+            return self.patience
+        return min(self.patience, max(1, math.ceil(self.patience_steps / epoch_steps)))
 
     # the full softmax's defaults (chosen on validation NDCG@10); left unset, the other losses keep the
     # plain next-item loss

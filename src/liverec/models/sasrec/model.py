@@ -93,6 +93,7 @@ class SASRec(Recommender):
         self.best_epoch, self.best_validation_ndcg = 0, -1.0
         #: epochs of the final training on every event (0: the model is the early-stopped one)
         self.refit_epochs = 0
+        self._epoch_steps = 0  # optimiser steps in the last training epoch (``patience_steps``)
         #: binary ``[n_described_items, n_features]`` side features (see :meth:`set_item_features`)
         self.item_features: sp.csr_matrix | None = None
         #: the features' names (column order of ``item_features``), when given
@@ -245,7 +246,7 @@ class SASRec(Recommender):
                     best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
                 else:
                     waited += config.eval_every
-                    if waited >= config.patience:
+                    if waited >= config.epoch_patience(self._epoch_steps):
                         break
                     if config.plateau_factor < 1.0 and waited % config.plateau_patience == 0:
                         self._lr_scale *= config.plateau_factor
@@ -324,6 +325,7 @@ class SASRec(Recommender):
         training.start_epoch(network)
         network.train()
         plan = plan_epoch(histories, self.config, rng, learn, shuffle)
+        self._epoch_steps = len(plan.batches)  # optimiser steps per epoch: what patience_steps counts in
         loss_rng = training.loss_rng(rng, self.config.loss)
         total, count = 0.0, 0
         for batch_rows in plan.batches:
