@@ -24,17 +24,18 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("liverec.data",),  # core types (Interactions, Histories, IdMap), loaders, splits, the synthetic generator
     ("liverec.evaluation.metrics",),  # metric maths on ranks and ranked lists (models early-stop with it)
     ("liverec.models",),  # the model protocol and the models
-    ("liverec.retrieval", "liverec.online.learner", "liverec.policies"),  # top-k; learning online; exploration
+    # top-k; learning online; exploration; re-ranking after retrieval
+    ("liverec.retrieval", "liverec.online.learner", "liverec.policies", "liverec.rerank"),
     ("liverec.evaluation",),  # offline protocols, rating metrics, the streaming replay
     ("liverec.events",),  # the event schema and the durable log
-    ("liverec.state",),  # what the engine knows now
-    ("liverec.registry",),  # model versions on disk
+    ("liverec.state", "liverec.ope"),  # what the engine knows now; off-policy evaluation of logged lists
+    ("liverec.registry", "liverec.experiments"),  # model versions on disk; experiments: arms, assignment, stats
     ("liverec.settings",),
     ("liverec.backends", "liverec.access"),  # embedded or Redis: the one place that knows which; API keys, audit
     ("liverec.pipeline",),  # batch steps around the log: import, read, train and register
     ("liverec.online",),  # the updater process and the Redis worker
     ("liverec.serving",),  # the engine and the HTTP app
-    ("liverec.demo",),
+    ("liverec.demo", "liverec.simulation"),  # the main job end to end; the simulator (drives an engine in-process)
     ("liverec.cli",),
 )
 

@@ -8,6 +8,7 @@ in a setting name fails at start-up instead of being ignored.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from liverec.policies import POLICIES
+from liverec.policies import POLICIES, ExploreConfig
 from liverec.state.store import DEFAULT_EVENT_WEIGHTS
 
 #: Settings renamed: old name -> new name. The old name is refused with the new one named, in a TOML file
@@ -135,6 +136,22 @@ class Settings(BaseSettings):
     reward_window_s: float = Field(
         86_400.0, gt=0, description="an event later than this after its list was served is a late reward"
     )
+    apprentice_policy: str | None = Field(
+        None,
+        description="apprentice mode: a candidate policy whose list is computed for every user and session request "
+        "beside the live one and logged as a shadow impression (never shown; for off-policy evaluation); none: off",
+    )
+    apprentice_policy_settings: dict[str, float] = Field(
+        default_factory=dict,
+        description="the candidate policy's settings over the explore_* ones: epsilon, temperature, candidates, "
+        "cold_age_s, cold_weight (e.g. LIVEREC_APPRENTICE_POLICY_SETTINGS__EPSILON=0.2)",
+    )
+    apprentice_model_version: str | None = Field(
+        None, description="apprentice mode: the candidate's model version (none: the served one)"
+    )
+    experiment_model_cache: int = Field(
+        4, ge=1, description="model versions besides the served one kept loaded for experiment arms and the apprentice"
+    )
 
     # -- privacy (erasure, pseudonymisation, retention; docs/architecture.md) --------------------------
     pseudonym_secret: SecretStr | None = Field(
@@ -187,6 +204,25 @@ class Settings(BaseSettings):
     def _check_explore(cls, value: str) -> str:
         if value not in POLICIES:
             raise ValueError(f"expected one of {', '.join(sorted(POLICIES))}, got {value!r}")
+        return value
+
+    @field_validator("apprentice_policy")
+    @classmethod
+    def _check_apprentice_policy(cls, value: str | None) -> str | None:
+        if value is not None and value not in POLICIES:
+            raise ValueError(f"expected one of {', '.join(sorted(POLICIES))}, got {value!r}")
+        return value
+
+    @field_validator("apprentice_policy_settings")
+    @classmethod
+    def _check_apprentice_policy_settings(cls, value: dict[str, float]) -> dict[str, float]:
+        known = [f.name for f in dataclasses.fields(ExploreConfig)]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; expected some of {', '.join(known)}")
+        if "candidates" in value:
+            value = {**value, "candidates": int(value["candidates"])}
+        ExploreConfig(**value)  # type: ignore[arg-type]  # a value out of its range names itself
         return value
 
     @field_validator("reward_weights")

@@ -125,6 +125,49 @@ def test_ml100k_original_layout(tmp_path: Path) -> None:
     assert title_and_genres(dataset, "999") == ("Unrated (1998)", ())
 
 
+def user_attributes(dataset: Dataset, user: str) -> dict[str, object]:
+    """One user's attributes (NaN ages as None), by external id."""
+    assert dataset.users is not None
+    row = int(dataset.user_map.to_internal([user])[0])
+    out: dict[str, object] = {}
+    for name, values in dataset.users.attributes.items():
+        value = values[row]
+        out[name] = None if isinstance(value, float) and np.isnan(value) else value
+    return out
+
+
+def test_movielens_users_csv(tmp_path: Path) -> None:
+    folder = tmp_path / "ml"
+    write(folder / "ratings.csv", "userId,movieId,rating,timestamp\n1,10,4,100\n2,10,3,200\n3,10,5,300\n")
+    # user 3 is not listed (unknown attributes), user 9 has no rating (left out), user 2's age is empty
+    write(
+        folder / "users.csv",
+        "userId,age,gender,occupation,zip\n1,24,M,technician,85711\n2,,F,other,94043\n9,30,F,x,1\n",
+    )
+    dataset = load_dataset(folder)
+    assert dataset.users is not None and dataset.users.names == ["age", "gender", "occupation"]  # no zip code
+    assert user_attributes(dataset, "1") == {"age": 24.0, "gender": "M", "occupation": "technician"}
+    assert user_attributes(dataset, "2") == {"age": None, "gender": "F", "occupation": "other"}
+    assert user_attributes(dataset, "3") == {"age": None, "gender": None, "occupation": None}
+    assert dataset.user_map.size == 3
+    write(folder / "users.csv", "userId,age\n1,old\n")
+    assert load_error(folder) == "users.csv, line 2, column 'age': expected a number (years) or nothing, got 'old'"
+
+
+def test_ml100k_u_user(tmp_path: Path) -> None:
+    folder = tmp_path / "ml-100k"
+    write(folder / "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    write(folder / "u.user", "186|39|F|executive|00000\n196|49|M|writer|55105\n")
+    dataset = load_dataset(folder)
+    assert user_attributes(dataset, "196") == {"age": 49.0, "gender": "M", "occupation": "writer"}
+    assert user_attributes(dataset, "186") == {"age": 39.0, "gender": "F", "occupation": "executive"}
+
+
+def test_a_source_without_user_file_has_no_user_metadata(tmp_path: Path) -> None:
+    write(tmp_path / "ml" / "ratings.csv", "userId,movieId,rating,timestamp\n1,10,4,100\n")
+    assert load_dataset(tmp_path / "ml").users is None
+
+
 def test_ml1m_layout(tmp_path: Path) -> None:
     folder = tmp_path / "ml-1m"
     write(folder / "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n")

@@ -5,10 +5,15 @@ One rule of the API depends on the clock, which a schema cannot state: an event'
 *schema-valid* timestamp that breaks that rule is moved to the present, so that a valid event is not refused
 for a reason the document can only describe in words; invalid timestamps (wrong type, out of the schema's
 bounds) are left alone, so negative cases stay negative. The rule itself is tested in test_http.py.
+
+``POST /v1/experiments`` has two such rules (its schema says them in words): the live arms' shares sum to 1,
+and arm names are unique. Schema-valid shares are rescaled to sum to 1 and repeated schema-valid names get a
+suffix; anything the schema refuses is left as it is. Both rules are tested in test_experiments.py.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -42,9 +47,38 @@ def _fix(body: Any) -> None:
             event["timestamp"] = _present(event["timestamp"])
 
 
+_ARM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _fix_experiment(body: Any) -> None:
+    if not isinstance(body, dict) or not isinstance(body.get("arms"), list):
+        return
+    arms = [arm for arm in body["arms"] if isinstance(arm, dict)]
+    shares = [arm.get("share") for arm in arms]
+    valid = [s for s in shares if isinstance(s, int | float) and not isinstance(s, bool) and 0 < s <= 1]
+    if arms and len(valid) == len(body["arms"]):
+        total = sum(valid)
+        for arm in arms:
+            arm["share"] = arm["share"] / total
+    shadows = body.get("shadow_arms")
+    everything = arms + ([arm for arm in shadows if isinstance(arm, dict)] if isinstance(shadows, list) else [])
+    seen: set[str] = set()
+    for n, arm in enumerate(everything):
+        name = arm.get("name")
+        if isinstance(name, str) and _ARM_NAME.match(name) and name in seen:
+            arm["name"] = f"{name[:56]}-{n}"
+        if isinstance(arm.get("name"), str):
+            seen.add(arm["name"])
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
-    if case.operation.path != "/v1/events" or case.operation.method.upper() != "POST":
+    method, path = case.operation.method.upper(), case.operation.path
+    if method == "POST" and path == "/v1/experiments":
+        _fix_experiment(case.body)
+        if "json" in kwargs:
+            _fix_experiment(kwargs["json"])
+    if path != "/v1/events" or method != "POST":
         return
     _fix(case.body)
     if "json" in kwargs:

@@ -118,6 +118,9 @@ def test_an_exploring_request_marks_and_logs_what_it_explored(data_dir: Path, re
         body = logged.json()
         assert body["policy"] == "epsilon" and body["policy_settings"] == {"epsilon": 1.0}
         assert body["explored"] == [True] * 5 and 0 < body["slate_propensity"] < 1
+        # what ε chose from is logged for off-policy evaluation; a greedy list logs nothing beyond itself
+        assert body["n_eligible"] > 5 and body["candidates"][:5] == [i["item_id"] for i in greedy["items"]]
+        assert server.client.get(f"/v1/recommendations/{greedy['recommendation_id']}").json()["candidates"] is None
         session = server.client.post("/v1/recommendations", json={"items": ["1"], "k": 3, "explore": "softmax"})
         assert session.status_code == 200
         assert server.client.get(f"/v1/users/{user}/recommendations", params={"explore": "bandit"}).status_code == 422

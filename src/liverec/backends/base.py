@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from liverec.events.log import ConsumerGroupLog, EventLog, StoredEvent
 from liverec.events.pseudonyms import pseudonymiser
+from liverec.experiments import EXPERIMENTS_FILE, ExperimentStore, SQLiteExperimentStore
 from liverec.registry import Announcer, ModelRegistry
 from liverec.settings import Settings
 from liverec.state.base import StateStore
@@ -182,6 +183,10 @@ class Backend(ABC):
     def open_registry(self) -> ModelRegistry:
         """``<data-dir>/models``, with the announcer of this deployment when it has one."""
         return ModelRegistry(self.data_dir / MODELS_DIR, announcer=self.announcer())
+
+    def open_experiments(self) -> ExperimentStore:
+        """Where the deployment's experiments and serving policy live: ``<data-dir>/experiments.db``."""
+        return SQLiteExperimentStore(self.data_dir / EXPERIMENTS_FILE)
 
     def open_state_feed(self) -> StateFeed | None:
         """The events a worker must apply to a shared state; None where each server applies its own."""

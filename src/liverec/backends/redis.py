@@ -12,6 +12,7 @@ from typing import Any
 
 from liverec.backends.base import Backend, OnCommit, StateFeed, consumer_name
 from liverec.events.redis_log import RedisEventLog, redis_client
+from liverec.experiments import RedisExperimentStore
 from liverec.registry import RedisAnnouncer
 from liverec.settings import Settings
 from liverec.state.redis_store import RedisState
@@ -84,6 +85,10 @@ class RedisBackend(Backend):
     def announcer(self) -> RedisAnnouncer:
         """Promotions are published on ``P:models``: every replica swaps on the message."""
         return RedisAnnouncer(self.client, self.prefix)
+
+    def open_experiments(self) -> RedisExperimentStore:
+        """Experiments in the hash ``P:experiments``, shared by every replica (not in the data folder)."""
+        return RedisExperimentStore(self.client, self.prefix)
 
     def open_state_feed(self) -> StateFeed:
         """The stream through consumer group ``state``, applied to the shared state (popularity never cached)."""

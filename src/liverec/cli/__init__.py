@@ -1,5 +1,5 @@
 """The ``liverec`` command line: the engine (demo, import, train, serve, rebuild) and offline work (evaluate,
-replay, compare, generate, info, models).
+replay, simulate, ope, compare, generate, info, models).
 
 Each command's module holds its parser (``add_parser``) beside its handler; :mod:`liverec.cli.common` holds
 what they share. Errors people can fix (a bad file, a bad flag value) end the program with exit code 2 and one
@@ -14,13 +14,13 @@ import sys
 from collections.abc import Sequence
 
 from liverec import __version__
-from liverec.cli import compare, data, demo, engine, evaluate, keys, models, privacy, replay
+from liverec.cli import compare, data, demo, engine, evaluate, keys, models, ope, privacy, replay, simulate
 from liverec.errors import LiveRecError
 
 __all__ = ["build_parser", "main"]
 
 # the order of the commands in ``liverec --help``
-COMMAND_MODULES = (evaluate, replay, data, models, compare, demo, engine, keys, privacy)
+COMMAND_MODULES = (evaluate, replay, simulate, ope, data, models, compare, demo, engine, keys, privacy)
 
 
 def build_parser() -> argparse.ArgumentParser:

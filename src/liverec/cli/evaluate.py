@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import sys
 import time
@@ -23,9 +24,12 @@ from liverec.cli.common import (
 from liverec.data.interactions import Dataset
 from liverec.data.splits import PROTOCOLS, RankingSplit, make_split
 from liverec.errors import UsageError
-from liverec.evaluation.protocols import RankingResult, evaluate_ranking
+from liverec.evaluation.groups import format_groups, group_report, plot_exposure
+from liverec.evaluation.metrics import per_user_ranking_metrics
+from liverec.evaluation.protocols import RERANK_CANDIDATES, RankingResult, evaluate_ranking, item_interactions
 from liverec.evaluation.rating import rating_metrics
 from liverec.models import Recommender, create_model
+from liverec.rerank import RERANKERS, RerankCatalogue, Reranker, create_reranker, parse_rerank
 
 if TYPE_CHECKING:
     from liverec.cli.common import Subparsers
@@ -72,6 +76,28 @@ def add_parser(subparsers: Subparsers) -> None:
         metavar="NAME=VALUE",
         help="model hyperparameter override (repeatable); see `liverec models`",
     )
+    evaluate.add_argument(
+        "--groups",
+        action="store_true",
+        help="also measure by group: exposure by popularity decile and genre, Gini, long-tail share, calibration "
+        "KL; NDCG@10 by activity quintile and user attribute, with the largest gap",
+    )
+    evaluate.add_argument(
+        "--plot", metavar="FILE.png", help="draw exposure by popularity decile against interactions (implies --groups)"
+    )
+    evaluate.add_argument(
+        "--rerank",
+        metavar="NAME=λ",
+        help=f"re-rank the top --rerank-candidates of the full ranking: NAME one of {', '.join(sorted(RERANKERS))} "
+        "(one re-ranker; metrics of the re-ranked lists, beside the model's own)",
+    )
+    evaluate.add_argument(
+        "--rerank-candidates",
+        type=int,
+        default=RERANK_CANDIDATES,
+        metavar="N",
+        help=f"how many of the model's top items the re-ranker chooses from (default {RERANK_CANDIDATES})",
+    )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     evaluate.add_argument("--save-rankings", metavar="FILE", help="write top-K as CSV and FILE.targets.csv")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -80,6 +106,7 @@ def add_parser(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ks = parse_ks(args.k)
+    _check_group_options(args)
     params = model_params(args)
     params.setdefault("seed", args.seed)
     started = time.perf_counter()
@@ -116,6 +143,58 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_group_options(args: argparse.Namespace) -> None:
+    """``--groups`` / ``--plot`` / ``--rerank``: one readable line before any work when they cannot run."""
+    if args.plot:
+        args.groups = True
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--plot needs matplotlib: pip install 'liverec[plot]'")
+    if args.task == "rating" and (args.groups or args.rerank):
+        raise UsageError("--groups, --plot and --rerank measure ranked lists; they need --task ranking")
+    if args.rerank is not None:
+        try:
+            args.rerank_choice = parse_rerank(args.rerank)
+        except ValueError as error:
+            raise UsageError(f"--rerank: {error}") from None
+        if args.sampled_negatives:
+            raise UsageError("--rerank: the sampled protocol ranks model scores; drop --sampled-negatives")
+    if args.rerank_candidates < 1:
+        raise UsageError(f"--rerank-candidates: expected a positive integer, got {args.rerank_candidates}")
+
+
+def _reranker(args: argparse.Namespace, model: Recommender, dataset: Dataset, split: RankingSplit) -> Reranker | None:
+    """The re-ranker of ``--rerank`` over this model's vectors, the genres and the training popularity."""
+    if args.rerank is None:
+        return None
+    name, strength = args.rerank_choice
+    categories = dataset.items.genre_matrix()[0] if dataset.items is not None else None
+    catalogue = RerankCatalogue.for_model(model, categories, item_interactions(split))
+    try:
+        return create_reranker(name, strength, catalogue)
+    except ValueError as error:
+        raise UsageError(f"--rerank: {error}") from None
+
+
+def _groups(
+    dataset: Dataset, split: RankingSplit, ranked: np.ndarray, ks: tuple[int, ...], metric_k: int
+) -> dict[str, Any]:
+    """The ``groups`` block of the lists ``ranked`` (see :mod:`liverec.evaluation.groups`)."""
+    categories, names = dataset.items.genre_matrix() if dataset.items is not None else (None, None)
+    ndcg = per_user_ranking_metrics(ranked, split.targets, metric_k)["ndcg"]
+    return group_report(
+        ranked,
+        ndcg,
+        split.history,
+        item_interactions(split),
+        split.train.n_users,
+        categories if names else None,
+        names or None,
+        dataset.users,
+        k=metric_k,
+        metric=f"ndcg@{metric_k}",
+    )
+
+
 def _create(args: argparse.Namespace, params: dict[str, Any], dataset: Dataset) -> Recommender:
     """The unfitted model of ``--model`` / ``--param``, with progress bars and item features set."""
     try:
@@ -149,6 +228,7 @@ def _measure_ranking(
     report: dict[str, Any],
 ) -> None:
     """``--task ranking``: top-K metrics (and the sampled protocol, the rankings file if asked), into ``report``."""
+    reranker = _reranker(args, model, dataset, split)
     result = evaluate_ranking(
         model,
         split,
@@ -157,8 +237,25 @@ def _measure_ranking(
         sampled_negatives=args.sampled_negatives or None,
         seed=args.seed,
         progress=not args.quiet,
+        reranker=reranker,
+        n_candidates=args.rerank_candidates,
     )
     report["metrics"] = result.metrics
+    metric_k = min(10, max(ks))
+    if reranker is not None:
+        report["rerank"] = {
+            **reranker.describe(),
+            "candidates": max(args.rerank_candidates, max(ks)),
+            "baseline_metrics": result.baseline_metrics,
+        }
+    if args.groups:
+        report["groups"] = _groups(dataset, split, result.ranked, ks, metric_k)
+        if reranker is not None and result.baseline_ranked is not None:
+            report["rerank"]["baseline_groups"] = _groups(dataset, split, result.baseline_ranked, ks, metric_k)
+    if args.plot:
+        title = f"{dataset.name}, {args.model}" + (f", {args.rerank}" if args.rerank else "")
+        plot_exposure(report["groups"], args.plot, f"{title}: exposure by popularity decile (top-{metric_k})")
+        report["plot_file"] = str(args.plot)
     report["exclude_seen"] = not args.keep_seen
     report["evaluated_users"] = len(split.history)
     if result.sampled is not None:
@@ -210,9 +307,18 @@ def format_table(report: dict[str, Any]) -> str:
         f"model     {report['model']}  {json.dumps(report['parameters'])}",
         f"users     {report['evaluated_users']} evaluated",
         "",
-        f"{'metric':<22}{'value':>10}",
     ]
-    lines += [f"{name:<22}{value:>10.4f}" for name, value in report["metrics"].items()]
+    rerank = report.get("rerank")
+    if rerank is None:
+        lines.append(f"{'metric':<22}{'value':>10}")
+        lines += [f"{name:<22}{value:>10.4f}" for name, value in report["metrics"].items()]
+    else:
+        lines.insert(-1, f"rerank    {rerank['name']} λ={rerank['strength']:g} over the top {rerank['candidates']}")
+        lines.append(f"{'metric':<22}{'reranked':>10}{'model':>10}")
+        baseline = rerank["baseline_metrics"]
+        lines += [f"{name:<22}{value:>10.4f}{baseline[name]:>10.4f}" for name, value in report["metrics"].items()]
+    if report.get("groups"):
+        lines += format_groups(report["groups"])
     if report.get("sampled_metrics"):
         sampled = report["sampled_metrics"]
         lines += ["", f"SAMPLED protocol ({sampled['description']}) — for comparison with papers only:"]

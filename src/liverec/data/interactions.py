@@ -357,14 +357,36 @@ class ItemMetadata:
 
 
 @dataclass(frozen=True)
+class UserMetadata:
+    """Optional per-user attributes, aligned with internal user ids (what a data set says about its users).
+
+    ``attributes`` maps a name to an ``[n_users]`` array: numbers as float64 (NaN where unknown, e.g. ``age``),
+    categories as object arrays of str (None where unknown, e.g. ``gender``, ``occupation``). Group metrics
+    (:mod:`liverec.evaluation.groups`) report accuracy per value of each.
+    """
+
+    attributes: dict[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        lengths = {name: len(values) for name, values in self.attributes.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"attributes: expected arrays of one length (one entry per user), got {lengths}")
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.attributes)
+
+
+@dataclass(frozen=True)
 class Dataset:
-    """Interactions plus the id maps that translate them, and item metadata where the source has it."""
+    """Interactions plus the id maps that translate them, and item and user metadata where the source has it."""
 
     interactions: Interactions
     user_map: IdMap
     item_map: IdMap
     items: ItemMetadata | None = None
     name: str = "dataset"
+    users: UserMetadata | None = None
 
     def __post_init__(self) -> None:
         if self.interactions.n_users != self.user_map.size:
@@ -375,6 +397,8 @@ class Dataset:
             raise ValueError(
                 f"item_map: {self.item_map.size} ids but interactions have n_items={self.interactions.n_items}"
             )
+        if self.users is not None and any(len(v) != self.user_map.size for v in self.users.attributes.values()):
+            raise ValueError(f"users: attributes must have one entry per user ({self.user_map.size})")
 
     @classmethod
     def from_frame(
@@ -383,6 +407,7 @@ class Dataset:
         name: str = "dataset",
         items: pd.DataFrame | None = None,
         timed: bool = True,
+        users: pd.DataFrame | None = None,
     ) -> Dataset:
         """Build from a frame with columns ``user_id, item_id, timestamp, event_type, value``.
 
@@ -390,6 +415,10 @@ class Dataset:
 
         ``items`` (optional) has ``item_id``, ``title`` and ``genres`` (a tuple of strings); items that
         appear only there (never interacted with) are part of the catalogue too.
+
+        ``users`` (optional) has ``user_id`` and one column per attribute (numeric columns stay numbers,
+        the others become str): :class:`UserMetadata`. Users that appear only there are left out (a user
+        with no event is no part of the data), and a user it does not list gets NaN / None.
         """
         # factorize: codes in order of first appearance, one hash pass per column (fast on 25M rows)
         user_codes, user_values = pd.factorize(frame["user_id"].astype(str))
@@ -419,7 +448,28 @@ class Dataset:
             for row, item_genres in zip(rows, items["genres"], strict=True):
                 genres[row] = tuple(item_genres)
             metadata = ItemMetadata(titles, genres)
-        return cls(interactions, user_map, item_map, metadata, name)
+        user_metadata = _user_metadata(users, user_map) if users is not None else None
+        return cls(interactions, user_map, item_map, metadata, name, user_metadata)
+
+
+def _user_metadata(users: pd.DataFrame, user_map: IdMap) -> UserMetadata:
+    """The attribute columns of ``users`` (``user_id`` + attributes) aligned with ``user_map``'s internal ids."""
+    positions = pd.Index(users["user_id"].astype(str)).get_indexer(pd.Index(user_map.external_ids))
+    known = positions >= 0
+    attributes: dict[str, np.ndarray] = {}
+    for name in users.columns:
+        if name == "user_id":
+            continue
+        column = users[name]
+        if pd.api.types.is_numeric_dtype(column.dtype):
+            values = np.full(user_map.size, np.nan)
+            values[known] = column.to_numpy(dtype=np.float64, na_value=np.nan)[positions[known]]
+        else:
+            text = column.astype(object).where(column.notna(), None).to_numpy(dtype=object)
+            values = np.full(user_map.size, None, dtype=object)
+            values[known] = [None if v is None else str(v) for v in text[positions[known]]]
+        attributes[str(name)] = values
+    return UserMetadata(attributes)
 
 
 def _encode_event_types(column: pd.Series) -> tuple[tuple[str, ...], np.ndarray]:

@@ -320,7 +320,9 @@ def _load_movielens(path: Path, options: _Options) -> Dataset:
     )
     movies_path = ratings_path.parent / "movies.csv"
     items = _read_movies_csv(movies_path) if movies_path.is_file() else None
-    return Dataset.from_frame(frame, name=_dataset_name(path), items=items)
+    users_path = ratings_path.parent / "users.csv"
+    users = _read_users_csv(users_path) if users_path.is_file() else None
+    return Dataset.from_frame(frame, name=_dataset_name(path), items=items, users=users)
 
 
 def _load_ml100k(path: Path, options: _Options) -> Dataset:
@@ -333,7 +335,9 @@ def _load_ml100k(path: Path, options: _Options) -> Dataset:
     )
     item_path = data_path.parent / "u.item"
     items = _read_u_item(item_path) if item_path.is_file() else None
-    return Dataset.from_frame(frame, name=_dataset_name(path), items=items)
+    user_path = data_path.parent / "u.user"
+    users = _read_u_user(user_path) if user_path.is_file() else None
+    return Dataset.from_frame(frame, name=_dataset_name(path), items=items, users=users)
 
 
 def _load_ml1m(path: Path, options: _Options) -> Dataset:
@@ -511,6 +515,49 @@ def _read_u_item(path: Path) -> pd.DataFrame:
     _raise_first_problem(table, checks)
     genres = [tuple(g for g, flag in zip(ML100K_GENRES, row, strict=True) if flag) for row in flags]
     return _items_frame(table, id_column="movie id", title_column="movie title", genres=genres)
+
+
+# --------------------------------------------------------------------------------------------------
+# User metadata
+
+#: The user attributes read from MovieLens user files (the zip code is left out: a place, not a group).
+USER_ATTRIBUTES: tuple[str, ...] = ("age", "gender", "occupation")
+
+
+def _read_users_csv(path: Path) -> pd.DataFrame:
+    """``users.csv`` beside an "ml-latest"-layout ``ratings.csv``: userId[,age][,gender][,occupation][,...]."""
+    table = _read_text(_TextLayout(path, sep=","), str_columns=("userId", "gender", "occupation", "zip"))
+    _require_columns(table, ("userId",))
+    return _users_frame(table, id_column="userId", columns={name: name for name in USER_ATTRIBUTES})
+
+
+def _read_u_user(path: Path) -> pd.DataFrame:
+    """ml-100k ``u.user``: ``user id|age|gender|occupation|zip code``, no header."""
+    names = ("user id", "age", "gender", "occupation", "zip code")
+    layout = _TextLayout(path, sep="|", names=names, quoted=False, encoding=_text_encoding(path))
+    table = _read_text(layout, str_columns=("user id", "gender", "occupation", "zip code"))
+    return _users_frame(table, id_column="user id", columns={name: name for name in USER_ATTRIBUTES})
+
+
+def _users_frame(table: _Table, id_column: str, columns: dict[str, str]) -> pd.DataFrame:
+    """The ``users`` frame of :meth:`Dataset.from_frame`: user_id, then ``age`` (a number, NaN when empty) and
+    the text attributes (None when empty) that the file has; ``columns`` maps attribute -> file column."""
+    user_ids, bad_ids = _id_strings(table.frame[id_column])
+    checks = [_Check(id_column, bad_ids, "a non-empty id")]
+    frame = pd.DataFrame({"user_id": pd.Series(user_ids, dtype=object)})
+    for attribute, column in columns.items():
+        if column not in table.frame.columns:
+            continue
+        values = table.frame[column]
+        if attribute == "age":
+            numbers, bad = _numbers(values)
+            checks.append(_Check(column, bad & values.notna().to_numpy(), "a number (years) or nothing"))
+            frame[attribute] = numbers
+        else:
+            text = values.astype(object)
+            frame[attribute] = pd.Series(text.where(text.notna(), None).to_numpy(dtype=object), dtype=object)
+    _raise_first_problem(table, checks)
+    return frame
 
 
 def _split_genres(column: pd.Series | None, n_rows: int) -> list[tuple[str, ...]]:

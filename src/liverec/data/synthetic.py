@@ -83,6 +83,9 @@ class SyntheticConfig:
     wave_periods: tuple[float, float] = (0.1, 0.5)
     #: Fraction of items released mid-stream (release time uniform over the span); the rest exist at t=0.
     new_item_fraction: float = 0.2
+    #: Where in the span the mid-stream releases fall, as fractions ``(low, high)`` of it: release times are
+    #: uniform over ``[low * T, high * T)`` (the simulator releases them all in its live part, after the past).
+    release_window: tuple[float, float] = (0.0, 1.0)
     #: Zipf exponent of user activity and of item popularity within a cluster (0 = uniform).
     zipf_exponent: float = 1.0
     seed: int = 0
@@ -112,6 +115,11 @@ class SyntheticConfig:
         low, high = self.wave_periods
         if not (0 < low <= high and math.isfinite(high)):
             raise ValueError(f"wave_periods: expected (low, high) with 0 < low <= high, got {self.wave_periods!r}")
+        low, high = self.release_window
+        if not (0 <= low < high <= 1):
+            raise ValueError(
+                f"release_window: expected (low, high) with 0 <= low < high <= 1, got {self.release_window!r}"
+            )
 
     @property
     def duration(self) -> float:
@@ -299,7 +307,8 @@ def _plant(
     n_new = config.n_new_items
     present, new = shuffled[: n_items - n_new], shuffled[n_items - n_new :]
     release_time = np.zeros(n_items)
-    release_time[new] = catalogue_rng.uniform(0.0, duration, size=n_new)
+    low, high = config.release_window
+    release_time[new] = catalogue_rng.uniform(low * duration, high * duration, size=n_new)
     item_cluster = np.empty(n_items, dtype=np.int64)
     item_cluster[present[:n_clusters]] = np.arange(n_clusters)
     item_cluster[present[n_clusters:]] = catalogue_rng.integers(0, n_clusters, size=len(present) - n_clusters)

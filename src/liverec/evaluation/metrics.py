@@ -16,6 +16,7 @@ Each is averaged over evaluated users (users with at least one target). Ranked l
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from liverec.data.interactions import Histories
 
@@ -159,3 +160,47 @@ def beyond_accuracy_metrics(
         f"long_tail@{k}": float((~head[items]).mean()),
         f"novelty@{k}": float((-np.log2(probability[items])).mean()),
     }
+
+
+# ---------------------------------------------------------------------------------- calibration
+#: Steck's smoothing of the list's category distribution: q̃ = (1 - α) q + α p keeps KL(p || q̃) finite.
+CALIBRATION_ALPHA = 0.01
+
+
+def category_weights(categories: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
+    """``p(g | i)`` ``[n_items, n_categories]``: each item's categories share its unit mass equally.
+
+    ``categories`` is the binary item -> category matrix (e.g. :meth:`ItemMetadata.genre_matrix`); an item
+    with no category gets an all-zero row (it adds nothing to any category distribution).
+    """
+    matrix = sp.csr_matrix(categories, dtype=np.float64)
+    matrix.data[:] = 1.0
+    counts = np.diff(matrix.indptr)
+    matrix.data /= np.repeat(np.maximum(counts, 1), counts)
+    return matrix
+
+
+def category_distributions(lists: sp.spmatrix, weights: sp.csr_matrix) -> np.ndarray:
+    """Rows of ``lists`` ``[n_rows, n_items]`` (item counts) as category distributions ``[n_rows, n_categories]``.
+
+    Row r is ``sum_i lists[r, i] p(g | i)`` normalised to sum 1 (Steck's ``p(g|u)`` for a history, ``q(g|u)``
+    for a list, each item weighted by how often it occurs); a row with no categorised item is all zero.
+    """
+    mass = np.asarray((sp.csr_matrix(lists, dtype=np.float64) @ weights).todense())
+    totals = mass.sum(axis=1, keepdims=True)
+    return np.divide(mass, totals, out=np.zeros_like(mass), where=totals > 0)
+
+
+def calibration_kl(p: np.ndarray, q: np.ndarray, alpha: float = CALIBRATION_ALPHA) -> np.ndarray:
+    """Steck's miscalibration ``KL(p || q̃) = sum_g p(g) log(p(g) / q̃(g))`` per row, natural log, with
+    ``q̃ = (1 - alpha) q + alpha p`` (RecSys 2018, eq. 5; alpha = 0.01 there and here).
+
+    ``p``, ``q``: ``[..., n_categories]`` distributions (the history's and the list's; broadcast). Terms with
+    ``p(g) = 0`` are 0; since ``q̃(g) >= alpha p(g)``, each row is at most ``log(1 / alpha)`` (4.6 for 0.01).
+    """
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"alpha: expected a number in (0, 1], got {alpha!r}")
+    p, q = np.broadcast_arrays(np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64))
+    smoothed = (1.0 - alpha) * q + alpha * p
+    ratio = np.divide(p, smoothed, out=np.ones_like(p, dtype=np.float64), where=p > 0)
+    return (np.where(p > 0, p, 0.0) * np.log(ratio)).sum(axis=-1)

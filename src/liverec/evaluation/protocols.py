@@ -19,11 +19,19 @@ from liverec.data.interactions import Histories
 from liverec.data.splits import RankingSplit
 from liverec.evaluation.metrics import beyond_accuracy_metrics, ranking_metrics, sampled_metrics
 from liverec.models.base import Recommender
+from liverec.rerank import Reranker, rerank_lists
+
+#: How many of the full ranking's top items a re-ranker chooses from (``liverec evaluate --rerank``).
+RERANK_CANDIDATES = 100
 
 
 @dataclass
 class RankingResult:
-    """Everything one evaluation produced; ``ranked``/``scores`` are ``[n_users, max(ks)]``."""
+    """Everything one evaluation produced; ``ranked``/``scores`` are ``[n_users, max(ks)]``.
+
+    With a re-ranker, ``ranked``/``scores``/``metrics`` are the re-ranked lists' and ``baseline_ranked`` /
+    ``baseline_metrics`` the model's own top-``max(ks)`` (the first items of the same candidates).
+    """
 
     metrics: dict[str, float]
     sampled: dict[str, float] | None
@@ -31,6 +39,8 @@ class RankingResult:
     scores: np.ndarray
     users: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
+    baseline_metrics: dict[str, float] | None = None
+    baseline_ranked: np.ndarray | None = None
 
 
 def _batches(n: int, batch_size: int, label: str, progress: bool) -> tqdm:
@@ -51,22 +61,27 @@ def evaluate_ranking(
     sampled_negatives: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    reranker: Reranker | None = None,
+    n_candidates: int = RERANK_CANDIDATES,
 ) -> RankingResult:
-    """Rank the whole catalogue for each evaluated user of ``split`` with an already fitted ``model``."""
+    """Rank the whole catalogue for each evaluated user of ``split`` with an already fitted ``model``.
+
+    ``reranker``: the top ``max(n_candidates, max(ks))`` of that full ranking (seen items excluded as above)
+    are the candidates it picks the ``max(ks)`` shown items from, per user (given the user's history).
+    """
+    if reranker is not None and sampled_negatives:
+        raise ValueError("sampled_negatives: the sampled protocol ranks model scores; it has no re-ranked form")
     started = time.perf_counter()
     k_max = max(ks)
-    n = len(split.history)
-    ranked = np.full((n, k_max), -1, dtype=np.int64)
-    top_scores = np.full((n, k_max), -np.inf, dtype=np.float32)
-    step = _batch_size(model.n_items)
-    for start in _batches(n, step, "ranking", progress):
-        rows = np.arange(start, min(n, start + step))
-        ids, scores = model.recommend(split.history.select(rows), k_max, exclude_seen=exclude_seen)
-        ranked[rows], top_scores[rows] = ids, scores
-    metrics = ranking_metrics(ranked, split.targets, ks)
-    item_users = np.asarray(split.train.to_csr().sum(axis=0)).ravel()
-    for k in ks:
-        metrics.update(beyond_accuracy_metrics(ranked, item_users, split.train.n_users, k))
+    depth = max(k_max, n_candidates) if reranker is not None else k_max
+    ranked, top_scores = full_ranking(model, split.history, depth, exclude_seen, progress)
+    item_users = item_interactions(split)
+    baseline_metrics = baseline_ranked = None
+    if reranker is not None:
+        baseline_ranked = ranked[:, :k_max]
+        baseline_metrics = _list_metrics(baseline_ranked, split, ks, item_users)
+        ranked, top_scores = rerank_lists(reranker, ranked, top_scores, split.history, k_max)
+    metrics = _list_metrics(ranked, split, ks, item_users)
     seconds = {"ranking": time.perf_counter() - started}
     sampled = None
     if sampled_negatives:
@@ -74,7 +89,39 @@ def evaluate_ranking(
         ranks = sampled_target_ranks(model, split.history, split.targets, sampled_negatives, seed, progress)
         sampled = sampled_metrics(ranks, ks)
         seconds["sampled"] = time.perf_counter() - started
-    return RankingResult(metrics, sampled, ranked, top_scores, split.history.users, seconds)
+    return RankingResult(
+        metrics, sampled, ranked, top_scores, split.history.users, seconds, baseline_metrics, baseline_ranked
+    )
+
+
+def full_ranking(
+    model: Recommender, history: Histories, k: int, exclude_seen: bool = True, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` ids and scores ``[len(history), k]`` over the whole catalogue, in user batches."""
+    n = len(history)
+    ranked = np.full((n, k), -1, dtype=np.int64)
+    top_scores = np.full((n, k), -np.inf, dtype=np.float32)
+    step = _batch_size(model.n_items)
+    for start in _batches(n, step, "ranking", progress):
+        rows = np.arange(start, min(n, start + step))
+        ids, scores = model.recommend(history.select(rows), k, exclude_seen=exclude_seen)
+        ranked[rows], top_scores[rows] = ids, scores
+    return ranked, top_scores
+
+
+def item_interactions(split: RankingSplit) -> np.ndarray:
+    """``[n_items]`` training users per item (distinct user-item pairs: the interactions of MovieLens), the
+    popularity every bias metric counts."""
+    return np.asarray(split.train.to_csr().sum(axis=0)).ravel()
+
+
+def _list_metrics(
+    ranked: np.ndarray, split: RankingSplit, ks: tuple[int, ...], item_users: np.ndarray
+) -> dict[str, float]:
+    metrics = ranking_metrics(ranked, split.targets, ks)
+    for k in ks:
+        metrics.update(beyond_accuracy_metrics(ranked, item_users, split.train.n_users, k))
+    return metrics
 
 
 def sampled_target_ranks(

@@ -16,7 +16,7 @@ the list's reward. An event whose impression is unknown, or whose item was not i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -39,7 +39,10 @@ class Impression:
     ``slot_propensities[j]``: P(position j+1 shows this item), marginal (None where the policy has no closed form);
     ``list_propensities[j]``: P(the item is anywhere in the list) (None where the policy has no closed form);
     ``slate_propensity``: P(the whole ordered list). ``scores`` are None for items drawn outside the model's
-    ranking; ``explored[j]``: the greedy list would not have had this item at this position.
+    ranking; ``explored[j]``: the greedy list would not have had this item at this position. A list served by an
+    experiment's arm names it (``experiment_id``, ``arm``); a *shadow* list (apprentice mode, or an experiment's
+    shadow arm) was computed for the same request as the live list ``live_recommendation_id`` and never shown:
+    it is logged with its propensities for off-policy evaluation, and no event is joined to it.
     """
 
     recommendation_id: str
@@ -57,6 +60,15 @@ class Impression:
     anchor_item: str | None = None  # similar items: the item they are similar to
     fallback: str | None = None
     slot_propensities: list[float | None] = field(default_factory=list)  # P(position j+1 shows it), marginal
+    experiment_id: str | None = None  # the experiment whose arm served (or shadowed) this list
+    arm: str | None = None
+    shadow: bool = False  # computed beside a live list and never shown (apprentice mode): joins no reward
+    live_recommendation_id: str | None = None  # a shadow list: the list served instead of it
+    # what the policy chose from (the ranked candidates, best first, and their scores; the number of eligible ids
+    # where the policy was given them): off-policy evaluation recomputes any policy's choice from them
+    candidates: list[str] = field(default_factory=list)
+    candidate_scores: list[float | None] = field(default_factory=list)
+    n_eligible: int | None = None
 
     @property
     def slate_propensity(self) -> float:
@@ -81,6 +93,18 @@ class Impression:
             "served_at": self.served_at,
             "anchor_item": self.anchor_item,
             "fallback": self.fallback,
+            # written only when set: a list outside any experiment or shadow is stored as before
+            **({"experiment_id": self.experiment_id, "arm": self.arm} if self.experiment_id is not None else {}),
+            **({"shadow": True, "live_recommendation_id": self.live_recommendation_id} if self.shadow else {}),
+            **(
+                {
+                    "candidates": list(self.candidates),
+                    "candidate_scores": [None if s is None else _number(s) for s in self.candidate_scores],
+                    "n_eligible": self.n_eligible,
+                }
+                if self.candidates
+                else {}
+            ),
         }
 
     @classmethod
@@ -150,7 +174,7 @@ def join_rewards(
         if rid is None or event.type not in weights:
             continue
         impression = impressions.get(rid)
-        if impression is None:
+        if impression is None or impression.shadow:  # a shadow list was never shown: nothing can answer it
             report.unjoined["unknown"] = report.unjoined.get("unknown", 0) + 1
             continue
         try:
@@ -189,4 +213,8 @@ class ImpressionLog(Protocol):
     def get_impressions(self, recommendation_ids: Sequence[str]) -> dict[str, Impression]: ...
     def get_rewards(self, recommendation_id: str) -> list[Reward]: ...
     def count_impressions(self) -> int: ...
+    def iter_impressions(
+        self, served_after: float | None = None, batch: int = 10_000
+    ) -> Iterator[list[Impression]]: ...
+    def get_rewards_many(self, recommendation_ids: Sequence[str]) -> dict[str, list[Reward]]: ...
     def flush(self) -> None: ...

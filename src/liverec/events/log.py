@@ -234,6 +234,10 @@ class EventLog(Protocol):
     def get_impressions(self, recommendation_ids: Sequence[str]) -> dict[str, Impression]: ...
     def get_rewards(self, recommendation_id: str) -> list[Reward]: ...
     def count_impressions(self) -> int: ...
+    def iter_impressions(
+        self, served_after: float | None = None, batch: int = 10_000
+    ) -> Iterator[list[Impression]]: ...
+    def get_rewards_many(self, recommendation_ids: Sequence[str]) -> dict[str, list[Reward]]: ...
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
@@ -654,6 +658,28 @@ class SQLiteEventLog:
 
     def count_impressions(self) -> int:
         return int(self._reader().execute("SELECT count(*) FROM impressions").fetchone()[0])
+
+    def iter_impressions(self, served_after: float | None = None, batch: int = 10_000) -> Iterator[list[Impression]]:
+        """Every stored impression (those served at or after ``served_after``), in lists of at most ``batch``,
+        in the order they were stored."""
+        query = "SELECT rowid, body FROM impressions WHERE rowid > ? AND served_at >= ? ORDER BY rowid LIMIT ?"
+        after, since = 0, float("-inf") if served_after is None else served_after
+        while rows := self._reader().execute(query, (after, since, batch)).fetchall():
+            after = rows[-1][0]
+            yield [Impression.from_json(json.loads(body)) for _, body in rows]
+
+    def get_rewards_many(self, recommendation_ids: Sequence[str]) -> dict[str, list[Reward]]:
+        """The rewards joined to each of ``recommendation_ids`` (lists without any are left out)."""
+        query = (
+            "SELECT recommendation_id, body FROM rewards WHERE recommendation_id IN (SELECT value FROM json_each(?))"
+        )
+        found: dict[str, list[Reward]] = {}
+        ids = list(recommendation_ids)
+        for start in range(0, len(ids), 10_000):
+            rows = self._reader().execute(query + " ORDER BY id", (json.dumps(ids[start : start + 10_000]),))
+            for recommendation_id, body in rows:
+                found.setdefault(recommendation_id, []).append(Reward.from_json(json.loads(body)))
+        return found
 
     def _call(self, work: Callable[[sqlite3.Connection], Any], transaction: bool = True) -> Any:
         """Run ``work`` in the writer thread (in its own transaction unless told not); returns once done."""

@@ -623,6 +623,26 @@ class RedisEventLog:
     def count_impressions(self) -> int:
         return int(self.client.xlen(self.impressions_stream))
 
+    def iter_impressions(self, served_after: float | None = None, batch: int = 10_000) -> Iterator[list[Impression]]:
+        """Every stored impression (those written at or after ``served_after``: entry ids are the writing time in
+        ms), in lists of at most ``batch``, in stream order."""
+        start = "-" if served_after is None else f"{max(0, int(served_after * 1000) - 1)}-0"
+        while entries := self.client.xrange(self.impressions_stream, min=start, count=batch):
+            start = f"({entries[-1][0]}"
+            found = [Impression.from_json(json.loads(fields["j"])) for _, fields in entries]
+            yield [i for i in found if served_after is None or i.served_at >= served_after]
+
+    def get_rewards_many(self, recommendation_ids: Sequence[str]) -> dict[str, list[Reward]]:
+        """The rewards joined to each of ``recommendation_ids`` (lists without any are left out)."""
+        found: dict[str, list[Reward]] = {}
+        ids = list(recommendation_ids)
+        for start in range(0, len(ids), 10_000):
+            chunk = ids[start : start + 10_000]
+            for recommendation_id, raw in zip(chunk, self.client.hmget(self._rewards, chunk), strict=True):
+                if raw is not None:
+                    found[recommendation_id] = [Reward.from_json(item) for item in json.loads(raw) or []]
+        return found
+
     def record_erasure(self, kind: str, token: str | None = None) -> int:
         if kind not in ERASURE_KINDS:
             raise ValueError(f"kind: expected one of {', '.join(ERASURE_KINDS)}, got {kind!r}")

@@ -32,7 +32,7 @@ from liverec.serving.deps import RecommendService
 from liverec.serving.engine import Engine
 from liverec.serving.limits import BodyLimitMiddleware, ContentTypeMiddleware
 from liverec.serving.metrics import Metrics, MetricsMiddleware
-from liverec.serving.routes import events, items, keys, models, operations, recommendations, users
+from liverec.serving.routes import events, experiments, items, keys, models, operations, recommendations, users
 from liverec.serving.schemas import ErrorOut
 
 __all__ = ["create_app"]
@@ -159,6 +159,7 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
         recommendations.build_router(settings.default_k, settings.max_k),
         users.router,
         models.router,
+        experiments.router,
         keys.router,
         operations.router,
     ):

@@ -14,12 +14,14 @@ eligible items exist.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from liverec.data.interactions import Histories
 from liverec.events.impressions import Impression, JoinReport, join_rewards, list_reward
 from liverec.events.log import AppendResult, EventLog, StoredEvent
 from liverec.events.schema import Event, EventConfig
+from liverec.experiments import Arm, Experiment, ExperimentConflict, ExperimentStore, ReportBuilder
 from liverec.policies import Candidates, ExploreConfig, Policy, Slate, create_policy
 from liverec.registry import LoadedModel
 from liverec.retrieval import VectorIndex, limit_threads, top_k_allowed
@@ -100,6 +103,23 @@ class _Draft:
     fallback: str | None = None
     reason: str | None = None
     model_history: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # the model's answer
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+
+
+@dataclass
+class _Job:
+    """One list computed for a request: the live answer, or a shadow list (apprentice mode, an experiment's shadow
+    arm) computed beside it and only logged."""
+
+    index: int  # the request's position in the batch
+    serving: ServingModel | None
+    policy: Policy
+    draft: _Draft  # the request bound to ``serving`` (its model history, or why it falls back)
+    experiment_id: str | None = None
+    arm: str | None = None
+    shadow: bool = False
+    wanted: int = 0  # candidates the policy wants
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # the model's answer
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
@@ -211,7 +231,23 @@ class Engine:
         self._policies: dict[str, Policy] = {}
         self.default_policy = self.policy(settings.explore)
         self._draws = itertools.count()  # the n-th exploring list draws from generator (explore_seed, n)
-        self._cold_cache: tuple[tuple[int, int], float, np.ndarray] | None = None
+        self._shadow_draws = itertools.count()  # shadow lists draw apart: live lists are the same with or without
+        self._cold_cache: dict[tuple[int, int], tuple[float, np.ndarray]] = {}
+        # experiments and apprentice mode: arms' policies, model versions besides the served one (bounded, LRU)
+        self._arm_policies: dict[tuple[str, str], Policy] = {}
+        self._arm_models: OrderedDict[str, ServingModel] = OrderedDict()
+        self._arm_models_lock = threading.Lock()
+        self._arm_models_failed: dict[str, float] = {}  # version -> when its load failed (retried a minute later)
+        self._serving_policy_seen: dict[str, Any] | None = None
+        self.apprentice: Arm | None = None  # the candidate of apprentice mode (settings apprentice_*), a shadow
+        if settings.apprentice_policy is not None or settings.apprentice_model_version is not None:
+            self.apprentice = Arm(
+                "apprentice",
+                model_version=settings.apprentice_model_version,
+                policy=settings.apprentice_policy,
+                policy_settings=dict(settings.apprentice_policy_settings),
+                shadow=True,
+            )
         self._own_backend = backend is None
         self.backend = backend if backend is not None else open_backend(settings)
         self.state_config = self.backend.state_config
@@ -224,7 +260,9 @@ class Engine:
             # the log applies each commit to the state in its writer, before the append returns
             self.log: EventLog = (log := self.backend.open_log(on_commit=self.state.apply))
             self.registry = self.backend.open_registry()
+            self.experiments: ExperimentStore = self.backend.open_experiments()
             self.maybe_swap_model()
+            self._follow_serving_policy()
         except BaseException:  # a failed start (a corrupt model, say) leaves no writer or connection open
             if log is not None:
                 log.close()
@@ -312,9 +350,28 @@ class Engine:
             policy = self._policies[name] = create_policy(name, self.explore_config)
         return policy
 
-    def _rng(self) -> np.random.Generator:
-        """One generator per exploring list: seeded from (``explore_seed``, its number) when a seed is set."""
+    def _follow_serving_policy(self) -> None:
+        """Make the policy a promoted experiment arm left (persisted in the experiment store, re-read at most once a
+        second) the default; without one, the ``explore`` setting's."""
+        persisted = self.experiments.serving_policy()
+        if persisted == self._serving_policy_seen:
+            return
+        if persisted is None:
+            self.default_policy = self.policy(self.settings.explore)
+        else:
+            settings = persisted.get("policy_settings") or {}
+            config = dataclasses.replace(self.explore_config, **settings) if settings else self.explore_config
+            self.default_policy = create_policy(str(persisted["policy"]), config)
+            logger.info("serving policy", extra={"policy": self.default_policy.name, "settings": settings})
+        self._arm_policies.clear()  # arms without a policy of their own follow the default
+        self._serving_policy_seen = persisted
+
+    def _rng(self, shadow: bool = False) -> np.random.Generator:
+        """One generator per exploring list: seeded from (``explore_seed``, its number) when a seed is set; shadow
+        lists from (``explore_seed``, their number, 1), so that live lists draw the same with or without them."""
         seed = self.settings.explore_seed
+        if shadow:
+            return np.random.default_rng(None if seed is None else [seed, next(self._shadow_draws), 1])
         draw = next(self._draws)
         return np.random.default_rng(None if seed is None else [seed, draw])
 
@@ -324,9 +381,9 @@ class Engine:
         now = time.time()
         n = self.state.n_items
         key = (n, id(serving))
-        cached = self._cold_cache
-        if cached is not None and cached[0] == key and now - cached[1] < 1.0:
-            return cached[2]
+        cached = self._cold_cache.get(key)
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
         cold = np.ones(n, dtype=bool)
         if serving is not None:
             known = serving.model_to_state
@@ -336,7 +393,9 @@ class Engine:
             created = (record.get("attributes") or {}).get("created_at")
             if index < n and isinstance(created, int | float) and math.isfinite(created) and created >= cutoff:
                 cold[index] = True
-        self._cold_cache = (key, now, cold)
+        if len(self._cold_cache) >= 8:  # one per model in use (experiment arms), a few at most
+            self._cold_cache.clear()
+        self._cold_cache[key] = (now, cold)
         return cold
 
     def _choose(
@@ -347,6 +406,7 @@ class Engine:
         k: int,
         allowed: np.ndarray,
         serving: ServingModel | None,
+        shadow: bool = False,
     ) -> Slate:
         """The policy's list from the ranked candidates (greedy: the first k, no generator drawn)."""
         if policy.name == "greedy":
@@ -357,7 +417,19 @@ class Engine:
             eligible=allowed if policy.needs_eligible or policy.needs_cold else None,
             cold=self._cold_items(serving) if policy.needs_cold else None,
         )
-        return policy.select(candidates, k, self._rng())
+        return policy.select(candidates, k, self._rng(shadow))
+
+    @staticmethod
+    def _chosen_from(slate: Slate, names: Sequence[str]) -> dict[str, Any]:
+        """What the policy chose from, for off-policy evaluation (``liverec.ope`` recomputes any policy's list
+        from it); nothing when that is just the list shown (greedy), which the impression already holds."""
+        if len(slate.candidates) <= len(slate.items) and slate.n_eligible is None:
+            return {}
+        return {
+            "candidates": [names[i] for i in slate.candidates.tolist()],
+            "candidate_scores": [None if math.isnan(s) else s for s in slate.candidate_scores.tolist()],
+            "n_eligible": slate.n_eligible,
+        }
 
     def _answer(
         self,
@@ -372,8 +444,12 @@ class Engine:
         filled: int,
         history_length: int,
         anchor_item: str | None = None,
+        experiment_id: str | None = None,
+        arm: str | None = None,
+        live_recommendation_id: str | None = None,
     ) -> Recommendation:
-        """The answer and the impression logged for it."""
+        """The answer and the impression logged for it (``live_recommendation_id``: a shadow list, the live list
+        it was computed beside)."""
         names = self.state.item_ids
         items = [names[i] for i in slate.items.tolist()]
         scores: list[float | None] = [None if math.isnan(s) else s for s in slate.scores.tolist()]
@@ -394,6 +470,11 @@ class Engine:
             served_at=time.time(),
             anchor_item=anchor_item,
             fallback=fallback,
+            experiment_id=experiment_id,
+            arm=arm,
+            shadow=live_recommendation_id is not None,
+            live_recommendation_id=live_recommendation_id,
+            **self._chosen_from(slate, names),
         )
         return Recommendation(
             items=list(zip(items, scores, strict=True)),
@@ -480,6 +561,9 @@ class Engine:
         return self.backend.apply_retention(log=self.log, state=self.state, now=now)
 
     def _reload_model(self) -> None:
+        with self._arm_models_lock:  # an erasure rewrote the versions: arms load them again when next used
+            self._arm_models.clear()
+            self._arm_models_failed.clear()
         try:
             self.maybe_swap_model(force=True, reload=True)
         except Exception:  # the poll retries; an erasure is done whether or not the reload worked
@@ -519,41 +603,106 @@ class Engine:
 
     def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[Recommendation]:
         """Answer several requests with one pass of the model over their histories (the server batches
-        concurrent requests this way); each answer is the one :meth:`recommend` gives alone."""
+        concurrent requests this way); each answer is the one :meth:`recommend` gives alone.
+
+        A user in the running experiment is answered by their arm (its model version and policy) unless the
+        request names a policy; the experiment's shadow arms and the apprentice (settings ``apprentice_*``) are
+        computed beside the live list and logged as shadow impressions. Each model runs once per batch, for the
+        most candidates its lists want (a shorter list takes the head of the ranking: ties go to the lower id,
+        so it is the ranking it would have had alone)."""
         serving = self._serving
-        drafts = [self._draft(request, serving) for request in requests]
-        policies = [self.policy(draft.request.explore) for draft in drafts]
-        wanted = [policy.candidates_needed(draft.request.k) for draft, policy in zip(drafts, policies, strict=True)]
-        personal = [n for n, d in enumerate(drafts) if d.fallback is None]
-        if personal and serving is not None:
-            found = serving.recommend(
-                [drafts[n].model_history for n in personal],
-                [wanted[n] for n in personal],
-                [drafts[n].allowed for n in personal],
-            )
-            for n, (ids, scores) in zip(personal, found, strict=True):
-                drafts[n].ids, drafts[n].scores = ids, scores
-        version = serving.version if serving is not None else None
-        results = []
-        for draft, policy, n_wanted in zip(drafts, policies, wanted, strict=True):
-            ids, scores = self._fill_with_popularity(draft.ids, draft.scores, n_wanted, draft.allowed)
-            slate = self._choose(policy, ids, scores, draft.request.k, draft.allowed, serving)
-            request = draft.request
-            results.append(
-                self._answer(
-                    policy,
-                    slate,
-                    kind="user" if request.user_id is not None else "session",
-                    user_id=request.user_id,
-                    model_version=version,
-                    fallback=draft.fallback,
-                    reason=draft.reason,
-                    filled=int((slate.from_candidates >= len(draft.ids)).sum()) if draft.fallback is None else 0,
-                    history_length=len(draft.history),
-                )
-            )
-        self.log.log_impressions([r.impression for r in results if r.impression is not None])
+        self._follow_serving_policy()
+        experiment = self.experiments.running()
+        live_jobs: list[_Job] = []
+        shadow_jobs: list[_Job] = []
+        for n, request in enumerate(requests):
+            live, shadows = self._jobs(n, self._draft(request, serving), serving, experiment)
+            live_jobs.append(live)
+            shadow_jobs += shadows
+        self._rank(live_jobs + shadow_jobs)
+        results = [self._list(job) for job in live_jobs]
+        impressions: list[Impression | None] = [r.impression for r in results]
+        for job in shadow_jobs:
+            impressions.append(self._list(job, live=results[job.index]).impression)
+        self.log.log_impressions([impression for impression in impressions if impression is not None])
         return results
+
+    def _jobs(
+        self, n: int, draft: _Draft, serving: ServingModel | None, experiment: Experiment | None
+    ) -> tuple[_Job, list[_Job]]:
+        """The live list of request ``n`` and the shadow lists computed beside it."""
+        request = draft.request
+        live = _Job(n, serving, self.policy(request.explore), draft)
+        shadows: list[_Job] = []
+        if experiment is not None and request.user_id is not None and request.explore is None:
+            arm = experiment.assign(self.backend.user_key(request.user_id))
+            assigned = self._arm_job(n, draft, serving, arm, experiment.experiment_id)
+            if assigned is not None:  # an arm whose model cannot be loaded leaves its users the default answer
+                live = assigned
+                for shadow_arm in experiment.shadow_arms:
+                    job = self._arm_job(n, draft, serving, shadow_arm, experiment.experiment_id)
+                    shadows += [job] if job is not None else []
+        if self.apprentice is not None:
+            job = self._arm_job(n, draft, serving, self.apprentice, None)
+            shadows += [job] if job is not None else []
+        return live, shadows
+
+    def _arm_job(
+        self, n: int, draft: _Draft, serving: ServingModel | None, arm: Arm, experiment_id: str | None
+    ) -> _Job | None:
+        """Request ``n`` answered the way ``arm`` says (None when its model version cannot be loaded)."""
+        model = self._model_for(arm.model_version, serving)
+        if model is None and arm.model_version is not None:
+            return None
+        bound = draft if model is serving else self._bind(_Draft(draft.request, draft.history, draft.allowed), model)
+        policy = self._arm_policy(experiment_id or "", arm)
+        name = arm.name if experiment_id is not None else None
+        return _Job(n, model, policy, bound, experiment_id=experiment_id, arm=name, shadow=arm.shadow)
+
+    def _rank(self, jobs: Sequence[_Job]) -> None:
+        """Each job's ranked candidates: one pass per model over the requests that need it, each for the most
+        candidates its jobs want; a job takes the head it wants."""
+        groups: dict[int, tuple[ServingModel, dict[int, tuple[_Draft, int]]]] = {}
+        for job in jobs:
+            job.wanted = job.policy.candidates_needed(job.draft.request.k)
+            if job.serving is None or job.draft.fallback is not None:
+                continue
+            _, rows = groups.setdefault(id(job.serving), (job.serving, {}))
+            _, wanted = rows.get(job.index, (job.draft, 0))
+            rows[job.index] = (job.draft, max(wanted, job.wanted))
+        found: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        for key, (model, rows) in groups.items():
+            order = list(rows)
+            answers = model.recommend(
+                [rows[n][0].model_history for n in order],
+                [rows[n][1] for n in order],
+                [rows[n][0].allowed for n in order],
+            )
+            found |= {(key, n): answer for n, answer in zip(order, answers, strict=True)}
+        for job in jobs:
+            answer = found.get((id(job.serving), job.index)) if job.draft.fallback is None else None
+            if answer is not None:
+                job.ids, job.scores = answer[0][: job.wanted], answer[1][: job.wanted]
+
+    def _list(self, job: _Job, live: Recommendation | None = None) -> Recommendation:
+        """The job's list from its candidates (plus the popularity fill); ``live``: a shadow job's live answer."""
+        draft, request = job.draft, job.draft.request
+        ids, scores = self._fill_with_popularity(job.ids, job.scores, job.wanted, draft.allowed)
+        slate = self._choose(job.policy, ids, scores, request.k, draft.allowed, job.serving, shadow=job.shadow)
+        return self._answer(
+            job.policy,
+            slate,
+            kind="user" if request.user_id is not None else "session",
+            user_id=request.user_id,
+            model_version=job.serving.version if job.serving is not None else None,
+            fallback=draft.fallback,
+            reason=draft.reason,
+            filled=int((slate.from_candidates >= len(job.ids)).sum()) if draft.fallback is None else 0,
+            history_length=len(draft.history),
+            experiment_id=job.experiment_id,
+            arm=job.arm,
+            live_recommendation_id=live.recommendation_id if live is not None else None,
+        )
 
     def _draft(self, request: RecommendRequest, serving: ServingModel | None) -> _Draft:
         """A request's history, allowed items and, when the model cannot answer it, why."""
@@ -566,14 +715,17 @@ class Engine:
         allowed = self._allowed(request.include_categories, request.exclude_categories)
         if request.exclude_seen and len(seen):
             allowed[seen] = False
-        draft = _Draft(request, history, allowed)
+        return self._bind(_Draft(request, history, allowed), serving)
+
+    def _bind(self, draft: _Draft, serving: ServingModel | None) -> _Draft:
+        """``draft`` with the history in ``serving``'s item ids, or the reason it falls back to popularity."""
         if serving is None:
             draft.fallback, draft.reason = "popularity", "no model has been trained yet"
-        elif len(history) == 0:
+        elif len(draft.history) == 0:
             draft.fallback = "popularity"
-            draft.reason = "no history for this user" if request.user_id is not None else "empty session"
+            draft.reason = "no history for this user" if draft.request.user_id is not None else "empty session"
         else:
-            draft.model_history = serving.to_model(history)
+            draft.model_history = serving.to_model(draft.history)
             if len(draft.model_history) == 0:
                 draft.fallback = "popularity"
                 draft.reason = f"model {serving.version} knows none of the history's items"
@@ -598,6 +750,7 @@ class Engine:
         index = state.item_index.get(item_id)
         if index is None:
             return None
+        self._follow_serving_policy()
         serving = self._serving
         allowed = self._allowed((), ())
         allowed[index] = False
@@ -678,6 +831,129 @@ class Engine:
             logger.info("serving model", extra={"version": version, "model": serving.model.name})
             return True
 
+    def _model_for(self, version: str | None, serving: ServingModel | None) -> ServingModel | None:
+        """The model of an experiment arm or the apprentice: the served one for None (or its own version), else the
+        version loaded once and kept among the last ``experiment_model_cache`` used; None when it cannot load."""
+        if version is None or (serving is not None and serving.version == version):
+            return serving
+        with self._arm_models_lock:
+            cached = self._arm_models.get(version)
+            if cached is not None:
+                self._arm_models.move_to_end(version)
+                return cached
+            if time.monotonic() - self._arm_models_failed.get(version, float("-inf")) < 60.0:
+                return None  # not tried again on every request
+            try:
+                loaded = ServingModel(
+                    self.registry.load(version),
+                    self.state,
+                    self.settings.ann_threshold,
+                    self.settings.compact_threshold,
+                )
+            except Exception:
+                self._arm_models_failed[version] = time.monotonic()
+                logger.exception("loading a model version for an experiment arm failed", extra={"version": version})
+                return None
+            self._arm_models[version] = loaded
+            while len(self._arm_models) > self.settings.experiment_model_cache:
+                self._arm_models.popitem(last=False)
+            return loaded
+
+    def _arm_policy(self, experiment_id: str, arm: Arm) -> Policy:
+        """The policy of an arm (its own, or the default with the arm's settings over it), built once."""
+        if arm.policy is None and not arm.policy_settings:
+            return self.default_policy
+        policy = self._arm_policies.get((experiment_id, arm.name))
+        if policy is None:
+            base = self.default_policy.config if arm.policy is None else self.explore_config
+            policy = create_policy(arm.policy or self.default_policy.name, arm.explore_config(base))
+            if len(self._arm_policies) >= 64:
+                self._arm_policies.clear()
+            self._arm_policies[(experiment_id, arm.name)] = policy
+        return policy
+
+    # -- experiments -----------------------------------------------------------------------------
+    def create_experiment(self, experiment: Experiment) -> Experiment:
+        """Start ``experiment``: every arm's model version is loaded first (``KeyError`` naming an unknown one), then
+        it is stored (:class:`~liverec.experiments.ExperimentConflict` when its id is taken or another runs)."""
+        serving = self._serving
+        for arm in experiment.arms:
+            if arm.model_version is not None:
+                self.registry.manifest(arm.model_version)  # KeyError for an unknown version
+                if self._model_for(arm.model_version, serving) is None:
+                    raise RuntimeError(f"arm {arm.name!r}: model version {arm.model_version!r} could not be loaded")
+        self.experiments.create(experiment)
+        return experiment
+
+    def stop_experiment(self, experiment_id: str) -> Experiment | None:
+        """End the assignment of a running experiment (a stopped or promoted one is answered as it is); None when
+        unknown."""
+        experiment = self.experiments.get(experiment_id)
+        if experiment is None or experiment.status != "running":
+            return experiment
+        stopped = experiment.with_status("stopped")
+        self.experiments.replace(experiment, stopped)
+        return stopped
+
+    def promote_experiment(self, experiment_id: str, arm_name: str | None = None) -> Experiment | None:
+        """Stop the experiment and make an arm's way of answering the default: its model version is promoted in
+        the registry, its policy becomes the serving policy (persisted). ``arm_name`` None: the live arm with the
+        best reward rate among those better than the control at p < 0.05. None when the experiment is unknown;
+        ``LookupError`` for an unknown arm; :class:`~liverec.experiments.ExperimentConflict` when it was promoted
+        already or no arm beats the control."""
+        experiment = self.experiments.get(experiment_id)
+        if experiment is None:
+            return None
+        if experiment.status == "promoted":
+            raise ExperimentConflict(f"experiment {experiment_id!r} was promoted already (arm {experiment.winner!r})")
+        if arm_name is None:
+            arm_name = self._winner(experiment)
+        arm = experiment.arm(arm_name)
+        if arm is None:
+            names = ", ".join(a.name for a in experiment.arms)
+            raise LookupError(f"arm {arm_name!r}: experiment {experiment_id!r} has no such arm (arms: {names})")
+        promoted = experiment.with_status("promoted", winner=arm.name)
+        self.experiments.replace(experiment, promoted)
+        if arm.model_version is not None:
+            self.registry.promote(arm.model_version, reason=f"experiment {experiment_id} arm {arm.name}")
+            self.maybe_swap_model(force=True)
+        if arm.policy is not None or arm.policy_settings:
+            base = self.default_policy
+            config = dataclasses.asdict(arm.explore_config(base.config if arm.policy is None else self.explore_config))
+            self.experiments.set_serving_policy(arm.policy or base.name, config)
+            self._follow_serving_policy()
+        return promoted
+
+    def _winner(self, experiment: Experiment) -> str:
+        report = self.experiment_reports([experiment])[0]
+        better = [
+            arm
+            for arm in report["arms"]
+            if not arm["shadow"] and arm["p_value"] is not None and arm["p_value"] < 0.05 and arm["difference"] > 0
+        ]
+        if not better:
+            raise ExperimentConflict(
+                f"experiment {experiment.experiment_id!r}: no arm beats the control {experiment.control.name!r} at "
+                "p < 0.05; name the arm to promote"
+            )
+        return str(max(better, key=lambda arm: arm["reward_rate"])["name"])
+
+    def experiment_reports(self, experiments: Sequence[Experiment]) -> list[dict[str, Any]]:
+        """Each experiment's per-arm figures (:func:`~liverec.experiments.experiment_report`), from one read of the
+        impressions served since the oldest of them started and the rewards joined to them."""
+        if not experiments:
+            return []
+        builders = [ReportBuilder(experiment) for experiment in experiments]
+        self.log.flush()  # the lists served here a moment ago count
+        for batch in self.log.iter_impressions(served_after=min(e.created_at for e in experiments)):
+            mine = [impression for impression in batch if any(b.wants(impression) for b in builders)]
+            if not mine:
+                continue
+            rewards = self.log.get_rewards_many([i.recommendation_id for i in mine if not i.shadow])
+            for builder in builders:
+                builder.add(mine, rewards)
+        return [builder.report() for builder in builders]
+
     def _announced(self, version: str) -> None:
         try:
             self.maybe_swap_model(force=True)
@@ -708,5 +984,6 @@ class Engine:
             logger.exception("following erasures at shutdown failed")
         self.log.close()  # drains pending appends first
         self.snapshot()
+        self.experiments.close()
         if self._own_backend:
             self.backend.close()

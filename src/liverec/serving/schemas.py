@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from liverec.events.schema import IdText, json_int
+from liverec.experiments import NAME_PATTERN, SHARE_TOLERANCE
 
 __all__ = [
+    "ArmIn",
+    "ArmOut",
+    "ArmReportOut",
     "ErasureOut",
     "ErrorOut",
     "EventError",
     "EventErrorsOut",
     "EventsAck",
+    "ExperimentIn",
+    "ExperimentListOut",
+    "ExperimentOut",
+    "ExperimentPromotedOut",
+    "ExperimentReportOut",
     "Explanation",
     "ExploreName",
     "ImpressionOut",
@@ -23,10 +33,14 @@ __all__ = [
     "KeyCreated",
     "KeyIn",
     "KeyOut",
+    "PolicySettingsIn",
+    "PromoteIn",
     "RecommendationOut",
     "RewardOut",
+    "SampleRatioOut",
     "ScoredItem",
     "SessionRequest",
+    "ShadowArmIn",
 ]
 
 
@@ -169,6 +183,15 @@ class ImpressionOut(BaseModel):
     reward: float = Field(description="the sum of the in-window rewards")
     position_rewards: list[float] = Field(description="in-window reward per position")
     rewards: list[RewardOut]
+    experiment_id: str | None = Field(None, description="the experiment whose arm served (or shadowed) this list")
+    arm: str | None = Field(None, description="that arm")
+    shadow: bool = Field(False, description="computed beside a live list and never shown (apprentice mode)")
+    live_recommendation_id: str | None = Field(None, description="a shadow list: the list served instead of it")
+    candidates: list[str] | None = Field(
+        None, description="what the policy chose from, best first (absent for a greedy list: its items)"
+    )
+    candidate_scores: list[float | None] | None = Field(None, description="the model's score of each candidate")
+    n_eligible: int | None = Field(None, description="eligible items when the policy drew from all of them (ε)")
 
 
 Scope = Literal["ingest", "read", "catalog", "admin"]
@@ -205,3 +228,143 @@ class ErasureOut(BaseModel):
     trained_on: list[str] = Field(description="model versions whose training data held the user's events")
     erased_at: float = Field(description="Unix seconds")
     impressions_deleted: int = Field(0, description="served lists of the user deleted (with their rewards)")
+
+
+# -- experiments ------------------------------------------------------------------------------------------------
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+ArmName = Annotated[str, Field(pattern=NAME_PATTERN, description="1-64 letters, digits or _.-")]
+ModelVersion = Annotated[
+    str, Field(pattern=r"^v[0-9]{1,12}$", description="a registered model version (GET /v1/models), e.g. v0001")
+]
+
+
+class PolicySettingsIn(BaseModel):
+    """An arm's exploration settings over the deployment's ``explore_*`` ones (each optional)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    epsilon: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = Field(
+        None, description="epsilon: probability that a slot is replaced"
+    )
+    temperature: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] | None = Field(
+        None, description="softmax: scores are divided by it"
+    )
+    candidates: json_int(ge=1, le=10_000) | None = Field(  # type: ignore[valid-type]
+        None, description="softmax and cold: how many of the model's top items the policy chooses from"
+    )
+    cold_age_s: Annotated[float, Field(gt=0, le=1e10, allow_inf_nan=False)] | None = Field(
+        None, description="cold: items younger than this (seconds) are boosted"
+    )
+    cold_weight: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] | None = Field(
+        None, description="cold: the boost, as a fraction of the candidates' score range"
+    )
+
+
+class ShadowArmIn(BaseModel):
+    """A way of answering whose list is computed for each user of the experiment and logged as a shadow
+    impression, never shown (apprentice mode): evaluated off-policy, before anyone sees it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: ArmName
+    model_version: ModelVersion | None = Field(None, description="default: the version served at each request")
+    policy: ExploreName | None = Field(None, description="the exploration policy (default: the deployment's)")
+    policy_settings: PolicySettingsIn = PolicySettingsIn.model_validate({})  # pydantic copies a default
+
+
+class ArmIn(ShadowArmIn):
+    """A live arm: the share of the experiment's users it answers."""
+
+    share: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        description="the share of users; the live arms' shares sum to 1"
+    )
+
+
+class ExperimentIn(BaseModel):
+    """An experiment to start. The first arm is the control. Two rules a schema cannot state: the shares of
+    ``arms`` sum to 1 (within 1e-6), and arm names are unique across ``arms`` and ``shadow_arms``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    experiment_id: Annotated[str, Field(pattern=NAME_PATTERN)] | None = Field(
+        None, description="1-64 letters, digits or _.- (default: generated); it salts the assignment hash"
+    )
+    name: str = Field("", max_length=200, description="for people")
+    arms: list[ArmIn] = Field(..., min_length=1, max_length=10)
+    shadow_arms: list[ShadowArmIn] = Field(default_factory=list, max_length=5)
+
+    @model_validator(mode="after")
+    def _shares_and_names(self) -> ExperimentIn:
+        total = math.fsum(arm.share for arm in self.arms)
+        if abs(total - 1.0) > SHARE_TOLERANCE:
+            shares = ", ".join(f"{arm.name}={arm.share:g}" for arm in self.arms)
+            raise ValueError(f"arms: the shares must sum to 1, got {total:.6g} ({shares})")
+        names = [arm.name for arm in [*self.arms, *self.shadow_arms]]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"arms: arm names must be unique across arms and shadow_arms; {repeated} repeated")
+        return self
+
+
+class ArmOut(BaseModel):
+    name: str
+    share: float = Field(description="of the experiment's users (0 for a shadow arm)")
+    model_version: str | None = Field(description="null: the version served at each request")
+    policy: str | None = Field(description="null: the deployment's default policy")
+    policy_settings: dict[str, float]
+    shadow: bool
+
+
+class ExperimentOut(BaseModel):
+    experiment_id: str
+    name: str
+    status: Literal["running", "stopped", "promoted"]
+    created_at: float = Field(description="Unix seconds")
+    stopped_at: float | None = Field(description="Unix seconds; null while running")
+    winner: str | None = Field(description="the arm promoted")
+    arms: list[ArmOut]
+
+
+class ArmReportOut(ArmOut):
+    impressions: int = Field(description="lists this arm served (a shadow arm: logged)")
+    users: int = Field(description="distinct users among them")
+    reward: float | None = Field(description="the sum of the lists' in-window rewards (null for a shadow arm)")
+    reward_rate: float | None = Field(description="mean reward per impression")
+    reward_rate_ci: list[float] | None = Field(description="its 95 % t interval (null below two impressions)")
+    difference: float | None = Field(description="reward_rate minus the control's")
+    difference_ci: list[float] | None = Field(description="its 95 % Welch interval")
+    p_value: float | None = Field(description="two-sided Welch t-test of the difference")
+
+
+class SampleRatioOut(BaseModel):
+    """Chi-square tests of the users (and impressions) per live arm against the shares."""
+
+    users_chi2: float | None
+    users_p_value: float | None
+    impressions_chi2: float | None
+    impressions_p_value: float | None
+    alpha: float
+    mismatch: bool = Field(description="users_p_value < alpha: the split does not match the shares")
+
+
+class ExperimentReportOut(ExperimentOut):
+    """An experiment and what each arm earned so far."""
+
+    control: str = Field(description="the first arm, which each other arm is compared with")
+    test: str = Field(description="the test behind the p-values")
+    arms: list[ArmReportOut]  # type: ignore[assignment]
+    sample_ratio: SampleRatioOut
+
+
+class ExperimentListOut(BaseModel):
+    experiments: list[ExperimentReportOut]
+
+
+class PromoteIn(BaseModel):
+    """Which arm to promote (default: the live arm with the best reward rate among those better than the control
+    at p < 0.05)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    arm: ArmName | None = None
+
+
+class ExperimentPromotedOut(ExperimentOut):
+    serving: str | None = Field(description="the model version served now")
+    serving_policy: str = Field(description="the default exploration policy now")
