@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from liverec.cli import main
 from liverec.data.synthetic import SECONDS_PER_DAY, SyntheticConfig, generate
 from liverec.events.log import SQLiteEventLog
 from liverec.policies import Candidates, ExploreConfig, create_policy
+from liverec.registry import ModelRegistry
 from liverec.simulation import (
     ClickModel,
     Context,
@@ -24,10 +26,10 @@ from liverec.simulation import (
     true_value,
 )
 
-#: A world small enough for runs of about a second (MF learns online in it).
+#: A world small enough for runs of about a second (MF learns online in it; the default model, SASRec, is slower).
 TINY = SimulationConfig(
     n_users=60, n_items=60, n_clusters=4, past_events=1200, horizon=240, batch=8, update_every=40, gate_events=20,
-    windows=4, new_item_fraction=0.3, model_params={"n_epochs": 5}, gate_margin=1.0,
+    windows=4, new_item_fraction=0.3, model="mf-bpr", model_params={"n_epochs": 5}, gate_margin=1.0,
 )  # fmt: skip
 
 
@@ -172,12 +174,36 @@ def test_new_items_arrive_during_a_run_and_can_be_clicked(tiny: tuple[Simulator,
         assert context.oracle() == pytest.approx(run.oracle[visit])
 
 
+def test_new_items_reach_a_side_feature_model_with_their_categories(tmp_path: Path) -> None:
+    """The default model (SASRec with side features) learns the catalogue's category of every item it holds, new
+    ones included: the simulator puts an item with its category before it can be shown, the updater hands the
+    categories to the model when it grows its table."""
+    config = dataclasses.replace(
+        TINY, model="sasrec", model_params={"max_epochs": 2, "partial_fit_epochs": 1}, horizon=160, windows=2
+    )
+    assert SimulationConfig().params()["side_features"] is True and config.params()["side_features"] is True
+    simulator = Simulator(config)
+    run = simulator.run("cold", 0, tmp_path / "run")
+    assert run.versions >= 1 and run.data_dir is not None
+    loaded = ModelRegistry(run.data_dir / "models").load(ModelRegistry(run.data_dir / "models").promoted())
+    model, truth = loaded.model, simulator.world(0).truth
+    assert model.has_item_features() and model.feature_names is not None
+    features = model.item_features.toarray()
+    assert features.shape[0] == len(loaded.item_ids) == model.n_items
+    for row, item_id in enumerate(loaded.item_ids):
+        assert features[row].sum() == 1
+        assert model.feature_names[int(features[row].argmax())] == f"cluster{truth.item_cluster[int(item_id[1:])]}"
+    new = set(simulator.world(0).new_items.tolist())
+    assert any(int(item_id[1:]) in new for item_id in loaded.item_ids), "a new item joined the model"
+
+
 def test_cli_json_shape_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plot = tmp_path / "simulate.png"
     code = main(
         ["simulate", "--json", "--quiet", "--policies", "greedy,epsilon", "--seeds", "0,1", "--horizon", "120",
          "--users", "50", "--items", "50", "--clusters", "4", "--past-events", "800", "--batch", "8", "--windows",
-         "3", "--update-every", "40", "--gate-events", "20", "--param", "n_epochs=3", "--plot", str(plot)]
+         "3", "--update-every", "40", "--gate-events", "20", "--model", "mf-bpr", "--param", "n_epochs=3", "--plot",
+         str(plot)]
     )  # fmt: skip
     assert code == 0
     report = json.loads(capsys.readouterr().out)
@@ -215,7 +241,7 @@ def test_exploring_finds_new_items_sooner_than_greedy() -> None:
     """The direction the simulator is for: an exploring policy gets new items clicked sooner than greedy."""
     from liverec.simulation.report import simulate
 
-    config = SimulationConfig(horizon=1500, explore=ExploreConfig(epsilon=0.1))
+    config = SimulationConfig(horizon=1500, model="mf-bpr", explore=ExploreConfig(epsilon=0.1))
     report = simulate(config, ["greedy", "epsilon"], [0, 1, 2, 3, 4])
     sooner = report["policies"]["epsilon"]["new_items"]["sooner_than_greedy"]
     assert sooner["mean"] - 2 * sooner["se"] > 1.0
