@@ -68,7 +68,7 @@ class SASRecConfig(ModelConfig):
     warmup_steps: int = 10
     max_epochs: int = 200
     patience: int = 10
-    patience_steps: int | None = None  # also stop once this many optimiser steps brought no improvement
+    patience_steps: int | None = 1000  # also stop once this many optimiser steps brought no improvement
     eval_every: int = 1
     n_threads: int = 0
     partial_fit_epochs: int = 1
