@@ -24,8 +24,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("liverec.data",),  # core types (Interactions, Histories, IdMap), loaders, splits, the synthetic generator
     ("liverec.evaluation.metrics",),  # metric maths on ranks and ranked lists (models early-stop with it)
     ("liverec.models",),  # the model protocol and the models
-    # top-k; learning online; exploration; re-ranking after retrieval
-    ("liverec.retrieval", "liverec.online.learner", "liverec.policies", "liverec.rerank"),
+    # top-k; learning online; exploration; re-ranking after retrieval; explanations (attribution to history items)
+    ("liverec.retrieval", "liverec.online.learner", "liverec.policies", "liverec.rerank", "liverec.explain"),
     ("liverec.evaluation",),  # offline protocols, rating metrics, the streaming replay
     ("liverec.events",),  # the event schema and the durable log
     ("liverec.state", "liverec.ope"),  # what the engine knows now; off-policy evaluation of logged lists

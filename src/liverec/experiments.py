@@ -93,7 +93,9 @@ def assignment_point(experiment_id: str, user_key: str) -> float:
 @dataclass(frozen=True)
 class Arm:
     """One way of answering: a model version (None: the one served at the time of the request), an exploration
-    policy (None: the deployment's default) and overrides of its settings (``ExploreConfig`` fields)."""
+    policy (None: the deployment's default) and overrides of its settings (``ExploreConfig`` fields), and a
+    re-ranking (``rerank``: a :data:`liverec.rerank.RERANKERS` name or ``"none"``; None: the request's, i.e. the
+    deployment's default) at ``rerank_lambda`` (None: the serving default for that re-ranker)."""
 
     name: str
     share: float = 0.0  # of the experiment's users; 0 for a shadow arm
@@ -101,6 +103,8 @@ class Arm:
     policy: str | None = None
     policy_settings: dict[str, Any] = field(default_factory=dict)  # ExploreConfig fields -> values
     shadow: bool = False
+    rerank: str | None = None
+    rerank_lambda: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "share", float(self.share))  # stored and compared as JSON: one type
@@ -123,10 +127,36 @@ class Arm:
             ExploreConfig(**self.policy_settings)
         except ValueError as error:  # names the setting, its value and its range
             raise ValueError(f"arm {self.name!r} policy_settings.{error}") from None
+        self._check_rerank()
         if self.shadow and self.share != 0:
             raise ValueError(f"arm {self.name!r} share: a shadow arm gets no traffic, expected 0, got {self.share!r}")
         if not self.shadow and not (0 < self.share <= 1):
             raise ValueError(f"arm {self.name!r} share: expected a number in (0, 1], got {self.share!r}")
+
+    def _check_rerank(self) -> None:
+        """ValueError (one line) for an unknown re-ranker, or a λ outside its range or without a re-ranker."""
+        if self.rerank is None and self.rerank_lambda is None:
+            return
+        from liverec.rerank import RERANKERS  # only when set: it loads torch (through the model base class)
+
+        if self.rerank == "none" and self.rerank_lambda is None:
+            return
+        if self.rerank is None or self.rerank == "none":
+            raise ValueError(
+                f"arm {self.name!r} rerank_lambda: given without a re-ranker; expected rerank with it, got "
+                f"rerank={self.rerank!r}"
+            )
+        if self.rerank not in RERANKERS:
+            raise ValueError(
+                f"arm {self.name!r} rerank: expected one of none, {', '.join(sorted(RERANKERS))}, got {self.rerank!r}"
+            )
+        if self.rerank_lambda is not None:
+            if isinstance(self.rerank_lambda, bool) or not isinstance(self.rerank_lambda, int | float):
+                raise ValueError(f"arm {self.name!r} rerank_lambda: expected a number, got {self.rerank_lambda!r}")
+            try:
+                RERANKERS[self.rerank].check_strength(float(self.rerank_lambda))
+            except ValueError as error:
+                raise ValueError(f"arm {self.name!r} rerank_lambda: {error}") from None
 
     def explore_config(self, base: ExploreConfig) -> ExploreConfig:
         """``base`` with this arm's settings over it."""
@@ -140,6 +170,8 @@ class Arm:
             "policy": self.policy,
             "policy_settings": dict(self.policy_settings),
             "shadow": self.shadow,
+            # written only when set: an arm without re-ranking is stored as before
+            **({"rerank": self.rerank, "rerank_lambda": self.rerank_lambda} if self.rerank is not None else {}),
         }
 
     @classmethod
@@ -151,6 +183,8 @@ class Arm:
             policy=data.get("policy"),
             policy_settings={str(k): v for k, v in (data.get("policy_settings") or {}).items()},
             shadow=bool(data.get("shadow", False)),
+            rerank=data.get("rerank"),
+            rerank_lambda=data.get("rerank_lambda"),
         )
 
 

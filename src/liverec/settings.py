@@ -19,6 +19,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from liverec.policies import POLICIES, ExploreConfig
 from liverec.state.store import DEFAULT_EVENT_WEIGHTS
 
+#: λ of a re-ranker named without one (request, arm or the ``rerank`` setting) when ``rerank_lambda`` is unset: the
+#: settings docs/results.md ("Fairness, bias and re-ranking") found within 5 % of NDCG@10 for SASRec on ml-100k.
+RERANK_DEFAULT_LAMBDA: dict[str, float] = {"calibration": 0.03, "long-tail": 0.3, "mmr": 0.5, "popularity": 0.3}
+
 #: Settings renamed: old name -> new name. The old name is refused with the new one named, in a TOML file
 #: and in the environment, rather than ignored (a deployment would silently get the default).
 RENAMED = {"updater_replay_ratio": "updater_rehearsal_ratio"}
@@ -136,6 +140,25 @@ class Settings(BaseSettings):
     reward_window_s: float = Field(
         86_400.0, gt=0, description="an event later than this after its list was served is a late reward"
     )
+    # -- re-ranking (liverec.rerank; docs/architecture.md, "Re-ranking and group metrics") ---------------------
+    rerank: str | None = Field(
+        None,
+        description="the re-ranker of every list unless a request names one: none, mmr (diversity), calibration (the "
+        "user's category mix), popularity (penalty), long-tail (quota); applied to the eligible candidates, before "
+        "the exploration policy",
+    )
+    rerank_lambda: float | None = Field(
+        None,
+        ge=0,
+        description="λ of the re-ranker when a request (or arm) names none: in [0, 1], popularity >= 0; 0 is no "
+        "re-ranking (none: calibration 0.03, long-tail 0.3, mmr 0.5, popularity 0.3)",
+    )
+    rerank_candidates: int = Field(
+        100,  # liverec.evaluation.protocols.RERANK_CANDIDATES (a test keeps them equal; imported, it would load torch)
+        ge=1,
+        le=10_000,
+        description="how many of the model's top eligible items the re-ranker chooses from (as liverec evaluate)",
+    )
     apprentice_policy: str | None = Field(
         None,
         description="apprentice mode: a candidate policy whose list is computed for every user and session request "
@@ -205,6 +228,28 @@ class Settings(BaseSettings):
         if value not in POLICIES:
             raise ValueError(f"expected one of {', '.join(sorted(POLICIES))}, got {value!r}")
         return value
+
+    @field_validator("rerank")
+    @classmethod
+    def _check_rerank(cls, value: str | None) -> str | None:
+        if value is None or value == "none":
+            return None
+        from liverec.rerank import RERANKERS  # only when set: it loads torch (through the model base class)
+
+        if value not in RERANKERS:
+            raise ValueError(f"expected one of none, {', '.join(sorted(RERANKERS))}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_rerank_lambda(self) -> Settings:
+        if self.rerank is not None and self.rerank_lambda is not None:
+            from liverec.rerank import RERANKERS
+
+            try:
+                RERANKERS[self.rerank].check_strength(self.rerank_lambda)
+            except ValueError as error:
+                raise ValueError(f"rerank_lambda: {error}") from None
+        return self
 
     @field_validator("apprentice_policy")
     @classmethod

@@ -9,6 +9,11 @@ bounds) are left alone, so negative cases stay negative. The rule itself is test
 ``POST /v1/experiments`` has two such rules (its schema says them in words): the live arms' shares sum to 1,
 and arm names are unique. Schema-valid shares are rescaled to sum to 1 and repeated schema-valid names get a
 suffix; anything the schema refuses is left as it is. Both rules are tested in test_experiments.py.
+
+Re-ranking (the three recommendation routes and experiment arms) has two more, in words in its descriptions: an
+arm's λ (``rerank_lambda``) needs its ``rerank``, and every re-ranker but ``popularity`` takes λ in [0, 1]. A
+schema-valid λ with no re-ranker is dropped, and one above 1 for another re-ranker is scaled into [0, 1]; both
+rules are tested in test_rerank_serving.py and test_experiments.py.
 """
 
 from __future__ import annotations
@@ -71,6 +76,22 @@ def _fix_experiment(body: Any) -> None:
             seen.add(arm["name"])
 
 
+_RERANKERS = ("mmr", "calibration", "popularity", "long-tail")
+
+
+def _fix_rerank(values: Any) -> None:
+    if not isinstance(values, dict):
+        return
+    strength = values.get("rerank_lambda")
+    if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 <= strength <= 1e6:
+        return
+    name = values.get("rerank")
+    if name is None or name == "none":
+        del values["rerank_lambda"]
+    elif name in _RERANKERS and name != "popularity" and strength > 1:
+        values["rerank_lambda"] = strength / 1e6
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     method, path = case.operation.method.upper(), case.operation.path
@@ -78,6 +99,14 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         _fix_experiment(case.body)
         if "json" in kwargs:
             _fix_experiment(kwargs["json"])
+        for body in (case.body, kwargs.get("json")):
+            if isinstance(body, dict):
+                for key in ("arms", "shadow_arms"):
+                    for arm in body.get(key) if isinstance(body.get(key), list) else []:
+                        _fix_rerank(arm)
+    if path.endswith("/recommendations") or path.endswith("/similar"):
+        for values in (case.query, kwargs.get("params"), case.body, kwargs.get("json")):
+            _fix_rerank(values)
     if path != "/v1/events" or method != "POST":
         return
     _fix(case.body)

@@ -9,17 +9,20 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from liverec.events.log import SQLiteEventLog
 from liverec.events.schema import Event
-from liverec.experiments import Experiment
+from liverec.experiments import Arm, Experiment
 from liverec.online.updater import Updater, UpdaterConfig
 from liverec.pipeline import read_log, train_and_register
 from liverec.registry import ModelRegistry
 from liverec.serving.engine import Engine
+from liverec.serving.schemas import ExperimentIn
 from liverec.settings import Settings
 from liverec.state.store import DEFAULT_EVENT_WEIGHTS
 
@@ -303,3 +306,45 @@ def test_every_arm_s_events_reach_the_updater(data_dir: Path, prepared: Prepared
         assert updater.offset == last
     finally:
         updater.close()
+
+
+def test_an_arm_s_lists_use_its_re_ranker(data_dir: Path, prepared: Prepared) -> None:
+    """Arms accept re-ranking settings, validated like a request's; an assigned user's list is re-ranked the way
+    their arm says (the list a request naming the same re-ranking gets), and its impression records it."""
+    arm = {"name": "calibrated", "share": 0.5, "rerank": "calibration", "rerank_lambda": 1.0}
+    body = {"experiment_id": "exp-rr", "arms": [{"name": "control", "share": 0.5}, arm]}
+    with pytest.raises(ValidationError, match="rerank_lambda") as refused:
+        ExperimentIn.model_validate({**body, "arms": [{"name": "control", "share": 0.5}, {**arm, "rerank_lambda": 2}]})
+    assert "calibration" in str(refused.value) and "[0, 1]" in str(refused.value)
+    with pytest.raises(ValueError, match="rerank_lambda: given without a re-ranker"):
+        Arm("a", share=1.0, rerank_lambda=0.5)
+    experiment = Experiment.from_json(
+        ExperimentIn.model_validate(body).model_dump(exclude_none=True) | {"created_at": time.time()}
+    )
+    assert experiment.arms[1].rerank == "calibration" and experiment.arms[0].to_json().get("rerank") is None
+    engine = Engine(Settings.load(data_dir=data_dir, updater=False), background=False)
+    try:
+        for index, item in enumerate(engine.state.item_ids):  # categories to calibrate to
+            engine.put_item(item, categories=[f"c{index % 4}"])
+        engine.create_experiment(experiment)
+        seen = {"control": 0, "calibrated": 0}
+        changed = 0
+        for user in [str(u) for u in prepared.dataset.user_map.external_ids[:30]]:
+            answer = engine.recommend(user, k=8)
+            logged = answer.impression
+            assert logged is not None and logged.arm in seen
+            seen[logged.arm] += 1
+            calibrated = logged.arm == "calibrated"
+            rerank: dict[str, Any] = (
+                {"rerank": "calibration", "rerank_lambda": 1.0} if calibrated else {"rerank": "none"}
+            )
+            outside = engine.recommend(user, k=8, **rerank)  # a request naming a re-ranking is outside the experiment
+            assert outside.impression is not None and outside.impression.experiment_id is None
+            assert answer.items == outside.items
+            assert (logged.rerank, logged.rerank_lambda) == (("calibration", 1.0) if calibrated else (None, None))
+            if calibrated:
+                changed += answer.items != engine.recommend(user, k=8, rerank="none").items
+        assert min(seen.values()) > 0, "30 users land in both arms"
+        assert changed > 0, "the arm's re-ranker changes some of its lists"
+    finally:
+        engine.close()

@@ -14,13 +14,26 @@ import sys
 from collections.abc import Sequence
 
 from liverec import __version__
-from liverec.cli import compare, data, demo, engine, evaluate, keys, models, ope, privacy, replay, simulate
+from liverec.cli import (
+    compare,
+    data,
+    demo,
+    engine,
+    evaluate,
+    explain_check,
+    keys,
+    models,
+    ope,
+    privacy,
+    replay,
+    simulate,
+)
 from liverec.errors import LiveRecError
 
 __all__ = ["build_parser", "main"]
 
 # the order of the commands in ``liverec --help``
-COMMAND_MODULES = (evaluate, replay, simulate, ope, data, models, compare, demo, engine, keys, privacy)
+COMMAND_MODULES = (evaluate, explain_check, replay, simulate, ope, data, models, compare, demo, engine, keys, privacy)
 
 
 def build_parser() -> argparse.ArgumentParser:

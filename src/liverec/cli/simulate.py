@@ -113,7 +113,12 @@ def add_parser(subparsers: Subparsers) -> None:
     )
     model = parser.add_argument_group("model and online learning")
     names = ", ".join(sorted(MODEL_REGISTRY))
-    model.add_argument("--model", default="mf-bpr", help=f"one of: {names} (default mf-bpr, small settings)")
+    model.add_argument(
+        "--model",
+        default="sasrec",
+        help=f"one of: {names} (default sasrec: dim 32, 1 layer, max_len 50, the catalogue's categories as side "
+        "features; mf-bpr: 32 factors; --param overrides)",
+    )
     model.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="model hyperparameter (repeatable)"
     )

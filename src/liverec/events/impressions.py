@@ -69,6 +69,13 @@ class Impression:
     candidates: list[str] = field(default_factory=list)
     candidate_scores: list[float | None] = field(default_factory=list)
     n_eligible: int | None = None
+    # per item, the explanation served with it (liverec.explain.describe), when the request asked (explain=true)
+    explanations: list[dict[str, Any]] | None = None
+    # the re-ranking applied to the candidates before the policy (liverec.rerank): its name, λ and candidate count;
+    # None: not re-ranked (λ = 0 is recorded, and leaves the list as it was)
+    rerank: str | None = None
+    rerank_lambda: float | None = None
+    rerank_candidates: int | None = None
 
     @property
     def slate_propensity(self) -> float:
@@ -103,6 +110,16 @@ class Impression:
                     "n_eligible": self.n_eligible,
                 }
                 if self.candidates
+                else {}
+            ),
+            **({"explanations": list(self.explanations)} if self.explanations is not None else {}),
+            **(
+                {
+                    "rerank": self.rerank,
+                    "rerank_lambda": self.rerank_lambda,
+                    "rerank_candidates": self.rerank_candidates,
+                }
+                if self.rerank is not None
                 else {}
             ),
         }

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from liverec.backends import Backend, open_backend
@@ -38,15 +39,17 @@ from liverec.events.impressions import Impression, JoinReport, join_rewards, lis
 from liverec.events.log import AppendResult, EventLog, StoredEvent
 from liverec.events.schema import Event, EventConfig
 from liverec.experiments import Arm, Experiment, ExperimentConflict, ExperimentStore, ReportBuilder
+from liverec.explain import attribute, describe
 from liverec.policies import Candidates, ExploreConfig, Policy, Slate, create_policy
 from liverec.registry import LoadedModel
+from liverec.rerank import MMR, RERANKERS, RerankCatalogue, create_reranker
 from liverec.retrieval import VectorIndex, limit_threads, top_k_allowed
-from liverec.settings import Settings
+from liverec.settings import RERANK_DEFAULT_LAMBDA, Settings
 from liverec.state.base import StateStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Engine", "RecommendRequest", "Recommendation", "ServingModel"]
+__all__ = ["Engine", "RecommendRequest", "Recommendation", "RerankSpec", "ServingModel", "resolve_rerank"]
 
 #: What a deterministic policy is handed as its generator (it draws nothing from it).
 _NO_DRAWS = np.random.default_rng(0)
@@ -63,11 +66,15 @@ class Recommendation:
     history_length: int = 0
     explored: tuple[bool, ...] = ()  # per item: the greedy list would not have had it in this slot
     impression: Impression | None = field(default=None, compare=False, repr=False)  # what is logged of it
+    explanations: tuple[dict[str, Any], ...] | None = None  # per item, when the request asked (explain=true)
 
     def to_json(self) -> dict[str, Any]:
         items: list[dict[str, Any]] = [{"item_id": i, "score": s} for i, s in self.items]
+        if self.explanations is not None:
+            for entry, explanation in zip(items, self.explanations, strict=True):
+                entry["explanation"] = explanation
         for entry, explored in zip(items, self.explored, strict=False):
-            if explored:
+            if explored and self.explanations is None:
                 entry["explanation"] = {"kind": "explore"}
         return {
             "items": items,
@@ -91,6 +98,50 @@ class RecommendRequest:
     include_categories: tuple[str, ...] = ()
     exclude_categories: tuple[str, ...] = ()
     explore: str | None = None  # the exploration policy (None: the ``explore`` setting)
+    explain: bool = False  # explain each item (liverec.explain); nothing is computed for it otherwise
+    rerank: str | None = None  # the re-ranker ("none": off; None: the ``rerank`` setting)
+    rerank_lambda: float | None = None  # its λ (None: see :func:`resolve_rerank`)
+
+
+@dataclass(frozen=True)
+class RerankSpec:
+    """How one list is re-ranked (:mod:`liverec.rerank`): the re-ranker, its λ and how many of the model's top
+    eligible items it chooses from. λ = 0 leaves the list exactly as it was (and is recorded all the same)."""
+
+    name: str
+    strength: float
+    candidates: int
+
+    @property
+    def active(self) -> bool:
+        return self.strength > 0.0
+
+    def fields(self) -> dict[str, Any]:
+        """What the list's impression records of it."""
+        return {"rerank": self.name, "rerank_lambda": self.strength, "rerank_candidates": self.candidates}
+
+
+def resolve_rerank(settings: Settings, name: str | None, strength: float | None) -> RerankSpec | None:
+    """The re-ranking a request (or an experiment arm) asks for; None for none.
+
+    ``name``: a re-ranker, ``"none"``, or None for the ``rerank`` setting. ``strength`` (λ): None takes the
+    ``rerank_lambda`` setting when the re-ranker is the ``rerank`` setting's, else the re-ranker's
+    :data:`~liverec.settings.RERANK_DEFAULT_LAMBDA`. ValueError (one line, starting with the field at fault) for an
+    unknown name or a λ outside the re-ranker's range; a λ with no re-ranker to apply it to is ignored.
+    """
+    chosen = settings.rerank if name is None else (None if name == "none" else name)
+    if chosen is None:  # none named and none set (or rerank=none): not re-ranked, whatever λ comes with it
+        return None
+    if chosen not in RERANKERS:
+        raise ValueError(f"rerank: expected one of none, {', '.join(sorted(RERANKERS))}, got {chosen!r}")
+    if strength is None:
+        own = chosen == settings.rerank and settings.rerank_lambda is not None
+        strength = settings.rerank_lambda if own else RERANK_DEFAULT_LAMBDA[chosen]
+    try:
+        RERANKERS[chosen].check_strength(float(strength))  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"rerank_lambda: {error}") from None
+    return RerankSpec(chosen, float(strength), settings.rerank_candidates)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -120,6 +171,8 @@ class _Job:
     arm: str | None = None
     shadow: bool = False
     wanted: int = 0  # candidates the policy wants
+    rerank: RerankSpec | None = None  # how its candidates are re-ranked before the policy draws
+    fetch: int = 0  # candidates asked of the model: ``wanted``, or the re-ranker's when it is more
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # the model's answer
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
@@ -233,6 +286,8 @@ class Engine:
         self._draws = itertools.count()  # the n-th exploring list draws from generator (explore_seed, n)
         self._shadow_draws = itertools.count()  # shadow lists draw apart: live lists are the same with or without
         self._cold_cache: dict[tuple[int, int], tuple[float, np.ndarray]] = {}
+        self._rerank_catalogues: dict[tuple[int, int], tuple[float, RerankCatalogue]] = {}
+        self.default_rerank = resolve_rerank(settings, None, None)  # what a request that names none gets
         # experiments and apprentice mode: arms' policies, model versions besides the served one (bounded, LRU)
         self._arm_policies: dict[tuple[str, str], Policy] = {}
         self._arm_models: OrderedDict[str, ServingModel] = OrderedDict()
@@ -398,6 +453,68 @@ class Engine:
         self._cold_cache[key] = (now, cold)
         return cold
 
+    # -- re-ranking ------------------------------------------------------------------------------
+    def _rerank_catalogue(self, serving: ServingModel | None, vectors: bool) -> RerankCatalogue:
+        """What the re-rankers know of the items, aligned with the state's item indices: the catalogue's categories,
+        the state's event counts (popularity, and the head / long tail) and, for ``vectors``, the serving model's
+        item vectors where it has them (zero for an item it does not know). Rebuilt at most once a second."""
+        now = time.monotonic()
+        state = self.state
+        n = state.n_items
+        key = (n, id(serving) if vectors else 0)
+        cached = self._rerank_catalogues.get(key)
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        columns: dict[str, int] = {}
+        rows: list[int] = []
+        cols: list[int] = []
+        for index, record in list(state.catalogue.metadata.items()):
+            if index < n:
+                for category in set(record.get("categories") or ()):
+                    rows.append(index)
+                    cols.append(columns.setdefault(category, len(columns)))
+        categories = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, len(columns)))
+        item_vectors = None
+        if vectors and serving is not None and serving.model.provides_vectors:
+            model_vectors = np.asarray(serving.model.item_vectors(), dtype=np.float64)
+            item_vectors = np.zeros((n, model_vectors.shape[1]))
+            known = serving.model_to_state < n
+            item_vectors[serving.model_to_state[known]] = model_vectors[known]
+        catalogue = RerankCatalogue(categories, state.counts()[:n], item_vectors)
+        if len(self._rerank_catalogues) >= 8:  # one or two per model in use, a few at most
+            self._rerank_catalogues.clear()
+        self._rerank_catalogues[key] = (now, catalogue)
+        return catalogue
+
+    def _reranked(
+        self,
+        spec: RerankSpec | None,
+        ids: np.ndarray,
+        scores: np.ndarray,
+        *,
+        k: int,
+        wanted: int,
+        allowed: np.ndarray,
+        history: np.ndarray,
+        serving: ServingModel | None,
+        fallback: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ranked candidates in the re-ranker's order, ``wanted`` of them: its list of ``k``, then its order of
+        the rest (what a policy that draws beyond ``k`` chooses from). ``ids``: the model's eligible candidates, or
+        for a ``fallback`` answer the most popular eligible items (``spec.candidates`` of them). Unchanged for no
+        re-ranking or λ = 0. A re-ranker only reorders and drops candidates: every filter still holds."""
+        if spec is None or not spec.active:
+            return ids, scores
+        if fallback:
+            ids, scores = self._fill_with_popularity(ids, scores, max(wanted, spec.candidates), allowed)
+        catalogue = self._rerank_catalogue(serving, vectors=issubclass(RERANKERS[spec.name], MMR))
+        reranker = create_reranker(spec.name, spec.strength, catalogue)
+        order = reranker.select(ids, scores, wanted, history)
+        if wanted > k:  # the list of k first (the long-tail quota depends on k), then the rest in its order
+            first = reranker.select(ids, scores, k, history)
+            order = np.concatenate([first, order[~np.isin(order, first)]])[:wanted]
+        return ids[order], scores[order]
+
     def _choose(
         self,
         policy: Policy,
@@ -447,9 +564,11 @@ class Engine:
         experiment_id: str | None = None,
         arm: str | None = None,
         live_recommendation_id: str | None = None,
+        explanations: list[dict[str, Any]] | None = None,
+        rerank: RerankSpec | None = None,
     ) -> Recommendation:
         """The answer and the impression logged for it (``live_recommendation_id``: a shadow list, the live list
-        it was computed beside)."""
+        it was computed beside; ``explanations``: one per item, when the request asked for them)."""
         names = self.state.item_ids
         items = [names[i] for i in slate.items.tolist()]
         scores: list[float | None] = [None if math.isnan(s) else s for s in slate.scores.tolist()]
@@ -475,6 +594,8 @@ class Engine:
             shadow=live_recommendation_id is not None,
             live_recommendation_id=live_recommendation_id,
             **self._chosen_from(slate, names),
+            explanations=explanations,
+            **(rerank.fields() if rerank is not None else {}),
         )
         return Recommendation(
             items=list(zip(items, scores, strict=True)),
@@ -486,6 +607,7 @@ class Engine:
             history_length=history_length,
             explored=tuple(slate.explored.tolist()),
             impression=impression,
+            explanations=tuple(explanations) if explanations is not None else None,
         )
 
     # -- catalogue -------------------------------------------------------------------------------
@@ -593,11 +715,24 @@ class Engine:
         include_categories: Sequence[str] = (),
         exclude_categories: Sequence[str] = (),
         explore: str | None = None,
+        explain: bool = False,
+        rerank: str | None = None,
+        rerank_lambda: float | None = None,
     ) -> Recommendation:
         """Top-k for a known user (``user_id``) or an anonymous session (``items``, oldest first); ``explore``: the
-        exploration policy (None: the deployment's)."""
+        exploration policy (None: the deployment's); ``explain``: explain each item; ``rerank`` / ``rerank_lambda``:
+        the re-ranking (:func:`resolve_rerank`; None: the ``rerank`` setting's)."""
         request = RecommendRequest(
-            user_id, items, k, exclude_seen, tuple(include_categories), tuple(exclude_categories), explore
+            user_id,
+            items,
+            k,
+            exclude_seen,
+            tuple(include_categories),
+            tuple(exclude_categories),
+            explore,
+            explain=explain,
+            rerank=rerank,
+            rerank_lambda=rerank_lambda,
         )
         return self.recommend_many([request])[0]
 
@@ -620,6 +755,19 @@ class Engine:
             live_jobs.append(live)
             shadow_jobs += shadows
         self._rank(live_jobs + shadow_jobs)
+        for job in live_jobs + shadow_jobs:
+            draft = job.draft
+            job.ids, job.scores = self._reranked(
+                job.rerank,
+                job.ids,
+                job.scores,
+                k=draft.request.k,
+                wanted=job.wanted,
+                allowed=draft.allowed,
+                history=draft.history,
+                serving=job.serving,
+                fallback=draft.fallback is not None or job.serving is None,
+            )
         results = [self._list(job) for job in live_jobs]
         impressions: list[Impression | None] = [r.impression for r in results]
         for job in shadow_jobs:
@@ -632,32 +780,45 @@ class Engine:
     ) -> tuple[_Job, list[_Job]]:
         """The live list of request ``n`` and the shadow lists computed beside it."""
         request = draft.request
-        live = _Job(n, serving, self.policy(request.explore), draft)
+        rerank = self.default_rerank
+        if request.rerank is not None or request.rerank_lambda is not None:
+            rerank = resolve_rerank(self.settings, request.rerank, request.rerank_lambda)
+        live = _Job(n, serving, self.policy(request.explore), draft, rerank=rerank)
         shadows: list[_Job] = []
-        if experiment is not None and request.user_id is not None and request.explore is None:
+        chosen = request.explore is not None or request.rerank is not None or request.rerank_lambda is not None
+        if experiment is not None and request.user_id is not None and not chosen:
             arm = experiment.assign(self.backend.user_key(request.user_id))
-            assigned = self._arm_job(n, draft, serving, arm, experiment.experiment_id)
+            assigned = self._arm_job(n, draft, serving, arm, experiment.experiment_id, rerank)
             if assigned is not None:  # an arm whose model cannot be loaded leaves its users the default answer
                 live = assigned
                 for shadow_arm in experiment.shadow_arms:
-                    job = self._arm_job(n, draft, serving, shadow_arm, experiment.experiment_id)
+                    job = self._arm_job(n, draft, serving, shadow_arm, experiment.experiment_id, rerank)
                     shadows += [job] if job is not None else []
         if self.apprentice is not None:
-            job = self._arm_job(n, draft, serving, self.apprentice, None)
+            job = self._arm_job(n, draft, serving, self.apprentice, None, rerank)
             shadows += [job] if job is not None else []
         return live, shadows
 
     def _arm_job(
-        self, n: int, draft: _Draft, serving: ServingModel | None, arm: Arm, experiment_id: str | None
+        self,
+        n: int,
+        draft: _Draft,
+        serving: ServingModel | None,
+        arm: Arm,
+        experiment_id: str | None,
+        rerank: RerankSpec | None,
     ) -> _Job | None:
-        """Request ``n`` answered the way ``arm`` says (None when its model version cannot be loaded)."""
+        """Request ``n`` answered the way ``arm`` says (None when its model version cannot be loaded); ``rerank``: the
+        request's re-ranking, for an arm that sets none."""
         model = self._model_for(arm.model_version, serving)
         if model is None and arm.model_version is not None:
             return None
         bound = draft if model is serving else self._bind(_Draft(draft.request, draft.history, draft.allowed), model)
         policy = self._arm_policy(experiment_id or "", arm)
         name = arm.name if experiment_id is not None else None
-        return _Job(n, model, policy, bound, experiment_id=experiment_id, arm=name, shadow=arm.shadow)
+        if arm.rerank is not None:
+            rerank = resolve_rerank(self.settings, arm.rerank, arm.rerank_lambda)
+        return _Job(n, model, policy, bound, experiment_id=experiment_id, arm=name, shadow=arm.shadow, rerank=rerank)
 
     def _rank(self, jobs: Sequence[_Job]) -> None:
         """Each job's ranked candidates: one pass per model over the requests that need it, each for the most
@@ -665,11 +826,13 @@ class Engine:
         groups: dict[int, tuple[ServingModel, dict[int, tuple[_Draft, int]]]] = {}
         for job in jobs:
             job.wanted = job.policy.candidates_needed(job.draft.request.k)
+            reranked = job.rerank is not None and job.rerank.active
+            job.fetch = max(job.wanted, job.rerank.candidates) if job.rerank is not None and reranked else job.wanted
             if job.serving is None or job.draft.fallback is not None:
                 continue
             _, rows = groups.setdefault(id(job.serving), (job.serving, {}))
             _, wanted = rows.get(job.index, (job.draft, 0))
-            rows[job.index] = (job.draft, max(wanted, job.wanted))
+            rows[job.index] = (job.draft, max(wanted, job.fetch))
         found: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         for key, (model, rows) in groups.items():
             order = list(rows)
@@ -682,13 +845,18 @@ class Engine:
         for job in jobs:
             answer = found.get((id(job.serving), job.index)) if job.draft.fallback is None else None
             if answer is not None:
-                job.ids, job.scores = answer[0][: job.wanted], answer[1][: job.wanted]
+                job.ids, job.scores = answer[0][: job.fetch], answer[1][: job.fetch]
 
     def _list(self, job: _Job, live: Recommendation | None = None) -> Recommendation:
         """The job's list from its candidates (plus the popularity fill); ``live``: a shadow job's live answer."""
         draft, request = job.draft, job.draft.request
         ids, scores = self._fill_with_popularity(job.ids, job.scores, job.wanted, draft.allowed)
         slate = self._choose(job.policy, ids, scores, request.k, draft.allowed, job.serving, shadow=job.shadow)
+        explanations = None
+        if request.explain and not job.shadow:
+            explanations = self._explain(
+                slate, len(job.ids), job.serving, draft.fallback, draft.reason, draft.model_history
+            )
         return self._answer(
             job.policy,
             slate,
@@ -702,7 +870,54 @@ class Engine:
             experiment_id=job.experiment_id,
             arm=job.arm,
             live_recommendation_id=live.recommendation_id if live is not None else None,
+            explanations=explanations,
+            rerank=job.rerank,
         )
+
+    def _explain(
+        self,
+        slate: Slate,
+        n_ranked: int,
+        serving: ServingModel | None,
+        fallback: str | None,
+        reason: str | None,
+        model_history: np.ndarray,
+        anchor: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Each listed item's explanation (:func:`liverec.explain.describe`): an explored item ``explore``; every
+        other item of a fallback answer ``fallback``; a popularity fill ``new_item`` when the model does not know
+        the item, else ``popular``; an item the model ranked ``history``, with the history items of the largest
+        attributed weights (:func:`liverec.explain.attribute`: all ranked items in one pass) — or ``popular``
+        when no history item moved any score (a model that reads no history). ``anchor``: similar items, whose
+        one history item is the anchor (weight: the item's score, its only input)."""
+        names = self.state.item_ids
+        metadata = self.state.catalogue.metadata
+
+        def because(index: int, weight: float) -> tuple[str, str | None, float]:
+            return names[index], (metadata.get(index) or {}).get("title"), weight
+
+        items = slate.items.tolist()
+        out: list[dict[str, Any] | None] = [None] * len(items)
+        ranked: list[int] = []
+        for j, index in enumerate(items):
+            if slate.explored[j]:
+                out[j] = describe("explore")
+            elif fallback is not None or serving is None:
+                out[j] = describe("fallback", reason=reason)
+            elif not 0 <= slate.from_candidates[j] < n_ranked:
+                new = len(serving.to_model(np.array([index], dtype=np.int64))) == 0
+                out[j] = describe("new_item" if new else "popular")
+            elif anchor is not None:
+                out[j] = describe("history", [because(anchor, float(slate.scores[j]))], anchor=True)
+            else:
+                ranked.append(j)
+        if ranked and serving is not None:
+            attribution = attribute(serving.model, model_history, serving.to_model(slate.items[ranked]))
+            reads_history = bool(attribution.weights.any())
+            for row, j in enumerate(ranked):
+                top = [because(int(serving.model_to_state[item]), weight) for item, weight in attribution.top(row)]
+                out[j] = describe("history", top) if reads_history else describe("popular")
+        return [explanation for explanation in out if explanation is not None]
 
     def _draft(self, request: RecommendRequest, serving: ServingModel | None) -> _Draft:
         """A request's history, allowed items and, when the model cannot answer it, why."""
@@ -743,8 +958,22 @@ class Engine:
         keep = extra_ids >= 0
         return np.concatenate([ids, extra_ids[keep]]), np.concatenate([scores, extra_scores[keep].astype(np.float32)])
 
-    def similar(self, item_id: str, k: int = 10, explore: str | None = None) -> Recommendation | None:
-        """Items like ``item_id`` (None when the item is unknown); ``explore``: the policy (None: the deployment's)."""
+    def similar(
+        self,
+        item_id: str,
+        k: int = 10,
+        explore: str | None = None,
+        explain: bool = False,
+        *,
+        rerank: str | None = None,
+        rerank_lambda: float | None = None,
+    ) -> Recommendation | None:
+        """Items like ``item_id`` (None when the item is unknown); ``explore``: the policy (None: the deployment's);
+        ``explain``: explain each item (the anchor item, for the ones the model ranked); ``rerank`` /
+        ``rerank_lambda``: the re-ranking (:func:`resolve_rerank`; calibration aims at the anchor's categories)."""
+        spec = self.default_rerank
+        if rerank is not None or rerank_lambda is not None:
+            spec = resolve_rerank(self.settings, rerank, rerank_lambda)
         state = self.state
         state.sync()
         index = state.item_index.get(item_id)
@@ -764,10 +993,26 @@ class Engine:
             fallback, reason = "popularity", f"model {serving.version} does not know this item yet"
         policy = self.policy(explore)
         wanted = policy.candidates_needed(k)
+        fetch = max(wanted, spec.candidates) if spec is not None and spec.active else wanted
         if serving is not None and fallback is None:
-            ids, scores = serving.similar(int(model_item[0]), wanted, allowed)
+            ids, scores = serving.similar(int(model_item[0]), fetch, allowed)
+        ids, scores = self._reranked(
+            spec,
+            ids,
+            scores,
+            k=k,
+            wanted=wanted,
+            allowed=allowed,
+            history=np.array([index], dtype=np.int64),
+            serving=serving,
+            fallback=fallback is not None,
+        )
+        n_ranked = len(ids)
         ids, scores = self._fill_with_popularity(ids, scores, wanted, allowed)
         slate = self._choose(policy, ids, scores, k, allowed, serving)
+        explanations = None
+        if explain:
+            explanations = self._explain(slate, n_ranked, serving, fallback, reason, model_item, anchor=index)
         answer = self._answer(
             policy,
             slate,
@@ -779,6 +1024,8 @@ class Engine:
             filled=0,
             history_length=0,
             anchor_item=item_id,
+            explanations=explanations,
+            rerank=spec,
         )
         if answer.impression is not None:
             self.log.log_impressions([answer.impression])

@@ -10,11 +10,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from liverec.events.schema import IdText, json_int
 from liverec.experiments import NAME_PATTERN, SHARE_TOLERANCE
+from liverec.rerank import RERANKERS
 
 __all__ = [
     "ArmIn",
     "ArmOut",
     "ArmReportOut",
+    "BecauseItem",
     "ErasureOut",
     "ErrorOut",
     "EventError",
@@ -36,6 +38,8 @@ __all__ = [
     "PolicySettingsIn",
     "PromoteIn",
     "RecommendationOut",
+    "RerankLambda",
+    "RerankName",
     "RewardOut",
     "SampleRatioOut",
     "ScoredItem",
@@ -109,18 +113,53 @@ class EventErrorsOut(BaseModel):
 #: The exploration policies a request may name (``liverec.policies.POLICIES``; a test keeps them equal).
 ExploreName = Literal["greedy", "epsilon", "softmax", "cold"]
 
+#: The re-rankers a request may name (``liverec.rerank.RERANKERS`` and ``none``; a test keeps them equal).
+RerankName = Literal["none", "mmr", "calibration", "popularity", "long-tail"]
+#: A re-ranker's λ: a finite number >= 0; each re-ranker bounds it further (all but popularity at 1), checked
+#: with the name (a 422 naming ``rerank_lambda``).
+RerankLambda = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
+RERANK_DESCRIPTION = (
+    "the re-ranker of this list, applied to the eligible candidates before the exploration policy: mmr "
+    "(diversity), calibration (the user's category mix), popularity (penalty), long-tail (quota), none (off); "
+    "default: the rerank setting"
+)
+RERANK_LAMBDA_DESCRIPTION = (
+    "its strength λ: in [0, 1] (popularity: >= 0); 0 leaves the list as it was, and so does a λ with no re-ranker; "
+    "default: the rerank_lambda setting "
+    "for the default re-ranker, else the re-ranker's suggested λ (calibration 0.03, long-tail 0.3, mmr 0.5, "
+    "popularity 0.3)"
+)
+
+
+class BecauseItem(BaseModel):
+    """A history item that drove a recommendation, and how much (``liverec.explain``)."""
+
+    item_id: str
+    title: str | None = Field(None, description="the catalogue title (absent when the item has none)")
+    weight: float = Field(
+        description="its contribution to the item's score: the exact term for ItemKNN and EASE (the weights of "
+        "all history items sum to the score), else the score drop when it is removed from the history (occlusion)"
+    )
+
 
 class Explanation(BaseModel):
-    """Why an item is in the list, where that is not simply its rank: ``explore``, the policy put it in a slot
-    where the greedy list had another item."""
+    """Why an item is in the list. With ``explain=true``, every item has one: ``history`` (ranked from the
+    history; ``because`` names the history items that drove it, up to 3, largest weight first), ``popular``
+    (ranked by a model that reads no history, or a popularity fill), ``fallback`` (the whole answer fell back
+    to popularity), ``new_item`` (a fill the serving model does not know yet), ``explore`` (the policy put it in
+    a slot where the greedy list had another item). Without it, only explored items have one, ``kind`` alone."""
 
-    kind: Literal["explore"]
+    kind: Literal["history", "popular", "fallback", "new_item", "explore"]
+    because: list[BecauseItem] | None = Field(None, description="explain=true: the history items that drove it")
+    text: str | None = Field(None, description='explain=true: e.g. "Because you interacted with A and B"')
 
 
 class ScoredItem(BaseModel):
     item_id: str
     score: float | None = Field(description="the model's score; null for an item drawn outside its ranking")
-    explanation: Explanation | None = Field(None, description="present only for an explored item")
+    explanation: Explanation | None = Field(
+        None, description="every item with explain=true; otherwise present only for an explored item"
+    )
 
 
 class RecommendationOut(BaseModel):
@@ -143,6 +182,9 @@ class SessionRequest(BaseModel):
     include_categories: list[str] = Field(default_factory=list)
     exclude_categories: list[str] = Field(default_factory=list)
     explore: ExploreName | None = Field(None, description="the exploration policy (default: the explore setting)")
+    explain: bool = Field(False, description="explain each item (explanation: kind, because, text)")
+    rerank: RerankName | None = Field(None, description=RERANK_DESCRIPTION)
+    rerank_lambda: RerankLambda | None = Field(None, description=RERANK_LAMBDA_DESCRIPTION)
 
 
 class RewardOut(BaseModel):
@@ -192,6 +234,12 @@ class ImpressionOut(BaseModel):
     )
     candidate_scores: list[float | None] | None = Field(None, description="the model's score of each candidate")
     n_eligible: int | None = Field(None, description="eligible items when the policy drew from all of them (ε)")
+    explanations: list[Explanation] | None = Field(
+        None, description="the explanation served with each item, when the request asked (explain=true)"
+    )
+    rerank: str | None = Field(None, description="the re-ranker applied before the policy (absent: none)")
+    rerank_lambda: float | None = Field(None, description="its λ (0: the list as it was without it)")
+    rerank_candidates: int | None = Field(None, description="how many of the model's top items it chose from")
 
 
 Scope = Literal["ingest", "read", "catalog", "admin"]
@@ -268,6 +316,24 @@ class ShadowArmIn(BaseModel):
     model_version: ModelVersion | None = Field(None, description="default: the version served at each request")
     policy: ExploreName | None = Field(None, description="the exploration policy (default: the deployment's)")
     policy_settings: PolicySettingsIn = PolicySettingsIn.model_validate({})  # pydantic copies a default
+    rerank: RerankName | None = Field(
+        None, description="the re-ranker of the arm's lists (none: off; default: the rerank setting)"
+    )
+    rerank_lambda: RerankLambda | None = Field(
+        None, description="its λ: in [0, 1] (popularity: >= 0); needs rerank (default: the serving default)"
+    )
+
+    @model_validator(mode="after")
+    def _rerank_lambda(self) -> ShadowArmIn:
+        if self.rerank_lambda is None:
+            return self
+        if self.rerank is None or self.rerank == "none":
+            raise ValueError(f"rerank_lambda: given without a re-ranker; expected rerank with it, got {self.rerank!r}")
+        try:
+            RERANKERS[self.rerank].check_strength(self.rerank_lambda)
+        except ValueError as error:
+            raise ValueError(f"rerank_lambda: {error}") from None
+        return self
 
 
 class ArmIn(ShadowArmIn):
@@ -310,6 +376,8 @@ class ArmOut(BaseModel):
     policy: str | None = Field(description="null: the deployment's default policy")
     policy_settings: dict[str, float]
     shadow: bool
+    rerank: str | None = Field(None, description="the arm's re-ranker (absent: the request's)")
+    rerank_lambda: float | None = Field(None, description="its λ (null: the serving default)")
 
 
 class ExperimentOut(BaseModel):

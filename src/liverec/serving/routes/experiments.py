@@ -43,6 +43,8 @@ def _arm(arm: ShadowArmIn, share: float, shadow: bool) -> Arm:
         policy=arm.policy,
         policy_settings=arm.policy_settings.model_dump(exclude_none=True),
         shadow=shadow,
+        rerank=arm.rerank,
+        rerank_lambda=arm.rerank_lambda,
     )
 
 

@@ -13,14 +13,26 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import Field, StringConstraints, create_model
 
 from liverec.events.schema import MAX_EVENT_ID_LENGTH, json_int
 from liverec.serving.auth import AUTH_RESPONSES, READ
 from liverec.serving.deps import EngineDep, ItemIdPath, MetricsDep, RecommendServiceDep, UserIdPath, split_categories
-from liverec.serving.engine import RecommendRequest
-from liverec.serving.schemas import ErrorOut, ExploreName, ImpressionOut, RecommendationOut, SessionRequest
+from liverec.serving.engine import RecommendRequest, resolve_rerank
+from liverec.serving.schemas import (
+    RERANK_DESCRIPTION,
+    RERANK_LAMBDA_DESCRIPTION,
+    ErrorOut,
+    ExploreName,
+    ImpressionOut,
+    RecommendationOut,
+    RerankLambda,
+    RerankName,
+    SessionRequest,
+)
+from liverec.settings import Settings
 
 __all__ = ["build_router"]
 
@@ -28,11 +40,33 @@ __all__ = ["build_router"]
 ExploreParam = Annotated[
     ExploreName | None, Query(description="the exploration policy of this list (default: the explore setting)")
 ]
+#: Whether to explain each item (default false: nothing is computed for it).
+ExplainParam = Annotated[
+    bool,
+    Query(description="explain each item: explanation with kind, because (the history items that drove it) and text"),
+]
+#: The re-ranking of one request (default: the rerank settings).
+RerankParam = Annotated[RerankName | None, Query(description=RERANK_DESCRIPTION)]
+RerankLambdaParam = Annotated[RerankLambda | None, Query(description=RERANK_LAMBDA_DESCRIPTION)]
 RecommendationIdPath = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_EVENT_ID_LENGTH),
     Path(description="the recommendation_id of a served list"),
 ]
+
+
+def _check_rerank(settings: Settings, rerank: str | None, rerank_lambda: float | None, location: str) -> None:
+    """A 422 in FastAPI's shape, naming the field, for what the schema lets through but the re-ranker refuses (a λ
+    above its range, a λ with no re-ranker): checked before the request joins a batch."""
+    if rerank is None and rerank_lambda is None:
+        return
+    try:
+        resolve_rerank(settings, rerank, rerank_lambda)
+    except ValueError as error:
+        field, _, message = str(error).partition(": ")
+        value = rerank_lambda if field == "rerank_lambda" else rerank
+        detail = {"type": "value_error", "loc": (location, field), "msg": str(error), "input": value}
+        raise RequestValidationError([{**detail, "ctx": {"error": message}}]) from None
 
 
 def build_router(default_k: int, max_k: int) -> APIRouter:
@@ -51,9 +85,17 @@ def build_router(default_k: int, max_k: int) -> APIRouter:
         responses={200: {"model": RecommendationOut}, 404: {"model": ErrorOut, "description": "no such item"}},
     )
     def similar(
-        item_id: ItemIdPath, engine: EngineDep, metrics: MetricsDep, k: KParam = default_k, explore: ExploreParam = None
+        item_id: ItemIdPath,
+        engine: EngineDep,
+        metrics: MetricsDep,
+        k: KParam = default_k,
+        explore: ExploreParam = None,
+        explain: ExplainParam = False,
+        rerank: RerankParam = None,
+        rerank_lambda: RerankLambdaParam = None,
     ) -> dict[str, Any]:
-        answer = engine.similar(item_id, k, explore)
+        _check_rerank(engine.settings, rerank, rerank_lambda, "query")
+        answer = engine.similar(item_id, k, explore, explain=explain, rerank=rerank, rerank_lambda=rerank_lambda)
         if answer is None:
             raise HTTPException(404, detail=f"item_id {item_id!r}: no such item")
         if answer.fallback:
@@ -76,7 +118,11 @@ def build_router(default_k: int, max_k: int) -> APIRouter:
         include_categories: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
         exclude_categories: Annotated[list[str], Query()] = [],  # noqa: B006
         explore: ExploreParam = None,
+        explain: ExplainParam = False,
+        rerank: RerankParam = None,
+        rerank_lambda: RerankLambdaParam = None,
     ) -> JSONResponse:
+        _check_rerank(service.settings, rerank, rerank_lambda, "query")
         request = RecommendRequest(
             user_id,
             k=k,
@@ -84,6 +130,9 @@ def build_router(default_k: int, max_k: int) -> APIRouter:
             include_categories=split_categories(include_categories),
             exclude_categories=split_categories(exclude_categories),
             explore=explore,
+            explain=explain,
+            rerank=rerank,
+            rerank_lambda=rerank_lambda,
         )
         answer = await service.batcher(request)
         if answer.fallback:
@@ -91,6 +140,7 @@ def build_router(default_k: int, max_k: int) -> APIRouter:
         return JSONResponse(answer.to_json())
 
     async def recommend_session(request: SessionRequest, service: RecommendServiceDep) -> JSONResponse:
+        _check_rerank(service.settings, request.rerank, request.rerank_lambda, "body")
         answer = await service.batcher(
             RecommendRequest(
                 None,
@@ -100,6 +150,9 @@ def build_router(default_k: int, max_k: int) -> APIRouter:
                 include_categories=split_categories(request.include_categories),
                 exclude_categories=split_categories(request.exclude_categories),
                 explore=request.explore,
+                explain=request.explain,
+                rerank=request.rerank,
+                rerank_lambda=request.rerank_lambda,
             )
         )
         return JSONResponse(answer.to_json())
