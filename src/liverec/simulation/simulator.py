@@ -514,11 +514,14 @@ class _Loop:
         answers = engine.recommend_many(requests)
         handed = self.tap.take() if self.tap is not None else []
         relevance = config.clicks.relevance(self.truth, users, times, self.last_item[users])
+        # what each list could hold when it was served (a user twice in a batch: the first visit's clicks come after)
+        eligible_at_serving = np.repeat(self.in_catalogue[None, :], len(users), axis=0)
+        for row, user in enumerate(users.tolist()):
+            eligible_at_serving[row, list(self.seen[user])] = False
         events: list[Event] = []
         for row, (visit, user, answer) in enumerate(zip(visits.tolist(), users.tolist(), answers, strict=True)):
             shown = np.array([int(item_id[1:]) for item_id, _ in answer.items], dtype=np.int64)
-            eligible = self.in_catalogue.copy()
-            eligible[list(self.seen[user])] = False
+            eligible = eligible_at_serving[row]
             rel = relevance[row]
             self.expected[visit] = list_reward(rel, shown, self.examination)
             self.oracle[visit] = oracle_reward(rel, eligible, self.examination)
