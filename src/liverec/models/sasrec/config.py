@@ -43,8 +43,8 @@ class SASRecConfig(ModelConfig):
     one, with planted successors), where an unlimited window learns the wrong successors.
     ``untimed_window``: on data with order but no time (``Interactions.timed`` False: a sequences file,
     whose histories carry no timestamps) no gap can be measured, so this says what the window is
-    there: False, the next-item loss (the order is taken as exact); True, every position's next
-    ``future_window`` items, whatever their distance.
+    there: False, the next-item loss (the order is taken as exact; ahead on Amazon Beauty's validation
+    item on each of five seeds); True, every position's next ``future_window`` items, whatever their distance.
     ``refit``: once early stopping has chosen the epoch count, train afresh (same seed) for that many
     epochs on the training and validation events together (:meth:`SASRec.refit_on`), so the model also
     learns from each user's newest events; the fit then costs about 1.5 times as long.
