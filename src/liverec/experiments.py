@@ -35,6 +35,7 @@ import re
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -452,7 +453,7 @@ class ExperimentStore(Protocol):
     def close(self) -> None: ...
 
 
-class _Cached:
+class _Cached(ABC):
     """The running experiment and the serving policy as last read, re-read at most every :data:`REFRESH_S`."""
 
     def __init__(self) -> None:
@@ -470,8 +471,9 @@ class _Cached:
                 self._running, self._policy = self._read_current()
                 self._read_at = time.monotonic()
 
+    @abstractmethod
     def _read_current(self) -> tuple[Experiment | None, dict[str, Any] | None]:
-        raise NotImplementedError
+        """The running experiment and the persisted serving policy, read from the store."""
 
     def invalidate(self) -> None:
         self._read_at = float("-inf")

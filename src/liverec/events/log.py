@@ -41,7 +41,7 @@ from typing import Any, Protocol, Self
 
 import numpy as np
 
-from liverec.events.impressions import Impression, Reward
+from liverec.events.impressions import Impression, ImpressionLog, Reward
 from liverec.events.schema import Event
 
 logger = logging.getLogger(__name__)
@@ -175,8 +175,9 @@ class ImportResult:
     last_offset: int
 
 
-class EventLog(Protocol):
-    """What the engine, the importer and the updater use of an event log: :class:`SQLiteEventLog` (embedded)
+class EventLog(ImpressionLog, Protocol):
+    """What the engine, the importer and the updater use of an event log (with the impressions and rewards of
+    ``events.impressions.ImpressionLog``): :class:`SQLiteEventLog` (embedded)
     or ``liverec.events.redis_log.RedisEventLog`` (scale-out). Offsets are gap-free integers from 1 in both."""
 
     def append(self, events: Sequence[Event]) -> AppendResult: ...
@@ -227,18 +228,6 @@ class EventLog(Protocol):
     def erasures_after(self, epoch: int) -> list[ErasureRecord]:
         """The erasure records after ``epoch``, oldest first."""
         ...
-
-    # impressions and rewards (``events.impressions.ImpressionLog``)
-    def log_impressions(self, impressions: Sequence[Impression]) -> None: ...
-    def log_rewards(self, rewards: Sequence[Reward]) -> None: ...
-    def get_impressions(self, recommendation_ids: Sequence[str]) -> dict[str, Impression]: ...
-    def get_rewards(self, recommendation_id: str) -> list[Reward]: ...
-    def count_impressions(self) -> int: ...
-    def iter_impressions(
-        self, served_after: float | None = None, batch: int = 10_000
-    ) -> Iterator[list[Impression]]: ...
-    def get_rewards_many(self, recommendation_ids: Sequence[str]) -> dict[str, list[Reward]]: ...
-    def flush(self) -> None: ...
 
     def close(self) -> None: ...
     def __enter__(self) -> Self: ...
