@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx  # raw, not liverec.client: the times here are the server's (bench_client.py: what the client adds)
 
 from bench_serving import build, http_load, start_server, wrk_load
 from liverec.access import KeyStore

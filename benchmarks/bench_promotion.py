@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+import httpx  # raw, not liverec.client: the times here are the server's (bench_client.py: what the client adds)
 
 from liverec.data.synthetic import SyntheticConfig, generate
 from liverec.events.log import SQLiteEventLog

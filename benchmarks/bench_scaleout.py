@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx  # raw, not liverec.client: the times here are the server's (bench_client.py: what the client adds)
 import numpy as np
 
 from liverec.data.synthetic import SyntheticConfig, generate

@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("liverec.pipeline",),  # batch steps around the log: import, read, train and register
     ("liverec.online",),  # the updater process and the Redis worker
     ("liverec.serving",),  # the engine and the HTTP app
+    ("liverec.client",),  # the typed HTTP client (its models are serving.schemas'); the demo talks through it
     ("liverec.demo", "liverec.simulation"),  # the main job end to end; the simulator (drives an engine in-process)
     ("liverec.cli",),
 )

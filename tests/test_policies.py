@@ -131,3 +131,30 @@ def test_cold_boost_lifts_young_items_deterministically() -> None:
     assert slate.propensities.tolist() == [1.0, 1.0, 1.0] and slate.slate_propensity == 1.0
     strong = ColdBoost(ExploreConfig(cold_weight=2.0, candidates=4)).select(candidates, 3, np.random.default_rng(0))
     assert strong.items.tolist() == [5, 9, 7] and np.isnan(strong.scores[1])
+
+
+def test_cold_boost_starts_young_items_from_the_users_estimate() -> None:
+    """With ``cold_scores`` a young item outside the candidates starts from this user's estimate of it, so the
+    boost lifts the young items this user is likely to like and leaves the others down; NaN: the floor."""
+    cold = np.zeros(12, dtype=bool)
+    cold[[9, 10, 11]] = True  # all outside the candidates
+    estimates = np.full(12, np.nan)
+    estimates[9], estimates[10] = 3.5, -5.0  # 9: the user's kind of item; 10: not; 11: no estimate (the floor)
+    candidates = Candidates(
+        np.array([7, 6, 5, 4], dtype=np.int64),
+        np.array([4.0, 3.0, 2.0, 0.0]),
+        eligible=np.ones(12, bool),
+        cold=cold,
+        cold_scores=estimates,
+    )
+    policy = ColdBoost(ExploreConfig(cold_weight=0.25, candidates=4))
+    slate = policy.select(candidates, 3, np.random.default_rng(0))
+    # spread 4, boost 1: item 9 -> 4.5, item 11 -> 0 + 1 = 1, item 10 -> -4
+    assert slate.items.tolist() == [9, 7, 6]
+    assert slate.explored.tolist() == [True, True, True] and np.isnan(slate.scores[0])
+    assert slate.propensities.tolist() == [1.0, 1.0, 1.0]
+    everything = policy.select(candidates, 7, np.random.default_rng(0))
+    assert everything.items.tolist() == [9, 7, 6, 5, 11, 4, 10]
+    floor = Candidates(candidates.items, candidates.scores, eligible=candidates.eligible, cold=cold)
+    without = policy.select(floor, 7, np.random.default_rng(0))
+    assert without.items.tolist() == [7, 6, 5, 9, 10, 11, 4]  # one tied floor (0 + 1) for every young item

@@ -36,6 +36,16 @@ def test_register_promote_load(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*tmp*")), "temporary folders are renamed into place"
 
 
+def test_gate_decision_is_kept_in_the_manifest(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    version = registry.register(create_model("pop").fit(tiny()), ["a", "b", "c"])
+    registry.set_status(version, "rejected", "worse")
+    manifest = registry.record_gate(version, {"promoted": False, "candidate_ndcg": 0.1, "serving_ndcg": 0.2})
+    gate = registry.manifest(version)["gate"]
+    assert manifest["gate"] == gate and gate["promoted"] is False and gate["serving_ndcg"] == 0.2
+    assert gate["decided_at"] > 0 and registry.manifest(version)["status"] == "rejected"
+
+
 def test_errors(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path)
     model = create_model("pop").fit(tiny())

@@ -7,7 +7,7 @@
 5. one user's recommendations are shown before and after a few of their events, and the curl
    lines to try it by hand are printed. ``--smoke`` does all of it small and stops (CI runs it).
 
-The demo talks to its own server over real HTTP (``urllib``), exactly as a client would.
+The demo talks to its own server over real HTTP through :mod:`liverec.client`, exactly as a client would.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,8 @@ import numpy as np
 
 from liverec.access import KEYS_FILE, open_key_store
 from liverec.backends import EVENTS_FILE, MODELS_DIR
+from liverec.client import Client
+from liverec.client.models import ModelsOut, RecommendationOut
 from liverec.data.interactions import Dataset
 from liverec.data.synthetic import SyntheticConfig, generate
 from liverec.events.log import SQLiteEventLog
@@ -48,6 +48,7 @@ class DemoOptions:
     live_fraction: float
     smoke: bool
     seed: int
+    replay_rate: float | None = None  # events a second for the live replay (None: as fast as the server takes them)
 
 
 def synthetic_dataset(smoke: bool, seed: int) -> Dataset:
@@ -56,24 +57,6 @@ def synthetic_dataset(smoke: bool, seed: int) -> Dataset:
     else:
         config = SyntheticConfig(n_users=1_000, n_items=500, n_events=60_000, seed=seed)
     return generate(config)[0]
-
-
-@dataclass(frozen=True)
-class _Api:
-    """The demo's client: the server's URL and the API key it sends."""
-
-    url: str
-    key: str
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"content-type": "application/json", "authorization": f"Bearer {self.key}"}
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
 
 
 def _say(text: str = "") -> None:
@@ -126,17 +109,20 @@ def run_demo(options: DemoOptions) -> int:
     except RuntimeError as error:
         engine.close()
         raise RuntimeError(f"{error}; try --port 0 (any free port)") from None
-    api = _Api(url, key)
+    api = Client(url, api_key=key)
     auth = '-H "authorization: Bearer $LIVEREC_KEY"'
     _say(f"serve      {url}  (model {engine.model_version}; OpenAPI {url}/docs, metrics {url}/metrics)")
+    if settings.ui:  # the key rides in the fragment, which the browser keeps to itself (never sent, never logged)
+        handed = f"#key={key}" if settings.auth else ""
+        _say(f"dashboard  {url}/ui/{handed}  (open it now: its overview follows the replay below, live)")
     worker = start_worker_process(settings)
     _say(f"updater    learning from the stream in process {worker.pid} (liverec worker)")
     try:
         _show_live_update(api, dataset, order, n_past)
         _show_exploration(api, dataset)
-        _replay(api, dataset, order[n_past:], batch=500)
-        status, ready = api.call("GET", "/ready")
-        _say(f"ready      {status} {json.dumps(ready)}")
+        _replay(api, dataset, order[n_past:], batch=500, rate=options.replay_rate)
+        ready = api.ready()
+        _say(f"ready      {200 if ready.ready else 503} {json.dumps(ready.model_dump())}")
         _show_models(api, wait=10.0 if options.smoke else 30.0)
         _say(f"done in {time.perf_counter() - started:.1f}s")
         user = str(dataset.user_map.external_ids[0])
@@ -167,20 +153,20 @@ def run_demo(options: DemoOptions) -> int:
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+        api.close()
         server.stop()
         engine.close()
     return 0
 
 
-def _show_models(api: _Api, wait: float) -> None:
+def _show_models(api: Client, wait: float) -> None:
     """The versions the updater has registered so far (it learns from the replayed events)."""
     deadline = time.monotonic() + wait
-    while True:
-        _, models = api.call("GET", "/v1/models")
-        if len(models["versions"]) > 1 or time.monotonic() > deadline:
-            break
+    models: ModelsOut = api.list_models()
+    while len(models.versions) <= 1 and time.monotonic() <= deadline:
         time.sleep(1.0)
-    for manifest in models["versions"]:
+        models = api.list_models()
+    for manifest in models.versions:
         training = manifest["training"]
         kind = training.get("kind", "full training")
         _say(
@@ -189,7 +175,7 @@ def _show_models(api: _Api, wait: float) -> None:
         )
 
 
-def _show_live_update(api: _Api, dataset: Dataset, order: np.ndarray, n_past: int) -> None:
+def _show_live_update(api: Client, dataset: Dataset, order: np.ndarray, n_past: int) -> None:
     """Pick a user, show their top-5, send three events they make later in the stream, show it again."""
     inter = dataset.interactions
     future = order[n_past:]
@@ -199,7 +185,7 @@ def _show_live_update(api: _Api, dataset: Dataset, order: np.ndarray, n_past: in
     user_index = int(users[np.argmax(counts)])
     rows = future[inter.user_ids[future] == user_index][:3]
     user = str(dataset.user_map.external_ids[user_index])
-    _, before = api.call("GET", f"/v1/users/{user}/recommendations?k=5")
+    before = api.recommend(user, k=5)
     events = [
         {
             "user_id": user,
@@ -211,36 +197,36 @@ def _show_live_update(api: _Api, dataset: Dataset, order: np.ndarray, n_past: in
         for r in rows
     ]
     ack_started = time.perf_counter()
-    status, ack = api.call("POST", "/v1/events", events)
+    ack = api.send_events(events)  # a refusal raises liverec.client.ApiError, which the command line reports
     ack_ms = (time.perf_counter() - ack_started) * 1000
     rec_started = time.perf_counter()
-    _, after = api.call("GET", f"/v1/users/{user}/recommendations?k=5")
+    after = api.recommend(user, k=5)
     rec_ms = (time.perf_counter() - rec_started) * 1000
-    _say(f"\nuser {user} before: {[i['item_id'] for i in before['items']]}")
-    _say(f"  sends {len(events)} events {[e['item_id'] for e in events]} -> HTTP {status} {ack} in {ack_ms:.1f} ms")
+    _say(f"\nuser {user} before: {_item_ids(before)}")
     _say(
-        f"user {user} after:  {[i['item_id'] for i in after['items']]}"
-        f"   ({rec_ms:.1f} ms, model {after['model_version']})\n"
+        f"  sends {len(events)} events {[e['item_id'] for e in events]} -> HTTP 200 {ack.model_dump()} in "
+        f"{ack_ms:.1f} ms"
     )
-    if status != 200:
-        raise RuntimeError(f"events were not accepted: HTTP {status} {ack}")
+    _say(f"user {user} after:  {_item_ids(after)}   ({rec_ms:.1f} ms, model {after.model_version})\n")
 
 
-def _show_exploration(api: _Api, dataset: Dataset, n_users: int = 20) -> None:
+def _item_ids(answer: RecommendationOut) -> list[str]:
+    return [entry.item_id for entry in answer.items]
+
+
+def _show_exploration(api: Client, dataset: Dataset, n_users: int = 20) -> None:
     """Lists drawn by the ε-greedy policy for a few users: which items it tried beyond the model's top-5, with
     what probability; then a click on a tried item, joined to its list as that slot's reward."""
     users = [str(user) for user in dataset.user_map.external_ids[:n_users]]
-    tried: list[tuple[dict[str, Any], int]] = []  # (the answer, the explored slot)
+    tried: list[tuple[str, RecommendationOut, int]] = []  # (the user, the answer, the explored slot)
     shown = 0
     for user in users:
-        status, answer = api.call("GET", f"/v1/users/{user}/recommendations?k=5&explore=epsilon")
-        if status != 200:
-            raise RuntimeError(f"an exploring list was refused: HTTP {status} {answer}")
-        shown += len(answer["items"])
+        answer = api.recommend(user, k=5, explore="epsilon")
+        shown += len(answer.items)
         tried += [
-            (answer, slot)
-            for slot, entry in enumerate(answer["items"])
-            if entry.get("explanation", {}).get("kind") == "explore"
+            (user, answer, slot)
+            for slot, entry in enumerate(answer.items)
+            if entry.explanation is not None and entry.explanation.kind == "explore"
         ]
     _say(
         f"explore    {len(users)} lists of 5 drawn with explore=epsilon: {len(tried)} of {shown} slots tried an item "
@@ -248,27 +234,29 @@ def _show_exploration(api: _Api, dataset: Dataset, n_users: int = 20) -> None:
     )
     if not tried:
         return
-    answer, slot = tried[0]
-    _, logged = api.call("GET", f"/v1/recommendations/{answer['recommendation_id']}")
-    marked = [entry["item_id"] + ("*" if n == slot else "") for n, entry in enumerate(answer["items"])]
-    user, item = logged["user_id"], answer["items"][slot]["item_id"]
+    user, answer, slot = tried[0]
+    logged = api.get_recommendation(answer.recommendation_id)
+    marked = [entry.item_id + ("*" if n == slot else "") for n, entry in enumerate(answer.items)]
+    item = answer.items[slot].item_id
     _say(
         f"  user {user}: {marked}; slot {slot + 1} was tried with probability "
-        f"{logged['slot_propensities'][slot]:.4f} (greedy would show it with 0)"
+        f"{logged.slot_propensities[slot]:.4f} (greedy would show it with 0)"
     )
-    click = {"user_id": user, "item_id": item, "type": "click", "recommendation_id": answer["recommendation_id"]}
-    status, ack = api.call("POST", "/v1/events", [click])
-    if status != 200:
-        raise RuntimeError(f"the click was refused: HTTP {status} {ack}")
-    _, logged = api.call("GET", f"/v1/recommendations/{answer['recommendation_id']}")
+    api.send_event({"user_id": user, "item_id": item, "type": "click", "recommendation_id": answer.recommendation_id})
+    logged = api.get_recommendation(answer.recommendation_id)
     _say(
-        f"  a click on {item} -> reward {logged['reward']:g} joined to position {slot + 1} of "
-        f"{answer['recommendation_id']} (GET /v1/recommendations/{{id}}: {len(logged['rewards'])} reward)\n"
+        f"  a click on {item} -> reward {logged.reward:g} joined to position {slot + 1} of "
+        f"{answer.recommendation_id} (GET /v1/recommendations/{{id}}: {len(logged.rewards)} reward)\n"
     )
 
 
-def _replay(api: _Api, dataset: Dataset, rows: np.ndarray, batch: int) -> None:
-    """Send the rest of the stream over HTTP in batches, as a live feed would."""
+def _replay(api: Client, dataset: Dataset, rows: np.ndarray, batch: int, rate: float | None = None) -> None:
+    """Send the rest of the stream over HTTP in batches, as a live feed would: ``rate`` events a second (batches
+    of at most a fifth of a second's events, so the dashboard's once-a-second overview sees a steady flow), or
+    as fast as the server acknowledges them for None."""
+    if rate is not None:
+        batch = max(1, min(batch, round(rate / 5)))
+        _say(f"replay     {len(rows)} live events at {rate:,.0f} events/s (watch the dashboard's overview) ...")
     inter = dataset.interactions
     types = np.asarray(inter.event_type_names, dtype=object)[inter.event_types]
     users = dataset.user_map.external_ids
@@ -287,9 +275,9 @@ def _replay(api: _Api, dataset: Dataset, rows: np.ndarray, batch: int) -> None:
             }
             for r in chunk.tolist()
         ]
-        status, answer = api.call("POST", "/v1/events", body)
-        if status != 200:
-            raise RuntimeError(f"replay batch at {start} rejected: HTTP {status} {answer}")
+        api.send_events(body)  # a refused batch raises, naming each bad event
         sent += len(chunk)
+        if rate is not None:  # wait until this batch's share of the schedule has passed
+            time.sleep(max(0.0, started + sent / rate - time.perf_counter()))
     seconds = time.perf_counter() - started
     _say(f"replay     {sent} live events over HTTP in {seconds:.2f}s ({sent / max(seconds, 1e-9):,.0f} events/s)")

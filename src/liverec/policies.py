@@ -86,12 +86,16 @@ class Candidates:
     ``items`` [n] (int64 ids, best first: the greedy order, deterministic ties) and their ``scores`` [n];
     ``eligible`` [n_ids] bool: every id the list may hold (ε-greedy draws replacements from it); ``cold`` [n_ids]
     bool: the ids younger than the age cut-off (the cold boost). Either may be None when the policy needs none.
+    ``cold_scores`` [n_ids] float (optional): this user's estimated score of each cold id outside ``items`` — the
+    model's own score where it knows the item, else its estimate from the item's categories (NaN: none) — so the
+    cold boost raises a young item from where it stands for this user, not from one tied floor.
     """
 
     items: np.ndarray
     scores: np.ndarray
     eligible: np.ndarray | None = None
     cold: np.ndarray | None = None
+    cold_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.items) != len(self.scores):
@@ -430,8 +434,11 @@ class ColdBoost(Policy):
 
     Among the top ``candidates`` and every eligible cold item (younger than ``cold_age_s``; the caller marks
     them), each cold item's score is raised by ``cold_weight`` × (max − min of the candidates' scores), and the
-    top ``k`` by boosted score are shown (ties keep the greedy order; cold items outside the candidates start
-    from the lowest candidate score). The policy is deterministic: every propensity is 1.
+    top ``k`` by boosted score are shown (ties keep the greedy order). A cold item outside the candidates starts
+    from this user's estimate of it when the caller gives one (``Candidates.cold_scores``: the model's score, or
+    the score of its categories' known items), else from the lowest candidate score — the tied floor of
+    AWS-style boosts, which shows every user the same young items. The policy is deterministic: every
+    propensity is 1.
     """
 
     name = "cold"
@@ -462,8 +469,12 @@ class ColdBoost(Policy):
         finite = scores[np.isfinite(scores)]
         low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 0.0)
         spread = high - low if high > low else 1.0
+        start = np.full(len(extra), low)
+        if candidates.cold_scores is not None and len(extra):
+            estimate = np.asarray(candidates.cold_scores, dtype=np.float64)[extra]
+            start = np.where(np.isfinite(estimate), estimate, low)
         items = np.concatenate([top, extra])
-        base = np.concatenate([scores, np.full(len(extra), low)])
+        base = np.concatenate([scores, start])
         boosted = base + self.config.cold_weight * spread * cold[items]
         order = np.argsort(-boosted, kind="stable")[: min(k, len(items))]
         shown = items[order]

@@ -5,7 +5,8 @@ Layout under ``root`` (``<data-dir>/models``)::
     v0001/ config.json state.npz     the model's own save()
            item_ids.json             external item ids in the model's internal order
            user_ids.json             external user ids likewise (models with user tables; the updater)
-           manifest.json             name, version, status, created, metrics, training range, parent
+           manifest.json             name, version, status, created, metrics, training range, parent,
+                                     the updater gate's decision (``gate``) where it judged the version
     PROMOTED                         the served version (written by temp file + rename: atomic)
     promotions.json                  every promotion in order (rollback goes one step back)
 
@@ -34,7 +35,8 @@ from typing import Any, Protocol
 
 from liverec.models.base import Recommender
 
-_STATUSES = ("candidate", "promoted", "retired", "rejected")
+#: every status a version can have, in the order of its life
+STATUSES = ("candidate", "promoted", "retired", "rejected")
 
 
 class RegistrationRefused(RuntimeError):
@@ -205,12 +207,21 @@ class ModelRegistry:
         return version
 
     def set_status(self, version: str, status: str, reason: str | None = None) -> dict[str, Any]:
-        if status not in _STATUSES:
-            raise ValueError(f"status: expected one of {', '.join(_STATUSES)}, got {status!r}")
+        if status not in STATUSES:
+            raise ValueError(f"status: expected one of {', '.join(STATUSES)}, got {status!r}")
         with self.exclusive():
             manifest = self.manifest(version)
             manifest["status"] = status
             manifest["reason"] = reason
+            _write_json(self.root / version / "manifest.json", manifest)
+        return manifest
+
+    def record_gate(self, version: str, decision: Mapping[str, Any]) -> dict[str, Any]:
+        """Keep the updater gate's decision on ``version`` in its manifest (``gate``: ``promoted`` and the
+        numbers it rested on), so that the servers' metrics can count decisions without asking the updater."""
+        with self.exclusive():
+            manifest = self.manifest(version)
+            manifest["gate"] = {**decision, "decided_at": time.time()}
             _write_json(self.root / version / "manifest.json", manifest)
         return manifest
 

@@ -86,6 +86,9 @@ def test_updates_register_candidates_gate_promotes_and_restart_resumes(folder: t
     assert second["training"]["events"] == 400 and second["training"]["last_offset"] == 5600 + 400
     assert updater.decisions and updater.decisions[0]["version"] == "v0002" and updater.decisions[0]["promoted"]
     assert registry.promoted() == "v0002" and "prequential NDCG@10" in registry.manifest("v0002")["reason"]
+    gate = registry.manifest("v0002")["gate"]  # the decision, kept for the servers' metrics
+    assert gate["promoted"] and gate["events"] == 300
+    assert gate["candidate_ndcg"] == updater.decisions[0]["candidate_ndcg"]
     newest = manifests[-1]["version"]
     offset = updater.offset
     updater.close()
@@ -113,6 +116,7 @@ def test_gate_rejects_a_worse_candidate(folder: tuple[Path, list[Event]]) -> Non
     registry = ModelRegistry(data_dir / "models")
     assert not decision["promoted"] and decision["candidate_ndcg"] < decision["serving_ndcg"]
     assert registry.promoted() == "v0001" and registry.manifest("v0002")["status"] == "rejected"
+    assert registry.manifest("v0002")["gate"]["promoted"] is False
     updater.close()
 
 

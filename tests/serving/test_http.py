@@ -443,6 +443,29 @@ def test_float16_scan_serves_the_same_recommendations(data_dir: Path, prepared: 
         compact.close()
 
 
+def test_hnsw_setting_reaches_the_index(data_dir: Path, prepared: Prepared) -> None:
+    """`ann_kind=hnsw` above `ann_threshold`: the engine builds an HNSW index and serves through it.
+
+    The catalogue (200 items) is below the index's small-allowed-set rule, so every row is scored exactly
+    over its allowed items: the answers equal the exact engine's (the graph itself: tests/retrieval).
+    """
+    plain = Engine(Settings.load(data_dir=data_dir, updater=False), background=False)
+    settings = Settings.load(data_dir=data_dir, updater=False, ann_threshold=1, ann_kind="hnsw", hnsw_ef_search=100)
+    hnsw = Engine(settings, background=False)
+    try:
+        assert hnsw.serving is not None and hnsw.serving.index is not None
+        assert hnsw.serving.index.ann_kind == "hnsw" and hnsw.retrieval == "faiss-hnsw"
+        assert hnsw.serving.index.ef_search == 100
+        for user in [str(u) for u in prepared.dataset.user_map.external_ids[:20]]:
+            a = plain.recommend(user, k=20, exclude_seen=True)
+            b = hnsw.recommend(user, k=20, exclude_seen=True)
+            assert b.fallback is None and len(b.items) == 20
+            assert [i for i, _ in a.items] == [i for i, _ in b.items], user
+    finally:
+        plain.close()
+        hnsw.close()
+
+
 def test_a_batch_of_requests_gets_the_answers_each_gets_alone(data_dir: Path, prepared: Prepared) -> None:
     """`Engine.recommend_many` (what the server's batcher calls) answers each request as `recommend` does."""
     engine = Engine(Settings.load(data_dir=data_dir, updater=False), background=False)

@@ -8,8 +8,10 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from liverec.data.interactions import Histories
 from liverec.serving.engine import Engine
 from liverec.settings import Settings
 
@@ -154,3 +156,49 @@ def test_greedy_answers_are_todays(data_dir: Path, prepared: Prepared) -> None:
     finally:
         plain.close()
         zero.close()
+
+
+def test_cold_estimates_are_personal(data_dir: Path, prepared: Prepared) -> None:
+    """The cold policy's estimate of an item the model does not know yet is this user's mean score of the known
+    items sharing its category (each synthetic item carries its cluster, ``cluster<c>``): a user of cluster A
+    rates the new A item above the new B item, a user of B the other way round — where one tied floor for every
+    young item would show both users the same."""
+    truth, dataset = prepared.truth, prepared.dataset
+    a, b = 0, 1
+    engine = Engine(Settings.load(data_dir=data_dir, updater=False, explore="cold"), background=False)
+    try:
+        for cluster in (a, b):
+            engine.put_item(f"new-{cluster}", categories=[f"cluster{cluster}"])
+        serving = engine.serving
+        assert serving is not None and serving.model.provides_vectors
+        state = engine.state
+        new = {cluster: state.item_index[f"new-{cluster}"] for cluster in (a, b)}
+        vectors = np.asarray(serving.model.item_vectors(), dtype=np.float64)
+
+        def in_category(name: str) -> set[int]:
+            return {i for i, record in state.catalogue.metadata.items() if name in (record.get("categories") or ())}
+
+        def fan_of(cluster: int, not_of: int) -> np.ndarray:
+            """The model's query vector for a user who likes ``cluster`` and not ``not_of`` (their last 20 items)."""
+            likes = truth.user_clusters_start
+            user = int(np.flatnonzero((likes == cluster).any(axis=1) & ~(likes == not_of).any(axis=1))[0])
+            events = dataset.interactions
+            items = dataset.item_map.to_external(events.item_ids[events.user_ids == user][-20:])
+            model_history = serving.to_model(state.item_indices([str(i) for i in items]))
+            batch = Histories(np.array([-1]), np.array([0, len(model_history)]), model_history)
+            return np.asarray(serving.model.user_vectors(batch)[0], dtype=np.float64)
+
+        for fan, other in ((a, b), (b, a)):
+            user_vector = fan_of(fan, other)
+            cold = engine._cold_items(serving).copy()
+            estimates = engine._cold_scores(serving, user_vector, cold)
+            for cluster in (fan, other):
+                members = serving.to_model(np.array(sorted(in_category(f"cluster{cluster}")), dtype=np.int64))
+                assert len(members) >= 8
+                assert estimates[new[cluster]] == pytest.approx(float((vectors[members] @ user_vector).mean()))
+            assert estimates[new[fan]] > estimates[new[other]]
+            known = serving.model_to_state[0]
+            assert np.isnan(estimates[known]) or cold[known]  # only cold items are estimated
+            assert not np.isnan(estimates[new[fan]])
+    finally:
+        engine.close()

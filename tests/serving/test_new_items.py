@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from liverec.client import Client
+
 from .conftest import Prepared, Server, cluster_items, move_to_redis
 
 UPDATER_ON = {
@@ -29,6 +31,7 @@ def test_new_item_is_recommended_within_a_minute(
     if backend == "redis":  # the updater runs in serve's worker child: it tails the stream, announces promotions
         env |= move_to_redis(data_dir, request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
     server = Server(data_dir, env=env)
+    client = Client(server.url)
     anchor = cluster_items(prepared.truth, prepared.dataset, 0, 1)[0]
     new_item = "brand-new-item"
     stop = threading.Event()
@@ -46,31 +49,31 @@ def test_new_item_is_recommended_within_a_minute(
                     {"user_id": user, "item_id": new_item, "type": "purchase", "event_id": f"{user}-b"},
                 ]
                 n += 1
-            assert server.client.post("/v1/events", json=batch).status_code == 200
+            client.send_events(batch)  # raises unless the server accepted the batch
             sent["users"] = n
             time.sleep(0.05)
 
     try:
-        probe = {"user_id": "probe", "item_id": anchor, "type": "view"}
-        assert server.client.post("/v1/events", json=probe).status_code == 200
-        before = server.client.get("/v1/users/probe/recommendations").json()
-        assert new_item not in {i["item_id"] for i in before["items"]}
+        client.send_event({"user_id": "probe", "item_id": anchor, "type": "view"})
+        before = client.recommend("probe")
+        assert new_item not in {i.item_id for i in before.items}
         started = time.monotonic()
         thread = threading.Thread(target=stream)
         thread.start()
         found_after = None
         while time.monotonic() - started < 60:
-            answer = server.client.get("/v1/users/probe/recommendations", params={"k": 10}).json()
-            if new_item in {i["item_id"] for i in answer["items"]} and answer["fallback"] is None:
+            answer = client.recommend("probe", k=10)
+            if new_item in {i.item_id for i in answer.items} and answer.fallback is None:
                 found_after = time.monotonic() - started
                 break
             time.sleep(0.5)
         stop.set()
         thread.join()
-        versions = server.client.get("/v1/models").json()
+        versions = client.list_models()
         assert found_after is not None, (versions, answer, server.output()[-3000:])
-        assert answer["model_version"] != "v0001" and answer["filled_by_popularity"] == 0
+        assert answer.model_version != "v0001" and answer.filled_by_popularity == 0
         print(f"new item in the probe's top-10 after {found_after:.1f}s, {sent['users']} fans")
     finally:
         stop.set()
+        client.close()
         server.stop()

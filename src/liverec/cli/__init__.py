@@ -24,6 +24,7 @@ from liverec.cli import (
     keys,
     models,
     ope,
+    openapi,
     privacy,
     replay,
     simulate,
@@ -33,7 +34,21 @@ from liverec.errors import LiveRecError
 __all__ = ["build_parser", "main"]
 
 # the order of the commands in ``liverec --help``
-COMMAND_MODULES = (evaluate, explain_check, replay, simulate, ope, data, models, compare, demo, engine, keys, privacy)
+COMMAND_MODULES = (
+    evaluate,
+    explain_check,
+    replay,
+    simulate,
+    ope,
+    data,
+    models,
+    compare,
+    demo,
+    engine,
+    keys,
+    privacy,
+    openapi,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,14 @@ def add_parser(subparsers: Subparsers) -> None:
     demo.add_argument(
         "--live-fraction", type=float, default=0.2, help="share of the stream replayed live over HTTP (default 0.2)"
     )
+    demo.add_argument(
+        "--replay-rate",
+        type=float,
+        default=None,
+        metavar="EVENTS_PER_S",
+        help="pace the live replay at this many events a second, so the dashboard's overview can follow it "
+        "(default 500; with --smoke, as fast as the server takes them)",
+    )
     demo.add_argument("--smoke", action="store_true", help="small data, short training, stop when done (CI)")
     demo.set_defaults(handler=run)
 
@@ -47,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         params.setdefault("max_epochs", 5)
     if not 0 < args.live_fraction < 1:
         raise UsageError(f"--live-fraction: expected a number between 0 and 1, got {args.live_fraction}")
+    replay_rate = args.replay_rate if args.replay_rate is not None else (None if args.smoke else 500.0)
+    if replay_rate is not None and not (replay_rate > 0 and math.isfinite(replay_rate)):
+        raise UsageError(f"--replay-rate: expected a number of events a second > 0, got {args.replay_rate}")
     dataset, source = (None, "synthetic stream") if args.data is None else load_input(args)
     try:
         return run_demo(
@@ -60,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
                 live_fraction=args.live_fraction,
                 smoke=args.smoke,
                 seed=args.seed,
+                replay_rate=replay_rate,
             )
         )
     except (FileExistsError, RuntimeError) as error:

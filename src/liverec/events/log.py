@@ -208,6 +208,11 @@ class EventLog(ImpressionLog, Protocol):
     def delete_item(self, item_id: str) -> bool: ...
     def get_item(self, item_id: str, *, include_deleted: bool = False) -> dict[str, Any] | None: ...
     def items(self) -> list[dict[str, Any]]: ...
+    def search_items(self, query: str, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` live catalogue records whose id or title contains ``query`` (case-insensitive),
+        without reading the whole catalogue into memory where the store can avoid it."""
+        ...
+
     def meta_get(self, key: str, default: str | None = None) -> str | None: ...
     def meta_set(self, key: str, value: str) -> None: ...
     def erase_events(
@@ -512,6 +517,17 @@ class SQLiteEventLog:
         return [
             _item_record(row) for row in self._reader().execute(f"SELECT {_ITEM_COLUMNS} FROM items ORDER BY item_id")
         ]
+
+    def search_items(self, query: str, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` live records whose id or title contains ``query`` (ASCII case-insensitive, SQLite's
+        ``LIKE``), by item id: one scan of the items table, never a list of the whole catalogue."""
+        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._reader().execute(
+            f"SELECT {_ITEM_COLUMNS} FROM items WHERE deleted = 0 AND (item_id LIKE ? ESCAPE '\\' "
+            "OR title LIKE ? ESCAPE '\\') ORDER BY item_id LIMIT ?",
+            (pattern, pattern, limit),
+        )
+        return [_item_record(row) for row in rows]
 
     def meta_get(self, key: str, default: str | None = None) -> str | None:
         row = self._reader().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

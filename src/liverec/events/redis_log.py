@@ -449,6 +449,21 @@ class RedisEventLog:
         records = [json.loads(raw) for raw in self.client.hvals(self.catalog_key)]
         return sorted(records, key=lambda record: record["item_id"])
 
+    def search_items(self, query: str, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` live records whose id or title contains ``query`` (case-insensitive), in the order
+        ``HSCAN`` meets them: the scan stops as soon as ``limit`` are found."""
+        needle = query.casefold()
+        found: list[dict[str, Any]] = []
+        for _, raw in self.client.hscan_iter(self.catalog_key, count=1000):
+            record = json.loads(raw)
+            if record["deleted"]:
+                continue
+            if needle in record["item_id"].casefold() or needle in (record.get("title") or "").casefold():
+                found.append(record)
+                if len(found) >= limit:
+                    break
+        return found
+
     def meta_get(self, key: str, default: str | None = None) -> str | None:
         value = self.client.hget(self._meta, key)
         return default if value is None else str(value)

@@ -445,6 +445,7 @@ class Updater:
         else:
             self.registry.set_status(gate.version, "rejected", numbers)
             decision["promoted"] = False
+        self.registry.record_gate(gate.version, decision)
         logger.info("gate decision", extra=decision)
         self.decisions.append(decision)
         self.gate = None

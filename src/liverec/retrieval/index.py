@@ -1,9 +1,12 @@
 """Top-``k`` by inner product over item vectors (SASRec serves ``score = user_vector · item_vector``).
 
-:class:`VectorIndex` is exact below ``ann_threshold`` items and uses a FAISS ``IndexIVFFlat`` at or above
-it. Both modes give the same result guarantees as :func:`~liverec.retrieval.topk.top_k_allowed`: no
-disallowed item, exactly ``k`` results whenever ``k`` items are allowed, padding (id -1, score -inf)
-otherwise, ties towards the lower item id.
+:class:`VectorIndex` is exact below ``ann_threshold`` items and uses an approximate FAISS index at or above
+it: ``IndexIVFFlat`` (``ann_kind="ivf"``, the default) or ``IndexHNSWFlat`` over the inner-product reduction
+(``"hnsw"``). Every mode gives the result guarantees of :func:`~liverec.retrieval.topk.top_k_allowed`: no
+disallowed (or removed) item, exactly ``k`` results whenever ``k`` items are allowed, padding (id -1, score
+-inf) otherwise, scores the float32 inner products. What the approximate modes relax: which items make the
+top ``k`` (an item the search did not reach is missing; recall is measured, not guaranteed), and so ties
+go to the lower id only among the items found.
 
 Design (the measurements behind each choice are in docs/results.md, "Retrieval: the measurements behind
 ``VectorIndex``"; ``benchmarks/bench_retrieval.py`` reproduces the main ones):
@@ -11,16 +14,40 @@ Design (the measurements behind each choice are in docs/results.md, "Retrieval: 
 * Exact scoring is one NumPy (OpenBLAS) matmul plus :func:`top_k_allowed`: NumPy was as fast as torch or
   faster at every size and batch measured. BLAS threads are a process-wide setting
   (``OPENBLAS_NUM_THREADS``); this module leaves them alone.
-* The ANN index is IVF-Flat (about sqrt(n) lists, nprobe=32), not HNSW: HNSW was faster on easy queries
-  but took far longer to build (on every model swap), and lost much more recall on queries off the item
-  clusters — inner product is not a metric, and graph search suffers from it when norms vary (they carry
-  popularity in these models). IVF-Flat also supports what live serving needs: ``add`` continues the id
-  range and ``update`` moves a vector to its new list in place (a direct map), where HNSW can neither
-  remove nor change a vector. New items go to the nearest existing centroid; centroids are not retrained
-  (a retrained model builds a new index anyway). ``nprobe`` trades latency for recall.
-* Filters on the ANN path: rows whose allowed set is small (under 5 % of the catalogue, under 1024 items,
+* IVF-Flat (about sqrt(n) lists, nprobe=32): fast to build, and ``add`` continues the id range and
+  ``update`` moves a vector to its new list in place (a direct map). New items go to the nearest existing
+  centroid; centroids are not retrained (a retrained model builds a new index anyway). ``nprobe`` trades
+  latency for recall. An earlier comparison rejected HNSW on plain inner product: slower to build, and
+  far less recall when norms vary (they carry popularity in these models) — inner product is not a
+  metric, and a graph built on it has no triangle inequality to lean on.
+* HNSW over the inner-product reduction (Bachrach et al. 2014, "Speeding up the Xbox recommender system using
+  a Euclidean transformation"): each item vector ``v`` is stored as ``[v, sqrt(M² - |v|²)]`` and a query ``q``
+  searched as ``[q, 0]``; every stored vector then has norm ``M`` and ``|q' - v'|² = |q|² + M² - 2 q·v``, so
+  the L2 nearest neighbours are exactly the inner-product best, and the graph is built and searched in a true
+  metric. ``M`` is 1.05 times the largest norm at build: items added or updated later with norms up to that
+  still fit as graph inserts; a larger one rebuilds the graph in the writer's call (a model swap builds a new
+  index anyway). More headroom would mean fewer rebuilds but costs recall: the reduction moves small-norm
+  items towards the pole of the sphere, and the larger ``M`` is, the more alike they look to the graph. The
+  reduction's weak spot: one item whose norm is far above the rest puts every other item near the pole, and
+  such an outlier can become hard for the graph search to reach (seen in a test with log-normal norms; the
+  trained SASRec vectors measured have median norms 0.215-0.235 and largest ones 1.19-1.61, 5-7 times more,
+  and still reach recall@10 0.95 with filters at efSearch 512). Filters run inside the search: the allowed
+  mask becomes a FAISS ``IDSelectorBitmap``, so the search keeps walking until it has ``k`` allowed items or
+  its candidate list (``efSearch``) is spent; a row left short is scored exactly over its allowed items. HNSW
+  cannot move or delete a node: ``update`` inserts the new vector as a new node, maps the item to it and marks
+  the old node stale (stale nodes are routed through but never returned); once stale nodes exceed a quarter of
+  the graph it is rebuilt over the current vectors: stale nodes cost memory and a share of each search's
+  visits (reasoned, not measured: about their share of the graph), a rebuild costs one build time, and a
+  quarter keeps the first bounded while making the second rare (figures in docs/results.md, "Session 19").
+  FAISS was chosen over hnswlib by measurement: hnswlib filters through a Python callback per visited
+  candidate (5 ms per search with a 10 % category filter at ef 256). ``VectorIndex`` defaults to IVF; the
+  engine's setting ``ann_kind`` defaults to HNSW (recall@10 with filters 0.955-0.986 at efSearch 512, where
+  IVF found 0.24-0.89).
+* ``remove`` takes items out at once on every path: a removed-item mask is ANDed into the allowed mask of
+  every search (no rebuild); ids stay taken.
+* Filters on the ANN paths: rows whose allowed set is small (under 5 % of the catalogue, under 1024 items,
   or under ``k``) are scored exactly over the allowed items only, which is cheaper than searching the
-  index for them. Other rows over-fetch ``over_fetch · k / allowed-fraction`` neighbours, drop disallowed
+  index for them. Other IVF rows over-fetch ``over_fetch · k / allowed-fraction`` neighbours, drop disallowed
   ones, and double the fetch while short; once the probed lists are exhausted (FAISS pads with -1) or the
   fetch reaches the catalogue, the row falls back to exact scoring restricted to the allowed items, so a
   filter never leaves fewer than ``k`` results when ``k`` items are eligible.
@@ -37,7 +64,7 @@ Design (the measurements behind each choice are in docs/results.md, "Retrieval: 
   fallbacks; in a growing buffer, so that adding live items one at a time costs amortised O(1), not a
   copy of the catalogue.
 
-Not thread-safe for writes: ``add`` and ``update`` must not run concurrently with ``search`` (the engine
+Not thread-safe for writes: ``add``, ``update`` and ``remove`` must not run concurrently with ``search`` (the engine
 serialises them, or builds a new index and swaps the reference). Concurrent searches are fine.
 """
 
@@ -53,11 +80,14 @@ import numpy as np
 
 from liverec.retrieval.topk import top_k_allowed, top_k_candidates
 
-__all__ = ["Metric", "VectorIndex", "exact_recall", "limit_threads"]
+__all__ = ["ANN_KINDS", "AnnKind", "Metric", "VectorIndex", "exact_recall", "limit_threads"]
 
 logger = logging.getLogger(__name__)
 
 Metric = Literal["ip", "cosine"]
+AnnKind = Literal["ivf", "hnsw"]
+#: the approximate indexes :class:`VectorIndex` can build at or above ``ann_threshold``
+ANN_KINDS: tuple[AnnKind, ...] = ("ivf", "hnsw")
 
 #: ANN rows allowing fewer items than this fraction of the catalogue are scored exactly over those items.
 _EXACT_FRACTION = 0.05
@@ -74,18 +104,27 @@ _COMPACT_EXTRA = 32
 _FLOAT16_SAFE = 60_000.0
 #: k-means training sample per IVF list (FAISS wants at least 39; more barely changes the centroids).
 _TRAIN_POINTS_PER_LIST = 64
+#: the HNSW reduction's radius M is this many times the largest item norm at build, so that items added or
+#: updated later with slightly larger norms still fit without a rebuild (one beyond it rebuilds the graph).
+#: Headroom costs recall (docs/results.md, session 19, efSearch 256-512 at 100k items: 1.2 lost 2-3.5 points of
+#: recall@10 against 1.0, 1.05 lost 0.4-1 point), so it is small.
+_NORM_HEADROOM = 1.05
+#: the HNSW graph is rebuilt once stale nodes (left behind by ``update``) exceed this share of its nodes.
+_STALE_FRACTION = 0.25
 
 
 class VectorIndex:
     """Top-``k`` inner-product search over ``[n_items, d]`` item vectors with allowed-item masks.
 
-    ``ann_threshold``: catalogues of at least this many items use FAISS IVF-Flat (extra ``ann``); if FAISS
-    is not installed a warning is logged once and the index stays exact. ``metric``: ``"ip"`` (inner
-    product) or ``"cosine"`` (vectors and queries are L2-normalised, then inner product). ``nlist``: IVF
-    lists (default ~sqrt(n_items), at most n_items / 39 so that k-means has enough points per list);
-    ``nprobe``: lists searched per query (recall vs latency). ``over_fetch``: neighbours fetched per
-    wanted result on filtered ANN searches, before the allowed fraction is accounted for. ``seed``: drives
-    the k-means training sample and initialisation.
+    ``ann_threshold``: catalogues of at least this many items use an approximate FAISS index (extra ``ann``)
+    of kind ``ann_kind``: ``"ivf"`` (IVF-Flat) or ``"hnsw"`` (an HNSW graph over the inner-product reduction,
+    module docstring); if FAISS is not installed a warning is logged once and the index stays exact.
+    ``metric``: ``"ip"`` (inner product) or ``"cosine"`` (vectors and queries are L2-normalised, then inner
+    product). ``nlist``: IVF lists (default ~sqrt(n_items), at most n_items / 39 so that k-means has enough
+    points per list); ``nprobe``: lists searched per query (recall vs latency). ``over_fetch``: neighbours fetched per
+    wanted result on filtered IVF searches, before the allowed fraction is accounted for. ``seed``: drives
+    the k-means training sample and initialisation. ``hnsw_m`` (graph degree), ``hnsw_ef_construction``
+    and ``hnsw_ef_search`` (candidate list while building and searching; recall vs time): the HNSW graph's.
     """
 
     def __init__(
@@ -99,9 +138,20 @@ class VectorIndex:
         over_fetch: float = 2.0,
         seed: int = 0,
         compact_threshold: int | None = None,
+        ann_kind: AnnKind = "ivf",
+        hnsw_m: int = 32,
+        hnsw_ef_construction: int = 80,
+        hnsw_ef_search: int = 512,
     ) -> None:
         if metric not in ("ip", "cosine"):
             raise ValueError(f"metric: expected 'ip' or 'cosine', got {metric!r}")
+        if ann_kind not in ANN_KINDS:
+            raise ValueError(f"ann_kind: expected one of {', '.join(map(repr, ANN_KINDS))}, got {ann_kind!r}")
+        for name, value in (("hnsw_m", hnsw_m), ("hnsw_ef_construction", hnsw_ef_construction)):
+            if value < 2:
+                raise ValueError(f"{name}: expected an integer >= 2, got {value}")
+        if hnsw_ef_search < 1:
+            raise ValueError(f"hnsw_ef_search: expected a positive integer, got {hnsw_ef_search}")
         if ann_threshold < 0:
             raise ValueError(f"ann_threshold: expected a non-negative integer, got {ann_threshold}")
         if nlist is not None and nlist < 1:
@@ -119,14 +169,20 @@ class VectorIndex:
         self._nprobe = nprobe
         self._over_fetch = over_fetch
         self._seed = seed
+        self._ann_kind = ann_kind
+        self._hnsw_m = hnsw_m
+        self._hnsw_ef_construction = hnsw_ef_construction
+        self.ef_search = hnsw_ef_search  # read by every HNSW search: may be changed between searches
         self._dim = vectors.shape[1]
         self._buffer = self._prepare(vectors, "item_vectors")
         self._n = len(self._buffer)
-        self._ann: Any = None
+        self._ann: Any = None  # FAISS IndexIVFFlat or _HnswGraph
+        self._removed: np.ndarray | None = None  # [capacity] True for removed items; None until a remove
         self._compact_threshold = compact_threshold
         self._compact: Any = None  # FAISS float16 copy for exact scans (module docstring)
         self._max_norm = 0.0
         self.compact_fallbacks = 0  # rows the float16 scan could not decide (scored in float32 instead)
+        self.ann_fallbacks = 0  # ANN rows scored exactly over their allowed items (small sets, short results)
         self._maybe_build_ann()
         self._maybe_build_compact()
 
@@ -147,6 +203,16 @@ class VectorIndex:
         return self._ann is None and self._compact is not None
 
     @property
+    def ann_kind(self) -> AnnKind | None:
+        """The approximate index searched now (``"ivf"`` or ``"hnsw"``), None while searches are exact."""
+        return None if self._ann is None else self._ann_kind
+
+    @property
+    def n_removed(self) -> int:
+        """Items taken out by :meth:`remove` (their ids stay taken)."""
+        return 0 if self._removed is None else int(np.count_nonzero(self._removed[: self._n]))
+
+    @property
     def is_exact(self) -> bool:
         """True while searches score every item (below ``ann_threshold``, or FAISS missing)."""
         return self._ann is None
@@ -165,9 +231,14 @@ class VectorIndex:
             grown[:start] = self._buffer[:start]
             self._buffer = grown
         self._buffer[start:stop] = new
-        if self._ann is not None:
-            self._ann.add(new)
+        if self._removed is not None:
+            self._removed = np.concatenate([self._removed[:start], np.zeros(len(new), dtype=bool)])
         self._n = stop
+        if isinstance(self._ann, _HnswGraph):
+            if not self._ann.add(new, np.arange(start, stop)):
+                self._rebuild_hnsw()
+        elif self._ann is not None:
+            self._ann.add(new)
         self._maybe_build_ann()
         if self._compact is not None:
             if np.abs(new).max(initial=0.0) > _FLOAT16_SAFE:
@@ -181,26 +252,39 @@ class VectorIndex:
     def update(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Replace the vectors of existing items ``ids`` (unique) with ``vectors`` (``[len(ids), d]``).
 
-        Exact mode writes in place; FAISS mode moves each vector to its nearest list in place too (the
-        IVF index keeps a direct map from id to list entry), so no rebuild is needed.
+        Exact mode writes in place; IVF moves each vector to its nearest list in place too (the index keeps
+        a direct map from id to list entry). HNSW cannot move a node: each new vector is inserted as a new
+        node, the item's old node becomes stale (never returned), and the graph is rebuilt when stale nodes
+        pass a quarter of it or a new norm does not fit the reduction (module docstring). A removed item
+        stays removed.
         """
-        ids = np.asarray(ids)
-        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"ids: expected a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
-        ids = ids.astype(np.int64)
-        if len(ids) and (ids.min() < 0 or ids.max() >= self._n):
-            raise ValueError(f"ids: expected values in [0, {self._n}), got min {ids.min()} max {ids.max()}")
+        ids = _check_ids(ids, self._n)
         if len(np.unique(ids)) != len(ids):
             raise ValueError("ids: expected unique ids")
         new = self._prepare(vectors, "vectors")
         if len(new) != len(ids):
             raise ValueError(f"vectors: expected {len(ids)} rows (one per id), got {len(new)}")
         self._buffer[ids] = new
-        if self._ann is not None:
+        if isinstance(self._ann, _HnswGraph):
+            if not self._ann.update(ids, new):
+                self._rebuild_hnsw()
+        elif self._ann is not None:
             self._ann.update_vectors(ids, new)
         if self._compact is not None:  # the scalar quantizer cannot replace vectors: re-encode (~ms at 100k)
             self._compact = None
             self._maybe_build_compact()
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Take items ``ids`` out of every later search at once (a deleted or withdrawn item).
+
+        Their ids stay taken (``n_items`` does not change, later ``add`` continues after them) and their
+        vectors stay stored: a removed item is masked out of the allowed set of every search, which each
+        path already obeys, so removing costs no index rebuild. Removing an item twice is allowed.
+        """
+        ids = _check_ids(ids, self._n)
+        if self._removed is None:
+            self._removed = np.zeros(self._n, dtype=bool)
+        self._removed[ids] = True
 
     # ----------------------------------------------------------------- search
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -215,12 +299,17 @@ class VectorIndex:
         single = raw.ndim == 1
         batch = self._prepare(raw[None, :] if single else raw, "queries")
         mask = _check_mask(allowed, len(batch), self._n, single)
-        if self._ann is None and self._compact is not None and (mask is None or mask.ndim == 1):
+        if self._removed is not None:
+            present = ~self._removed[: self._n]
+            mask = present if mask is None else mask & present
+        if isinstance(self._ann, _HnswGraph):
+            ids, scores = self._search_hnsw(batch, k, mask)
+        elif self._ann is None and self._compact is not None and (mask is None or mask.ndim == 1):
             ids, scores = self._search_compact(batch, k, mask)
         elif self._ann is None:
             ids, scores = self._search_exact(batch, k, mask)
         else:
-            ids, scores = self._search_ann(batch, k, mask)
+            ids, scores = self._search_ivf(batch, k, mask)
         return (ids[0], scores[0]) if single else (ids, scores)
 
     def _search_exact(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -278,17 +367,12 @@ class VectorIndex:
             ids[undecided], scores[undecided] = self._search_exact(queries[undecided], k, allowed)
         return ids, scores
 
-    def _search_ann(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_ivf(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """IVF search with over-fetching for filters, and exact scoring where the filter leaves few items."""
         n, n_rows = self._n, len(queries)
         ids = np.full((n_rows, k), -1, dtype=np.int64)
         scores = np.full((n_rows, k), -np.inf, dtype=np.float32)
-        if allowed is None:
-            counts = np.full(n_rows, n)
-        elif allowed.ndim == 1:
-            counts = np.full(n_rows, np.count_nonzero(allowed))
-        else:
-            counts = np.count_nonzero(allowed, axis=1)
+        counts = _allowed_counts(allowed, n_rows, n)
         few = counts < max(k, _EXACT_FRACTION * n, _EXACT_MIN_COUNT)
         exact_rows = [np.flatnonzero(few)]
         pending = np.flatnonzero(~few)
@@ -316,11 +400,53 @@ class VectorIndex:
             exact_rows.append(pending[exhausted])
             pending = pending[~enough & ~exhausted]
             fetch = min(n, 2 * fetch)
-        rows = np.concatenate(exact_rows)
+        self._score_exact_rows(queries, k, allowed, np.concatenate(exact_rows), ids, scores)
+        return ids, scores
+
+    def _search_hnsw(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Graph search with the filter inside it (a bitmap selector), exact scoring where it cannot give k.
+
+        Rows whose allowed set is small are scored exactly over it, as on the IVF path (a graph search
+        through a sparse filter visits most of the graph). A row for which the search found fewer than
+        ``k`` allowed items (the candidate list ran out inside a filtered region) is scored exactly too.
+        """
+        n, n_rows = self._n, len(queries)
+        ids = np.full((n_rows, k), -1, dtype=np.int64)
+        scores = np.full((n_rows, k), -np.inf, dtype=np.float32)
+        counts = _allowed_counts(allowed, n_rows, n)
+        few = counts < max(k, _EXACT_FRACTION * n, _EXACT_MIN_COUNT)
+        graph_rows = np.flatnonzero(~few)
+        found = np.full((len(graph_rows), k), -1, dtype=np.int64)
+        ef_search = max(self.ef_search, k)
+        if allowed is None or allowed.ndim == 1:
+            if len(graph_rows):
+                found[:] = self._ann.search(queries[graph_rows], k, allowed, ef_search)
+        else:
+            for position, row in enumerate(graph_rows):  # a selector per mask: one search call per row
+                found[position] = self._ann.search(queries[row : row + 1], k, allowed[row], ef_search)[0]
+        complete = (found >= 0).all(axis=1)
+        if complete.any():
+            rows, candidates = graph_rows[complete], np.sort(found[complete], axis=1)  # ascending ids: tie rule
+            exact = np.einsum("rd,rcd->rc", queries[rows], self._buffer[candidates]).astype(np.float32)
+            ids[rows], scores[rows] = top_k_candidates(candidates, exact, k)
+        short = np.concatenate([np.flatnonzero(few), graph_rows[~complete]])
+        self._score_exact_rows(queries, k, allowed, short, ids, scores)
+        return ids, scores
+
+    def _score_exact_rows(
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        rows: np.ndarray,
+        ids: np.ndarray,
+        scores: np.ndarray,
+    ) -> None:
+        """Write the exact top-``k`` of ``rows`` (restricted to their allowed items) into ``ids`` / ``scores``."""
         if len(rows):
+            self.ann_fallbacks += len(rows)
             mask = allowed[rows] if allowed is not None and allowed.ndim == 2 else allowed
             ids[rows], scores[rows] = self._search_exact(queries[rows], k, mask)
-        return ids, scores
 
     # ----------------------------------------------------------------- internals
     def _prepare(self, vectors: np.ndarray, name: str) -> np.ndarray:
@@ -337,11 +463,14 @@ class VectorIndex:
         return array
 
     def _maybe_build_ann(self) -> None:
-        """Build the IVF-Flat index once the catalogue reaches ``ann_threshold`` (and FAISS is installed)."""
+        """Build the ANN index once the catalogue reaches ``ann_threshold`` (and FAISS is installed)."""
         if self._ann is not None or self._n < max(self._ann_threshold, 1):
             return
         faiss = _load_faiss()
         if faiss is None:
+            return
+        if self._ann_kind == "hnsw":
+            self._rebuild_hnsw()
             return
         vectors = self._buffer[: self._n]
         nlist = min(self._nlist or max(1, min(round(math.sqrt(self._n)), self._n // 39)), self._n)
@@ -358,6 +487,10 @@ class VectorIndex:
         index.nprobe = min(self._nprobe, nlist)
         self._ann = index
 
+    def _rebuild_hnsw(self) -> None:
+        """A new HNSW graph over the current vectors (first build, too many stale nodes, or a norm beyond M)."""
+        self._ann = _HnswGraph(self._buffer[: self._n], self._hnsw_m, self._hnsw_ef_construction)
+
     def _maybe_build_compact(self) -> None:
         """Keep a float16 copy for exact scans once the catalogue reaches ``compact_threshold`` (with FAISS)."""
         if self._compact is not None or self._compact_threshold is None or self._n < max(self._compact_threshold, 1):
@@ -370,6 +503,107 @@ class VectorIndex:
         index.add(vectors)
         self._compact = index
         self._max_norm = _max_norm(vectors)
+
+
+class _HnswGraph:
+    """A FAISS ``IndexHNSWFlat`` (L2) over the inner-product reduction of item vectors, with node bookkeeping.
+
+    Node ``j`` holds ``[v, sqrt(M² - |v|²)]`` for the vector ``v`` item ``node_item[j]`` had when the node
+    was inserted; a query ``q`` searches as ``[q, 0]``, so the L2 order is the inner-product order
+    (``|q - v'|² = |q|² + M² - 2 q·v``). ``item_node`` maps each item to its current node; older nodes of
+    an updated item are stale and excluded from every search by the selector.
+    """
+
+    def __init__(self, vectors: np.ndarray, m: int, ef_construction: int) -> None:
+        faiss = _load_faiss()
+        self.radius = _NORM_HEADROOM * _max_norm(vectors)
+        self.index = faiss.IndexHNSWFlat(vectors.shape[1] + 1, m, faiss.METRIC_L2)
+        self.index.hnsw.efConstruction = ef_construction
+        self.node_item = np.zeros(0, dtype=np.int64)
+        self.item_node = np.zeros(0, dtype=np.int64)
+        self.live = np.zeros(0, dtype=bool)
+        self.n_nodes = 0
+        self.n_stale = 0
+        self.add(vectors, np.arange(len(vectors)))
+
+    def add(self, vectors: np.ndarray, items: np.ndarray) -> bool:
+        """Insert one node per row for ``items`` (new or updated ids); False (nothing inserted) if a norm exceeds M."""
+        squared = np.einsum("ij,ij->i", vectors, vectors)
+        if len(vectors) and float(squared.max()) > self.radius**2:
+            return False
+        reduced = np.empty((len(vectors), vectors.shape[1] + 1), dtype=np.float32)
+        reduced[:, :-1] = vectors
+        reduced[:, -1] = np.sqrt(np.maximum(self.radius**2 - squared, 0.0))
+        start, stop = self.n_nodes, self.n_nodes + len(vectors)
+        self.index.add(reduced)
+        self.node_item = _grown(self.node_item, stop, 0)
+        self.node_item[start:stop] = items
+        self.live = _grown(self.live, stop, False)
+        self.live[start:stop] = True
+        self.item_node = _grown(self.item_node, int(items.max(initial=-1)) + 1, -1)
+        self.item_node[items] = np.arange(start, stop)
+        self.n_nodes = stop
+        return True
+
+    def update(self, items: np.ndarray, vectors: np.ndarray) -> bool:
+        """New nodes for existing ``items``, their old nodes made stale; False when the graph should be rebuilt."""
+        old = self.item_node[items]
+        if not self.add(vectors, items):
+            return False
+        self.live[old] = False
+        self.n_stale += len(old)
+        return self.n_stale <= _STALE_FRACTION * self.n_nodes
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int) -> np.ndarray:
+        """``[b, k]`` item ids of the nearest live, allowed nodes (``allowed``: ``[n_items]`` or None); -1 pads."""
+        faiss = _load_faiss()
+        # without stale nodes, node j is item j: the graph was built over items 0..n-1 and add appends in order
+        if self.n_stale == 0:
+            node_allowed = allowed
+        elif allowed is None:
+            node_allowed = self.live[: self.n_nodes]
+        else:
+            node_allowed = self.live[: self.n_nodes] & allowed[self.node_item[: self.n_nodes]]
+        if node_allowed is None:
+            params = faiss.SearchParametersHNSW(efSearch=ef_search)
+        else:
+            bits = np.packbits(node_allowed, bitorder="little")  # must outlive the search: the selector points at it
+            # passed to the constructor, which keeps the selector alive (an assigned attribute would not)
+            selector = faiss.IDSelectorBitmap(self.n_nodes, faiss.swig_ptr(bits))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef_search)
+        reduced = np.zeros((len(queries), queries.shape[1] + 1), dtype=np.float32)
+        reduced[:, :-1] = queries
+        _, nodes = self.index.search(reduced, k, params=params)
+        return np.where(nodes >= 0, self.node_item[np.maximum(nodes, 0)], -1)
+
+
+def _grown(array: np.ndarray, size: int, fill: Any) -> np.ndarray:
+    """``array`` with at least ``size`` entries (new ones ``fill``), doubling its capacity when it grows."""
+    if size <= len(array):
+        return array
+    grown = np.full(max(size, 2 * len(array)), fill, dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
+def _allowed_counts(allowed: np.ndarray | None, n_rows: int, n_items: int) -> np.ndarray:
+    """``[n_rows]`` allowed items per query row."""
+    if allowed is None:
+        return np.full(n_rows, n_items)
+    if allowed.ndim == 1:
+        return np.full(n_rows, np.count_nonzero(allowed))
+    return np.count_nonzero(allowed, axis=1)
+
+
+def _check_ids(ids: np.ndarray, n_items: int) -> np.ndarray:
+    """``ids`` validated as a 1-D integer array of existing item ids, as int64."""
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"ids: expected a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
+    ids = ids.astype(np.int64)
+    if len(ids) and (ids.min() < 0 or ids.max() >= n_items):
+        raise ValueError(f"ids: expected values in [0, {n_items}), got min {ids.min()} max {ids.max()}")
+    return ids
 
 
 def _max_norm(vectors: np.ndarray) -> float:

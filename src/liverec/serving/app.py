@@ -3,7 +3,8 @@
 No route here: they live in ``serving.routes`` (one router per resource) and reach the engine and the
 other shared objects kept on ``app.state`` through ``serving.deps``. Every route validates its input
 (pydantic; errors are 4xx naming the field, the value and what was expected), calls the engine, and
-shapes the answer. ``/metrics`` is Prometheus text; ``/docs`` is the OpenAPI UI.
+shapes the answer. ``/metrics`` is Prometheus text; ``/docs`` is the OpenAPI UI; ``/ui`` is the dashboard (static
+files from ``serving/ui``, mounted unless the ``ui`` setting is false; it reads the API like any client).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import compile_path
+from starlette.staticfiles import StaticFiles
 
 from liverec import __version__
 from liverec.access import open_audit_log, open_key_store
@@ -34,8 +37,12 @@ from liverec.serving.limits import BodyLimitMiddleware, ContentTypeMiddleware
 from liverec.serving.metrics import Metrics, MetricsMiddleware
 from liverec.serving.routes import events, experiments, items, keys, models, operations, recommendations, users
 from liverec.serving.schemas import ErrorOut
+from liverec.serving.stats import StatsWindow
 
-__all__ = ["create_app"]
+__all__ = ["UI_DIR", "create_app"]
+
+#: The dashboard's files (HTML, CSS, JavaScript; package data), served at ``/ui`` when the ``ui`` setting is on.
+UI_DIR = Path(__file__).resolve().parent / "ui"
 
 
 def _json_safe(value: Any) -> Any:
@@ -64,6 +71,8 @@ async def _method_not_allowed(request: Request, error: Exception) -> Response:
     for path, path_item in request.app.openapi()["paths"].items():
         if compile_path(path)[0].match(request.url.path):
             allowed |= {method.upper() for method in path_item}
+    if not allowed:  # no API path: the 405 of the dashboard's static files (/ui), which serve GET and HEAD
+        allowed = {"GET", "HEAD"}
     return JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": ", ".join(sorted(allowed))})
 
 
@@ -153,6 +162,7 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
         on_batch=metrics.batch_size.observe,
     )
     app.state.recommend_service = RecommendService(batcher, settings, metrics)
+    app.state.stats = StatsWindow(engine, metrics)  # read by GET /v1/stats only: no cost while nobody polls
     for router in (
         events.build_router(engine.event_config),
         items.router,
@@ -164,5 +174,9 @@ def create_app(engine: Engine, *, own_engine: bool = False) -> FastAPI:
         operations.router,
     ):
         app.include_router(router)
+    if settings.ui:
+        # static files, not API: no key (the page asks for one and sends it with its API calls), not in the
+        # OpenAPI document (a mount never is)
+        app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
     _document_middleware_answers(app, settings.max_body_bytes)
     return app

@@ -43,7 +43,7 @@ from liverec.explain import attribute, describe
 from liverec.policies import Candidates, ExploreConfig, Policy, Slate, create_policy
 from liverec.registry import LoadedModel
 from liverec.rerank import MMR, RERANKERS, RerankCatalogue, create_reranker
-from liverec.retrieval import VectorIndex, limit_threads, top_k_allowed
+from liverec.retrieval import AnnKind, VectorIndex, limit_threads, top_k_allowed
 from liverec.settings import RERANK_DEFAULT_LAMBDA, Settings
 from liverec.state.base import StateStore
 
@@ -175,13 +175,20 @@ class _Job:
     fetch: int = 0  # candidates asked of the model: ``wanted``, or the re-ranker's when it is more
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # the model's answer
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    user_vector: np.ndarray | None = None  # the model's query vector (kept only for the cold policy's estimates)
 
 
 class ServingModel:
     """A registered model bound to the state's item indices (model order ↔ state order)."""
 
     def __init__(
-        self, loaded: LoadedModel, state: StateStore, ann_threshold: int, compact_threshold: int | None = None
+        self,
+        loaded: LoadedModel,
+        state: StateStore,
+        ann_threshold: int,
+        compact_threshold: int | None = None,
+        ann_kind: AnnKind = "ivf",
+        hnsw_ef_search: int = 64,
     ) -> None:
         self.version = loaded.version
         self.model = loaded.model
@@ -191,7 +198,11 @@ class ServingModel:
         self.index: VectorIndex | None = None
         if self.model.provides_vectors:
             self.index = VectorIndex(
-                self.model.item_vectors(), ann_threshold=ann_threshold, compact_threshold=compact_threshold
+                self.model.item_vectors(),
+                ann_threshold=ann_threshold,
+                compact_threshold=compact_threshold,
+                ann_kind=ann_kind,
+                hnsw_ef_search=hnsw_ef_search,
             )
         self._identity = bool(np.array_equal(self.model_to_state, np.arange(len(self.model_to_state))))
 
@@ -214,8 +225,9 @@ class ServingModel:
 
     def recommend(
         self, histories: Sequence[np.ndarray], ks: Sequence[int], allowed_states: Sequence[np.ndarray]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Top-``ks[r]`` state item indices for each model-id history, within ``allowed_states[r]``.
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray | None]:
+        """Top-``ks[r]`` state item indices for each model-id history, within ``allowed_states[r]``, and the
+        histories' query vectors (``[rows, dim]``; None for a model that scores without vectors).
 
         The model runs once for all the histories (one batched pass costs much less per history than one
         pass each: docs/results.md); each row is then searched on its own, as its allowed set is its own.
@@ -225,6 +237,7 @@ class ServingModel:
             np.full(len(histories), -1), np.concatenate([[0], np.cumsum(lengths)]), np.concatenate(histories)
         )
         rows = list(enumerate(zip(ks, allowed_states, strict=True)))
+        users = None
         if self.index is not None:
             users = self.model.user_vectors(batch)
             found = [self.index.search(users[r : r + 1], k, self.allowed(allowed)) for r, (k, allowed) in rows]
@@ -235,7 +248,7 @@ class ServingModel:
         for ids, top in found:
             valid = ids[0] >= 0
             answers.append((self.model_to_state[ids[0][valid]], top[0][valid]))
-        return answers
+        return answers, users
 
     def similar(self, item: int, k: int, allowed_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Items close to model item ``item``: cosine of item vectors, or the model's next-item scores."""
@@ -524,17 +537,56 @@ class Engine:
         allowed: np.ndarray,
         serving: ServingModel | None,
         shadow: bool = False,
+        user_vector: np.ndarray | None = None,
     ) -> Slate:
-        """The policy's list from the ranked candidates (greedy: the first k, no generator drawn)."""
+        """The policy's list from the ranked candidates (greedy: the first k, no generator drawn); ``user_vector``:
+        the model's query vector for this list, from which the cold policy estimates the young items' scores."""
         if policy.name == "greedy":
             return policy.select(Candidates(ids, scores), k, _NO_DRAWS)
+        cold = self._cold_items(serving) if policy.needs_cold else None
+        cold_scores = None
+        if cold is not None and serving is not None and user_vector is not None:
+            cold_scores = self._cold_scores(serving, user_vector, cold & allowed[: len(cold)])
         candidates = Candidates(
             ids,
             scores,
             eligible=allowed if policy.needs_eligible or policy.needs_cold else None,
-            cold=self._cold_items(serving) if policy.needs_cold else None,
+            cold=cold,
+            cold_scores=cold_scores,
         )
         return policy.select(candidates, k, self._rng(shadow))
+
+    def _cold_scores(self, serving: ServingModel, user_vector: np.ndarray, cold: np.ndarray) -> np.ndarray:
+        """[n_items] this user's estimated score of each ``cold`` item (NaN elsewhere and where there is no
+        estimate): ``user · item`` for an item the serving model knows; for one it does not know yet, the mean of
+        ``user · centroid(c)`` over its categories c, a centroid being the mean vector of the known items in c —
+        where a side-feature model would place the item (``SASRec._grow_items``) once an event names it."""
+        catalogue = self._rerank_catalogue(serving, vectors=True)
+        out = np.full(len(cold), np.nan)
+        items = np.flatnonzero(cold)
+        vectors, categories = catalogue.vectors, catalogue.categories
+        if len(items) == 0 or vectors is None:
+            return out
+        user = np.asarray(user_vector, dtype=np.float64)
+        n = min(len(cold), len(vectors))
+        known = np.zeros(n, dtype=bool)
+        known[serving.model_to_state[serving.model_to_state < n]] = True
+        items = items[items < n]
+        mine = items[known[items]]
+        out[mine] = vectors[mine] @ user
+        unknown = items[~known[items]]
+        if len(unknown) and categories is not None and categories.shape[1]:
+            members = categories[:n][known]  # [known items, categories]
+            counts = np.asarray(members.sum(axis=0)).ravel()
+            totals = members.T @ vectors[:n][known]  # [categories, dim]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                centroid_scores = (totals @ user) / counts  # NaN for a category with no known item
+            per_item = categories[unknown]
+            score_sums = per_item @ np.nan_to_num(centroid_scores, nan=0.0)
+            usable = per_item @ np.isfinite(centroid_scores).astype(np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[unknown] = np.where(usable > 0, score_sums / usable, np.nan)
+        return out
 
     @staticmethod
     def _chosen_from(slate: Slate, names: Sequence[str]) -> dict[str, Any]:
@@ -645,7 +697,36 @@ class Engine:
         out["stats"] = stats or {"count": 0, "popularity": 0.0}
         return out
 
+    def search_items(self, query: str, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` items whose id or title contains ``query`` (case-insensitive): catalogue records
+        first, then items known only from events; with an empty ``query``, the most popular items now. Each
+        as :meth:`get_item` answers it. Never reads the whole catalogue into a list."""
+        if not query:
+            popularity = self.state.popularity()
+            top = min(limit, len(popularity))
+            best = np.argpartition(-popularity, top - 1)[:top] if top else np.zeros(0, dtype=np.int64)
+            ids = [self.state.item_ids[i] for i in best[np.argsort(-popularity[best], kind="stable")].tolist()]
+        else:
+            ids = [record["item_id"] for record in self.log.search_items(query, limit)]
+            needle, found = query.casefold(), set(ids)
+            for item_id in self.state.item_ids if len(ids) < limit else ():
+                # a record would have matched above: only items without one (known from events) are added
+                if needle in item_id.casefold() and item_id not in found:
+                    if self.log.get_item(item_id, include_deleted=True) is None:
+                        ids.append(item_id)
+                        if len(ids) >= limit:
+                            break
+        items = [self.get_item(item_id) for item_id in ids]
+        return [item for item in items if item is not None]
+
     # -- users -----------------------------------------------------------------------------------
+    def find_users(self, prefix: str, limit: int) -> list[str]:
+        """At most ``limit`` user ids starting with ``prefix``. Where user ids are pseudonymised
+        (``pseudonym_secret``) the state holds no id to list: then only ``prefix`` itself, when it is a user."""
+        if self.backend.pseudonymise is not None:
+            return [prefix] if prefix and self.state.has_user(self.backend.user_key(prefix)) else []
+        return self.state.find_users(prefix, limit)
+
     def user_history(self, user_id: str) -> list[str] | None:
         """The user's recent item ids, oldest first; None for a user the state has never seen."""
         key = self.backend.user_key(user_id)
@@ -833,25 +914,31 @@ class Engine:
             _, rows = groups.setdefault(id(job.serving), (job.serving, {}))
             _, wanted = rows.get(job.index, (job.draft, 0))
             rows[job.index] = (job.draft, max(wanted, job.fetch))
-        found: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        found: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
         for key, (model, rows) in groups.items():
             order = list(rows)
-            answers = model.recommend(
+            answers, users = model.recommend(
                 [rows[n][0].model_history for n in order],
                 [rows[n][1] for n in order],
                 [rows[n][0].allowed for n in order],
             )
-            found |= {(key, n): answer for n, answer in zip(order, answers, strict=True)}
+            found |= {
+                (key, n): (*answer, None if users is None else users[row])
+                for row, (n, answer) in enumerate(zip(order, answers, strict=True))
+            }
         for job in jobs:
             answer = found.get((id(job.serving), job.index)) if job.draft.fallback is None else None
             if answer is not None:
                 job.ids, job.scores = answer[0][: job.fetch], answer[1][: job.fetch]
+                job.user_vector = answer[2] if job.policy.needs_cold else None
 
     def _list(self, job: _Job, live: Recommendation | None = None) -> Recommendation:
         """The job's list from its candidates (plus the popularity fill); ``live``: a shadow job's live answer."""
         draft, request = job.draft, job.draft.request
         ids, scores = self._fill_with_popularity(job.ids, job.scores, job.wanted, draft.allowed)
-        slate = self._choose(job.policy, ids, scores, request.k, draft.allowed, job.serving, shadow=job.shadow)
+        slate = self._choose(
+            job.policy, ids, scores, request.k, draft.allowed, job.serving, job.shadow, job.user_vector
+        )
         explanations = None
         if request.explain and not job.shadow:
             explanations = self._explain(
@@ -1044,7 +1131,8 @@ class Engine:
 
     @property
     def retrieval(self) -> str:
-        """How the serving model ranks: ``exact`` / ``exact-float16`` / ``faiss`` (index), ``scores`` (full scoring)."""
+        """How the serving model ranks: ``exact`` / ``exact-float16`` / ``faiss`` (IVF) / ``faiss-hnsw`` (index),
+        ``scores`` (full scoring)."""
         serving = self._serving
         if serving is None:
             return "popularity"
@@ -1052,7 +1140,9 @@ class Engine:
             return "scores"
         if serving.index.is_compact:
             return "exact-float16"
-        return "exact" if serving.index.is_exact else "faiss"
+        if serving.index.is_exact:
+            return "exact"
+        return "faiss-hnsw" if serving.index.ann_kind == "hnsw" else "faiss"
 
     def maybe_swap_model(self, *, force: bool = False, reload: bool = False) -> bool:
         """Load the promoted version if it changed; the swap is one reference assignment.
@@ -1073,6 +1163,8 @@ class Engine:
                 self.state,
                 self.settings.ann_threshold,
                 self.settings.compact_threshold,
+                self.settings.ann_kind,
+                self.settings.hnsw_ef_search,
             )
             self._serving = serving
             logger.info("serving model", extra={"version": version, "model": serving.model.name})
@@ -1096,6 +1188,8 @@ class Engine:
                     self.state,
                     self.settings.ann_threshold,
                     self.settings.compact_threshold,
+                    self.settings.ann_kind,
+                    self.settings.hnsw_ef_search,
                 )
             except Exception:
                 self._arm_models_failed[version] = time.monotonic()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
+from liverec.registry import STATUSES, ModelRegistry
 from liverec.serving.engine import Engine
 
-__all__ = ["Metrics", "MetricsMiddleware"]
+__all__ = ["Metrics", "MetricsMiddleware", "ModelVersionsCollector"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -68,6 +72,8 @@ class Metrics:
         Gauge("liverec_log_offset", "last log offset applied to state", registry=self.registry).set_function(
             lambda: engine.state.offset
         )
+        self.registry.register(ModelVersionsCollector(engine.registry, engine.log.last_offset))
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         self.engine = engine
 
     def render(self) -> bytes:
@@ -79,6 +85,71 @@ class Metrics:
                 self._model_gauge.labels(version=version).set(1)
             self._model_version = version
         return generate_latest(self.registry)
+
+
+class ModelVersionsCollector(Collector):
+    """What the model registry says about the updater, read at each scrape: the updater runs in another
+    process (``liverec worker``) and leaves its progress and its gate's decisions in the version manifests.
+
+    - ``liverec_model_versions{status}``: registered versions by status (candidate, promoted, retired, rejected).
+    - ``liverec_gate_decisions_total{decision}``: versions the updater's gate promoted or rejected.
+    - ``liverec_updater_offset``: the highest log offset a registered version has learned.
+    - ``liverec_updater_lag_events``: events in the log that no registered version has learned (the log's last
+      offset minus ``liverec_updater_offset``); an updater that keeps up holds it under ``updater_every_events``.
+    - ``liverec_updater_last_version_timestamp_seconds``: when the newest version was registered (Unix s).
+
+    The three updater series are absent until a version exists. Manifests are re-read only when their file
+    changed (one ``stat`` per version and scrape), so a registry of thousands of versions stays cheap.
+    """
+
+    def __init__(self, registry: ModelRegistry, last_offset: Callable[[], int]) -> None:
+        self.model_registry = registry
+        self.last_offset = last_offset
+        self._manifests: dict[str, tuple[int, dict[str, Any]]] = {}  # version -> (manifest mtime_ns, manifest)
+
+    def _read_manifests(self) -> list[dict[str, Any]]:
+        current: dict[str, tuple[int, dict[str, Any]]] = {}
+        for version in self.model_registry.versions():
+            try:
+                stamp = (self.model_registry.root / version / "manifest.json").stat().st_mtime_ns
+                cached = self._manifests.get(version)
+                current[version] = (
+                    cached if cached and cached[0] == stamp else (stamp, self.model_registry.manifest(version))
+                )
+            except (FileNotFoundError, KeyError):  # renamed away by an erasure's rewrite meanwhile: next scrape
+                continue
+        self._manifests = current
+        return [manifest for _, manifest in current.values()]
+
+    def collect(self) -> Iterator[Metric]:
+        manifests = self._read_manifests()
+        versions = GaugeMetricFamily("liverec_model_versions", "registered model versions by status", labels=["status"])
+        for status in STATUSES:
+            versions.add_metric([status], sum(1 for m in manifests if m.get("status") == status))
+        yield versions
+        decisions = CounterMetricFamily(
+            "liverec_gate_decisions", "versions the updater's gate promoted or rejected", labels=["decision"]
+        )
+        judged = [m["gate"] for m in manifests if isinstance(m.get("gate"), dict)]
+        decisions.add_metric(["promoted"], sum(1 for gate in judged if gate.get("promoted")))
+        decisions.add_metric(["rejected"], sum(1 for gate in judged if not gate.get("promoted")))
+        yield decisions
+        if not manifests:
+            return
+        learned = max(int((m.get("training") or {}).get("last_offset") or 0) for m in manifests)
+        yield GaugeMetricFamily(
+            "liverec_updater_offset", "the highest log offset a registered model version has learned", value=learned
+        )
+        yield GaugeMetricFamily(
+            "liverec_updater_lag_events",
+            "events in the log that no registered model version has learned",
+            value=max(0, self.last_offset() - learned),
+        )
+        yield GaugeMetricFamily(
+            "liverec_updater_last_version_timestamp_seconds",
+            "when the newest model version was registered (Unix time)",
+            value=max(float(m.get("created_at") or 0.0) for m in manifests),
+        )
 
 
 class MetricsMiddleware:

@@ -31,6 +31,7 @@ __all__ = [
     "ExploreName",
     "ImpressionOut",
     "ItemIn",
+    "ItemListOut",
     "ItemOut",
     "KeyCreated",
     "KeyIn",
@@ -45,6 +46,9 @@ __all__ = [
     "ScoredItem",
     "SessionRequest",
     "ShadowArmIn",
+    "StatsOut",
+    "UserListOut",
+    "UserOut",
 ]
 
 
@@ -266,6 +270,13 @@ class KeyCreated(KeyOut):
     )
 
 
+class UserOut(BaseModel):
+    """What the state knows of a user (``GET /v1/users/{user_id}``)."""
+
+    user_id: str
+    recent_items: list[str] = Field(description="the user's recent item ids, oldest first")
+
+
 class ErasureOut(BaseModel):
     """What ``DELETE /v1/users/{user_id}`` erased (zero counts when there was nothing left: erasure is idempotent)."""
 
@@ -436,3 +447,48 @@ class PromoteIn(BaseModel):
 class ExperimentPromotedOut(ExperimentOut):
     serving: str | None = Field(description="the model version served now")
     serving_policy: str = Field(description="the default exploration policy now")
+
+
+class ItemListOut(BaseModel):
+    """Items found by ``GET /v1/items``, each as ``GET /v1/items/{item_id}`` answers it."""
+
+    items: list[ItemOut]
+
+
+class UserListOut(BaseModel):
+    """User ids found by ``GET /v1/users``."""
+
+    user_ids: list[str]
+    pseudonymised: bool = Field(
+        description="user ids are stored as pseudonyms (pseudonym_secret): only an exact id can be found"
+    )
+
+
+class StatsOut(BaseModel):
+    """The engine now, and its rates over the last few seconds (``window_s``; null while no earlier reading of the
+    last 5 s is at least 50 ms old: the first call has nothing to compare with). Read from counters serving keeps
+    anyway: nothing is counted for this route."""
+
+    window_s: float | None = Field(description="the seconds the rates are measured over")
+    events_per_s: float | None = Field(description="events applied to the state per second")
+    recommendations_per_s: float | None = Field(
+        description="recommendation answers per second (user, session and similar items), this process"
+    )
+    recommendation_p99_ms: float | None = Field(
+        description="99th percentile of their latency in ms, from the latency histogram's buckets (null: none)"
+    )
+    events_in_log: int = Field(description="events in the log")
+    log_offset: int = Field(description="offset of the newest event in the log")
+    state_lag_events: int = Field(description="events in the log not yet applied to the state")
+    model_age_s: float | None = Field(
+        description="freshness: seconds since the served model version was registered (null: no model)"
+    )
+    updater_lag_events: int | None = Field(
+        description="events in the log after the last one the served version learned (null: not recorded)"
+    )
+    users: int = Field(description="users in the state")
+    items: int = Field(description="items in the state")
+    model_version: str | None = Field(description="the version served (null: popularity only)")
+    retrieval: str = Field(
+        description="how the served model ranks: exact, exact-float16, faiss, faiss-hnsw, scores, popularity"
+    )

@@ -300,6 +300,17 @@ class RedisState:
     def has_user(self, user_id: str) -> bool:
         return bool(self.client.hexists(self._key("users"), user_id))
 
+    def find_users(self, prefix: str, limit: int) -> list[str]:
+        """At most ``limit`` user keys starting with ``prefix``, in the order ``HSCAN`` meets them (matched by
+        Redis: the pattern's special characters in ``prefix`` are escaped)."""
+        pattern = "".join("\\" + char if char in "*?[]\\^-" else char for char in prefix) + "*"
+        found: list[str] = []
+        for user_id, _ in self.client.hscan_iter(self._key("users"), match=pattern, count=1000):
+            found.append(str(user_id))
+            if len(found) >= limit:
+                break
+        return found
+
     def history(self, user_id: str) -> np.ndarray:
         return np.array(self.client.lrange(self._key(f"h:{user_id}"), 0, -1), dtype=np.int64)
 

@@ -287,6 +287,17 @@ class State:
     def has_user(self, user_id: str) -> bool:
         return user_id in self.user_index
 
+    def find_users(self, prefix: str, limit: int) -> list[str]:
+        """At most ``limit`` user keys starting with ``prefix``, in the order the users first came."""
+        found: list[str] = []
+        with self._lock:
+            for user_id in self.user_ids:
+                if user_id.startswith(prefix):
+                    found.append(user_id)
+                    if len(found) >= limit:
+                        break
+        return found
+
     def items_for(self, item_ids: Sequence[str]) -> np.ndarray:
         """Dense indices of ``item_ids``, creating the unknown ones."""
         return np.array([self.item(item_id) for item_id in item_ids], dtype=np.int64)

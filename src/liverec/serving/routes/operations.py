@@ -1,13 +1,16 @@
-"""Operations: liveness (``/health``), readiness (``/ready``) and Prometheus metrics (``/metrics``)."""
+"""Operations: liveness (``/health``), readiness (``/ready``), Prometheus metrics (``/metrics``) and the numbers
+the dashboard polls (``/v1/stats``)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from liverec.serving.auth import AUTH_RESPONSES, READ
 from liverec.serving.deps import EngineDep, MetricsDep
+from liverec.serving.schemas import StatsOut
+from liverec.serving.stats import StatsWindow
 
 router = APIRouter()
 
@@ -39,3 +42,16 @@ def ready(engine: EngineDep) -> JSONResponse:
 )
 def prometheus(metrics: MetricsDep) -> Response:
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/v1/stats",
+    tags=["operations"],
+    summary="Rates over the last few seconds (events, recommendations and their p99), sizes, freshness, lag",
+    dependencies=[READ],
+    response_model=StatsOut,
+    responses=AUTH_RESPONSES,
+)
+def stats(request: Request) -> dict[str, object]:
+    window: StatsWindow = request.app.state.stats
+    return window.read()

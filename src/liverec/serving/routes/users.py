@@ -1,22 +1,37 @@
-"""``/v1/users/{user_id}``: what the state knows of a user (``GET``), and the user's erasure (``DELETE``)."""
+"""``/v1/users/{user_id}``: what the state knows of a user (``GET``), and the user's erasure (``DELETE``);
+``/v1/users?q=``: find users by the start of their id.
+
+Finding users needs the read scope, like reading one: it shows no more than ``GET /v1/users/{user_id}`` would
+to the same key. An erased user is gone from the state, so no search finds them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, HTTPException, Query
 
 from liverec.serving.auth import ADMIN, AUTH_RESPONSES, READ
 from liverec.serving.deps import EngineDep, UserIdPath
-from liverec.serving.schemas import ErasureOut, ErrorOut
+from liverec.serving.schemas import ErasureOut, ErrorOut, UserListOut, UserOut
 
 router = APIRouter(tags=["users"], responses=AUTH_RESPONSES)
 
+#: The most user ids one search answers.
+MAX_SEARCH_LIMIT = 100
 
-class UserOut(BaseModel):
-    user_id: str
-    recent_items: list[str] = Field(description="the user's recent item ids, oldest first")
+
+@router.get(
+    "/v1/users",
+    summary="Find users whose id starts with q (with pseudonymised ids: only the exact id q)",
+    dependencies=[READ],
+    response_model=UserListOut,
+)
+def find_users(
+    engine: EngineDep,
+    q: Annotated[str, Query(max_length=256, description="the start of the user id")] = "",
+    limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_LIMIT, description="how many ids at most")] = 20,
+) -> dict[str, Any]:
+    return {"user_ids": engine.find_users(q.strip(), limit), "pseudonymised": engine.backend.pseudonymise is not None}
 
 
 @router.get(
