@@ -466,6 +466,30 @@ def test_hnsw_setting_reaches_the_index(data_dir: Path, prepared: Prepared) -> N
         hnsw.close()
 
 
+def test_the_graph_is_built_in_the_background(data_dir: Path, prepared: Prepared) -> None:
+    """An engine with background threads serves a new model from the exact index at once and swaps the HNSW graph
+    in when its build is done (a build takes tens of seconds at a few hundred thousand items): the answers are
+    the exact engine's before, during and after."""
+    plain = Engine(Settings.load(data_dir=data_dir, updater=False), background=False)
+    settings = Settings.load(data_dir=data_dir, updater=False, ann_threshold=1, ann_kind="hnsw", hnsw_ef_search=100)
+    live = Engine(settings, background=True)
+    try:
+        serving = live.serving
+        assert serving is not None and serving.index is not None
+        users = [str(u) for u in prepared.dataset.user_map.external_ids[:10]]
+        for user in users:  # whichever index is in place at this moment
+            a, b = plain.recommend(user, k=20), live.recommend(user, k=20)
+            assert [i for i, _ in a.items] == [i for i, _ in b.items], user
+        assert serving.ann_ready.wait(60)
+        assert serving.index.ann_kind == "hnsw" and not serving.index.is_exact and live.retrieval == "faiss-hnsw"
+        for user in users:
+            a, b = plain.recommend(user, k=20), live.recommend(user, k=20)
+            assert [i for i, _ in a.items] == [i for i, _ in b.items], user
+    finally:
+        plain.close()
+        live.close()
+
+
 def test_a_batch_of_requests_gets_the_answers_each_gets_alone(data_dir: Path, prepared: Prepared) -> None:
     """`Engine.recommend_many` (what the server's batcher calls) answers each request as `recommend` does."""
     engine = Engine(Settings.load(data_dir=data_dir, updater=False), background=False)

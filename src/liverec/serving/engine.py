@@ -189,21 +189,50 @@ class ServingModel:
         compact_threshold: int | None = None,
         ann_kind: AnnKind = "ivf",
         hnsw_ef_search: int = 64,
+        build_in_background: bool = False,
     ) -> None:
+        """``build_in_background``: when the catalogue is large enough for the approximate index, serve from the
+        exact one at once and build the graph in a daemon thread, which swaps it in when done — an HNSW build takes
+        tens of seconds at a few hundred thousand items (docs/results.md), which must hold up neither a promotion
+        request nor the model watch. Nothing writes to a serving model's index after it is built, so swapping the
+        reference is safe for concurrent searches."""
         self.version = loaded.version
         self.model = loaded.model
         self.manifest = loaded.manifest
         self.model_to_state = state.items_for(loaded.item_ids)
         self._state_to_model = np.full(0, -1, dtype=np.int64)
         self.index: VectorIndex | None = None
+        self.ann_ready = threading.Event()  # set once the index is the one the settings ask for
         if self.model.provides_vectors:
-            self.index = VectorIndex(
-                self.model.item_vectors(),
-                ann_threshold=ann_threshold,
-                compact_threshold=compact_threshold,
-                ann_kind=ann_kind,
-                hnsw_ef_search=hnsw_ef_search,
-            )
+            vectors = self.model.item_vectors()
+
+            def build(threshold: int) -> VectorIndex:
+                return VectorIndex(
+                    vectors,
+                    ann_threshold=threshold,
+                    compact_threshold=compact_threshold,
+                    ann_kind=ann_kind,
+                    hnsw_ef_search=hnsw_ef_search,
+                )
+
+            if build_in_background and len(vectors) >= ann_threshold:
+                self.index = build(len(vectors) + 1)  # exact (or float16 compact) until the graph is ready
+
+                def finish() -> None:
+                    try:
+                        self.index = build(ann_threshold)
+                        logger.info("approximate index ready", extra={"version": self.version})
+                    except Exception:  # serving goes on with the exact index
+                        logger.exception("building the approximate index failed", extra={"version": self.version})
+                    finally:
+                        self.ann_ready.set()
+
+                threading.Thread(target=finish, name="liverec-ann-build", daemon=True).start()
+            else:
+                self.index = build(ann_threshold)
+                self.ann_ready.set()
+        else:
+            self.ann_ready.set()
         self._identity = bool(np.array_equal(self.model_to_state, np.arange(len(self.model_to_state))))
 
     def to_model(self, state_items: np.ndarray) -> np.ndarray:
@@ -322,6 +351,7 @@ class Engine:
         self._serving: ServingModel | None = None
         self._model_stamp = -1.0
         self._swap_lock = threading.Lock()
+        self._background = background  # background threads: the model watch, snapshots, approximate-index builds
         log: EventLog | None = None
         try:
             self.state: StateStore = self.backend.open_state()
@@ -1158,17 +1188,24 @@ class Engine:
             self._model_stamp = stamp
             if version is None or (self._serving is not None and self._serving.version == version and not reload):
                 return False
-            serving = ServingModel(
-                self.registry.load(version),
-                self.state,
-                self.settings.ann_threshold,
-                self.settings.compact_threshold,
-                self.settings.ann_kind,
-                self.settings.hnsw_ef_search,
-            )
+            serving = self._serving_model(version)
             self._serving = serving
             logger.info("serving model", extra={"version": version, "model": serving.model.name})
             return True
+
+    def _serving_model(self, version: str) -> ServingModel:
+        """Registered ``version`` bound to the state, with the retrieval the settings ask for (the approximate
+        index built in the background when this engine runs background threads)."""
+        settings = self.settings
+        return ServingModel(
+            self.registry.load(version),
+            self.state,
+            settings.ann_threshold,
+            settings.compact_threshold,
+            settings.ann_kind,
+            settings.hnsw_ef_search,
+            build_in_background=self._background,
+        )
 
     def _model_for(self, version: str | None, serving: ServingModel | None) -> ServingModel | None:
         """The model of an experiment arm or the apprentice: the served one for None (or its own version), else the
@@ -1183,14 +1220,7 @@ class Engine:
             if time.monotonic() - self._arm_models_failed.get(version, float("-inf")) < 60.0:
                 return None  # not tried again on every request
             try:
-                loaded = ServingModel(
-                    self.registry.load(version),
-                    self.state,
-                    self.settings.ann_threshold,
-                    self.settings.compact_threshold,
-                    self.settings.ann_kind,
-                    self.settings.hnsw_ef_search,
-                )
+                loaded = self._serving_model(version)
             except Exception:
                 self._arm_models_failed[version] = time.monotonic()
                 logger.exception("loading a model version for an experiment arm failed", extra={"version": version})

@@ -42,7 +42,9 @@ const when = (unixSeconds) => (Number.isFinite(unixSeconds) ? new Date(unixSecon
 const enc = encodeURIComponent;
 
 function markLoaded(page) {
-  document.body.dataset.loaded = page;
+  // only the page on screen: a page left while its first request was in flight finishes into detached nodes,
+  // and must not claim the body (a late "overview" would hide that "evaluation" has loaded)
+  if (document.getElementById("page").dataset.page === page) document.body.dataset.loaded = page;
 }
 
 // -- the API --------------------------------------------------------------------------------------------------
