@@ -79,7 +79,8 @@ class Settings(BaseSettings):
         "hnsw",
         description="the approximate index above ann_threshold: an HNSW graph over the inner-product reduction "
         "(filters inside the search; recall@10 >= 0.95 with filters at 100k and 300k trained SASRec items, "
-        "docs/results.md, session 19) or FAISS IVF-Flat (fast to build, far lower recall on those vectors)",
+        "docs/results.md, session 19; built in the background for each served version, which answers from the "
+        "exact index until the graph is ready) or FAISS IVF-Flat (fast to build, far lower recall on those vectors)",
     )
     hnsw_ef_search: int = Field(
         512, ge=1, description="HNSW candidate list per search (ann_kind hnsw): higher finds more, slower"
