@@ -328,6 +328,7 @@ class Engine:
         self._draws = itertools.count()  # the n-th exploring list draws from generator (explore_seed, n)
         self._shadow_draws = itertools.count()  # shadow lists draw apart: live lists are the same with or without
         self._cold_cache: dict[tuple[int, int], tuple[float, np.ndarray]] = {}
+        self._centroid_cache: tuple[RerankCatalogue, np.ndarray, np.ndarray] | None = None
         self._rerank_catalogues: dict[tuple[int, int], tuple[float, RerankCatalogue]] = {}
         self.default_rerank = resolve_rerank(settings, None, None)  # what a request that names none gets
         # experiments and apprentice mode: arms' policies, model versions besides the served one (bounded, LRU)
@@ -496,6 +497,28 @@ class Engine:
         self._cold_cache[key] = (now, cold)
         return cold
 
+    def _centroids(self, serving: ServingModel, catalogue: RerankCatalogue) -> tuple[np.ndarray, np.ndarray]:
+        """For the cold estimates: which state items the serving model knows ([n] bool) and each category's
+        centroid, the mean vector of its known items ([categories, dim]; NaN rows for a category with none).
+        Computed once per re-ranking catalogue (rebuilt at most once a second), not on every list."""
+        cached = self._centroid_cache
+        if cached is not None and cached[0] is catalogue:
+            return cached[1], cached[2]
+        vectors, categories = catalogue.vectors, catalogue.categories
+        if vectors is None:
+            raise ValueError("_centroids: the catalogue carries no item vectors")
+        n = len(vectors)
+        known = np.zeros(n, dtype=bool)
+        known[serving.model_to_state[serving.model_to_state < n]] = True
+        centroids = np.zeros((0, vectors.shape[1]))
+        if categories is not None and categories.shape[1]:
+            members = categories[:n][known]  # [known items, categories]
+            counts = np.asarray(members.sum(axis=0)).ravel()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                centroids = np.asarray(members.T @ vectors[known]) / counts[:, None]
+        self._centroid_cache = (catalogue, known, centroids)
+        return known, centroids
+
     # -- re-ranking ------------------------------------------------------------------------------
     def _rerank_catalogue(self, serving: ServingModel | None, vectors: bool) -> RerankCatalogue:
         """What the re-rankers know of the items, aligned with the state's item indices: the catalogue's categories,
@@ -598,19 +621,14 @@ class Engine:
         if len(items) == 0 or vectors is None:
             return out
         user = np.asarray(user_vector, dtype=np.float64)
-        n = min(len(cold), len(vectors))
-        known = np.zeros(n, dtype=bool)
-        known[serving.model_to_state[serving.model_to_state < n]] = True
+        known, centroids = self._centroids(serving, catalogue)
+        n = len(known)
         items = items[items < n]
         mine = items[known[items]]
         out[mine] = vectors[mine] @ user
         unknown = items[~known[items]]
-        if len(unknown) and categories is not None and categories.shape[1]:
-            members = categories[:n][known]  # [known items, categories]
-            counts = np.asarray(members.sum(axis=0)).ravel()
-            totals = members.T @ vectors[:n][known]  # [categories, dim]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                centroid_scores = (totals @ user) / counts  # NaN for a category with no known item
+        if len(unknown) and categories is not None and len(centroids):
+            centroid_scores = centroids @ user  # NaN for a category with no known item
             per_item = categories[unknown]
             score_sums = per_item @ np.nan_to_num(centroid_scores, nan=0.0)
             usable = per_item @ np.isfinite(centroid_scores).astype(np.float64)
