@@ -75,11 +75,12 @@ def import_dataset(
     )
     described = 0
     if dataset.items is not None:
-        for item_id, title, genres in zip(
-            dataset.item_map.external_ids, dataset.items.titles, dataset.items.genres, strict=True
-        ):
-            event_log.put_item(str(item_id), title=None if title is None else str(title), categories=list(genres))
-            described += 1
+        described = event_log.put_items(
+            {"item_id": str(item_id), "title": None if title is None else str(title), "categories": list(genres)}
+            for item_id, title, genres in zip(
+                dataset.item_map.external_ids, dataset.items.titles, dataset.items.genres, strict=True
+            )
+        )
     seconds = time.perf_counter() - started
     return ImportSummary(len(order), result.stored, result.duplicates, described, seconds, inter.timed)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -130,16 +134,34 @@ def test_gini_bounds(values: list[float]) -> None:
     assert -1e-9 <= g <= 1.0
 
 
-def test_agrees_with_ranx_on_random_rankings() -> None:
-    import ranx  # the test-only peer implementation (extra "test")
+#: ranx (the test-only peer implementation, extra "test") in a child process with numba's JIT off: the same
+#: Python source, without 30 s of compiling its kernels on every fresh CI machine
+RANX = """
+import json, sys
+import ranx
+qrels, run, metrics = json.load(sys.stdin)
+scores = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), metrics)
+print(json.dumps({name: float(value) for name, value in scores.items()}))
+"""
 
+
+def test_agrees_with_ranx_on_random_rankings() -> None:
     rng = np.random.default_rng(7)
     n_users, n_items, k = 60, 40, 10
     ranked = np.stack([rng.permutation(n_items)[:k] for _ in range(n_users)])
     target_rows = [sorted(rng.choice(n_items, size=rng.integers(1, 6), replace=False).tolist()) for _ in range(n_users)]
-    qrels = ranx.Qrels({f"u{u}": {f"i{i}": 1 for i in target_rows[u]} for u in range(n_users)})
-    run = ranx.Run({f"u{u}": {f"i{i}": float(k - j) for j, i in enumerate(ranked[u])} for u in range(n_users)})
-    theirs = ranx.evaluate(qrels, run, [f"{m}@{k}" for m in ("hit_rate", "recall", "precision", "ndcg", "mrr", "map")])
+    qrels = {f"u{u}": {f"i{i}": 1 for i in target_rows[u]} for u in range(n_users)}
+    run = {f"u{u}": {f"i{i}": float(k - j) for j, i in enumerate(ranked[u])} for u in range(n_users)}
+    metrics = [f"{m}@{k}" for m in ("hit_rate", "recall", "precision", "ndcg", "mrr", "map")]
+    child = subprocess.run(
+        [sys.executable, "-c", RANX],
+        input=json.dumps([qrels, run, metrics]),
+        env={**os.environ, "NUMBA_DISABLE_JIT": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    theirs = json.loads(child.stdout)
     ours = ranking_metrics(ranked, targets_of(*target_rows), ks=(k,))
     for our_name, their_name in [
         ("hr", "hit_rate"),

@@ -285,6 +285,27 @@ def test_catalogue(log: Any) -> None:
         log.put_item("i2", categories="Action")
 
 
+def test_put_items_writes_what_successive_puts_write(log: Any) -> None:
+    records = [
+        {"item_id": "i1", "title": "Heat", "categories": ["Action", "Crime"], "attributes": {"year": 1995}},
+        {"item_id": "i0", "available": False},
+        {"item_id": "i2", "title": "Ran"},
+        {"item_id": "i1", "title": "Heat (1995)"},  # a later record replaces an earlier one, across batches
+    ]
+    assert log.put_items(iter(records), batch_size=3) == 4
+    assert [(r["item_id"], r["title"], r["categories"], r["available"], r["attributes"]) for r in log.items()] == [
+        ("i0", None, [], False, None),
+        ("i1", "Heat (1995)", [], True, None),
+        ("i2", "Ran", [], True, None),
+    ]
+    log.delete_item("i2")
+    log.put_items([{"item_id": "i2", "categories": ["Drama"]}])  # puts a deleted item back, like put_item
+    assert log.get_item("i2") == {**log.get_item("i2"), "categories": ["Drama"], "deleted": False}
+    assert log.put_items([]) == 0
+    with pytest.raises(TypeError, match="colour"):
+        log.put_items([{"item_id": "i3", "colour": "red"}])  # a field put_item does not take
+
+
 def test_meta(log: Any) -> None:
     assert log.meta_get("missing") is None
     assert log.meta_get("missing", "x") == "x"

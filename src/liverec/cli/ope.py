@@ -23,8 +23,10 @@ def add_parser(subparsers: Subparsers) -> None:
         "what each --policy would have shown on the same candidates, and estimate its expected reward per list "
         "with IPS, self-normalised IPS, the direct method (the served model's scores calibrated to the reward) and "
         "doubly robust, at item level (independent-position IPS, marginal slot propensities) and at list level "
-        "(standard slate IPS), each with a normal-approximation confidence interval. The support deficit is the "
-        "target's mass on what the logging policy could never show: the estimates cannot see it.",
+        "(standard slate IPS), each with a confidence interval: normal approximation at item level, empirical "
+        "likelihood at list level (Cressie-Read, which widens where the slate weights miss the target's mass "
+        "instead of collapsing). The support deficit is the target's mass on what the logging policy could never "
+        "show: the estimates cannot see it.",
     )
     ope.add_argument(
         "--data-dir", type=Path, metavar="DIR", help="folder holding the event log, state and model registry"

@@ -26,6 +26,7 @@ other processes poll to learn that they must forget too.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import json
 import logging
@@ -33,7 +34,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,7 @@ _KNOWN = "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_
 # the highest offset ever given out: erasure leaves holes, and a deleted last event must not give its offset again
 _LAST = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
 _ITEM_COLUMNS = "item_id, title, categories, available, attributes, updated_at, deleted"
+_PUT_ITEM = f"INSERT OR REPLACE INTO items ({_ITEM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _SELECT = 'SELECT "offset", event_id, user_id, item_id, type, timestamp, value, context, recommendation_id FROM events'
 
 #: One events row as written: the :data:`_INSERT` parameters.
@@ -205,6 +207,7 @@ class EventLog(ImpressionLog, Protocol):
         available: bool = True,
         attributes: dict[str, Any] | None = None,
     ) -> dict[str, Any]: ...
+    def put_items(self, records: Iterable[Mapping[str, Any]], batch_size: int = 50_000) -> int: ...
     def delete_item(self, item_id: str) -> bool: ...
     def get_item(self, item_id: str, *, include_deleted: bool = False) -> dict[str, Any] | None: ...
     def items(self) -> list[dict[str, Any]]: ...
@@ -476,18 +479,23 @@ class SQLiteEventLog:
     ) -> dict[str, Any]:
         """Create or replace an item's record (every field; PUT semantics); durable on return."""
         record = item_record(item_id, title, categories, available, attributes)
-        row = (
-            item_id,
-            title,
-            json.dumps(record["categories"], ensure_ascii=False),
-            int(available),
-            None if attributes is None else json.dumps(attributes, ensure_ascii=False),
-            record["updated_at"],
-            0,
-        )
-        insert = f"INSERT OR REPLACE INTO items ({_ITEM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        self._call(lambda conn: conn.execute(insert, row))
+        row = _item_row(record)
+        self._call(lambda conn: conn.execute(_PUT_ITEM, row))
         return record
+
+    def put_items(self, records: Iterable[Mapping[str, Any]], batch_size: int = 50_000) -> int:
+        """Create or replace many records, each as :meth:`put_item` with the mapping's fields as arguments
+        (``item_id``, and any of ``title``, ``categories``, ``available``, ``attributes``), in transactions of
+        ``batch_size``; durable on return. Returns how many records were written (a later one of the same item
+        replaces an earlier one, as successive puts would). A catalogue import: one commit per item costs
+        about 1.4 ms on this machine's disk (a million items: over 20 minutes), one per batch does not."""
+        iterator = iter(records)
+        written = 0
+        while chunk := list(itertools.islice(iterator, batch_size)):
+            rows = [_item_row(item_record(**record)) for record in chunk]
+            self._call(functools.partial(_put_rows, rows=rows))
+            written += len(rows)
+        return written
 
     def delete_item(self, item_id: str) -> bool:
         """Mark an item deleted: its record becomes a tombstone (never recommended again, even after a
@@ -930,6 +938,24 @@ def item_record(
         "updated_at": time.time(),
         "deleted": False,
     }
+
+
+def _put_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    conn.executemany(_PUT_ITEM, rows)
+
+
+def _item_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The ``items`` table's row of an :func:`item_record` (columns ``_ITEM_COLUMNS``)."""
+    attributes = record["attributes"]
+    return (
+        record["item_id"],
+        record["title"],
+        json.dumps(record["categories"], ensure_ascii=False),
+        int(record["available"]),
+        None if attributes is None else json.dumps(attributes, ensure_ascii=False),
+        record["updated_at"],
+        0,
+    )
 
 
 def tombstone_record(item_id: str) -> dict[str, Any]:

@@ -46,13 +46,14 @@ erasure epoch); one erasure at a time (``P:erasure-lock``).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -432,6 +433,19 @@ class RedisEventLog:
             pipe.rpush(self.catalog_changes_key, item_id)
             pipe.execute()
         return record
+
+    def put_items(self, records: Iterable[Mapping[str, Any]], batch_size: int = IMPORT_CHUNK) -> int:
+        """Create or replace many records, each as :meth:`put_item` with the mapping's fields as arguments, one
+        pipelined transaction per ``batch_size`` records; returns how many were written."""
+        iterator = iter(records)
+        written = 0
+        while chunk := [item_record(**record) for record in itertools.islice(iterator, batch_size)]:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(self.catalog_key, mapping={r["item_id"]: json.dumps(r, ensure_ascii=False) for r in chunk})
+                pipe.rpush(self.catalog_changes_key, *(record["item_id"] for record in chunk))
+                pipe.execute()
+            written += len(chunk)
+        return written
 
     def delete_item(self, item_id: str) -> bool:
         """Replace the item's record with a tombstone; returns whether a live record existed."""
