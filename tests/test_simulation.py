@@ -254,8 +254,8 @@ def test_off_policy_intervals_cover_the_true_value_on_simulator_logs(
 ) -> None:
     """``liverec ope`` on a simulator's data folder against each target's true value on the recorded contexts (a
     small version of benchmarks/bench_ope_sim.py: item level covered all 19 targets when written; 96-99 % over 5
-    seeds of 3,000 visits in docs/results.md, "On simulator logs"). The logging policy's IPS is its observed reward,
-    which is the simulator's clicks."""
+    seeds of 3,000 visits in docs/results.md, "On simulator logs", and list level, with its empirical-likelihood
+    intervals, 100 %). The logging policy's IPS is its observed reward, which is the simulator's clicks."""
     explore = ExploreConfig(temperature=0.3, epsilon=0.2, candidates=50)
     simulator = Simulator(SimulationConfig(horizon=600, model="mf-bpr", explore=explore))
     prepared = tmp_path / "prepared"
@@ -270,7 +270,7 @@ def test_off_policy_intervals_cover_the_true_value_on_simulator_logs(
         "epsilon": ["greedy", *(f"epsilon:epsilon={e}" for e in (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0))],
     }
     own = {"softmax": "softmax:temperature=0.3,candidates=50", "epsilon": "epsilon:epsilon=0.2"}
-    covered = {name: 0 for name in ("ips", "snips", "dr")}
+    covered = {(level, name): 0 for level in ("item_level", "list_level") for name in ("ips", "snips", "dr")}
     counted = 0
     for logging, targets in logs.items():
         run = simulator.run(logging, 0, tmp_path / logging, prepared=prepared, record_contexts=True)
@@ -289,8 +289,9 @@ def test_off_policy_intervals_cover_the_true_value_on_simulator_logs(
                 assert item["ips"]["value"] == pytest.approx(observed, abs=1e-9)
                 assert item["snips"]["value"] == pytest.approx(observed, abs=1e-9)
                 assert estimate["list_level"]["ips"]["value"] == pytest.approx(observed, abs=1e-9)
-            for name in covered:
-                covered[name] += item[name]["low"] <= truth.value <= item[name]["high"]
+            for level, name in covered:
+                interval = estimate[level][name]
+                covered[level, name] += interval["low"] <= truth.value <= interval["high"]
             counted += 1
     assert counted >= 10
     assert all(hits / counted >= 0.8 for hits in covered.values()), (covered, counted)

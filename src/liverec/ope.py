@@ -35,7 +35,8 @@ reward, [min(0, smallest), largest observed] — so where the logged weights mis
 widens over what that missing mass could hold instead of narrowing: it is an honest "the log cannot tell". ``ips``
 and ``snips`` share it (both estimate the same value); ``dr``'s is mean_i D_i's normal interval at level α/2 plus
 the empirical-likelihood interval of E_π0[W (R − R̂)] at α/2 (residuals bounded by the reward's range less the
-reward model's; a union bound). Each report also gives the effective number of lists, (Σw)² / Σw² (Kish).
+reward model's; a union bound), cut to the reward's range. Each report also gives the effective number of lists,
+(Σw)² / Σw² (Kish).
 
 Assumptions: the logged propensities are the ones the lists were drawn with; the target sees the same candidates
 (with more ``candidates`` than were logged it is evaluated on the logged ones, and counted); item level assumes
@@ -217,7 +218,12 @@ def list_level(
         "ips": Estimate.likelihood(ips_terms.mean(), ips_terms, value_interval, confidence),
         "snips": Estimate.likelihood(snips, snips_influence, value_interval, confidence),
         "dm": Estimate.normal(dm_terms.mean(), dm_terms, confidence),
-        "dr": Estimate.likelihood(dr_terms.mean(), dr_terms, (dm_half.low + c_low, dm_half.high + c_high), confidence),
+        "dr": Estimate.likelihood(  # the value is a list reward: within the reward's range
+            dr_terms.mean(),
+            dr_terms,
+            (max(r_low, dm_half.low + c_low), min(r_high, dm_half.high + c_high)),
+            confidence,
+        ),
     }
 
 

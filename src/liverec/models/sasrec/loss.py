@@ -146,9 +146,36 @@ def loss_context(
     return seen, future
 
 
+class NegativeSampling:
+    """The sampled softmax's negative distribution over ``[n_items]`` items, from its log-probabilities.
+
+    Made once per distribution (a fit, an update), not per step: at a million items, exponentiating,
+    normalising and summing up the distribution for every draw, as ``rng.choice(p=...)`` does, cost
+    more than the step's network (docs/results.md, "Online updates at a million items"). :meth:`draw`
+    gives the same items as ``rng.choice(n_items, size, p=...)`` from the same generator state.
+    """
+
+    def __init__(self, log_q: np.ndarray) -> None:
+        #: ``[n_items]`` float64 log-probabilities
+        self.log_q = log_q
+        #: ``[n_items]`` the same as a float32 tensor (the logit correction)
+        self.log_q_tensor = torch.from_numpy(log_q).to(torch.float32)
+        probabilities = np.exp(log_q)
+        cumulative = (probabilities / probabilities.sum()).cumsum()
+        self._cumulative = cumulative / cumulative[-1] if len(cumulative) else cumulative
+
+    def __len__(self) -> int:
+        return len(self.log_q)
+
+    def draw(self, rng: np.random.Generator, n_negatives: int) -> np.ndarray:
+        """``[min(n_negatives, n_items)]`` items drawn with replacement."""
+        size = min(n_negatives, len(self.log_q))
+        return self._cumulative.searchsorted(rng.random(size), side="right").astype(np.int64)
+
+
 def sequence_loss(
     config: SASRecConfig,
-    item_log_q: np.ndarray,
+    sampling: NegativeSampling,
     hidden: torch.Tensor,
     targets: torch.Tensor,
     rng: np.random.Generator,
@@ -158,38 +185,30 @@ def sequence_loss(
 ) -> torch.Tensor:
     """The loss ``config.loss`` of a batch's positions.
 
-    ``item_log_q``: ``[n_items]`` log sampling probabilities (``sampled-softmax``'s negatives and
-    correction); ``hidden``: ``[n, dim]`` at non-padding positions; ``targets``: ``[n]`` network rows of
-    the next items; ``rng``: where negatives are drawn from; ``items``: ``[n_items, dim]`` the output
-    item table; ``seen`` / ``future``: see :func:`loss_context` (full softmax only)."""
+    ``sampling``: the ``sampled-softmax``'s negative distribution and correction; ``hidden``: ``[n, dim]``
+    at non-padding positions; ``targets``: ``[n]`` network rows of the next items; ``rng``: where
+    negatives are drawn from; ``items``: ``[n_items, dim]`` the output item table; ``seen`` / ``future``:
+    see :func:`loss_context` (full softmax only)."""
     if config.loss == "softmax":
         dtype = torch.bfloat16 if config.logits_dtype == "bfloat16" else hidden.dtype
         window = targets[:, None] if future is None else future
         loss: torch.Tensor = _SoftmaxWindowLoss.apply(hidden, items, window, seen, dtype)
         return loss
     if config.loss == "sampled-softmax":
-        return _sampled_softmax_loss(config.n_negatives, item_log_q, hidden, targets, rng, items)
+        negatives = torch.from_numpy(sampling.draw(rng, config.n_negatives))
+        return sampled_softmax_loss(sampling.log_q_tensor, hidden, targets, negatives, items)
     return _bce_loss(hidden, targets, rng, items)
 
 
-def _sampled_softmax_loss(
-    n_negatives: int,
-    item_log_q: np.ndarray,
-    hidden: torch.Tensor,
-    targets: torch.Tensor,
-    rng: np.random.Generator,
-    items: torch.Tensor,
+def sampled_softmax_loss(
+    log_q: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor, items: torch.Tensor
 ) -> torch.Tensor:
-    """Cross-entropy over each target and ``n_negatives`` negatives shared by the batch, drawn from
-    ``exp(item_log_q)``, every logit less its log-probability (log-Q correction)."""
-    n_items = items.shape[0]
-    probabilities = np.exp(item_log_q)
-    negatives = rng.choice(n_items, size=min(n_negatives, n_items), p=probabilities / probabilities.sum())
-    negatives_t = torch.from_numpy(negatives)
-    log_q = torch.from_numpy(item_log_q).to(hidden.dtype)
-    positive = (hidden * items[targets - 1]).sum(-1, keepdim=True) - log_q[targets - 1, None]
-    negative = hidden @ items[negatives_t].T - log_q[negatives_t][None, :]  # [n, n_negatives]
-    negative = negative.masked_fill(negatives_t[None, :] == (targets[:, None] - 1), float("-inf"))
+    """Cross-entropy over each target and the ``negatives`` ``[n_negatives]`` shared by the batch (rows of
+    ``items`` ``[n_items, dim]``), every logit less its log-probability ``log_q`` ``[n_items]`` (log-Q
+    correction); ``targets``: ``[n]`` network rows (row ``r`` is ``items[r - 1]``)."""
+    positive = (hidden * items[targets - 1]).sum(-1, keepdim=True) - log_q[targets - 1, None].to(hidden.dtype)
+    negative = hidden @ items[negatives].T - log_q[negatives][None, :].to(hidden.dtype)  # [n, n_negatives]
+    negative = negative.masked_fill(negatives[None, :] == (targets[:, None] - 1), float("-inf"))
     logits = torch.cat([positive, negative], dim=1)
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
 

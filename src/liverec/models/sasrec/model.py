@@ -39,6 +39,7 @@ How the training runs, one process or a distributed job, is the model's training
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, Self
@@ -55,7 +56,13 @@ from liverec.evaluation.metrics import single_target_ndcg
 from liverec.models.base import ModelConfig, Recommender, register
 from liverec.models.sasrec.batching import padded_sequences, plan_epoch, trainable
 from liverec.models.sasrec.config import SASRecConfig
-from liverec.models.sasrec.loss import SeenItems, loss_context, sequence_loss
+from liverec.models.sasrec.loss import (
+    NegativeSampling,
+    SeenItems,
+    loss_context,
+    sampled_softmax_loss,
+    sequence_loss,
+)
 from liverec.models.sasrec.network import SASRecNetwork
 from liverec.models.sasrec.training import LocalTraining, Training
 from liverec.models.torch_utils import torch_threads
@@ -85,7 +92,7 @@ class SASRec(Recommender):
         self.training: Training = LocalTraining() if training is None else training
         self.network: SASRecNetwork | None = None
         self.optimizer: torch.optim.Optimizer | None = None
-        self.item_log_q = np.zeros(0)
+        self._sampling = NegativeSampling(np.zeros(0))
         self.history: list[dict[str, float]] = []
         self._steps = 0
         self._lr_scale = 1.0
@@ -98,6 +105,15 @@ class SASRec(Recommender):
         self.item_features: sp.csr_matrix | None = None
         #: the features' names (column order of ``item_features``), when given
         self.feature_names: list[str] | None = None
+
+    @property
+    def item_log_q(self) -> np.ndarray:
+        """``[n_items]`` log-probabilities of the sampled softmax's negatives (∝ popularity^0.75)."""
+        return self._sampling.log_q
+
+    @item_log_q.setter
+    def item_log_q(self, log_q: np.ndarray) -> None:
+        self._sampling = NegativeSampling(log_q)
 
     # ------------------------------------------------------------------------------------------ side features
     def context_length(self) -> int | None:
@@ -278,7 +294,11 @@ class SASRec(Recommender):
 
     def _partial_fit_in_context(self, interactions: Interactions, learn: np.ndarray | None) -> None:
         """:meth:`_partial_fit` with a loss only at the positions whose next item is a ``learn`` event;
-        the other events are read as context (None: a loss at every position)."""
+        the other events are read as context (None: a loss at every position).
+
+        The steps train with :meth:`SASRecConfig.for_updates` (the update loss for the grown catalogue);
+        with the sampled softmax, in one process, each step reads and steps only the item rows it uses
+        (:meth:`_row_wise_loss`, :meth:`_step_item_rows`)."""
         config = self.config
         self._grow_items(interactions.n_items)
         rng = np.random.default_rng(config.seed + 1 + self._steps)
@@ -294,9 +314,16 @@ class SASRec(Recommender):
             return
         histories = histories.select(rows)
         flags = None if flags is None else flags.select(rows)
-        with torch_threads(config.n_threads):
-            for _ in range(config.partial_fit_epochs):
-                self._train_epoch(histories, rng, flags)
+        update_config = config.for_updates(self._net().item_embedding.num_embeddings - 1)
+        # row-wise steps bypass the training strategy's forward pass: one process only
+        row_wise = update_config.loss == "sampled-softmax" and type(self.training) is LocalTraining
+        self.config = update_config  # the steps read their loss from the config
+        try:
+            with torch_threads(config.n_threads):
+                for _ in range(config.partial_fit_epochs):
+                    self._train_epoch(histories, rng, flags, row_wise=row_wise)
+        finally:
+            self.config = config
 
     def _init_weights(self) -> None:
         generator = torch.Generator().manual_seed(self.config.seed)
@@ -316,11 +343,17 @@ class SASRec(Recommender):
         self.item_log_q = np.log(weights / weights.sum())
 
     def _train_epoch(
-        self, histories: Histories, rng: np.random.Generator, learn: Histories | None = None, shuffle: bool = False
+        self,
+        histories: Histories,
+        rng: np.random.Generator,
+        learn: Histories | None = None,
+        shuffle: bool = False,
+        row_wise: bool = False,
     ) -> float:
         """One pass over every user's window (:func:`~liverec.models.sasrec.batching.plan_epoch`: ``learn``,
         ``shuffle``); each global batch is trained as the training strategy says (this process's share of
-        it, on its device). Returns the epoch's mean loss per position."""
+        it, on its device). ``row_wise`` (sampled softmax, one process): each step reads and steps only the
+        item rows it uses (:meth:`_row_wise_loss`). Returns the epoch's mean loss per position."""
         network, training = self._net(), self.training
         training.start_epoch(network)
         network.train()
@@ -331,6 +364,14 @@ class SASRec(Recommender):
         for batch_rows in plan.batches:
             rows, weight = training.share(batch_rows, plan.lengths)
             batch, tied, learned = plan.tensors(rows, training.tensor)
+            if row_wise:  # the item rows the step uses alone: read, stepped and counted here
+                loss, n_positions, used, rows = self._row_wise_loss(batch, learned, loss_rng)
+                self._step(loss, weight)  # AdamW over the rest of the network (the item table is not in the graph)
+                if rows.grad is not None:
+                    self._step_item_rows(used[1:], rows.grad[1:])
+                total += float(loss.detach()) * n_positions
+                count += n_positions
+                continue
             inputs, targets = batch[:, :-1], batch[:, 1:]
             hidden, table = training.forward(network, inputs)  # hidden at non-padding positions, the item table
             seen, future = self._loss_context(batch, tied)
@@ -356,6 +397,70 @@ class SASRec(Recommender):
             group["lr"] = config.learning_rate * scale * self._lr_scale
         self.training.step(optimizer, loss, weight)
 
+    def _row_wise_loss(
+        self, batch: torch.Tensor, learned: torch.Tensor | None, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+        """The sampled-softmax loss of a batch ``[batch, width]`` (inputs and targets shifted by one;
+        ``learned``: the positions to learn, or None) computed on the item rows it uses alone.
+
+        The negatives are drawn first (the same draw as :func:`~liverec.models.sasrec.loss.sequence_loss`
+        makes); the batch's items, the negatives and the padding row 0 are the used rows. They are copied
+        into a leaf tensor ``[n_used, dim]`` that stands for the item table in the forward pass and the
+        loss, so the backward pass leaves a gradient for those rows only, never an ``[n_items, dim]`` one.
+        Returns the loss, the number of positions it averages, the used rows (network rows, ascending,
+        0 first) and the leaf (whose ``grad`` :meth:`_step_item_rows` applies after the backward pass).
+        """
+        network, sampling = self._net(), self._sampling
+        negatives = torch.from_numpy(sampling.draw(rng, self.config.n_negatives)) + 1  # network rows
+        padding = batch.new_zeros(1)
+        used, local = torch.unique(torch.cat([padding, batch.reshape(-1), negatives]), return_inverse=True)
+        local_batch = local[1 : 1 + batch.numel()].view_as(batch)  # the batch in used-row numbering
+        local_negatives = local[1 + batch.numel() :] - 1  # rows of the used items (padding dropped)
+        rows = network.item_embedding.weight.detach()[used].requires_grad_()
+        table = rows
+        if network.feature_embedding is not None:  # side features: the used rows' feature means, as item_table
+            table = rows + network.feature_embedding(network.feature_slots[used])
+        inputs, targets = local_batch[:, :-1], local_batch[:, 1:]
+        hidden = network(inputs, table)[inputs > 0]
+        targets = targets[inputs > 0]
+        if learned is not None:  # keep the positions whose next item is to be learned
+            keep = learned[inputs > 0]
+            hidden, targets = hidden[keep], targets[keep]
+        log_q = sampling.log_q_tensor[used[1:] - 1]
+        loss = sampled_softmax_loss(log_q, hidden, targets, local_negatives, table[1:])
+        return loss, len(hidden), used, rows
+
+    def _step_item_rows(self, rows: torch.Tensor, grad: torch.Tensor) -> None:
+        """AdamW on the item table's ``rows`` (network rows) alone, given their gradient ``[len(rows), dim]``.
+
+        The same arithmetic as torch's AdamW on each of those rows (its moments, bias correction,
+        decoupled weight decay, learning rate; the table's one step count advances), on the AdamW state
+        the model trains with, so training and updates share moments. The other rows, and their
+        moments, are untouched (a "lazy" Adam): a dense step would read and write all of them, which at a
+        million items costs more than the rest of an update step together (docs/results.md).
+        """
+        optimizer, weight = self._optimizer(), self._net().item_embedding.weight
+        group = next(group for group in optimizer.param_groups if any(p is weight for p in group["params"]))
+        state = optimizer.state[weight]
+        if not state:  # as AdamW starts a parameter's state
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(weight, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(weight, memory_format=torch.preserve_format)
+        state["step"] += 1
+        step = float(state["step"])
+        lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        with torch.no_grad():
+            param = weight[rows]
+            exp_avg = state["exp_avg"][rows].lerp_(grad, 1 - beta1)
+            exp_avg_sq = state["exp_avg_sq"][rows].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            if decay != 0:
+                param.mul_(1 - lr * decay)
+            denominator = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**step)).add_(eps)
+            param.addcdiv_(exp_avg, denominator, value=-lr / (1 - beta1**step))
+            weight.index_copy_(0, rows, param)
+            state["exp_avg"].index_copy_(0, rows, exp_avg)
+            state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
+
     def _loss_context(
         self, batch: torch.Tensor, tied: torch.Tensor | None = None
     ) -> tuple[SeenItems | None, torch.Tensor | None]:
@@ -373,7 +478,7 @@ class SASRec(Recommender):
         future: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The configured loss of a batch's positions: :func:`~liverec.models.sasrec.loss.sequence_loss`."""
-        return sequence_loss(self.config, self.item_log_q, hidden, targets, rng, items, seen, future)
+        return sequence_loss(self.config, self._sampling, hidden, targets, rng, items, seen, future)
 
     def validation_ndcg(self, history: Histories, targets: Histories) -> float:
         """Mean NDCG@10 of each row's first target, full ranking, history items excluded.

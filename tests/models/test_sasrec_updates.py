@@ -1,0 +1,133 @@
+"""SASRec's online updates at large catalogues: the update loss (``update_loss``, ``sampled_updates_from``),
+the row-wise AdamW step of a sampled-softmax update, and the negative draw they share with training."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from liverec.data.interactions import Histories, Interactions
+from liverec.models.sasrec import SASRec, SASRecConfig
+from liverec.models.sasrec.loss import NegativeSampling
+
+N_ITEMS = 30
+
+SMALL = {
+    "dim": 16,
+    "max_len": 16,
+    "batch_size": 16,
+    "learning_rate": 5e-3,
+    "warmup_steps": 0,
+    "max_epochs": 3,
+    "n_threads": 1,
+    "dropout": 0.0,
+}
+
+
+def cycle_data(n_users: int = 60, length: int = 10, n_items: int = N_ITEMS, seed: int = 0) -> Interactions:
+    """Each user walks the cycle 0 → 1 → ... → N_ITEMS-1 → 0 from a random start, in a catalogue of ``n_items``."""
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, N_ITEMS, n_users)
+    items = (starts[:, None] + np.arange(length)[None, :]) % N_ITEMS
+    users = np.repeat(np.arange(n_users), length)
+    times = np.tile(np.arange(length, dtype=float), n_users)
+    return Interactions.from_arrays(users, items.ravel(), times, n_users=n_users, n_items=n_items)
+
+
+def test_update_loss_is_the_training_loss_below_the_threshold_and_sampled_from_it() -> None:
+    config = SASRecConfig(sampled_updates_from=100, future_window=3)
+    assert config.for_updates(99) is config
+    sampled = config.for_updates(100)
+    assert sampled.loss == "sampled-softmax"
+    assert (sampled.window, sampled.excludes_seen) == (1, False)  # the sampled loss's own defaults
+    assert SASRecConfig(update_loss="softmax", sampled_updates_from=100).for_updates(10**6).loss == "softmax"
+    assert SASRecConfig(update_loss="bce").for_updates(10).loss == "bce"
+    assert SASRecConfig().for_updates(12_101).loss == "softmax"  # Amazon Beauty's catalogue: as trained
+    with pytest.raises(ValueError, match="update_loss: expected one of"):
+        SASRecConfig(update_loss="sampled")
+    with pytest.raises(ValueError, match="sampled_updates_from"):
+        SASRecConfig(sampled_updates_from=0)
+
+
+def test_negative_sampling_draws_what_rng_choice_draws() -> None:
+    log_q = np.log(np.random.default_rng(1).dirichlet(np.ones(500)))
+    sampling = NegativeSampling(log_q)
+    drawn, chosen = np.random.default_rng(7), np.random.default_rng(7)
+    probabilities = np.exp(log_q)
+    expected = chosen.choice(500, size=64, p=probabilities / probabilities.sum())
+    np.testing.assert_array_equal(sampling.draw(drawn, 64), expected)
+    assert drawn.random() == chosen.random()  # the generator is left where choice leaves it
+
+
+def test_below_the_threshold_an_update_is_the_training_losss_bit_for_bit() -> None:
+    data = cycle_data()
+    auto, softmax = (SASRec(**SMALL, update_loss=name).fit(data) for name in ("auto", "softmax"))
+    auto.partial_fit(data)
+    softmax.partial_fit(data)
+    for name, tensor in auto.network.state_dict().items():  # type: ignore[union-attr]
+        assert torch.equal(tensor, softmax.network.state_dict()[name]), name  # type: ignore[union-attr]
+
+
+def test_a_row_wise_step_is_adamw_on_the_rows_it_steps() -> None:
+    model = SASRec(**SMALL, weight_decay=0.01).fit(cycle_data())
+    weight = model.network.item_embedding.weight  # type: ignore[union-attr]
+    state = model.optimizer.state[weight]  # type: ignore[union-attr]
+    dense = torch.nn.Parameter(weight.detach().clone())
+    reference = torch.optim.AdamW([dense], lr=3e-3, betas=(0.9, 0.98), weight_decay=0.01)
+    reference.state[dense] = {key: value.clone() for key, value in state.items()}
+    for group in model.optimizer.param_groups:  # type: ignore[union-attr]
+        group["lr"] = 3e-3
+    grad = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))
+    dense.grad = grad.clone()
+    reference.step()
+    model._step_item_rows(torch.arange(len(weight)), grad)
+    torch.testing.assert_close(weight.detach(), dense.detach(), rtol=0, atol=1e-7)
+    for key in ("exp_avg", "exp_avg_sq", "step"):
+        torch.testing.assert_close(state[key], reference.state[dense][key], rtol=0, atol=1e-9)
+
+
+def test_a_sampled_update_steps_only_the_rows_it_used() -> None:
+    data = cycle_data(n_items=3_000)  # the events use 30 of 3,000 items
+    model = SASRec(**SMALL, n_negatives=3, sampled_updates_from=1_000).fit(data)
+    weight = model.network.item_embedding.weight  # type: ignore[union-attr]
+    before = weight.detach().clone()
+    moments = model.optimizer.state[weight]["exp_avg"].clone()  # type: ignore[union-attr]
+    used_rows: list[torch.Tensor] = []
+    row_wise_loss = model._row_wise_loss
+
+    def recording(*args: object) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+        result = row_wise_loss(*args)  # type: ignore[arg-type]
+        used_rows.append(result[2])  # the step's rows: the batch's items, its negatives, padding
+        return result
+
+    model._row_wise_loss = recording  # type: ignore[method-assign]
+    model.partial_fit(data)
+    weight = model.network.item_embedding.weight  # type: ignore[union-attr]
+    assert used_rows, "the update took no row-wise step"
+    used = np.unique(torch.cat(used_rows).numpy())
+    assert len(used) < 31 + 3 * len(used_rows)  # at most the 30 items, padding and each step's 3 negatives
+    changed = np.flatnonzero((weight.detach() != before).any(dim=1).numpy())
+    assert set(changed) <= set(used)
+    assert len(changed) > N_ITEMS // 2  # the batch's items did move
+    unused = np.setdiff1d(np.arange(len(before)), used)
+    assert torch.equal(weight.detach()[unused], before[unused])  # bit-identical, with their moments
+    assert torch.equal(model.optimizer.state[weight]["exp_avg"][unused], moments[unused])  # type: ignore[union-attr]
+
+
+def test_sampled_row_wise_updates_learn_a_planted_successor() -> None:
+    data = cycle_data(n_users=120, length=12)
+    model = SASRec(**{**SMALL, "max_epochs": 20}, n_negatives=10, sampled_updates_from=N_ITEMS).fit(data)
+    assert model.config.for_updates(N_ITEMS + 2).loss == "sampled-softmax"
+    # new item N_ITEMS always follows item 0 in the new events: the sampled, row-wise updates learn it
+    users = np.repeat(np.arange(40), 4)
+    items = np.tile([5, 0, N_ITEMS, 7], 40)
+    new = Interactions.from_arrays(users, items, np.tile(np.arange(4.0), 40), n_users=data.n_users, n_items=N_ITEMS + 2)
+    history = Histories.from_lists([[5, 0]])
+    model.config = dataclasses.replace(model.config, partial_fit_epochs=30)
+    model.partial_fit(new)
+    assert model.n_items == N_ITEMS + 2
+    ids, _ = model.recommend(history, k=3)
+    assert N_ITEMS in ids[0]
