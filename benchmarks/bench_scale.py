@@ -519,72 +519,93 @@ def run_step(name: str, size: Size, options: argparse.Namespace) -> dict[str, An
 
 # --- the cost curve ---------------------------------------------------------------------------------
 
-#: The figure of each step drawn and fitted: its wall seconds (the training epoch: extrapolated where it was).
-_FIGURE = {"train": "epoch_seconds"}
+#: The figures fitted and drawn: name -> (step, path into the step's result). Times in seconds unless named ms.
+FIGURES: dict[str, tuple[str, str]] = {
+    "generate": ("generate", "seconds"),
+    "import-sqlite": ("import-sqlite", "seconds"),
+    "import-redis": ("import-redis", "seconds"),
+    "rebuild": ("rebuild", "seconds"),
+    "rebuild-redis": ("rebuild-redis", "seconds"),
+    "read-log": ("read-log", "seconds"),
+    "train epoch": ("train", "epoch_seconds"),
+    "load": ("load", "seconds"),
+    "hnsw build": ("serve", "hnsw.build_seconds"),
+    "exact p50 ms": ("serve", "exact.p50_ms"),
+    "hnsw p50 ms": ("serve", "hnsw.p50_ms"),
+}
 
 
-def step_time(step: str, result: dict[str, Any]) -> float | None:
-    value = result.get(_FIGURE.get(step, "seconds"))
+def figure(name: str, size: dict[str, Any]) -> float | None:
+    """The figure ``name`` of one size's results (None where the step did not run or failed)."""
+    step, path = FIGURES[name]
+    value: Any = size["steps"].get(step, {})
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
     return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
 def growth_exponents(sizes: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per step, the slope of log time against log size between consecutive sizes that differ in one dimension.
+    """Per figure, the slope of log value against log size between consecutive sizes that differ in one dimension.
 
     Keys are like ``"items 10000->100000 at events 1000000"``; a slope of 1 is linear growth.
     """
     out: dict[str, dict[str, float]] = {}
-    for step in STEPS:
+    for name in FIGURES:
         slopes: dict[str, float] = {}
         for dimension, other in (("n_items", "n_events"), ("n_events", "n_items")):
-            groups: dict[int, list[tuple[int, float]]] = {}
+            groups: dict[int, dict[int, float]] = {}
             for size in sizes:
-                seconds = step_time(step, size["steps"].get(step, {}))
-                if seconds is not None:
-                    groups.setdefault(size[other], []).append((size[dimension], seconds))
+                value = figure(name, size)
+                if value is not None:  # a later run of the same size replaces an earlier one
+                    groups.setdefault(size[other], {})[size[dimension]] = value
             for fixed, points in sorted(groups.items()):
-                points.sort()
-                for (x0, y0), (x1, y1) in itertools.pairwise(points):
+                for (x0, y0), (x1, y1) in itertools.pairwise(sorted(points.items())):
                     label = f"{dimension.removeprefix('n_')} {x0}->{x1} at {other.removeprefix('n_')} {fixed}"
                     slopes[label] = round(math.log(y1 / y0) / math.log(x1 / x0), 2)
         if slopes:
-            out[step] = slopes
+            out[name] = slopes
     return out
 
 
 def plot(sizes: list[dict[str, Any]], path: Path) -> None:
-    """Log-log time of each step against the catalogue size, one line per (step, events) pair."""
+    """Log-log seconds of each step against the catalogue size, one line per (step, events) pair."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 5.5))
+    figure_, axes = plt.subplots(figsize=(9, 6))
     event_sizes = sorted({size["n_events"] for size in sizes})
     styles = ["-", "--", ":", "-."]
-    for step_number, step in enumerate(STEPS):
+    for number, name in enumerate(name for name in FIGURES if not name.endswith(" ms")):
         for event_number, n_events in enumerate(event_sizes):
-            points = sorted(
-                (size["n_items"], seconds)
+            points = {
+                size["n_items"]: value
                 for size in sizes
-                if size["n_events"] == n_events and (seconds := step_time(step, size["steps"].get(step, {})))
-            )
+                if size["n_events"] == n_events and (value := figure(name, size)) is not None
+            }
             if not points:
                 continue
-            xs, ys = zip(*points, strict=True)
-            label = f"{step} ({n_events / 1e6:g}M events)" + (" (epoch)" if step == "train" else "")
-            axes.plot(xs, ys, styles[event_number % len(styles)], marker="o", color=f"C{step_number}", label=label)
+            xs, ys = zip(*sorted(points.items()), strict=True)
+            axes.plot(
+                xs,
+                ys,
+                styles[event_number % len(styles)],
+                marker="o",
+                color=f"C{number}",
+                label=f"{name} ({n_events / 1e6:g}M events)",
+            )
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("items in the catalogue")
     axes.set_ylabel("seconds (wall, one thread)")
-    axes.set_title("LiveRec data path: time per step against catalogue size")
+    axes.set_title("LiveRec data path on one core: time per step against catalogue size")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
+    figure_.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    figure_.savefig(path, dpi=110)
+    plt.close(figure_)
 
 
 # --- main ---------------------------------------------------------------------------------------------
@@ -609,7 +630,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="folder for the sizes' data (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep --work's folders (to rerun a step alone)")
     parser.add_argument("--plot", type=Path, default=None, help="write a log-log PNG of the times here")
-    parser.add_argument("--results", type=Path, nargs="*", default=[], help="JSON of earlier runs to merge in the plot")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="JSON of earlier runs: their sizes join the exponents and the plot (--steps '': only summarise)",
+    )
     args = parser.parse_args()
     steps = [step.strip() for step in args.steps.split(",") if step.strip()]
     unknown = sorted(set(steps) - set(STEPS))
@@ -623,7 +650,7 @@ def main() -> None:
     started = time.perf_counter()
     sizes: list[dict[str, Any]] = []
     try:
-        for n_events in args.events:
+        for n_events in args.events if steps else []:  # no steps: only summarise --results
             for n_items in args.items:
                 folder = work / f"items-{n_items}-events-{n_events}"
                 folder.mkdir(parents=True, exist_ok=True)
@@ -656,6 +683,8 @@ def main() -> None:
     finally:
         if not args.keep and args.work is None:
             shutil.rmtree(work, ignore_errors=True)
+    # earlier runs' sizes (--results) join this run's in the exponents and the plot
+    merged = [size for path in args.results for size in json.loads(path.read_text())["sizes"]] + sizes
     report = {
         "benchmark": "scale",
         "steps": steps,
@@ -668,12 +697,17 @@ def main() -> None:
         },
         "train_steps": args.train_steps,
         "sizes": sizes,
-        "growth_exponents": growth_exponents(sizes),
+        "growth_exponents": growth_exponents(merged),
         "total_seconds": round(time.perf_counter() - started, 1),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "threads": 1},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "threads": 1,
+            # glibc's allocator setting, if given: the training step's RSS depends on it (docs/results.md)
+            "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+        },
     }
     if args.plot is not None:
-        merged = [size for path in args.results for size in json.loads(path.read_text())["sizes"]] + sizes
         plot(merged, args.plot)
         report["plot"] = str(args.plot)
     print(json.dumps(report, indent=2))

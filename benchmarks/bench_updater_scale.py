@@ -95,7 +95,7 @@ def run_size(n_items: int, args: argparse.Namespace, profile: bool) -> dict[str,
     if args.growth:
         events, order, n_start = late_items_last(events, half)
         item_ids = item_ids[order]
-    pretrain = events.subset(np.arange(half)).with_sizes(events.n_users, n_start)
+    pretrain = dataclasses.replace(events.subset(np.arange(half)), n_items=n_start)  # its items are all < n_start
     started = time.perf_counter()
     model = SASRec(n_threads=1, max_epochs=1, refit=False, loss="sampled-softmax")
     model.fit(pretrain.subset(np.arange(half - args.fit_events, half)))
