@@ -237,3 +237,48 @@ def test_hnsw_options_are_checked() -> None:
     with pytest.raises(ValueError, match=r"ids: expected values in \[0, 4\), got min 0 max 4"):
         VectorIndex(items).remove(np.array([0, 4]))
     assert faiss.IndexHNSWFlat  # the graph this path builds
+
+
+def test_a_carried_graph_serves_the_next_version_and_leaves_the_previous_untouched() -> None:
+    """Vectors moved a little (an online update) and 50 new items: the carried index finds the new version's
+    exact top-10 (recall >= 0.95, every new item reachable), keeps the guarantees, and the previous index still
+    answers exactly as before."""
+    rng = np.random.default_rng(11)
+    before = rng.standard_normal((3000, DIM)).astype(np.float32)
+    previous = hnsw(before)
+    queries = rng.standard_normal((40, DIM)).astype(np.float32)
+    answers_before = previous.search(queries, 10)
+    after = np.concatenate([before + 0.03 * rng.standard_normal(before.shape), rng.standard_normal((50, DIM))])
+    carried = VectorIndex.carried(previous, after)
+    assert carried is not None and carried.ann_kind == "hnsw" and carried.n_items == 3050
+    assert carried.carried_recall is not None and carried.carried_recall >= 0.95
+    assert previous.built_recall is not None and carried.built_recall == previous.built_recall
+    again = VectorIndex.carried(carried, after + 0.01 * rng.standard_normal(after.shape))
+    assert again is not None and again.built_recall == previous.built_recall  # the anchor is the fresh graph's
+    truth = exact(after)
+    found, _ = carried.search(queries, 10)
+    wanted, _ = truth.search(queries, 10)
+    assert np.mean([len(set(f) & set(w)) / 10 for f, w in zip(found, wanted, strict=True)]) >= 0.95
+    new_found, _ = carried.search(after[3000:] * 10, 1)  # each new item is the best answer in its own direction
+    new_wanted, _ = truth.search(after[3000:] * 10, 1)
+    assert np.mean(new_found[:, 0] == new_wanted[:, 0]) >= 0.95
+    allowed = rng.random(3050) < 0.5
+    ids, scores = carried.search(queries, 10, allowed)
+    check_result(carried, queries, 10, allowed, ids, scores)
+    for got, want in zip(previous.search(queries, 10), answers_before, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_graph_is_not_carried_where_it_would_not_find_the_new_top_items() -> None:
+    """Unrelated vectors (a model retrained from scratch), fewer items, or an exact previous index: None, and the
+    caller builds afresh. Norms grown past the reduction's radius are carried (the radius moves) when the check
+    finds the recall kept."""
+    rng = np.random.default_rng(12)
+    before = rng.standard_normal((3000, DIM)).astype(np.float32)
+    previous = hnsw(before)
+    assert VectorIndex.carried(previous, rng.standard_normal((3000, DIM))) is None
+    grown = VectorIndex.carried(previous, before * 1.5)
+    assert grown is not None and grown.carried_recall is not None and grown.carried_recall >= 0.95
+    assert VectorIndex.carried(previous, before[:2000]) is None
+    assert VectorIndex.carried(exact(before), before) is None
+    assert VectorIndex.carried(previous, before) is not None  # the same vectors: the same graph, recall kept

@@ -14,9 +14,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 
 from liverec.backends import open_backend
+from liverec.data.interactions import Histories
 from liverec.events.log import SQLiteEventLog
+from liverec.retrieval import VectorIndex
 from liverec.serving.engine import Engine, RecommendRequest
 from liverec.settings import Settings
 
@@ -488,6 +491,39 @@ def test_the_graph_is_built_in_the_background(data_dir: Path, prepared: Prepared
     finally:
         plain.close()
         live.close()
+
+
+def test_a_continued_version_carries_the_served_graph(data_dir: Path) -> None:
+    """A new version that continues the served one's items with vectors moved a little (what an online update
+    registers) is served over the previous version's HNSW graph, carried over, with the exact answers; a version
+    whose items come in another order (a model trained afresh) gets a graph of its own, and exact answers too.
+    (Whether moved vectors are still served well enough is the index's check: tests/retrieval/test_hnsw.py.)"""
+    settings = Settings.load(data_dir=data_dir, updater=False, ann_threshold=1, ann_kind="hnsw", hnsw_ef_search=100)
+    engine = Engine(settings, background=False)
+    try:
+        first = engine.serving
+        assert first is not None and first.index is not None and not first.index_carried
+        rng = np.random.default_rng(4)
+        for reorder, carried in ((False, True), (True, False)):
+            loaded = engine.registry.load(first.version)
+            table = loaded.model._net().item_embedding.weight  # type: ignore[attr-defined]
+            generator = torch.Generator().manual_seed(3)
+            with torch.no_grad():
+                table[1:] += 0.002 * torch.randn(table[1:].shape, generator=generator) * table[1:].std()
+            item_ids = loaded.item_ids[::-1] if reorder else loaded.item_ids
+            version = engine.registry.register(loaded.model, item_ids, parent=first.version)
+            engine.registry.promote(version)
+            assert engine.maybe_swap_model(force=True)
+            serving = engine.serving
+            assert serving is not None and serving.version == version and serving.index is not None
+            assert serving.index.ann_kind == "hnsw" and serving.index_carried is carried
+            vectors = serving.model.item_vectors()
+            exact = VectorIndex(vectors, ann_threshold=len(vectors) + 1)
+            histories = Histories.from_lists([rng.choice(len(vectors), 5).tolist() for _ in range(20)])
+            queries = serving.model.user_vectors(histories)  # type: ignore[attr-defined]
+            np.testing.assert_array_equal(serving.index.search(queries, 20)[0], exact.search(queries, 20)[0])
+    finally:
+        engine.close()
 
 
 def test_a_batch_of_requests_gets_the_answers_each_gets_alone(data_dir: Path, prepared: Prepared) -> None:

@@ -43,6 +43,16 @@ Design (the measurements behind each choice are in docs/results.md, "Retrieval: 
   candidate (5 ms per search with a 10 % category filter at ef 256). ``VectorIndex`` defaults to IVF; the
   engine's setting ``ann_kind`` defaults to HNSW (recall@10 with filters 0.955-0.986 at efSearch 512, where
   IVF found 0.24-0.89).
+* A new model version need not rebuild the graph (:meth:`VectorIndex.carried`): an online update moves the item
+  vectors a little and appends new items, so the previous version's graph — its links — still routes searches
+  among the new vectors. ``carried`` clones it, overwrites each node's stored vector with its item's new one
+  (the links stay), inserts the new items, and then *checks* itself: recall@10 of a sample of item vectors used
+  as queries against exact scoring of the new vectors, which must stay within ``tolerance`` (0.02) of what the
+  graph found on the same check when it was built fresh; otherwise (or for an item order that is not a
+  continuation) it refuses and the caller builds afresh. Norms grown past the reduction's radius move the radius
+  out: another drift of the stored vectors, judged by the same check.
+  The check is what keeps repeated carries from drifting: a graph is only reused while it measurably finds
+  what a fresh one would (figures in docs/results.md, "Carrying the graph across versions").
 * ``remove`` takes items out at once on every path: a removed-item mask is ANDed into the allowed mask of
   every search (no rebuild); ids stay taken.
 * Filters on the ANN paths: rows whose allowed set is small (under 5 % of the catalogue, under 1024 items,
@@ -70,6 +80,7 @@ serialises them, or builds a new index and swaps the reference). Concurrent sear
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import logging
@@ -181,10 +192,77 @@ class VectorIndex:
         self._compact_threshold = compact_threshold
         self._compact: Any = None  # FAISS float16 copy for exact scans (module docstring)
         self._max_norm = 0.0
+        self.carried_recall: float | None = None  # the check's recall@10 when :meth:`carried` made this index
+        self.built_recall: float | None = None  # the check's recall@10 on the graph built fresh it descends from
         self.compact_fallbacks = 0  # rows the float16 scan could not decide (scored in float32 instead)
         self.ann_fallbacks = 0  # ANN rows scored exactly over their allowed items (small sets, short results)
         self._maybe_build_ann()
         self._maybe_build_compact()
+
+    @classmethod
+    def carried(
+        cls,
+        previous: VectorIndex,
+        item_vectors: np.ndarray,
+        *,
+        tolerance: float = 0.02,
+        sample: int = 128,
+        seed: int = 0,
+    ) -> VectorIndex | None:
+        """An HNSW index over ``item_vectors`` that reuses ``previous``'s graph, or None where it should not.
+
+        ``item_vectors`` are the next model version's: items ``0 .. previous.n_items - 1`` the same items as in
+        ``previous`` (moved by training), any further rows new items. The graph is cloned (``previous`` keeps
+        serving untouched), each node's stored vector replaced by its item's new one, the new items inserted, and
+        the result checked (:meth:`self_recall`): accepted while its recall is within ``tolerance`` of what the
+        graph it descends from found when it was built (``built_recall``, carried along, so repeated carries
+        cannot drift down step by step). None when ``previous`` has no HNSW graph, has more items or another
+        dimension, or fails the check. Settings (thresholds, graph parameters, ``ef_search``, removed items) are
+        ``previous``'s.
+        """
+        graph = previous._ann
+        vectors = np.asarray(item_vectors)
+        if (
+            not isinstance(graph, _HnswGraph)
+            or vectors.ndim != 2
+            or vectors.shape[1] != previous._dim
+            or len(vectors) < previous._n
+        ):
+            return None
+        index = cls(
+            vectors,
+            ann_threshold=len(vectors) + 1,  # exact until the carried graph is in place: no build here
+            metric=previous._metric,
+            nlist=previous._nlist,
+            nprobe=previous._nprobe,
+            over_fetch=previous._over_fetch,
+            seed=previous._seed,
+            compact_threshold=previous._compact_threshold,
+            ann_kind="hnsw",
+            hnsw_m=previous._hnsw_m,
+            hnsw_ef_construction=previous._hnsw_ef_construction,
+            hnsw_ef_search=previous.ef_search,
+        )
+        moved = graph.carried(index._buffer[: index._n])
+        index._ann_threshold = previous._ann_threshold
+        index._ann = moved
+        index._compact = None  # exact fallbacks of an ANN index scan the float32 buffer
+        if previous._removed is not None:
+            index._removed = np.concatenate(
+                [previous._removed[: previous._n], np.zeros(index._n - previous._n, dtype=bool)]
+            )
+        built = previous.built_recall
+        if built is None:  # previous is a fresh graph: what it finds is the standard
+            built = previous.built_recall = previous.self_recall(sample, seed)
+        index.built_recall = built
+        index.carried_recall = index.self_recall(sample, seed)
+        return index if index.carried_recall >= built - tolerance else None
+
+    def self_recall(self, sample: int = 128, seed: int = 0) -> float:
+        """recall@10 against exact scoring with ``sample`` of the index's own item vectors (drawn with ``seed``) as
+        queries: the check of :meth:`carried` (item vectors stand in for queries the index does not know)."""
+        rng = np.random.default_rng(seed)
+        return exact_recall(self, self._buffer[rng.choice(self._n, size=min(sample, self._n), replace=False)], k=10)
 
     # ----------------------------------------------------------------- properties
     @property
@@ -528,12 +606,9 @@ class _HnswGraph:
 
     def add(self, vectors: np.ndarray, items: np.ndarray) -> bool:
         """Insert one node per row for ``items`` (new or updated ids); False (nothing inserted) if a norm exceeds M."""
-        squared = np.einsum("ij,ij->i", vectors, vectors)
-        if len(vectors) and float(squared.max()) > self.radius**2:
+        if len(vectors) and float(np.einsum("ij,ij->i", vectors, vectors).max()) > self.radius**2:
             return False
-        reduced = np.empty((len(vectors), vectors.shape[1] + 1), dtype=np.float32)
-        reduced[:, :-1] = vectors
-        reduced[:, -1] = np.sqrt(np.maximum(self.radius**2 - squared, 0.0))
+        reduced = self._reduce(vectors)
         start, stop = self.n_nodes, self.n_nodes + len(vectors)
         self.index.add(reduced)
         self.node_item = _grown(self.node_item, stop, 0)
@@ -544,6 +619,34 @@ class _HnswGraph:
         self.item_node[items] = np.arange(start, stop)
         self.n_nodes = stop
         return True
+
+    def carried(self, vectors: np.ndarray) -> _HnswGraph:
+        """A copy whose nodes hold ``vectors`` (``[n_items, d]``: each node its item's row; rows past the items
+        this graph knows are inserted as new nodes) over this graph's links. Norms grown beyond M move M out
+        (``_NORM_HEADROOM`` times the largest): every node's last coordinate changes with it, one more kind of drift
+        for the caller's recall check to judge."""
+        faiss = _load_faiss()
+        known = len(self.item_node)
+        clone = copy.copy(self)
+        clone.radius = max(self.radius, _NORM_HEADROOM * _max_norm(vectors))
+        clone.index = faiss.clone_index(self.index)
+        clone.node_item, clone.item_node, clone.live = self.node_item.copy(), self.item_node.copy(), self.live.copy()
+        storage = faiss.downcast_index(clone.index.storage)
+        moved = clone._reduce(vectors[self.node_item[: self.n_nodes]])  # stale nodes too: never returned anyway
+        faiss.copy_array_to_vector(moved.ravel().view(np.uint8), storage.codes)
+        if hasattr(storage, "clear_l2norms"):  # norms cached for the old codes (none unless synced) are void
+            storage.clear_l2norms()
+        if len(vectors) > known:
+            clone.add(vectors[known:], np.arange(known, len(vectors)))  # fits: the radius covers every norm
+        return clone
+
+    def _reduce(self, vectors: np.ndarray) -> np.ndarray:
+        """``[v, sqrt(M² - |v|²)]`` per row (norms at most M)."""
+        squared = np.einsum("ij,ij->i", vectors, vectors)
+        reduced = np.empty((len(vectors), vectors.shape[1] + 1), dtype=np.float32)
+        reduced[:, :-1] = vectors
+        reduced[:, -1] = np.sqrt(np.maximum(self.radius**2 - squared, 0.0))
+        return reduced
 
     def update(self, items: np.ndarray, vectors: np.ndarray) -> bool:
         """New nodes for existing ``items``, their old nodes made stale; False when the graph should be rebuilt."""

@@ -190,15 +190,21 @@ class ServingModel:
         ann_kind: AnnKind = "ivf",
         hnsw_ef_search: int = 64,
         build_in_background: bool = False,
+        previous: ServingModel | None = None,
     ) -> None:
         """``build_in_background``: when the catalogue is large enough for the approximate index, serve from the
         exact one at once and build the graph in a daemon thread, which swaps it in when done — an HNSW build takes
         tens of seconds at a few hundred thousand items (docs/results.md), which must hold up neither a promotion
         request nor the model watch. Nothing writes to a serving model's index after it is built, so swapping the
-        reference is safe for concurrent searches."""
+        reference is safe for concurrent searches. ``previous``: the model served until now; where its items are
+        the first of this version's and it has an HNSW graph, the graph is carried over
+        (:meth:`VectorIndex.carried`: seconds, where a build takes minutes at a million items) unless its check
+        says a fresh build would find more."""
         self.version = loaded.version
         self.model = loaded.model
+        self.item_ids = loaded.item_ids
         self.manifest = loaded.manifest
+        self.index_carried = False  # True once the approximate index is the previous version's graph, carried
         self.model_to_state = state.items_for(loaded.item_ids)
         self._state_to_model = np.full(0, -1, dtype=np.int64)
         self.index: VectorIndex | None = None
@@ -215,12 +221,16 @@ class ServingModel:
                     hnsw_ef_search=hnsw_ef_search,
                 )
 
+            def build_approximate() -> VectorIndex:
+                carried = self._carry(previous, vectors)
+                return carried if carried is not None else build(ann_threshold)
+
             if build_in_background and len(vectors) >= ann_threshold:
                 self.index = build(len(vectors) + 1)  # exact (or float16 compact) until the graph is ready
 
                 def finish() -> None:
                     try:
-                        self.index = build(ann_threshold)
+                        self.index = build_approximate()
                         logger.info("approximate index ready", extra={"version": self.version})
                     except Exception:  # serving goes on with the exact index
                         logger.exception("building the approximate index failed", extra={"version": self.version})
@@ -229,11 +239,28 @@ class ServingModel:
 
                 threading.Thread(target=finish, name="liverec-ann-build", daemon=True).start()
             else:
-                self.index = build(ann_threshold)
+                self.index = build_approximate() if len(vectors) >= ann_threshold else build(ann_threshold)
                 self.ann_ready.set()
         else:
             self.ann_ready.set()
         self._identity = bool(np.array_equal(self.model_to_state, np.arange(len(self.model_to_state))))
+
+    def _carry(self, previous: ServingModel | None, vectors: np.ndarray) -> VectorIndex | None:
+        """``previous``'s HNSW graph carried to ``vectors`` where this version continues its item order (None:
+        build afresh)."""
+        if previous is None or previous.index is None or previous.index.ann_kind != "hnsw":
+            return None
+        index, known = previous.index, previous.item_ids
+        if len(known) > len(self.item_ids) or self.item_ids[: len(known)] != known:
+            return None
+        started = time.perf_counter()
+        carried = VectorIndex.carried(index, vectors)
+        logger.info(
+            "approximate index carried over" if carried is not None else "approximate index not carried over",
+            extra={"version": self.version, "from": previous.version, "seconds": time.perf_counter() - started},
+        )
+        self.index_carried = carried is not None
+        return carried
 
     def to_model(self, state_items: np.ndarray) -> np.ndarray:
         """Model ids of state item indices; items the model does not know are dropped."""
@@ -1223,6 +1250,7 @@ class Engine:
             settings.ann_kind,
             settings.hnsw_ef_search,
             build_in_background=self._background,
+            previous=self._serving,
         )
 
     def _model_for(self, version: str | None, serving: ServingModel | None) -> ServingModel | None:
