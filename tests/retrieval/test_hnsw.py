@@ -240,21 +240,20 @@ def test_hnsw_options_are_checked() -> None:
 
 
 def test_a_carried_graph_serves_the_next_version_and_leaves_the_previous_untouched() -> None:
-    """Vectors moved a little (an online update) and 50 new items: the carried index finds the new version's
-    exact top-10 (recall >= 0.95, every new item reachable), keeps the guarantees, and the previous index still
-    answers exactly as before."""
+    """Vectors moved a little (an online update) and 50 new items: the successor carries the graph, finds the new
+    version's exact top-10 (recall >= 0.95, every new item reachable), keeps the guarantees, and the previous
+    index still answers exactly as before."""
     rng = np.random.default_rng(11)
     before = rng.standard_normal((3000, DIM)).astype(np.float32)
     previous = hnsw(before)
     queries = rng.standard_normal((40, DIM)).astype(np.float32)
+    previous.built_recall = index_module.exact_recall(previous, queries)
     answers_before = previous.search(queries, 10)
     after = np.concatenate([before + 0.03 * rng.standard_normal(before.shape), rng.standard_normal((50, DIM))])
-    carried = VectorIndex.carried(previous, after)
-    assert carried is not None and carried.ann_kind == "hnsw" and carried.n_items == 3050
+    carried = VectorIndex.succeed(previous, after, queries=queries)
+    assert carried.provenance == "carried" and carried.ann_kind == "hnsw" and carried.n_items == 3050
     assert carried.carried_recall is not None and carried.carried_recall >= 0.95
-    assert previous.built_recall is not None and carried.built_recall == previous.built_recall
-    again = VectorIndex.carried(carried, after + 0.01 * rng.standard_normal(after.shape))
-    assert again is not None and again.built_recall == previous.built_recall  # the anchor is the fresh graph's
+    assert carried.built_recall == previous.built_recall
     truth = exact(after)
     found, _ = carried.search(queries, 10)
     wanted, _ = truth.search(queries, 10)
@@ -267,18 +266,26 @@ def test_a_carried_graph_serves_the_next_version_and_leaves_the_previous_untouch
     check_result(carried, queries, 10, allowed, ids, scores)
     for got, want in zip(previous.search(queries, 10), answers_before, strict=True):
         np.testing.assert_array_equal(got, want)
+    again = VectorIndex.succeed(carried, after + 0.01 * rng.standard_normal(after.shape), queries=queries)
+    assert again.provenance == "carried" and again.built_recall == previous.built_recall  # the fresh graph's
+    grown = VectorIndex.succeed(previous, before * 1.5, queries=queries)  # norms past the radius: it moves out
+    assert grown.provenance == "carried"
 
 
-def test_a_graph_is_not_carried_where_it_would_not_find_the_new_top_items() -> None:
-    """Unrelated vectors (a model retrained from scratch), fewer items, or an exact previous index: None, and the
-    caller builds afresh. Norms grown past the reduction's radius are carried (the radius moves) when the check
-    finds the recall kept."""
+def test_a_graph_that_would_find_less_is_replaced_by_a_fresh_one() -> None:
+    """Unrelated vectors (a model retrained from scratch): the carried graph's check falls, a graph is built
+    and checked, and the better one is served — here the fresh one, whose check becomes the standard. With no
+    graph to carry (an exact previous index, fewer items) the successor is built as the previous one's settings
+    say."""
     rng = np.random.default_rng(12)
     before = rng.standard_normal((3000, DIM)).astype(np.float32)
     previous = hnsw(before)
-    assert VectorIndex.carried(previous, rng.standard_normal((3000, DIM))) is None
-    grown = VectorIndex.carried(previous, before * 1.5)
-    assert grown is not None and grown.carried_recall is not None and grown.carried_recall >= 0.95
+    queries = rng.standard_normal((40, DIM)).astype(np.float32)
+    previous.built_recall = index_module.exact_recall(previous, queries)
+    unrelated = rng.standard_normal((3000, DIM)).astype(np.float32)
+    successor = VectorIndex.succeed(previous, unrelated, queries=queries)
+    assert successor.provenance == "built" and successor.ann_kind == "hnsw"
+    assert successor.built_recall == index_module.exact_recall(successor, queries) >= 0.95
     assert VectorIndex.carried(previous, before[:2000]) is None
-    assert VectorIndex.carried(exact(before), before) is None
-    assert VectorIndex.carried(previous, before) is not None  # the same vectors: the same graph, recall kept
+    assert VectorIndex.succeed(previous, before[:2000]).provenance == "built"
+    assert VectorIndex.succeed(exact(before), before).is_exact

@@ -43,16 +43,15 @@ Design (the measurements behind each choice are in docs/results.md, "Retrieval: 
   candidate (5 ms per search with a 10 % category filter at ef 256). ``VectorIndex`` defaults to IVF; the
   engine's setting ``ann_kind`` defaults to HNSW (recall@10 with filters 0.955-0.986 at efSearch 512, where
   IVF found 0.24-0.89).
-* A new model version need not rebuild the graph (:meth:`VectorIndex.carried`): an online update moves the item
-  vectors a little and appends new items, so the previous version's graph — its links — still routes searches
-  among the new vectors. ``carried`` clones it, overwrites each node's stored vector with its item's new one
-  (the links stay), inserts the new items, and then *checks* itself: recall@10 of a sample of item vectors used
-  as queries against exact scoring of the new vectors, which must stay within ``tolerance`` (0.02) of what the
-  graph found on the same check when it was built fresh; otherwise (or for an item order that is not a
-  continuation) it refuses and the caller builds afresh. Norms grown past the reduction's radius move the radius
-  out: another drift of the stored vectors, judged by the same check.
-  The check is what keeps repeated carries from drifting: a graph is only reused while it measurably finds
-  what a fresh one would (figures in docs/results.md, "Carrying the graph across versions").
+* A new model version need not rebuild the graph (:meth:`VectorIndex.succeed`): an online update moves the item
+  vectors and appends new items, and the previous version's graph — its links — still routes searches among
+  the new vectors. ``carried`` clones it, overwrites each node's stored vector with its item's new one (the links
+  stay; norms grown past the reduction's radius move the radius out), and inserts the new items; ``succeed``
+  then *checks* it — recall@10 against exact scoring on the new model's query vectors — and keeps it while that
+  stays within ``tolerance`` (0.02) of what the last fresh graph found on its own check. Below that it builds
+  afresh, checks the fresh graph on the same queries, and keeps the better of the two (the fresh check becomes
+  the standard): so repeated carries cannot drift down one tolerated step at a time, and a build happens only
+  when the check says one might help (figures in docs/results.md, "Carrying the graph across versions").
 * ``remove`` takes items out at once on every path: a removed-item mask is ANDed into the allowed mask of
   every search (no rebuild); ids stay taken.
 * Filters on the ANN paths: rows whose allowed set is small (under 5 % of the catalogue, under 1024 items,
@@ -192,34 +191,66 @@ class VectorIndex:
         self._compact_threshold = compact_threshold
         self._compact: Any = None  # FAISS float16 copy for exact scans (module docstring)
         self._max_norm = 0.0
-        self.carried_recall: float | None = None  # the check's recall@10 when :meth:`carried` made this index
-        self.built_recall: float | None = None  # the check's recall@10 on the graph built fresh it descends from
+        # set by :meth:`succeed`: how the index came to be, its check's recall@10 if carried, and the last fresh
+        # graph's (this one's, if built)
+        self.provenance: Literal["built", "carried"] = "built"
+        self.carried_recall: float | None = None
+        self.built_recall: float | None = None
         self.compact_fallbacks = 0  # rows the float16 scan could not decide (scored in float32 instead)
         self.ann_fallbacks = 0  # ANN rows scored exactly over their allowed items (small sets, short results)
         self._maybe_build_ann()
         self._maybe_build_compact()
 
     @classmethod
-    def carried(
+    def succeed(
         cls,
         previous: VectorIndex,
         item_vectors: np.ndarray,
         *,
+        queries: np.ndarray | None = None,
         tolerance: float = 0.02,
         sample: int = 128,
         seed: int = 0,
-    ) -> VectorIndex | None:
-        """An HNSW index over ``item_vectors`` that reuses ``previous``'s graph, or None where it should not.
+    ) -> VectorIndex:
+        """The index of the next model version: ``previous``'s HNSW graph carried over where it still serves,
+        else a graph built afresh (``provenance``: ``"carried"`` or ``"built"``).
 
-        ``item_vectors`` are the next model version's: items ``0 .. previous.n_items - 1`` the same items as in
-        ``previous`` (moved by training), any further rows new items. The graph is cloned (``previous`` keeps
-        serving untouched), each node's stored vector replaced by its item's new one, the new items inserted, and
-        the result checked (:meth:`self_recall`): accepted while its recall is within ``tolerance`` of what the
-        graph it descends from found when it was built (``built_recall``, carried along, so repeated carries
-        cannot drift down step by step). None when ``previous`` has no HNSW graph, has more items or another
-        dimension, or fails the check. Settings (thresholds, graph parameters, ``ef_search``, removed items) are
-        ``previous``'s.
+        ``item_vectors`` are the next version's: items ``0 .. previous.n_items - 1`` the same items as in
+        ``previous`` (moved by training), any further rows new items. Carrying (:meth:`carried`) costs a clone
+        and a copy; it is kept when its check — recall@10 against exact scoring on ``queries`` (the new model's
+        query vectors, e.g. user vectors of real histories; default ``sample`` of the item vectors) — is within
+        ``tolerance`` of ``built_recall``, what the last fresh graph found on its own check. Otherwise a graph
+        is built, checked on the same queries, and the better of the two kept (a carried graph can route
+        better than a fresh one: docs/results.md); the fresh check becomes the new ``built_recall``. Without a
+        graph in ``previous`` (or with fewer items, another dimension), the new index is built as ``previous``'s
+        settings say.
         """
+        vectors = np.asarray(item_vectors)
+        if queries is None:
+            rng = np.random.default_rng(seed)
+            queries = vectors[rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)]
+        carried = cls.carried(previous, vectors)
+        if carried is not None:
+            carried.carried_recall = exact_recall(carried, queries, k=10)
+            built = previous.built_recall
+            if built is not None and carried.carried_recall >= built - tolerance:
+                carried.built_recall, carried.provenance = built, "carried"
+                return carried
+        fresh = cls(vectors, **previous._settings())
+        if fresh._ann is None:
+            return fresh
+        fresh.built_recall = exact_recall(fresh, queries, k=10)
+        if carried is not None and carried.carried_recall is not None and carried.carried_recall > fresh.built_recall:
+            carried.built_recall, carried.provenance = fresh.built_recall, "carried"
+            return carried
+        return fresh
+
+    @classmethod
+    def carried(cls, previous: VectorIndex, item_vectors: np.ndarray) -> VectorIndex | None:
+        """``previous``'s HNSW graph over ``item_vectors`` (the same items first, new ones after), unchecked —
+        :meth:`succeed` decides whether to serve it. The graph is cloned (``previous`` keeps serving
+        untouched), each node's stored vector replaced by its item's new one, the new items inserted. None when
+        ``previous`` has no HNSW graph, has more items, or another dimension."""
         graph = previous._ann
         vectors = np.asarray(item_vectors)
         if (
@@ -229,40 +260,31 @@ class VectorIndex:
             or len(vectors) < previous._n
         ):
             return None
-        index = cls(
-            vectors,
-            ann_threshold=len(vectors) + 1,  # exact until the carried graph is in place: no build here
-            metric=previous._metric,
-            nlist=previous._nlist,
-            nprobe=previous._nprobe,
-            over_fetch=previous._over_fetch,
-            seed=previous._seed,
-            compact_threshold=previous._compact_threshold,
-            ann_kind="hnsw",
-            hnsw_m=previous._hnsw_m,
-            hnsw_ef_construction=previous._hnsw_ef_construction,
-            hnsw_ef_search=previous.ef_search,
-        )
-        moved = graph.carried(index._buffer[: index._n])
+        index = cls(vectors, **{**previous._settings(), "ann_threshold": len(vectors) + 1})  # exact: no build
         index._ann_threshold = previous._ann_threshold
-        index._ann = moved
+        index._ann = graph.carried(index._buffer[: index._n])
         index._compact = None  # exact fallbacks of an ANN index scan the float32 buffer
         if previous._removed is not None:
             index._removed = np.concatenate(
                 [previous._removed[: previous._n], np.zeros(index._n - previous._n, dtype=bool)]
             )
-        built = previous.built_recall
-        if built is None:  # previous is a fresh graph: what it finds is the standard
-            built = previous.built_recall = previous.self_recall(sample, seed)
-        index.built_recall = built
-        index.carried_recall = index.self_recall(sample, seed)
-        return index if index.carried_recall >= built - tolerance else None
+        return index
 
-    def self_recall(self, sample: int = 128, seed: int = 0) -> float:
-        """recall@10 against exact scoring with ``sample`` of the index's own item vectors (drawn with ``seed``) as
-        queries: the check of :meth:`carried` (item vectors stand in for queries the index does not know)."""
-        rng = np.random.default_rng(seed)
-        return exact_recall(self, self._buffer[rng.choice(self._n, size=min(sample, self._n), replace=False)], k=10)
+    def _settings(self) -> dict[str, Any]:
+        """The constructor's arguments other than the vectors, as this index was made."""
+        return {
+            "ann_threshold": self._ann_threshold,
+            "metric": self._metric,
+            "nlist": self._nlist,
+            "nprobe": self._nprobe,
+            "over_fetch": self._over_fetch,
+            "seed": self._seed,
+            "compact_threshold": self._compact_threshold,
+            "ann_kind": self._ann_kind,
+            "hnsw_m": self._hnsw_m,
+            "hnsw_ef_construction": self._hnsw_ef_construction,
+            "hnsw_ef_search": self.ef_search,
+        }
 
     # ----------------------------------------------------------------- properties
     @property

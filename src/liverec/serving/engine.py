@@ -43,7 +43,7 @@ from liverec.explain import attribute, describe
 from liverec.policies import Candidates, ExploreConfig, Policy, Slate, create_policy
 from liverec.registry import LoadedModel
 from liverec.rerank import MMR, RERANKERS, RerankCatalogue, create_reranker
-from liverec.retrieval import AnnKind, VectorIndex, limit_threads, top_k_allowed
+from liverec.retrieval import AnnKind, VectorIndex, exact_recall, limit_threads, top_k_allowed
 from liverec.settings import RERANK_DEFAULT_LAMBDA, Settings
 from liverec.state.base import StateStore
 
@@ -207,6 +207,7 @@ class ServingModel:
         self.index_carried = False  # True once the approximate index is the previous version's graph, carried
         self.model_to_state = state.items_for(loaded.item_ids)
         self._state_to_model = np.full(0, -1, dtype=np.int64)
+        self._identity = bool(np.array_equal(self.model_to_state, np.arange(len(self.model_to_state))))
         self.index: VectorIndex | None = None
         self.ann_ready = threading.Event()  # set once the index is the one the settings ask for
         if self.model.provides_vectors:
@@ -222,8 +223,7 @@ class ServingModel:
                 )
 
             def build_approximate() -> VectorIndex:
-                carried = self._carry(previous, vectors)
-                return carried if carried is not None else build(ann_threshold)
+                return self._succeed(previous, vectors, state, lambda: build(ann_threshold))
 
             if build_in_background and len(vectors) >= ann_threshold:
                 self.index = build(len(vectors) + 1)  # exact (or float16 compact) until the graph is ready
@@ -243,24 +243,42 @@ class ServingModel:
                 self.ann_ready.set()
         else:
             self.ann_ready.set()
-        self._identity = bool(np.array_equal(self.model_to_state, np.arange(len(self.model_to_state))))
 
-    def _carry(self, previous: ServingModel | None, vectors: np.ndarray) -> VectorIndex | None:
-        """``previous``'s HNSW graph carried to ``vectors`` where this version continues its item order (None:
-        build afresh)."""
-        if previous is None or previous.index is None or previous.index.ann_kind != "hnsw":
-            return None
-        index, known = previous.index, previous.item_ids
-        if len(known) > len(self.item_ids) or self.item_ids[: len(known)] != known:
-            return None
+    def _succeed(
+        self, previous: ServingModel | None, vectors: np.ndarray, state: StateStore, build: Callable[[], VectorIndex]
+    ) -> VectorIndex:
+        """The approximate index of this version: ``previous``'s graph carried over where this version continues
+        its item order and the check keeps it (:meth:`VectorIndex.succeed`), else ``build()``; checked on the
+        query vectors of up to 128 stored users' histories under this model."""
         started = time.perf_counter()
-        carried = VectorIndex.carried(index, vectors)
-        logger.info(
-            "approximate index carried over" if carried is not None else "approximate index not carried over",
-            extra={"version": self.version, "from": previous.version, "seconds": time.perf_counter() - started},
-        )
-        self.index_carried = carried is not None
-        return carried
+        queries = self._check_queries(state)
+        if previous is not None and previous.index is not None and previous.index.ann_kind == "hnsw":
+            known = previous.item_ids
+            if len(known) <= len(self.item_ids) and self.item_ids[: len(known)] == known:
+                index = VectorIndex.succeed(previous.index, vectors, queries=queries)
+                self.index_carried = index.provenance == "carried"
+                logger.info(
+                    "approximate index " + ("carried over" if self.index_carried else "built"),
+                    extra={
+                        "version": self.version,
+                        "previous": previous.version,
+                        "check_recall": index.carried_recall if self.index_carried else index.built_recall,
+                        "seconds": round(time.perf_counter() - started, 3),
+                    },
+                )
+                return index
+        index = build()
+        if queries is not None and not index.is_exact:  # the standard a carried successor is held to
+            index.built_recall = exact_recall(index, queries)
+        return index
+
+    def _check_queries(self, state: StateStore, n_users: int = 128) -> np.ndarray | None:
+        """Query vectors of up to ``n_users`` stored users' histories under this model (None without any)."""
+        histories = [self.to_model(state.history(user)) for user in state.find_users("", n_users)]
+        histories = [history for history in histories if len(history)]
+        if not histories:
+            return None
+        return np.asarray(self.model.user_vectors(Histories.from_lists([h.tolist() for h in histories])))
 
     def to_model(self, state_items: np.ndarray) -> np.ndarray:
         """Model ids of state item indices; items the model does not know are dropped."""
