@@ -118,6 +118,7 @@ def main() -> None:
         old = previous._buffer[: previous.n_items]
         drift = np.linalg.norm(vectors[: len(old)] - old, axis=1) / np.maximum(np.linalg.norm(old, axis=1), 1e-12)
         started = time.perf_counter()
+        norms = np.linalg.norm(vectors, axis=1)
         check_queries = learner.model.user_vectors(check_histories).astype(np.float32)
         started = time.perf_counter()
         successor = VectorIndex.succeed(previous, vectors, queries=check_queries)  # what serving does
@@ -132,6 +133,8 @@ def main() -> None:
             "new_items": len(vectors) - len(old),
             "relative_drift_median": round(float(np.median(drift)), 5),
             "relative_drift_p99": round(float(np.percentile(drift, 99)), 5),
+            "norm_median": round(float(np.median(norms)), 4),
+            "norm_max_over_median": round(float(norms.max() / np.median(norms)), 2),
             "provenance": successor.provenance,
             "succeed_seconds": round(succeed_seconds, 2),
             "check_recall_carried": None if successor.carried_recall is None else round(successor.carried_recall, 4),
