@@ -7,8 +7,9 @@ half, in the whole catalogue's id space: what an update costs does not depend on
 is, only on the shapes that go through it. Items first seen in the second half are not in the model's
 table at the start (the catalogue less them is), so the table grows as the stream brings them, as it
 does in a live shop (``--no-growth``: the whole catalogue from the start). The model's training loss
-is then set to ``--loss`` (the full softmax by default, as a default fit has it) and its
-``update_loss`` to ``--update-loss`` (where the model has that setting). An
+is then set to ``--loss`` (the full softmax by default, as a default fit has it; ``sampled-softmax``,
+what a model of a million items is trained with) and, when given, its ``update_loss`` to
+``--update-loss`` (by default updates use the training loss). An
 :class:`~liverec.online.OnlineLearner` with the replay's tuned setting (batch 16, last 101 items, one
 replayed user per user with new events), seeded with the first half's histories, then learns the
 second half in updates of ``--update-every`` events: one untimed warm-up update, then ``--updates``
@@ -18,7 +19,7 @@ Prints one JSON object: per size, events/s over update time, events per CPU-seco
 update and sequences per update; with ``--profile``, the share of the profiled updates' time (cProfile,
 largest size) spent in the loss, backward pass, optimiser step, table growth and sampling distribution.
 
-    python benchmarks/bench_updater_scale.py [--sizes 10000,100000,1000000] [--update-loss auto] [--profile]
+    python benchmarks/bench_updater_scale.py [--sizes 10000,100000,1000000] [--loss sampled-softmax] [--profile]
 """
 
 from __future__ import annotations
@@ -45,13 +46,15 @@ from liverec.online.learner import TUNED_LEARNER
 #: times, so an entry includes those it calls (the backward pass includes the loss's stored gradients)
 PROFILED = {
     "update (OnlineLearner.update)": ("update", "online/learner.py"),
-    "forward pass (network)": ("forward", "sasrec/training.py"),
-    "loss (full or sampled softmax)": ("sequence_loss", "sasrec/loss.py"),
+    "forward pass (network, full table)": ("forward", "sasrec/training.py"),
+    "loss (full or sampled softmax, full table)": ("sequence_loss", "sasrec/loss.py"),
+    "forward pass and sampled loss (used rows)": ("_row_wise_loss", "sasrec/model.py"),
     "backward pass": ("backward", "torch/_tensor.py"),
     "optimiser step (AdamW)": ("step", "optim/adam.py"),
     "row-wise optimiser step (lazy AdamW)": ("_step_item_rows", "sasrec/model.py"),
     "table growth (_grow_items)": ("_grow_items", "sasrec/model.py"),
     "sampling distribution": ("_set_sampling_distribution", "sasrec/model.py"),
+    "histories and batch (learner)": ("from_interactions", "data/interactions.py"),
     "batching (plan_epoch)": ("plan_epoch", "sasrec/batching.py"),
 }
 
@@ -101,7 +104,7 @@ def run_size(n_items: int, args: argparse.Namespace, profile: bool) -> dict[str,
     model.fit(pretrain.subset(np.arange(half - args.fit_events, half)))
     fit_seconds = time.perf_counter() - started
     overrides: dict[str, Any] = {"loss": args.loss}
-    if "update_loss" in {field.name for field in dataclasses.fields(model.config)}:
+    if args.update_loss is not None:
         overrides["update_loss"] = args.update_loss
     model.config = dataclasses.replace(model.config, **overrides)
     config = LearnerConfig(
@@ -165,7 +168,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--fit-events", type=int, default=2_000, help="events of the cheap fit (the model's start)")
     parser.add_argument("--loss", default="softmax", help="the model's training loss (default: SASRec's own)")
-    parser.add_argument("--update-loss", default="auto", help="SASRecConfig.update_loss, where the model has it")
+    parser.add_argument("--update-loss", default=None, help="SASRecConfig.update_loss (default: the training loss)")
     parser.add_argument("--update-every", type=int, default=1000)
     parser.add_argument("--updates", type=int, default=10, help="timed updates per size (after one warm-up)")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="stop timing a size after this much")

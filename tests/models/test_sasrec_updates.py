@@ -1,5 +1,5 @@
-"""SASRec's online updates at large catalogues: the update loss (``update_loss``, ``sampled_updates_from``),
-the row-wise AdamW step of a sampled-softmax update, and the negative draw they share with training."""
+"""SASRec's online updates at large catalogues: the update loss (``update_loss``), the row-wise AdamW step
+of a sampled-softmax update, the growing item table, and the negative draw updates share with training."""
 
 from __future__ import annotations
 
@@ -37,19 +37,16 @@ def cycle_data(n_users: int = 60, length: int = 10, n_items: int = N_ITEMS, seed
     return Interactions.from_arrays(users, items.ravel(), times, n_users=n_users, n_items=n_items)
 
 
-def test_update_loss_is_the_training_loss_below_the_threshold_and_sampled_from_it() -> None:
-    config = SASRecConfig(sampled_updates_from=100, future_window=3)
-    assert config.for_updates(99) is config
-    sampled = config.for_updates(100)
+def test_the_update_loss_is_the_training_loss_unless_set() -> None:
+    config = SASRecConfig(future_window=3)
+    assert config.for_updates() is config
+    assert SASRecConfig(loss="sampled-softmax").for_updates().loss == "sampled-softmax"
+    sampled = SASRecConfig(update_loss="sampled-softmax", future_window=3).for_updates()
     assert sampled.loss == "sampled-softmax"
     assert (sampled.window, sampled.excludes_seen) == (1, False)  # the sampled loss's own defaults
-    assert SASRecConfig(update_loss="softmax", sampled_updates_from=100).for_updates(10**6).loss == "softmax"
-    assert SASRecConfig(update_loss="bce").for_updates(10).loss == "bce"
-    assert SASRecConfig().for_updates(12_101).loss == "softmax"  # Amazon Beauty's catalogue: as trained
-    with pytest.raises(ValueError, match="update_loss: expected one of"):
+    assert SASRecConfig(update_loss="softmax").for_updates().window == 2
+    with pytest.raises(ValueError, match="update_loss: expected None or one of"):
         SASRecConfig(update_loss="sampled")
-    with pytest.raises(ValueError, match="sampled_updates_from"):
-        SASRecConfig(sampled_updates_from=0)
 
 
 def test_negative_sampling_draws_what_rng_choice_draws() -> None:
@@ -62,9 +59,9 @@ def test_negative_sampling_draws_what_rng_choice_draws() -> None:
     assert drawn.random() == chosen.random()  # the generator is left where choice leaves it
 
 
-def test_below_the_threshold_an_update_is_the_training_losss_bit_for_bit() -> None:
+def test_by_default_an_update_is_the_training_losss_bit_for_bit() -> None:
     data = cycle_data()
-    auto, softmax = (SASRec(**SMALL, update_loss=name).fit(data) for name in ("auto", "softmax"))
+    auto, softmax = (SASRec(**SMALL, update_loss=name).fit(data) for name in (None, "softmax"))
     auto.partial_fit(data)
     softmax.partial_fit(data)
     for name, tensor in auto.network.state_dict().items():  # type: ignore[union-attr]
@@ -91,7 +88,7 @@ def test_a_row_wise_step_is_adamw_on_the_rows_it_steps() -> None:
 
 def test_a_sampled_update_steps_only_the_rows_it_used() -> None:
     data = cycle_data(n_items=3_000)  # the events use 30 of 3,000 items
-    model = SASRec(**SMALL, n_negatives=3, sampled_updates_from=1_000).fit(data)
+    model = SASRec(**SMALL, loss="sampled-softmax", n_negatives=3).fit(data)
     weight = model.network.item_embedding.weight  # type: ignore[union-attr]
     before = weight.detach().clone()
     moments = model.optimizer.state[weight]["exp_avg"].clone()  # type: ignore[union-attr]
@@ -119,8 +116,7 @@ def test_a_sampled_update_steps_only_the_rows_it_used() -> None:
 
 def test_sampled_row_wise_updates_learn_a_planted_successor() -> None:
     data = cycle_data(n_users=120, length=12)
-    model = SASRec(**{**SMALL, "max_epochs": 20}, n_negatives=10, sampled_updates_from=N_ITEMS).fit(data)
-    assert model.config.for_updates(N_ITEMS + 2).loss == "sampled-softmax"
+    model = SASRec(**{**SMALL, "max_epochs": 20}, update_loss="sampled-softmax", n_negatives=10).fit(data)
     # new item N_ITEMS always follows item 0 in the new events: the sampled, row-wise updates learn it
     users = np.repeat(np.arange(40), 4)
     items = np.tile([5, 0, N_ITEMS, 7], 40)
@@ -131,3 +127,20 @@ def test_sampled_row_wise_updates_learn_a_planted_successor() -> None:
     assert model.n_items == N_ITEMS + 2
     ids, _ = model.recommend(history, k=3)
     assert N_ITEMS in ids[0]
+
+
+def test_a_growing_table_keeps_spare_rows_and_is_not_copied_at_each_growth() -> None:
+    model = SASRec(**SMALL).fit(cycle_data())
+    model._grow_items(N_ITEMS + 2)
+    weight = model.network.item_embedding.weight  # type: ignore[union-attr]
+    moment = model.optimizer.state[weight]["exp_avg"]  # type: ignore[union-attr]
+    before, address = weight.detach().clone(), weight.data_ptr()
+    model._grow_items(N_ITEMS + 4)  # within the spare rows: written behind the table, nothing copied
+    grown = model.network.item_embedding.weight  # type: ignore[union-attr]
+    assert grown.data_ptr() == address and grown.shape == (N_ITEMS + 5, SMALL["dim"])
+    assert torch.equal(grown[: N_ITEMS + 3].detach(), before)
+    torch.testing.assert_close(grown[N_ITEMS + 3 :].detach(), before[1:].mean(dim=0).expand(2, -1))
+    grown_moment = model.optimizer.state[grown]["exp_avg"]  # type: ignore[union-attr]
+    assert torch.equal(grown_moment[: N_ITEMS + 3], moment) and not grown_moment[N_ITEMS + 3 :].any()
+    model._grow_items(N_ITEMS * 3)  # past the spare rows: a new, larger buffer
+    assert model.network.item_embedding.weight[: N_ITEMS + 3].equal(before)  # type: ignore[union-attr]

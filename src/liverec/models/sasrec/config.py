@@ -8,8 +8,6 @@ import math
 from liverec.models.base import ModelConfig
 
 LOSSES = ("softmax", "sampled-softmax", "bce")
-#: ``update_loss``'s choices: a loss, or ``auto`` (see :meth:`SASRecConfig.for_updates`)
-UPDATE_LOSSES = ("auto", *LOSSES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,14 +52,14 @@ class SASRecConfig(ModelConfig):
     that came at most this many seconds after the one before (0: same timestamp; None: never), so
     the log's arbitrary order within a moment is not learned as meaningful (timestamps stay put).
     Chosen on validation, where the same-timestamp rule did as well as a 60 s one.
-    ``update_loss``: the loss of ``partial_fit``'s steps (the online updates), one of ``auto`` or a
-    ``loss``; ``auto`` is ``loss`` while the catalogue has fewer than ``sampled_updates_from`` items and
-    ``sampled-softmax`` from there on (:meth:`for_updates`): a full softmax over a million items costs
-    an update step a hundred times its network. An update whose loss is ``sampled-softmax`` reads and
-    steps only the item rows it uses (the batch's items and its negatives) with a row-wise AdamW, so a
-    step's cost does not grow with the catalogue; every other step is AdamW over the whole network.
-    The threshold (50,000) lies above the real catalogues measured (ml-100k 1.7k, Amazon Beauty 12k
-    items), whose updates it leaves as they were; docs/results.md, "Online updates at a million items".
+    ``update_loss``: the loss of ``partial_fit``'s steps (the online updates); None (the default): ``loss``.
+    An update whose loss is ``sampled-softmax`` reads and steps only the item rows it uses (the batch's
+    items and its negatives) with a row-wise AdamW, so its cost does not grow with the catalogue (a
+    model of a million items is trained with the sampled softmax, and so updated with it); every other
+    step is AdamW over the whole network. Updating with another loss than the model was trained with
+    lost to not updating at all in both directions measured (the full softmax on a sampled-softmax
+    model, and the reverse on ml-100k: docs/results.md, "Online updates at a million items"), so the
+    default follows ``loss`` at every catalogue size.
     """
 
     max_len: int = 200
@@ -93,17 +91,14 @@ class SASRecConfig(ModelConfig):
     untimed_window: bool = False  # without time: True, the window of future_window items; False, next item
     shuffle_gap_s: float | None = 0.0  # each training epoch, reorder runs of items at most this far apart
     refit: bool = True  # after early stopping, train afresh on training + validation events for best_epoch epochs
-    update_loss: str = "auto"  # partial_fit's loss: auto = loss below sampled_updates_from items, else sampled-softmax
-    sampled_updates_from: int = 50_000
+    update_loss: str | None = None  # partial_fit's loss (None: the training loss)
     verbose: bool = False
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss: expected one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.update_loss not in UPDATE_LOSSES:
-            raise ValueError(f"update_loss: expected one of {', '.join(UPDATE_LOSSES)}, got {self.update_loss!r}")
-        if self.sampled_updates_from < 1:
-            raise ValueError(f"sampled_updates_from: expected a positive integer, got {self.sampled_updates_from!r}")
+        if self.update_loss is not None and self.update_loss not in LOSSES:
+            raise ValueError(f"update_loss: expected None or one of {', '.join(LOSSES)}, got {self.update_loss!r}")
         for name in ("max_len", "dim", "n_layers", "n_heads", "batch_size", "max_epochs", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
@@ -135,17 +130,13 @@ class SASRecConfig(ModelConfig):
             return self.patience
         return min(self.patience, max(1, math.ceil(self.patience_steps / epoch_steps)))
 
-    def for_updates(self, n_items: int) -> SASRecConfig:
-        """The settings ``partial_fit``'s steps train with over a catalogue of ``n_items``: these, with
-        ``loss`` replaced by ``update_loss`` (``auto``: ``loss`` below ``sampled_updates_from`` items, else
-        ``sampled-softmax``). Where the loss changes, ``loss_exclude_seen`` and ``future_window`` fall
-        back to the update loss's own defaults."""
-        loss = self.update_loss
-        if loss == "auto":
-            loss = self.loss if n_items < self.sampled_updates_from else "sampled-softmax"
-        if loss == self.loss:
+    def for_updates(self) -> SASRecConfig:
+        """The settings ``partial_fit``'s steps train with: these, with ``loss`` replaced by ``update_loss``
+        where that is set and differs; ``loss_exclude_seen`` and ``future_window`` then fall back to the
+        update loss's own defaults."""
+        if self.update_loss is None or self.update_loss == self.loss:
             return self
-        return dataclasses.replace(self, loss=loss, loss_exclude_seen=None, future_window=None)
+        return dataclasses.replace(self, loss=self.update_loss, loss_exclude_seen=None, future_window=None)
 
     # the full softmax's defaults (chosen on validation NDCG@10); left unset, the other losses keep the
     # plain next-item loss

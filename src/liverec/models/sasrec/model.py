@@ -296,8 +296,8 @@ class SASRec(Recommender):
         """:meth:`_partial_fit` with a loss only at the positions whose next item is a ``learn`` event;
         the other events are read as context (None: a loss at every position).
 
-        The steps train with :meth:`SASRecConfig.for_updates` (the update loss for the grown catalogue);
-        with the sampled softmax, in one process, each step reads and steps only the item rows it uses
+        The steps train with :meth:`SASRecConfig.for_updates` (``update_loss``, by default the training
+        loss); with the sampled softmax, in one process, each step reads and steps only the item rows it uses
         (:meth:`_row_wise_loss`, :meth:`_step_item_rows`)."""
         config = self.config
         self._grow_items(interactions.n_items)
@@ -314,16 +314,23 @@ class SASRec(Recommender):
             return
         histories = histories.select(rows)
         flags = None if flags is None else flags.select(rows)
-        update_config = config.for_updates(self._net().item_embedding.num_embeddings - 1)
+        update_config = config.for_updates()
         # row-wise steps bypass the training strategy's forward pass: one process only
         row_wise = update_config.loss == "sampled-softmax" and type(self.training) is LocalTraining
         self.config = update_config  # the steps read their loss from the config
+        groups = self._optimizer().param_groups
+        foreach = [group.get("foreach") for group in groups]
+        if row_wise:  # the rest of the network is ~30 small tensors: one multi-tensor AdamW, not 30 loops
+            for group in groups:
+                group["foreach"] = True
         try:
             with torch_threads(config.n_threads):
                 for _ in range(config.partial_fit_epochs):
                     self._train_epoch(histories, rng, flags, row_wise=row_wise)
         finally:
             self.config = config
+            for group, value in zip(groups, foreach, strict=True):
+                group["foreach"] = value
 
     def _init_weights(self) -> None:
         generator = torch.Generator().manual_seed(self.config.seed)
@@ -365,10 +372,10 @@ class SASRec(Recommender):
             rows, weight = training.share(batch_rows, plan.lengths)
             batch, tied, learned = plan.tensors(rows, training.tensor)
             if row_wise:  # the item rows the step uses alone: read, stepped and counted here
-                loss, n_positions, used, rows = self._row_wise_loss(batch, learned, loss_rng)
+                loss, n_positions, used, used_vectors = self._row_wise_loss(batch, learned, loss_rng)
                 self._step(loss, weight)  # AdamW over the rest of the network (the item table is not in the graph)
-                if rows.grad is not None:
-                    self._step_item_rows(used[1:], rows.grad[1:])
+                if used_vectors.grad is not None:
+                    self._step_item_rows(used[1:], used_vectors.grad[1:])
                 total += float(loss.detach()) * n_positions
                 count += n_positions
                 continue
@@ -595,10 +602,15 @@ class SASRec(Recommender):
             self._append_rows(embedding, mean.expand(n_features + 1 - weight.shape[0], -1))
 
     def _append_rows(self, module: nn.Embedding | nn.EmbeddingBag, rows: torch.Tensor) -> None:
-        """Replace ``module.weight`` by itself plus ``rows`` ``[n_new, dim]``; AdamW moments of old rows are kept."""
+        """Replace ``module.weight`` by itself plus ``rows`` ``[n_new, dim]``; AdamW moments of old rows are kept.
+
+        The grown table and moments keep spare rows past their end (:func:`_with_rows`), so the next
+        growths write the new rows in place instead of copying the whole table and its two moments:
+        at a million items that copy was 40 % of an update (docs/results.md).
+        """
         optimizer = self._optimizer()
         old = module.weight
-        grown = nn.Parameter(torch.cat([old.detach(), rows], dim=0))
+        grown = nn.Parameter(_with_rows(old.detach(), rows))
         module.weight = grown
         module.num_embeddings = grown.shape[0]
         state = optimizer.state.pop(old, None)
@@ -606,7 +618,7 @@ class SASRec(Recommender):
             group["params"] = [grown if p is old else p for p in group["params"]]
         if state:  # new rows start from zero moments
             optimizer.state[grown] = {
-                key: torch.cat([value, value.new_zeros(len(rows), *value.shape[1:])])
+                key: _with_rows(value, value.new_zeros(len(rows), *value.shape[1:]))
                 if torch.is_tensor(value) and value.dim() == 2
                 else value
                 for key, value in state.items()
@@ -662,3 +674,30 @@ class SASRec(Recommender):
             betas=(0.9, 0.98),
             weight_decay=self.config.weight_decay,
         )
+
+
+#: spare rows a grown table keeps past its end, as a share of its rows (see :func:`_with_rows`)
+GROWTH_HEADROOM = 0.25
+
+
+def _with_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``[len(table) + len(rows), dim]``: ``table`` then ``rows``, as a view of the front of a larger buffer.
+
+    When ``table`` is such a view already (made here) and its buffer has room, the rows are written
+    into the buffer behind it and the table is not copied; else a buffer ``GROWTH_HEADROOM`` larger than
+    needed is allocated, so a table that grows a little at every update is copied once per quarter
+    of growth, not at each update. Whatever shares ``table``'s storage sees the new rows' memory only
+    past its own end.
+    """
+    n_rows = len(table) + len(rows)
+    width = table.shape[1:]
+    row_bytes = table[:1].numel() * table.element_size()
+    storage = table.untyped_storage()
+    if table.is_contiguous() and table.storage_offset() == 0 and storage.nbytes() >= n_rows * row_bytes:
+        grown = table.new_empty(0).set_(storage, 0, (n_rows, *width), table.stride())
+    else:
+        buffer = table.new_empty(int(n_rows * (1 + GROWTH_HEADROOM)) + 1, *width)
+        grown = buffer[:n_rows]
+        grown[: len(table)] = table
+    grown[len(table) :] = rows
+    return grown
