@@ -479,6 +479,7 @@ def step_serve(size: Size, options: argparse.Namespace) -> dict[str, Any]:
     build_seconds = time.perf_counter() - meter.started  # the float32 copy (and the float16 one)
     out["exact"], truth = _latency(exact, queries, allowed_rows, len(queries))
     out["exact"]["build_seconds"] = round(build_seconds, 3)
+    out["exact"]["float16_fallbacks"] = exact.compact_fallbacks  # queries the float16 scan left to float32
     del exact
     started = time.perf_counter()
     hnsw = VectorIndex(
