@@ -144,3 +144,42 @@ def test_a_growing_table_keeps_spare_rows_and_is_not_copied_at_each_growth() -> 
     assert torch.equal(grown_moment[: N_ITEMS + 3], moment) and not grown_moment[N_ITEMS + 3 :].any()
     model._grow_items(N_ITEMS * 3)  # past the spare rows: a new, larger buffer
     assert model.network.item_embedding.weight[: N_ITEMS + 3].equal(before)  # type: ignore[union-attr]
+
+
+def test_a_row_wise_fit_steps_only_the_rows_it_used_and_learns() -> None:
+    """``fit`` with the sampled softmax at or above ``row_wise_from`` items steps only the rows each batch used
+    (items never in a batch or drawn as a negative keep their initial vectors), and still learns the cycle."""
+    data = cycle_data(n_users=120, length=12, n_items=3_000)  # the events use 30 of 3,000 items
+    config = {**SMALL, "max_epochs": 20, "loss": "sampled-softmax", "n_negatives": 20}
+    used_rows: list[torch.Tensor] = []
+    model = SASRec(**config, row_wise_from=3_000)
+    row_wise_loss = model._row_wise_loss
+
+    def recording(*args: object) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+        result = row_wise_loss(*args)  # type: ignore[arg-type]
+        used_rows.append(result[2])
+        return result
+
+    model._row_wise_loss = recording  # type: ignore[method-assign]
+    model.fit(data)
+    initial = SASRec(**config, row_wise_from=3_000)
+    initial._initialise(data)  # the same seeded initial weights, before any step
+    weight = model.network.item_embedding.weight.detach()  # type: ignore[union-attr]
+    start = initial.network.item_embedding.weight.detach()  # type: ignore[union-attr]
+    unused = np.setdiff1d(np.arange(len(weight)), np.unique(torch.cat(used_rows).numpy()))
+    assert len(used_rows) > 0 and len(unused) > 300  # 320 steps × 20 negatives leave some of the 3,000 unsampled
+    assert torch.equal(weight[unused], start[unused])
+    ids, _ = model.recommend(Histories.from_lists([[3, 4, 5], [10, 11]]), k=1)
+    assert ids[:, 0].tolist() == [6, 12]
+
+
+def test_below_row_wise_from_a_sampled_fit_is_the_dense_one_bit_for_bit() -> None:
+    data = cycle_data()
+    config = {**SMALL, "loss": "sampled-softmax", "n_negatives": 5}
+    dense = SASRec(**config, row_wise_from=None).fit(data)
+    below = SASRec(**config, row_wise_from=N_ITEMS + 1).fit(data)
+    for a, b in zip(dense.network.parameters(), below.network.parameters(), strict=True):  # type: ignore[union-attr]
+        assert torch.equal(a, b)
+    assert SASRecConfig().row_wise_from is None  # off by default: it cost quality (docs/results.md)
+    with pytest.raises(ValueError, match="row_wise_from"):
+        SASRecConfig(row_wise_from=0)

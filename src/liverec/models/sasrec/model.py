@@ -39,9 +39,10 @@ How the training runs, one process or a distributed job, is the model's training
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -239,9 +240,11 @@ class SASRec(Recommender):
         started = time.perf_counter()
         reports = self.training.reports
         bar = tqdm(total=max_epochs, desc="sasrec", unit="epoch", disable=not (self.progress and reports), leave=False)
-        with torch_threads(config.n_threads), bar:
+        threshold = config.row_wise_from
+        row_wise = self._row_wise(config.loss) and threshold is not None and interactions.n_items >= threshold
+        with torch_threads(config.n_threads), bar, self._multi_tensor_steps(row_wise):
             for epoch in range(1, max_epochs + 1):
-                loss = self._train_epoch(histories, rng, shuffle=True)
+                loss = self._train_epoch(histories, rng, shuffle=True, row_wise=row_wise)
                 bar.update()
                 if held_out is None or (epoch % config.eval_every and epoch != max_epochs):
                     self.history.append({"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started})
@@ -315,20 +318,32 @@ class SASRec(Recommender):
         histories = histories.select(rows)
         flags = None if flags is None else flags.select(rows)
         update_config = config.for_updates()
-        # row-wise steps bypass the training strategy's forward pass: one process only
-        row_wise = update_config.loss == "sampled-softmax" and type(self.training) is LocalTraining
+        row_wise = self._row_wise(update_config.loss)
         self.config = update_config  # the steps read their loss from the config
-        groups = self._optimizer().param_groups
-        foreach = [group.get("foreach") for group in groups]
-        if row_wise:  # the rest of the network is ~30 small tensors: one multi-tensor AdamW, not 30 loops
-            for group in groups:
-                group["foreach"] = True
         try:
-            with torch_threads(config.n_threads):
+            with torch_threads(config.n_threads), self._multi_tensor_steps(row_wise):
                 for _ in range(config.partial_fit_epochs):
                     self._train_epoch(histories, rng, flags, row_wise=row_wise)
         finally:
             self.config = config
+
+    def _row_wise(self, loss: str) -> bool:
+        """Whether steps with ``loss`` read and step only the item rows they use: the sampled softmax, in one
+        process (row-wise steps bypass the training strategy's forward pass)."""
+        return loss == "sampled-softmax" and type(self.training) is LocalTraining
+
+    @contextlib.contextmanager
+    def _multi_tensor_steps(self, row_wise: bool) -> Iterator[None]:
+        """With ``row_wise``, AdamW over the rest of the network runs multi-tensor (``foreach``): it is ~30 small
+        tensors, one call each otherwise; the optimiser's own setting is restored after."""
+        groups = self._optimizer().param_groups
+        foreach = [group.get("foreach") for group in groups]
+        if row_wise:
+            for group in groups:
+                group["foreach"] = True
+        try:
+            yield
+        finally:
             for group, value in zip(groups, foreach, strict=True):
                 group["foreach"] = value
 
