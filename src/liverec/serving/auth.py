@@ -184,4 +184,7 @@ def _key_name(request: Request, guard: Guard, bearer: HTTPAuthorizationCredentia
 INGEST = require("ingest")
 READ = require("read")
 CATALOG = require("catalog")
-ADMIN = Depends(_admit_admin)
+# scope "function": the record is written when the route returns, *before* the answer is sent — an admin who
+# got a 200 has a record (with the default "request" scope it was written after the answer, and a CI run under
+# load lost a promotion's record to the server's stop)
+ADMIN = Depends(_admit_admin, scope="function")
