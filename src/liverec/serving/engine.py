@@ -251,11 +251,10 @@ class ServingModel:
         its item order and the check keeps it (:meth:`VectorIndex.succeed`), else ``build()``; checked on the
         query vectors of up to 128 stored users' histories under this model."""
         started = time.perf_counter()
-        queries = self._check_queries(state)
         if previous is not None and previous.index is not None and previous.index.ann_kind == "hnsw":
             known = previous.item_ids
             if len(known) <= len(self.item_ids) and self.item_ids[: len(known)] == known:
-                index = VectorIndex.succeed(previous.index, vectors, queries=queries)
+                index = VectorIndex.succeed(previous.index, vectors, queries=self._check_queries(state))
                 self.index_carried = index.provenance == "carried"
                 logger.info(
                     "approximate index " + ("carried over" if self.index_carried else "built"),
@@ -268,8 +267,10 @@ class ServingModel:
                 )
                 return index
         index = build()
-        if queries is not None and not index.is_exact:  # the standard a carried successor is held to
-            index.built_recall = exact_recall(index, queries)
+        if index.ann_kind == "hnsw":  # the standard a carried successor is held to (only a graph is carried)
+            queries = self._check_queries(state)
+            if queries is not None:
+                index.built_recall = exact_recall(index, queries)
         return index
 
     def _check_queries(self, state: StateStore, n_users: int = 128) -> np.ndarray | None:
