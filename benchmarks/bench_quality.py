@@ -51,28 +51,41 @@ def dataset_path(name: str) -> Path:
     return path if path.exists() else SHARED_DATA / name
 
 
-def one_run(data: Path, model_name: str, seed: int, pairs: list[str]) -> dict[str, Any]:
-    """Fit and evaluate one model on leave-one-out, as ``liverec evaluate`` does (module docstring)."""
+def one_run(data: Path, model_name: str, seed: int, pairs: list[str], procedure: bool = False) -> dict[str, Any]:
+    """Fit and evaluate one model on leave-one-out, as ``liverec evaluate`` does (module docstring).
+
+    ``procedure``: judge the whole fit, whatever it holds out and refits, on the validation item instead: the
+    model is fitted on the validation split's training events alone, given no validation, and scored on each
+    user's second-last item (no test figure). This compares procedures (a refit against none, say) on
+    validation only."""
     from liverec.data.loaders import load_dataset
-    from liverec.data.splits import make_split, with_held_out
+    from liverec.data.splits import make_split, sample_validation, with_held_out
     from liverec.evaluation.protocols import evaluate_ranking
     from liverec.models import MODEL_REGISTRY, create_model, parse_params
 
     fields = {field.name for field in dataclasses.fields(MODEL_REGISTRY[model_name].Config)}
     params = parse_params(model_name, [pair for pair in pairs if pair.split("=", 1)[0] in fields])
     params.setdefault("seed", seed)
-    refit = bool(params.get("refit", True)) and "refit" in fields
-    if refit:
-        params["refit"] = False  # judged on validation first, refitted below
     dataset = load_dataset(data)
     test, validation = make_split(dataset, "loo", 0.2)
     if validation is None:
         raise ValueError("leave-one-out gives a validation split")
+    judged = validation  # the validation item early stopping (or the weight search) compares on
+    refit = bool(params.get("refit", True)) and "refit" in fields and not procedure
+    limit = getattr(create_model(model_name, **params).config, "validation_users", None)
+    if not procedure and limit is not None and len(validation.history) > limit:
+        _, judged = sample_validation(test.train, validation, limit, seed)  # what fit itself samples
+        refit = False  # the other users trained on their validation item: fit does not refit
+    if refit:
+        params["refit"] = False  # judged on validation first, refitted below
     model = create_model(model_name, **params)
     started = time.perf_counter()
-    model.fit(test.train, validation=validation)
+    if procedure:
+        model.fit(validation.train)
+    else:
+        model.fit(test.train, validation=validation)
     fit_seconds = time.perf_counter() - started
-    valid = evaluate_ranking(model, validation, (10,)).metrics
+    valid = evaluate_ranking(model, judged, (10,)).metrics
     refit_seconds = 0.0
     if refit:
         everything = with_held_out(test.train, validation)
@@ -81,14 +94,16 @@ def one_run(data: Path, model_name: str, seed: int, pairs: list[str]) -> dict[st
         started = time.perf_counter()
         model.refit_on(everything)
         refit_seconds = time.perf_counter() - started
-    tested = evaluate_ranking(model, test, (10,)).metrics
+    tested = None if procedure else evaluate_ranking(model, test, (10,)).metrics
     run: dict[str, Any] = {
         "dataset": dataset.name,
         "model": model_name,
         "seed": seed,
         "params": pairs,
+        "judged": "procedure on validation" if procedure else "default",
+        "validation_users": len(judged.history),
         **{f"validation_{metric}": round(float(valid[metric]), 4) for metric in METRICS},
-        **{f"test_{metric}": round(float(tested[metric]), 4) for metric in METRICS},
+        **{f"test_{metric}": None if tested is None else round(float(tested[metric]), 4) for metric in METRICS},
         "fit_seconds": round(fit_seconds + refit_seconds, 1),
         "refit_seconds": round(refit_seconds, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -123,7 +138,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         entry: dict[str, Any] = {"seeds": [run["seed"] for run in group]}
         for split in ("test", "validation"):
             for metric in METRICS:
-                entry[f"{split}_{metric}"] = mean_and_error([run[f"{split}_{metric}"] for run in group])
+                values = [run[f"{split}_{metric}"] for run in group]
+                if None not in values:
+                    entry[f"{split}_{metric}"] = mean_and_error(values)
         entry["fit_seconds_median"] = round(statistics.median(run["fit_seconds"] for run in group), 1)
         if "best_epoch" in group[0]:
             entry["best_epoch_median"] = statistics.median(run["best_epoch"] for run in group)
@@ -137,6 +154,12 @@ def main() -> None:
     parser.add_argument("--models", default="sasrec", help="comma-separated model names (default sasrec)")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (default 0,1,2,3,4)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="model override")
+    parser.add_argument(
+        "--procedure",
+        action="store_true",
+        help="judge the whole fit (its own hold-out and refit) on the validation item: fit on the validation "
+        "split's training events, no test figure",
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: a single run
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -150,7 +173,7 @@ def main() -> None:
         if not dataset_path(name).exists():
             parser.error(f"--datasets: {name!r} is neither a folder of {SHARED_DATA} nor a path")
     if args.one:
-        print(json.dumps(one_run(dataset_path(datasets[0]), models[0], seeds[0], args.param)))
+        print(json.dumps(one_run(dataset_path(datasets[0]), models[0], seeds[0], args.param, args.procedure)))
         return
     runs = []
     started = time.perf_counter()
@@ -159,6 +182,7 @@ def main() -> None:
             for seed in seeds:
                 command = [sys.executable, __file__, "--one", "--datasets", data, "--models", model]
                 command += ["--seeds", str(seed)] + [f"--param={pair}" for pair in args.param]
+                command += ["--procedure"] if args.procedure else []
                 output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
                 runs.append(json.loads(output.strip().splitlines()[-1]))
                 print(json.dumps(runs[-1]), file=sys.stderr, flush=True)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from liverec.data.interactions import Interactions
-from liverec.data.splits import leave_one_out, temporal_split, user_temporal_split
+from liverec.data.splits import (
+    hold_out_last,
+    last_event_split,
+    leave_one_out,
+    sample_validation,
+    temporal_split,
+    user_temporal_split,
+)
 from liverec.errors import UsageError
 
 
@@ -35,6 +42,52 @@ def test_leave_one_out(events: Interactions) -> None:
     assert (0, 3) not in train_pairs and (0, 7) not in train_pairs and (2, 6) not in train_pairs
     assert len(test.train) == len(events) - 4
     assert test.test_events is not None and len(test.test_events) == 2
+
+
+def test_last_event_split_is_hold_out_last_with_its_events(events: Interactions) -> None:
+    split = last_event_split(events)
+    train, (history, targets) = hold_out_last(events)
+    np.testing.assert_array_equal(split.history.users, [0, 2])
+    np.testing.assert_array_equal(split.targets.items, [3, 6])
+    np.testing.assert_array_equal(split.history.items, history.items)
+    np.testing.assert_array_equal(split.targets.items, targets.items)
+    np.testing.assert_array_equal(split.train.item_ids, train.item_ids)
+    assert split.test_events is not None
+    np.testing.assert_array_equal(split.test_events.item_ids, [3, 6])
+
+
+def _pairs(data: Interactions) -> list[tuple[int, int]]:
+    return sorted(zip(data.user_ids.tolist(), data.item_ids.tolist(), strict=True))
+
+
+def test_sample_validation_keeps_a_seeded_sample_and_trains_the_rest() -> None:
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(50), 6)
+    data = Interactions.from_arrays(users, rng.integers(0, 40, len(users)), np.tile(np.arange(6.0), 50))
+    validation, test = leave_one_out(data)
+    train, sample = sample_validation(test.train, validation, 12, seed=3)
+    assert len(sample.history) == len(sample.targets) == 12 and sample.info["evaluated_users"] == 12
+    kept = sample.history.users
+    assert np.all(np.diff(kept) > 0) and set(kept) <= set(validation.history.users)
+    # the sample's rows are the validation split's rows of those users
+    rows = np.searchsorted(validation.history.users, kept)
+    np.testing.assert_array_equal(sample.targets.items, validation.targets.items[rows])
+    assert sample.test_events is not None and validation.test_events is not None
+    np.testing.assert_array_equal(sample.test_events.user_ids, kept)
+    # nothing lost, nothing twice: the training events plus the sample's held-out ones are all of them
+    assert _pairs(Interactions.concat([train, sample.test_events])) == _pairs(
+        Interactions.concat([test.train, validation.test_events])
+    )
+    assert not set(kept) & set(train.user_ids[len(test.train) :].tolist())  # the sample's targets stay out
+    assert sample.train is train
+    # seeded: the same seed picks the same users, another seed others
+    np.testing.assert_array_equal(sample_validation(test.train, validation, 12, seed=3)[1].history.users, kept)
+    assert not np.array_equal(sample_validation(test.train, validation, 12, seed=4)[1].history.users, kept)
+    # no more rows than asked for: unchanged
+    unchanged = sample_validation(test.train, validation, 50, seed=3)
+    assert unchanged[0] is test.train and unchanged[1] is validation
+    with pytest.raises(ValueError, match="n_users"):
+        sample_validation(test.train, validation, 0, seed=3)
 
 
 def test_temporal_split_by_fraction(events: Interactions) -> None:

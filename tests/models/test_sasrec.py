@@ -64,6 +64,55 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
     assert model.validation_ndcg(validation.history, validation.targets) == pytest.approx(max(scores))
 
 
+def test_weight_average_is_the_exponential_moving_average_and_applied_restores_the_live_weights() -> None:
+    from liverec.models.sasrec.model import WeightAverage
+
+    network = torch.nn.Linear(3, 2)
+    start = [p.detach().clone() for p in network.parameters()]
+    average = WeightAverage(network, decay=0.75)
+    expected = [p.clone() for p in start]
+    for step in range(1, 4):
+        with torch.no_grad():
+            for parameter in network.parameters():
+                parameter.add_(float(step))
+        average.update()
+        expected = [0.75 * e + 0.25 * p.detach() for e, p in zip(expected, network.parameters(), strict=True)]
+    live = [p.detach().clone() for p in network.parameters()]
+    with average.applied():
+        for parameter, value in zip(network.parameters(), expected, strict=True):
+            torch.testing.assert_close(parameter.detach(), value)
+    for parameter, value in zip(network.parameters(), live, strict=True):
+        assert torch.equal(parameter.detach(), value)  # the live weights again, bit for bit
+    average.apply()
+    for parameter, value in zip(network.parameters(), expected, strict=True):
+        torch.testing.assert_close(parameter.detach(), value)
+
+
+def test_an_averaged_fit_judges_and_keeps_the_averaged_weights() -> None:
+    data = cycle_data()
+    validation, test = leave_one_out(data)
+    config = {**SMALL, "max_epochs": 12, "patience": 12, "refit": False, "dropout": 0.2}
+    averaged = SASRec(**config, average_decay=0.9).fit(validation.train, validation=validation)
+    plain = SASRec(**config).fit(validation.train, validation=validation)
+    # the weights kept are the ones early stopping judged best: the average at that epoch
+    assert averaged.validation_ndcg(validation.history, validation.targets) == pytest.approx(
+        averaged.best_validation_ndcg
+    )
+    assert averaged.best_validation_ndcg > 0.9
+    assert not torch.equal(averaged._net().item_embedding.weight, plain._net().item_embedding.weight)
+    # decay 0 is no averaging at all, bit for bit
+    zero = SASRec(**config, average_decay=0.0).fit(validation.train, validation=validation)
+    for name, value in plain._net().state_dict().items():
+        assert torch.equal(zero._net().state_dict()[name], value), name
+    # a refit keeps the average of its last steps: it differs from the plain refit, and still learns the cycle
+    refitted = SASRec(**{**config, "refit": True}, average_decay=0.9).fit(test.train, validation=validation)
+    ids, _ = refitted.recommend(test.history, k=1)
+    expected = (test.history.items[test.history.indptr[1:] - 1] + 1) % N_ITEMS
+    assert refitted.refit_epochs > 0 and (ids[:, 0] == expected).mean() > 0.9
+    with pytest.raises(ValueError, match="average_decay"):
+        SASRecConfig(average_decay=1.0)
+
+
 def test_patience_steps_shortens_patience_where_an_epoch_is_many_steps() -> None:
     """``patience_steps`` counts optimiser steps: a large dataset (many batches per epoch) waits fewer epochs,
     a small one keeps ``patience``; and a fit stops after that many epochs without improvement."""
@@ -140,9 +189,8 @@ def test_a_training_strategy_sees_every_epoch_and_step_and_changes_nothing_by_it
     np.testing.assert_array_equal(model.item_vectors(), plain.item_vectors())
 
 
-def test_refit_learns_what_only_the_validation_events_show() -> None:
-    """Item 29 occurs only as validation targets, always after item 5: the refit model learns to follow 5
-    with it; the early-stopped model never saw it."""
+def _follow_five_data() -> Interactions:
+    """80 users' random walks over items 6-28 ending 5, 29, then one more: 29 is every validation target."""
     rng = np.random.default_rng(1)
     users, items, times = [], [], []
     for user in range(80):
@@ -150,7 +198,13 @@ def test_refit_learns_what_only_the_validation_events_show() -> None:
         users += [user] * len(walk)
         items += walk
         times += list(range(len(walk)))
-    data = Interactions.from_arrays(users, items, np.array(times, dtype=float), n_users=80, n_items=N_ITEMS)
+    return Interactions.from_arrays(users, items, np.array(times, dtype=float), n_users=80, n_items=N_ITEMS)
+
+
+def test_refit_learns_what_only_the_validation_events_show() -> None:
+    """Item 29 occurs only as validation targets, always after item 5: the refit model learns to follow 5
+    with it; the early-stopped model never saw it."""
+    data = _follow_five_data()
     validation, test = leave_one_out(data)
     assert set(validation.targets.items.tolist()) == {29} and 29 not in test.train.item_ids
     after_five = Histories.from_lists([[7, 12, 5]])
@@ -159,6 +213,32 @@ def test_refit_learns_what_only_the_validation_events_show() -> None:
     selected = SASRec(**config, refit=False).fit(test.train, validation=validation)
     assert refit.recommend(after_five, k=1)[0][0, 0] == 29
     assert selected.recommend(after_five, k=5)[0][0].tolist().count(29) == 0
+
+
+def test_a_validation_sample_early_stops_and_the_other_users_learn_their_validation_events() -> None:
+    """With more held-out users than ``validation_users``, a sample of them early-stops and every other user
+    trains on its held-out event from the start: no refit, and item 29 (a validation target only) is learned."""
+    from liverec.models.sasrec import LocalTraining
+
+    class Counting(LocalTraining):
+        def __init__(self) -> None:
+            self.rows: list[int] = []
+
+        def validation_ndcg(self, model: SASRec, history: Histories, targets: Histories) -> float:
+            self.rows.append(len(history))
+            return super().validation_ndcg(model, history, targets)
+
+    data = _follow_five_data()
+    validation, test = leave_one_out(data)
+    config = {**SMALL, "max_epochs": 20, "patience": 20, "validation_users": 20}
+    counting = Counting()
+    model = SASRec(training=counting, **config).fit(test.train, validation=validation)
+    assert model.refit_epochs == 0 and model.best_epoch > 0
+    assert counting.rows == [20] * 20  # every epoch judged on the sample alone
+    assert model.recommend(Histories.from_lists([[7, 12, 5]]), k=1)[0][0, 0] == 29
+    # the same without a validation split: a sample of the users' last events
+    unsplit = SASRec(**config).fit(test.train)
+    assert unsplit.refit_epochs == 0 and unsplit.best_epoch > 0
 
 
 def test_refit_without_validation_uses_every_event_and_needs_a_chosen_epoch() -> None:

@@ -162,6 +162,12 @@ def hold_out_last(interactions: Interactions, min_events: int = 3) -> tuple[Inte
     Returns the remaining events and ``(history, targets)`` for the held-out users; models use it for
     early stopping when no validation split is given.
     """
+    split = last_event_split(interactions, min_events)
+    return split.train, (split.history, split.targets)
+
+
+def last_event_split(interactions: Interactions, min_events: int = 3) -> RankingSplit:
+    """:func:`hold_out_last` as a :class:`RankingSplit` that carries the held-out events (``test_events``)."""
     ordered = interactions.sorted()
     counts = ordered.user_counts()
     is_last = np.zeros(len(ordered), dtype=bool)
@@ -169,7 +175,38 @@ def hold_out_last(interactions: Interactions, min_events: int = 3) -> tuple[Inte
     is_last[np.cumsum(counts)[users] - 1] = True
     train = ordered.subset(~is_last)
     targets = Histories(users, np.arange(len(users) + 1), ordered.item_ids[is_last])
-    return train, (Histories.from_interactions(train, users), targets)
+    info: dict[str, float | int | str] = {"evaluated_users": len(users), "train_events": len(train)}
+    history = Histories.from_interactions(train, users)
+    return RankingSplit(train, history, targets, "last-event", info, ordered.subset(is_last))
+
+
+def sample_validation(
+    train: Interactions, validation: RankingSplit, n_users: int, seed: int
+) -> tuple[Interactions, RankingSplit]:
+    """Keep the validation of ``n_users`` users (a sample seeded by ``seed``); the other users' held-out
+    events join ``train``.
+
+    Early stopping needs a held-out item per user only to compare epochs; on a dataset with many users a
+    sample of them compares epochs as well, and the rest can train on their newest events from the start,
+    so no second fit (a refit on training + validation events) is needed to learn them. Returns the
+    enlarged training events and the sampled split (rows in their original order). ``validation`` must
+    carry its events (``test_events``); with no more than ``n_users`` rows it is returned as it is.
+    """
+    if validation.test_events is None:
+        raise ValueError("validation: expected a split that carries its held-out events (test_events)")
+    if n_users < 1:
+        raise ValueError(f"n_users: expected a positive integer, got {n_users!r}")
+    if len(validation.history) <= n_users:
+        return train, validation
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(validation.history), size=n_users, replace=False))
+    kept_users = validation.history.users[rows]
+    events = validation.test_events
+    released = ~np.isin(events.user_ids, kept_users)
+    enlarged = Interactions.concat([train, events.subset(released)])
+    info = dict(validation.info, evaluated_users=n_users, sampled_from=len(validation.history))
+    history, targets = validation.history.select(rows), validation.targets.select(rows)
+    return enlarged, RankingSplit(enlarged, history, targets, validation.name, info, events.subset(~released))
 
 
 def make_split(dataset: Dataset, protocol: str, test_fraction: float) -> tuple[RankingSplit, RankingSplit | None]:

@@ -15,11 +15,13 @@ sample per prefix). Three losses:
 * ``bce`` — binary cross-entropy with one uniform negative per position (the original paper's loss).
 
 AdamW with linear warm-up; early stopping on validation NDCG@10 (the validation split passed to
-``fit``, or each user's last training event held out when none is given). Then, with ``refit`` (the
-default), the model is trained afresh for the chosen number of epochs on the training events plus
-the held-out ones, each user's newest (docs/results.md); without it the best epoch's weights are
-kept. Each epoch of full training shuffles the runs of a user's items logged at one timestamp
-(``shuffle_gap_s``), whose order in a log is arbitrary. Item id 0 is padding inside the network;
+``fit``, or each user's last training event held out when none is given). Where more than
+``validation_users`` users are held out, a seeded sample of that many keeps its held-out events for early
+stopping and every other user trains on theirs from the start; otherwise, with ``refit`` (the default), the
+model is trained afresh for the chosen number of epochs on the training events plus the held-out ones,
+each user's newest (docs/results.md). Without either the best epoch's weights are kept. Each epoch of
+full training shuffles the runs of a user's items logged at one timestamp (``shuffle_gap_s``), whose order
+in a log is arbitrary. Item id 0 is padding inside the network;
 LiveRec item ``i`` is row ``i + 1``.
 
 Optional side features (``side_features``, given by :meth:`SASRec.set_item_features`: genres,
@@ -49,10 +51,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from liverec.data.interactions import Histories, Interactions
-from liverec.data.splits import RankingSplit, hold_out_last, with_held_out
+from liverec.data.splits import RankingSplit, last_event_split, sample_validation, with_held_out
 from liverec.evaluation.metrics import single_target_ndcg
 from liverec.models.base import ModelConfig, Recommender, register
 from liverec.models.sasrec.batching import padded_sequences, plan_epoch, trainable
@@ -201,12 +204,15 @@ class SASRec(Recommender):
     # ------------------------------------------------------------------------------------------ training
     def _fit(self, interactions: Interactions, validation: RankingSplit | None = None) -> None:
         if validation is None:
-            everything: Interactions | None = interactions
-            interactions, held_out = hold_out_last(interactions)
-        else:
-            held_out = (validation.history, validation.targets)
-            everything = with_held_out(interactions, validation)
-        self._train(interactions, held_out, self.config.max_epochs)
+            validation = last_event_split(interactions)
+            interactions = validation.train
+        everything = with_held_out(interactions, validation)
+        limit = self.config.validation_users
+        if limit is not None and everything is not None and len(validation.history) > limit:
+            # the other users train on their held-out events from the start: nothing is left to refit on
+            interactions, validation = sample_validation(interactions, validation, limit, self.config.seed)
+            everything = None
+        self._train(interactions, (validation.history, validation.targets), self.config.max_epochs)
         self.refit_epochs = 0
         if self.config.refit and everything is not None and self.best_epoch > 0:
             self.refit_on(everything)
@@ -242,14 +248,18 @@ class SASRec(Recommender):
         bar = tqdm(total=max_epochs, desc="sasrec", unit="epoch", disable=not (self.progress and reports), leave=False)
         threshold = config.row_wise_from
         row_wise = self._row_wise(config.loss) and threshold is not None and interactions.n_items >= threshold
+        average = None if config.average_decay is None else WeightAverage(network, config.average_decay)
         with torch_threads(config.n_threads), bar, self._multi_tensor_steps(row_wise):
             for epoch in range(1, max_epochs + 1):
-                loss = self._train_epoch(histories, rng, shuffle=True, row_wise=row_wise)
+                loss = self._train_epoch(histories, rng, shuffle=True, row_wise=row_wise, average=average)
                 bar.update()
                 if held_out is None or (epoch % config.eval_every and epoch != max_epochs):
                     self.history.append({"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started})
                     continue
-                ndcg = self.training.validation_ndcg(self, *held_out)
+                with average.applied() if average is not None else contextlib.nullcontext():
+                    ndcg = self.training.validation_ndcg(self, *held_out)
+                    if ndcg > best_ndcg:  # the weights judged are the ones kept: the average, where there is one
+                        best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
                 self.history.append(
                     {"epoch": epoch, "loss": loss, "val_ndcg@10": ndcg, "seconds": time.perf_counter() - started}
                 )
@@ -262,7 +272,6 @@ class SASRec(Recommender):
                 bar.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{ndcg:.4f}")
                 if ndcg > best_ndcg:
                     best_ndcg, best_epoch, waited = ndcg, epoch, 0
-                    best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
                 else:
                     waited += config.eval_every
                     if waited >= config.epoch_patience(self._epoch_steps):
@@ -271,6 +280,8 @@ class SASRec(Recommender):
                         self._lr_scale *= config.plateau_factor
         if best_state is not None:
             network.load_state_dict(best_state)
+        elif average is not None:  # nothing judged (a refit): the average of the last epoch's steps
+            average.apply()
         self.best_epoch, self.best_validation_ndcg = best_epoch, best_ndcg
 
     def _initialise(self, interactions: Interactions) -> SASRecNetwork:
@@ -371,11 +382,13 @@ class SASRec(Recommender):
         learn: Histories | None = None,
         shuffle: bool = False,
         row_wise: bool = False,
+        average: WeightAverage | None = None,
     ) -> float:
         """One pass over every user's window (:func:`~liverec.models.sasrec.batching.plan_epoch`: ``learn``,
         ``shuffle``); each global batch is trained as the training strategy says (this process's share of
         it, on its device). ``row_wise`` (sampled softmax, one process): each step reads and steps only the
-        item rows it uses (:meth:`_row_wise_loss`). Returns the epoch's mean loss per position."""
+        item rows it uses (:meth:`_row_wise_loss`); ``average``: updated after every step (``fit``'s). Returns
+        the epoch's mean loss per position."""
         network, training = self._net(), self.training
         training.start_epoch(network)
         network.train()
@@ -391,6 +404,8 @@ class SASRec(Recommender):
                 self._step(loss, weight)  # AdamW over the rest of the network (the item table is not in the graph)
                 if used_vectors.grad is not None:
                     self._step_item_rows(used[1:], used_vectors.grad[1:])
+                if average is not None:
+                    average.update()
                 total += float(loss.detach()) * n_positions
                 count += n_positions
                 continue
@@ -405,6 +420,8 @@ class SASRec(Recommender):
                 seen = None if seen is None else SeenItems(seen.sequences, seen.row[keep], seen.column[keep])
             loss = self._loss(hidden, targets, loss_rng, table[1:], seen, future)
             self._step(loss, weight)
+            if average is not None:
+                average.update()
             if weight > 0:
                 total += float(loss.detach()) * len(hidden)
                 count += len(hidden)
@@ -689,6 +706,41 @@ class SASRec(Recommender):
             betas=(0.9, 0.98),
             weight_decay=self.config.weight_decay,
         )
+
+
+class WeightAverage:
+    """An exponential moving average of a network's parameters, updated after each optimiser step of ``fit``
+    (``average_decay``): ``average = decay · average + (1 - decay) · weights``, starting from the weights
+    themselves (``torch.optim.swa_utils``' EMA update). The averaged weights are what early stopping judges and
+    what the fitted model keeps; training steps the live ones."""
+
+    def __init__(self, network: nn.Module, decay: float) -> None:
+        self.parameters = [parameter.detach() for parameter in network.parameters()]
+        self.average = [parameter.clone() for parameter in self.parameters]
+        self._update = get_ema_multi_avg_fn(decay)
+
+    def update(self) -> None:
+        """Move the average towards the live weights after one step."""
+        self._update(self.average, self.parameters, 0)
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The network holds the averaged weights inside the block, its live ones again after it."""
+        live = [parameter.clone() for parameter in self.parameters]
+        _copy(self.average, self.parameters)
+        try:
+            yield
+        finally:
+            _copy(live, self.parameters)
+
+    def apply(self) -> None:
+        """The network keeps the averaged weights."""
+        _copy(self.average, self.parameters)
+
+
+def _copy(sources: list[torch.Tensor], targets: list[torch.Tensor]) -> None:
+    for source, target in zip(sources, targets, strict=True):
+        target.copy_(source)
 
 
 #: spare rows a grown table keeps past its end, as a share of its rows (see :func:`_with_rows`)
