@@ -19,6 +19,14 @@ from liverec.events.log import EVENT_TIME_META, EventLog, log_is_timed
 from liverec.models import create_model
 from liverec.registry import ModelRegistry
 
+#: Events :func:`import_dataset` hands the log per call: their ids (``source:row``) are the only strings it makes
+#: per event, so it makes them a slice at a time (all 20M at once: a 1.7 GB NumPy string array, then a Python
+#: string each; issue 22).
+IMPORT_SLICE = 1_000_000
+
+#: Rows :func:`read_log`'s arrays start with; they double as the read needs (never past the last offset).
+READ_LOG_START_ROWS = 1 << 20
+
 
 @dataclass(frozen=True)
 class ImportSummary:
@@ -63,16 +71,19 @@ def import_dataset(
         event_log.meta_set(EVENT_TIME_META, "order")  # before the events: no reader sees them as timed
     if limit is not None:
         order = order[:limit]
-    types = np.asarray(inter.event_type_names, dtype=object)[inter.event_types[order]]
-    ids = np.char.add(f"{source}:", np.arange(len(order)).astype(str)).astype(object)
-    result = event_log.import_columns(
-        event_ids=ids,
-        user_ids=dataset.user_map.to_external(inter.user_ids[order]),
-        item_ids=dataset.item_map.to_external(inter.item_ids[order]),
-        types=types,
-        timestamps=inter.timestamps[order],
-        values=inter.values[order],
-    )
+    type_names = np.asarray(inter.event_type_names, dtype=object)
+    stored = duplicates = 0
+    for start in range(0, len(order), IMPORT_SLICE):  # the ids of one slice at a time: no string per event held
+        rows = order[start : start + IMPORT_SLICE]
+        result = event_log.import_columns(
+            event_ids=[f"{source}:{row}" for row in range(start, start + len(rows))],
+            user_ids=dataset.user_map.to_external(inter.user_ids[rows]),
+            item_ids=dataset.item_map.to_external(inter.item_ids[rows]),
+            types=type_names[inter.event_types[rows]],
+            timestamps=inter.timestamps[rows],
+            values=inter.values[rows],
+        )
+        stored, duplicates = stored + result.stored, duplicates + result.duplicates
     described = 0
     if dataset.items is not None:
         described = event_log.put_items(
@@ -82,7 +93,7 @@ def import_dataset(
             )
         )
     seconds = time.perf_counter() - started
-    return ImportSummary(len(order), result.stored, result.duplicates, described, seconds, inter.timed)
+    return ImportSummary(len(order), stored, duplicates, described, seconds, inter.timed)
 
 
 @dataclass(frozen=True)
@@ -97,60 +108,104 @@ class LogData:
     items: ItemMetadata | None = None
 
 
-def read_log(event_log: EventLog, event_weights: Mapping[str, float], last_offset: int | None = None) -> LogData:
-    """Every event of a type with positive weight (up to ``last_offset``), in log order; ids in order of
-    first appearance. An order-only log (:func:`log_is_timed`) gives ``timed`` False interactions.
+def read_log(
+    event_log: EventLog, event_weights: Mapping[str, float], last_offset: int | None = None, *, batch: int = 50_000
+) -> LogData:
+    """Every event of a type with positive weight (up to ``last_offset``; None: up to the log's last offset when
+    the read starts), in log order; ids in order of first appearance. An order-only log (:func:`log_is_timed`)
+    gives ``timed`` False interactions.
 
     Items are numbered in the order they first appear in the log, which is also the order the serving
     state numbers them, so the served model's item ids line up with the state's without a lookup.
+
+    The log is read in columns (:meth:`EventLog.iter_columns`), a batch at a time: each batch's ids are
+    numbered against dictionaries of the ids seen so far and its codes written into arrays that grow by
+    doubling, never past the last offset (offsets are distinct positive integers, so no more events than that
+    can come; pages never written are never resident). The peak is the final arrays (30 bytes per event), one
+    batch and the id dictionaries: no Python object per event (issue 22: five lists of them took 7.6 GB at 20M
+    events). ``batch``: events per read.
     """
-    users: list[str] = []
-    items: list[str] = []
-    stamps: list[float] = []
-    values: list[float] = []
-    kinds: list[str] = []
-    offsets = [0, 0]
     used = {name for name, weight in event_weights.items() if weight > 0}
-    for batch in event_log.iter_all():
-        if last_offset is not None:
-            batch = [event for event in batch if event.offset <= last_offset]
-        if offsets[0] == 0 and batch:
-            offsets[0] = batch[0].offset
-        for event in batch:
-            if event.type in used:
-                users.append(event.user_id)
-                items.append(event.item_id)
-                stamps.append(event.timestamp)
-                values.append(1.0 if event.value is None else event.value)
-                kinds.append(event.type)
-        if batch:
-            offsets[1] = batch[-1].offset
-    user_codes, user_ids = pd.factorize(pd.Series(users, dtype=object), sort=False)
-    item_codes, item_ids = pd.factorize(pd.Series(items, dtype=object), sort=False)
-    type_codes, type_names = pd.factorize(pd.Series(kinds, dtype=object), sort=False)
+    newest = event_log.last_offset()
+    up_to = newest if last_offset is None else min(last_offset, newest)
+    # offsets are distinct positive integers, so no more than up_to events can come; a log whose old events
+    # were trimmed can have offsets far beyond its events, so the arrays start at most at a million rows and
+    # double as needed
+    capacity = max(min(up_to, READ_LOG_START_ROWS), 0)
+    columns_out = [np.empty(capacity, dtype=dtype) for dtype in (np.int64, np.int64, np.float64, np.float32, np.int16)]
+    users, items, kinds = _Numbering(), _Numbering(), _Numbering()
+    offsets = [0, 0]
+    n_events = 0
+    for columns in event_log.iter_columns(up_to=up_to, batch=batch):
+        offsets[0] = offsets[0] or int(columns.offsets[0])
+        offsets[1] = int(columns.offsets[-1])
+        types = np.array(columns.types, dtype=object)
+        local_types, distinct_types = pd.factorize(types, sort=False)
+        keep = np.array([kind in used for kind in distinct_types], dtype=bool)[local_types]
+        end = n_events + int(keep.sum())
+        if end > up_to:
+            raise RuntimeError(f"read_log: the log gave more events than its last offset {up_to}")
+        if end > capacity:
+            capacity = min(max(2 * capacity, end), up_to)
+            for column in columns_out:
+                column.resize(capacity, refcheck=False)
+        user_codes, item_codes, stamps, values, type_codes = columns_out
+        user_codes[n_events:end] = users.encode(np.array(columns.user_ids, dtype=object)[keep])
+        item_codes[n_events:end] = items.encode(np.array(columns.item_ids, dtype=object)[keep])
+        type_codes[n_events:end] = kinds.encode(types[keep])
+        stamps[n_events:end] = columns.timestamps[keep]
+        kept_values = columns.values[keep]
+        values[n_events:end] = np.where(np.isnan(kept_values), 1.0, kept_values)  # no value: weight 1
+        n_events = end
+    for column in columns_out:
+        column.resize(n_events, refcheck=False)  # in place: frees the tail a shorter read never wrote
+    user_codes, item_codes, stamps, values, type_codes = columns_out
+    user_ids, item_ids = users.ids(), items.ids()
     interactions = Interactions(
         user_ids=user_codes,
         item_ids=item_codes,
-        timestamps=np.asarray(stamps, dtype=np.float64),
-        values=np.asarray(values, dtype=np.float32),
-        event_types=type_codes.astype(np.int16),
+        timestamps=stamps,
+        values=values,
+        event_types=type_codes,
         n_users=len(user_ids),
         n_items=len(item_ids),
-        event_type_names=tuple(str(t) for t in type_names) or ("interaction",),
+        event_type_names=tuple(kinds.ids()) or ("interaction",),
         timed=log_is_timed(event_log),
     )
     training = {
         "first_offset": offsets[0],
         "last_offset": offsets[1],
-        "n_events": len(users),
+        "n_events": n_events,
         "n_users": len(user_ids),
         "n_items": len(item_ids),
-        "first_timestamp": float(min(stamps)) if stamps else None,
-        "last_timestamp": float(max(stamps)) if stamps else None,
+        "first_timestamp": float(stamps.min()) if n_events else None,
+        "last_timestamp": float(stamps.max()) if n_events else None,
     }
-    item_names = [str(i) for i in item_ids]
-    metadata = catalogue_metadata(event_log, item_names)
-    return LogData(interactions, [str(u) for u in user_ids], item_names, training, metadata)
+    metadata = catalogue_metadata(event_log, item_ids)
+    return LogData(interactions, user_ids, item_ids, training, metadata)
+
+
+class _Numbering:
+    """Ids numbered 0, 1, 2, ... in order of first appearance, across the batches of a read."""
+
+    def __init__(self) -> None:
+        self._codes: dict[str, int] = {}
+
+    def encode(self, ids: np.ndarray) -> np.ndarray:
+        """The codes of ``ids`` ([n] object array of str), numbering the new ones: [n] int64.
+
+        The batch is factorized first (in C), so the dictionary is asked once per distinct id of the batch,
+        in the batch's order of first appearance, which keeps the numbering that of the whole log."""
+        local, distinct = pd.factorize(ids, sort=False)
+        codes = self._codes
+        lookup = np.fromiter(
+            (codes.setdefault(name, len(codes)) for name in distinct), dtype=np.int64, count=len(distinct)
+        )
+        return lookup[local]
+
+    def ids(self) -> list[str]:
+        """Every id numbered so far, by code."""
+        return [str(name) for name in self._codes]
 
 
 def catalogue_metadata(event_log: EventLog, item_ids: list[str]) -> ItemMetadata | None:

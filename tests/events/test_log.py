@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import subprocess
@@ -90,6 +91,39 @@ def test_offsets_increase_across_appends(log: Any) -> None:
         assert result.last_offset == start + 3
     assert [e.offset for e in log.read(after_offset=10, limit=5)] == [11, 12, 13, 14, 15]
     assert [len(chunk) for chunk in log.iter_all(batch=7)] == [7, 7, 7, 7, 2]
+
+
+def test_iter_columns_give_the_events_fields(log: Any) -> None:
+    """The columnar read (what ``read_log`` uses) holds what ``iter_all``'s events hold, in offset order, in
+    batches, cut at ``up_to``; an event without a value reads as NaN."""
+    log.append(
+        [
+            ev(
+                f"e{k}",
+                user=f"u{k % 3}",
+                item=f"i{k % 5}",
+                type=("view", "purchase")[k % 2],
+                timestamp=1_700_000_000.5 + k,
+                value=None if k % 4 else 2.5,
+            )
+            for k in range(23)
+        ]
+    )
+    stored = [event for chunk in log.iter_all() for event in chunk]
+    chunks = list(log.iter_columns(batch=7))
+    assert [len(chunk) for chunk in chunks] == [7, 7, 7, 2]
+    assert np.concatenate([chunk.offsets for chunk in chunks]).tolist() == [e.offset for e in stored]
+    assert [user for chunk in chunks for user in chunk.user_ids] == [e.user_id for e in stored]
+    assert [item for chunk in chunks for item in chunk.item_ids] == [e.item_id for e in stored]
+    assert [kind for chunk in chunks for kind in chunk.types] == [e.type for e in stored]
+    assert np.concatenate([chunk.timestamps for chunk in chunks]).tolist() == [e.timestamp for e in stored]
+    np.testing.assert_array_equal(  # NaN at the same places counts as equal
+        np.concatenate([chunk.values for chunk in chunks]),
+        [np.nan if e.value is None else e.value for e in stored],
+    )
+    cut = list(log.iter_columns(up_to=10, batch=4))
+    assert [chunk.offsets.tolist() for chunk in cut] == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
+    assert list(log.iter_columns(up_to=0)) == []
 
 
 def test_duplicates_are_stored_once(log: Any) -> None:
@@ -246,6 +280,34 @@ def test_import_columns_is_idempotent(open_log: LogFactory) -> None:
     assert len(events) == n
     assert events[5] == StoredEvent("ml:5", "5", "i5", "rating", 1_000_000_005.0, None, None, None, offset=6)
     assert events[6].value == 4.0
+
+
+def test_import_columns_store_what_append_stores(open_log: LogFactory) -> None:
+    """Ids with quotes, backslashes, control characters and non-ASCII text, integer ids, values with and without:
+    the bulk path (which writes Redis's JSON without a ``json.dumps`` per event) stores what ``append`` does."""
+    awkward = ['say "hi"', "back\\slash", "tab\tnew\nline", "é→😀", "plain", "\u2028sep"]
+    n = 12
+    columns: dict[str, Any] = {
+        "event_ids": [f"bulk:{k}" for k in range(n)],
+        "user_ids": [awkward[k % len(awkward)] if k % 4 else k for k in range(n)],
+        "item_ids": [awkward[(k + 1) % len(awkward)] for k in range(n)],
+        "types": ["view", "purchase", "rating"] * 4,
+        "timestamps": 1_700_000_000.125 + np.arange(n) / 3,
+        "values": [None if k % 3 else k * 1.1 for k in range(n)],
+    }
+    log = open_log()
+    log.import_columns(**columns, batch_size=5)
+    expected = [
+        Event(event_id, str(user), item, kind, float(timestamp), value)
+        for event_id, user, item, kind, timestamp, value in zip(*columns.values(), strict=True)
+    ]
+    assert [plain(event) for event in log.read()] == expected
+    if not isinstance(log, SQLiteEventLog):  # Redis: each entry's JSON byte for byte as an append writes it
+        from liverec.events.redis_log import _fields
+
+        entries = log.client.xrange(log.stream)
+        received = json.loads(entries[0][1]["j"])[-1]
+        assert [fields["j"] for _, fields in entries] == [_fields(event, received)[1] for event in expected]
 
 
 def test_import_columns_checks_columns(log: Any) -> None:

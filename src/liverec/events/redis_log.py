@@ -46,6 +46,7 @@ erasure epoch); one erasure at a time (``P:erasure-lock``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -67,9 +68,13 @@ from liverec.events.log import (
     ConsumerGroupLog,
     ErasedEvents,
     ErasureRecord,
+    EventColumns,
     ImportResult,
     OnErased,
     StoredEvent,
+    as_strings,
+    as_values,
+    collector_paused,
     item_record,
     tombstone_record,
 )
@@ -82,23 +87,50 @@ __all__ = ["BackendUnavailable", "RedisEventLog", "delete_prefix", "redis_client
 #: The fields of an event, in order (a stored event adds its offset).
 _EVENT_FIELDS = tuple(field.name for field in dataclasses.fields(Event))
 
+#: The JSON encoder of :func:`_fields` (``json.dumps`` builds a new one per call when given options).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 #: Events per append script call during bulk imports (one script blocks Redis while it runs: keep it short).
 IMPORT_CHUNK = 1000
 
+# Known ids are asked for with one HMGET per 1,000 events, the new offsets taken with one INCRBY and remembered with
+# one HSET per 500: only the XADD is a call per event (a call per step cost Redis 6-8 us per imported event; issue
+# 22). The first of an id repeated inside the batch is the one stored; the last element is the last offset.
 _APPEND = """
-local out = {}
-for i = 1, #ARGV, 2 do
-  local event_id = ARGV[i]
-  if redis.call('HEXISTS', KEYS[3], event_id) == 1 then
-    out[#out + 1] = 0
-  else
-    local offset = redis.call('INCR', KEYS[1])
-    redis.call('XADD', KEYS[2], offset .. '-0', 'e', event_id, 'j', ARGV[i + 1])
-    redis.call('HSET', KEYS[3], event_id, offset)
-    out[#out + 1] = offset
+local n = #ARGV / 2
+local ids = {}
+for i = 1, n do ids[i] = ARGV[2 * i - 1] end
+local known = {}
+for first = 1, n, 1000 do
+  local found = redis.call('HMGET', KEYS[3], unpack(ids, first, math.min(first + 999, n)))
+  for k = 1, #found do
+    if found[k] then known[first + k - 1] = true end
   end
 end
-out[#out + 1] = tonumber(redis.call('GET', KEYS[1]) or '0')
+local out, fresh, seen = {}, {}, {}
+for i = 1, n do
+  if known[i] or seen[ids[i]] then
+    out[i] = 0
+  else
+    seen[ids[i]] = true
+    fresh[#fresh + 1] = i
+  end
+end
+local offset = tonumber(redis.call('GET', KEYS[1]) or '0')
+if #fresh > 0 then offset = redis.call('INCRBY', KEYS[1], #fresh) - #fresh end
+local written = {}
+for _, i in ipairs(fresh) do
+  offset = offset + 1
+  redis.call('XADD', KEYS[2], offset .. '-0', 'e', ids[i], 'j', ARGV[2 * i])
+  out[i] = offset
+  written[#written + 1] = ids[i]
+  written[#written + 1] = offset
+  if #written >= 1000 then
+    redis.call('HSET', KEYS[3], unpack(written))
+    written = {}
+  end
+end
+if #written > 0 then redis.call('HSET', KEYS[3], unpack(written)) end
+out[n + 1] = offset
 return out
 """
 
@@ -278,27 +310,32 @@ class RedisEventLog:
         args: list[str] = []
         for event in events:
             args += _fields(event, received)
+        return self._append_args(args, lambda: events, keep=keep)
+
+    def _append_args(self, args: list[str], events: Callable[[], Sequence[Event]], *, keep: bool) -> AppendResult:
+        """Run the append script on ``args`` (``event_id``, body pairs). ``events()`` gives the events they encode;
+        it is called only when someone takes the stored ones (``keep``, ``on_commit``): a bulk import without
+        ``on_commit`` builds no event object."""
         result = self._append(keys=[self._seq, self.stream, self._ids], args=args)
         offsets, last = [int(o) for o in result[:-1]], int(result[-1])
-        stored = [_stored_event(event, offset) for event, offset in zip(events, offsets, strict=True) if offset]
+        new = len(offsets) - offsets.count(0)
+        stored: list[StoredEvent] = []
+        if keep or (self._on_commit is not None and new):
+            stored = [_stored_event(event, offset) for event, offset in zip(events(), offsets, strict=True) if offset]
         with self._lock:
             self._commits += 1
         if self._on_commit is not None and stored:
             self._on_commit(stored)
-        return AppendResult(len(stored), len(events) - len(stored), last, stored if keep else [])
+        return AppendResult(new, len(offsets) - new, last, stored if keep else [])
 
     def import_events(self, events: Iterable[Event], batch_size: int = IMPORT_CHUNK) -> ImportResult:
         """Bulk-append ``events`` in script calls of ``batch_size``; idempotent by ``event_id``."""
         stored = duplicates = 0
         last = self.last_offset()
-        chunk: list[Event] = []
-        for event in [*events, None]:
-            if event is not None:
-                chunk.append(event)
-            if chunk and (event is None or len(chunk) >= batch_size):
-                result = self._append_events(chunk, keep=False)
-                stored, duplicates, last = stored + result.stored, duplicates + result.duplicates, result.last_offset
-                chunk = []
+        iterator = iter(events)
+        while chunk := list(itertools.islice(iterator, batch_size)):  # one chunk of events held at a time
+            result = self._append_events(chunk, keep=False)
+            stored, duplicates, last = stored + result.stored, duplicates + result.duplicates, result.last_offset
         return ImportResult(stored, duplicates, last)
 
     def import_columns(
@@ -311,7 +348,11 @@ class RedisEventLog:
         values: Sequence[float | None] | np.ndarray | None = None,
         batch_size: int = IMPORT_CHUNK,
     ) -> ImportResult:
-        """Bulk-append events given as columns (the signature of ``SQLiteEventLog.import_columns``)."""
+        """Bulk-append events given as columns (the signature of ``SQLiteEventLog.import_columns``).
+
+        Each script call's arguments are built straight from the columns (no event object unless ``on_commit``
+        wants the events), and while Redis runs one call the next one is built: one call is outstanding at a
+        time, so offsets follow the columns' order."""
         n = len(event_ids)
         stamps = np.asarray(timestamps, dtype=np.float64)
         lengths = {len(event_ids), len(user_ids), len(item_ids), len(stamps)}
@@ -321,28 +362,36 @@ class RedisEventLog:
             raise ValueError(f"import_columns: columns have different lengths {sorted(lengths)}")
         if not np.isfinite(stamps).all():
             raise ValueError("import_columns: timestamps must be finite Unix seconds")
-        kinds = [types] * n if isinstance(types, str) else [str(t) for t in _as_list(types)]
-        numbers = [None] * n if values is None else _as_list(values)
-        events = (
-            Event(
-                str(e),
-                str(u),
-                str(i),
-                t,
-                float(ts),
-                None if v is None or math.isnan(v) else float(v),
-            )
-            for e, u, i, t, ts, v in zip(
-                _as_list(event_ids),
-                _as_list(user_ids),
-                _as_list(item_ids),
-                kinds,
-                stamps.tolist(),
-                numbers,
-                strict=True,
-            )
-        )
-        return self.import_events(events, batch_size)
+        received = time.time()
+
+        def chunks() -> Iterator[tuple[list[str], Callable[[], list[Event]]]]:
+            for start in range(0, n, batch_size):
+                part = slice(start, start + batch_size)
+                ids, users, items = as_strings(event_ids[part]), as_strings(user_ids[part]), as_strings(item_ids[part])
+                if self._pseudonymise is not None:
+                    users = [self._pseudonymise(user) for user in users]
+                kinds = [types] * len(ids) if isinstance(types, str) else as_strings(types[part])
+                seconds = stamps[part].tolist()
+                numbers: list[float | None] = [None] * len(ids) if values is None else as_values(values[part])
+                bodies = _bodies(users, items, kinds, seconds, numbers, received)
+                columns = (ids, users, items, kinds, seconds, numbers)
+                yield (
+                    [*itertools.chain.from_iterable(zip(ids, bodies, strict=True))],
+                    functools.partial(_events, columns),
+                )
+
+        results: list[AppendResult] = []
+        pending: Future[AppendResult] | None = None
+        for args, events in chunks():  # built while the call before runs
+            if pending is not None:
+                results.append(pending.result())
+            pending = self._pool.submit(self._append_args, args, events, keep=False)
+        if pending is not None:
+            results.append(pending.result())
+        if not results:
+            return ImportResult(0, 0, self.last_offset())
+        stored = sum(result.stored for result in results)
+        return ImportResult(stored, n - stored, results[-1].last_offset)
 
     # -- reading ---------------------------------------------------------------------------------
     def read(self, after_offset: int = 0, limit: int = 10_000) -> list[StoredEvent]:
@@ -355,6 +404,20 @@ class RedisEventLog:
         while chunk := self.read(after, batch):
             yield chunk
             after = chunk[-1].offset
+
+    def iter_columns(self, up_to: int | None = None, batch: int = 50_000) -> Iterator[EventColumns]:
+        """The events with offset at most ``up_to`` (None: every one), in offset order, as columns of at most
+        ``batch`` rows (one ``XRANGE`` each; the entry's JSON is parsed, no event object is built)."""
+        after, end = 0, "+" if up_to is None else f"{up_to}-0"
+        while True:
+            with collector_paused():
+                entries = self.client.xrange(self.stream, min=f"{after + 1}-0", max=end, count=batch)
+                if not entries:
+                    return
+                columns = EventColumns.from_rows([_column_row(entry_id, fields) for entry_id, fields in entries])
+                del entries
+            yield columns
+            after = int(columns.offsets[-1])
 
     def last_offset(self) -> int:
         return int(self.client.get(self._seq) or 0)
@@ -731,6 +794,36 @@ def _fields(event: Event, received: float) -> list[str]:
     return [event.event_id, json.dumps(body, separators=(",", ":"), ensure_ascii=False)]
 
 
+def _bodies(
+    users: list[str],
+    items: list[str],
+    kinds: list[str],
+    seconds: list[float],
+    values: list[float | None],
+    received: float,
+) -> list[str]:
+    """The ``j`` fields of a bulk import's events, exactly as :func:`_fields` writes them (compact JSON, not
+    ASCII-escaped, floats as ``repr``), with one JSON encoding per distinct string instead of a ``json.dumps``
+    per event (half of an import's Python time)."""
+
+    def encoded(column: list[str]) -> list[str]:
+        text = {value: _JSON.encode(value) for value in set(column)}
+        return [text[value] for value in column]
+
+    tail = f",null,null,{received!r}]"  # context, recommendation id, received
+    return [
+        f"[{user},{item},{kind},{timestamp!r},{'null' if value is None else repr(value)}{tail}"
+        for user, item, kind, timestamp, value in zip(
+            encoded(users), encoded(items), encoded(kinds), seconds, values, strict=True
+        )
+    ]
+
+
+def _events(columns: tuple[list[Any], ...]) -> list[Event]:
+    """The events of a bulk import's columns (id, user, item, type, timestamp, value), for ``on_commit``."""
+    return [Event(*row) for row in zip(*columns, strict=True)]
+
+
 def _user_and_time(body: str) -> tuple[str, float]:
     """The user id and timestamp of an entry's ``j`` field."""
     values = json.loads(body)
@@ -746,6 +839,12 @@ def _parse(entry_id: str, fields: dict[str, str]) -> StoredEvent:
     return StoredEvent(
         fields["e"], user, item, kind, float(timestamp), value, context, recommendation, offset=int(entry_id[:-2])
     )
+
+
+def _column_row(entry_id: str, fields: dict[str, str]) -> tuple[int, str, str, str, float, float | None]:
+    """An entry as an :meth:`EventColumns.from_rows` row: offset, user, item, type, timestamp, value."""
+    user, item, kind, timestamp, value = json.loads(fields["j"])[:5]
+    return int(entry_id[:-2]), user, item, kind, float(timestamp), value
 
 
 def _as_list(column: Sequence[Any] | np.ndarray) -> list[Any]:
