@@ -71,12 +71,14 @@ def test_weight_average_is_the_exponential_moving_average_and_applied_restores_t
     start = [p.detach().clone() for p in network.parameters()]
     average = WeightAverage(network, decay=0.75)
     expected = [p.clone() for p in start]
-    for step in range(1, 4):
+    for step in range(1, 30):
         with torch.no_grad():
             for parameter in network.parameters():
                 parameter.add_(float(step))
         average.update()
-        expected = [0.75 * e + 0.25 * p.detach() for e, p in zip(expected, network.parameters(), strict=True)]
+        decay = min(0.75, step / (step + 4))  # warming up: about the last quarter of the steps taken
+        assert decay == (0.75 if step >= 12 else step / (step + 4))
+        expected = [decay * e + (1 - decay) * p.detach() for e, p in zip(expected, network.parameters(), strict=True)]
     live = [p.detach().clone() for p in network.parameters()]
     with average.applied():
         for parameter, value in zip(network.parameters(), expected, strict=True):
@@ -93,7 +95,7 @@ def test_an_averaged_fit_judges_and_keeps_the_averaged_weights() -> None:
     validation, test = leave_one_out(data)
     config = {**SMALL, "max_epochs": 12, "patience": 12, "refit": False, "dropout": 0.2}
     averaged = SASRec(**config, average_decay=0.9).fit(validation.train, validation=validation)
-    plain = SASRec(**config).fit(validation.train, validation=validation)
+    plain = SASRec(**config, average_decay=None).fit(validation.train, validation=validation)
     # the weights kept are the ones early stopping judged best: the average at that epoch
     assert averaged.validation_ndcg(validation.history, validation.targets) == pytest.approx(
         averaged.best_validation_ndcg

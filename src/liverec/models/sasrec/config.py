@@ -55,7 +55,10 @@ class SASRecConfig(ModelConfig):
     epoch sooner, and 5,000 users' newest events were never learned; docs/results.md).
     ``average_decay``: ``fit`` keeps an exponential moving average of the weights, updated after every
     optimiser step with this decay; early stopping judges the average and the fitted model keeps it (a refit:
-    the average at its end). None: the last weights (``partial_fit``'s updates never average).
+    the average at its end). None: the last weights (``partial_fit``'s updates never average). 0.99 (about the
+    last 100 steps) was ahead on validation NDCG@10 on both datasets, five seeds each: Amazon Beauty 0.0623
+    against 0.0591 (every seed), ml-100k 0.1246 against 0.1228 (four of five); 0.998 did better still on one
+    Beauty seed (0.0634) but is five epochs of ml-100k's steps, and 0.95 did worse on ml-100k (docs/results.md).
     ``shuffle_gap_s``: each epoch of ``fit`` (not ``partial_fit``), shuffle each run of a user's items
     that came at most this many seconds after the one before (0: same timestamp; None: never), so
     the log's arbitrary order within a moment is not learned as meaningful (timestamps stay put).
@@ -105,7 +108,7 @@ class SASRecConfig(ModelConfig):
     untimed_window: bool = False  # without time: True, the window of future_window items; False, next item
     shuffle_gap_s: float | None = 0.0  # each training epoch, reorder runs of items at most this far apart
     refit: bool = True  # after early stopping, train afresh on training + validation events for best_epoch epochs
-    average_decay: float | None = None  # fit keeps an exponential moving average of the weights (per step)
+    average_decay: float | None = 0.99  # fit keeps an exponential moving average of the weights (per step)
     validation_users: int | None = None  # early stopping on a sample of this many users; the rest train on theirs
     update_loss: str | None = None  # partial_fit's loss (None: the training loss)
     row_wise_from: int | None = None  # fit with sampled-softmax steps only the rows it uses from this many items

@@ -51,7 +51,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
-from torch.optim.swa_utils import get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from liverec.data.interactions import Histories, Interactions
@@ -710,18 +709,26 @@ class SASRec(Recommender):
 
 class WeightAverage:
     """An exponential moving average of a network's parameters, updated after each optimiser step of ``fit``
-    (``average_decay``): ``average = decay · average + (1 - decay) · weights``, starting from the weights
-    themselves (``torch.optim.swa_utils``' EMA update). The averaged weights are what early stopping judges and
-    what the fitted model keeps; training steps the live ones."""
+    (``average_decay``): ``average = d · average + (1 - d) · weights``, starting from the weights themselves.
+
+    ``d`` is ``decay`` once ``4 / (1 - decay)`` steps are taken, and ``t / (t + 4)`` at step ``t`` before
+    that, so the average never spans more than about the last quarter of the steps: on a small dataset, whose
+    whole fit is a few hundred steps, a fixed 0.99 would keep a large share of the untrained initial weights
+    (``0.99 ** 60`` = 55 % after 60 steps). The averaged weights are what early stopping judges and what the
+    fitted model keeps; training steps the live ones."""
 
     def __init__(self, network: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.steps = 0
         self.parameters = [parameter.detach() for parameter in network.parameters()]
         self.average = [parameter.clone() for parameter in self.parameters]
-        self._update = get_ema_multi_avg_fn(decay)
 
     def update(self) -> None:
         """Move the average towards the live weights after one step."""
-        self._update(self.average, self.parameters, 0)
+        self.steps += 1
+        weight = 1.0 - min(self.decay, self.steps / (self.steps + 4))
+        for average, parameter in zip(self.average, self.parameters, strict=True):
+            average.lerp_(parameter, weight)
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
