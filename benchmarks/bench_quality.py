@@ -17,7 +17,13 @@ Prints one JSON object: every run, and per dataset and model the mean ± standar
 Any change to a model's defaults runs this first (choose on ``validation``, never on ``test``):
 
     python benchmarks/bench_quality.py [--datasets ml-100k,amazon-beauty] [--models sasrec]
-        [--seeds 0,1,2,3,4] [--param NAME=VALUE ...]
+        [--seeds 0,1,2,3,4] [--param NAME=VALUE ...] [--procedure]
+
+``--procedure`` judges the whole fit, whatever it holds out and refits, on the validation item: each model is fitted
+on the validation split's training events with no validation given and scored on each user's second-last item (no
+test figure), so fitting procedures (a refit against a validation sample, say) are compared on validation only. A
+SASRec run whose ``validation_users`` samples the users is judged on validation on its sample (the other users
+trained on their validation item).
 
 ``--datasets`` takes names of folders in ../shared/data or paths; ``--param`` applies to every model
 that has the parameter (e.g. ``--param max_epochs=3`` for a quick smoke run).
