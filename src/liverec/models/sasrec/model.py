@@ -14,7 +14,8 @@ sample per prefix). Three losses:
   ∝ popularity^0.75, with the log-Q correction so the estimate is unbiased for large catalogues.
 * ``bce`` — binary cross-entropy with one uniform negative per position (the original paper's loss).
 
-AdamW with linear warm-up; early stopping on validation NDCG@10 (the validation split passed to
+AdamW with linear warm-up; ``fit`` keeps a moving average of the weights (``average_decay``,
+:class:`WeightAverage`), and early stopping judges it on validation NDCG@10 (the validation split passed to
 ``fit``, or each user's last training event held out when none is given). Where more than
 ``validation_users`` users are held out, a seeded sample of that many keeps its held-out events for early
 stopping and every other user trains on theirs from the start; otherwise, with ``refit`` (the default), the
