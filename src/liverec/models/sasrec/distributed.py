@@ -194,6 +194,8 @@ class DistributedTraining(LocalTraining):
     ranks. Backward and step are the one-process ones (DDP all-reduces the gradients in backward).
     """
 
+    row_wise = False  # every gradient goes through DDP's all-reduce: no row-wise item steps
+
     def __init__(self, world: World, device: torch.device, seed: int) -> None:
         self.world = world
         self.device = device

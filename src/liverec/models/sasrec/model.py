@@ -43,7 +43,6 @@ How the training runs, one process or a distributed job, is the model's training
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Self
@@ -68,6 +67,7 @@ from liverec.models.sasrec.loss import (
     sequence_loss,
 )
 from liverec.models.sasrec.network import SASRecNetwork
+from liverec.models.sasrec.row_wise import AdamWSettings, SkippedSteps, adamw_rows, skipped_steps
 from liverec.models.sasrec.training import LocalTraining, Training
 from liverec.models.torch_utils import torch_threads
 
@@ -105,6 +105,7 @@ class SASRec(Recommender):
         #: epochs of the final training on every event (0: the model is the early-stopped one)
         self.refit_epochs = 0
         self._epoch_steps = 0  # optimiser steps in the last training epoch (``patience_steps``)
+        self._skipped: SkippedSteps | None = None  # a row-wise fit's last step of each item row
         #: binary ``[n_described_items, n_features]`` side features (see :meth:`set_item_features`)
         self.item_features: sp.csr_matrix | None = None
         #: the features' names (column order of ``item_features``), when given
@@ -248,36 +249,44 @@ class SASRec(Recommender):
         bar = tqdm(total=max_epochs, desc="sasrec", unit="epoch", disable=not (self.progress and reports), leave=False)
         threshold = config.row_wise_from
         row_wise = self._row_wise(config.loss) and threshold is not None and interactions.n_items >= threshold
-        average = None if config.average_decay is None else WeightAverage(network, config.average_decay)
-        with torch_threads(config.n_threads), bar, self._multi_tensor_steps(row_wise):
-            for epoch in range(1, max_epochs + 1):
-                loss = self._train_epoch(histories, rng, shuffle=True, row_wise=row_wise, average=average)
-                bar.update()
-                if held_out is None or (epoch % config.eval_every and epoch != max_epochs):
-                    self.history.append({"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started})
-                    continue
-                with average.applied() if average is not None else contextlib.nullcontext():
-                    ndcg = self.training.validation_ndcg(self, *held_out)
-                    if ndcg > best_ndcg:  # the weights judged are the ones kept: the average, where there is one
-                        best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-                self.history.append(
-                    {"epoch": epoch, "loss": loss, "val_ndcg@10": ndcg, "seconds": time.perf_counter() - started}
-                )
-                if config.verbose and reports:
-                    print(
-                        f"epoch {epoch:4d} loss {loss:.4f} val ndcg@10 {ndcg:.4f} "
-                        f"({time.perf_counter() - started:.1f}s)",
-                        flush=True,
+        table = network.item_embedding.weight
+        self._skipped = SkippedSteps(len(table)) if row_wise else None  # each row catches up its skipped steps
+        average = None
+        if config.average_decay is not None:
+            average = WeightAverage(network, config.average_decay, lazy=table if row_wise else None)
+        try:
+            with torch_threads(config.n_threads), bar, self._multi_tensor_steps(row_wise):
+                for epoch in range(1, max_epochs + 1):
+                    loss = self._train_epoch(histories, rng, shuffle=True, row_wise=row_wise, average=average)
+                    self._flush_item_rows(average)  # a row-wise fit: every row up to date before it is judged or kept
+                    bar.update()
+                    if held_out is None or (epoch % config.eval_every and epoch != max_epochs):
+                        self.history.append({"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started})
+                        continue
+                    with average.applied() if average is not None else contextlib.nullcontext():
+                        ndcg = self.training.validation_ndcg(self, *held_out)
+                        if ndcg > best_ndcg:  # the weights judged are the ones kept: the average, where there is one
+                            best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+                    self.history.append(
+                        {"epoch": epoch, "loss": loss, "val_ndcg@10": ndcg, "seconds": time.perf_counter() - started}
                     )
-                bar.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{ndcg:.4f}")
-                if ndcg > best_ndcg:
-                    best_ndcg, best_epoch, waited = ndcg, epoch, 0
-                else:
-                    waited += config.eval_every
-                    if waited >= config.epoch_patience(self._epoch_steps):
-                        break
-                    if config.plateau_factor < 1.0 and waited % config.plateau_patience == 0:
-                        self._lr_scale *= config.plateau_factor
+                    if config.verbose and reports:
+                        print(
+                            f"epoch {epoch:4d} loss {loss:.4f} val ndcg@10 {ndcg:.4f} "
+                            f"({time.perf_counter() - started:.1f}s)",
+                            flush=True,
+                        )
+                    bar.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{ndcg:.4f}")
+                    if ndcg > best_ndcg:
+                        best_ndcg, best_epoch, waited = ndcg, epoch, 0
+                    else:
+                        waited += config.eval_every
+                        if waited >= config.epoch_patience(self._epoch_steps):
+                            break
+                        if config.plateau_factor < 1.0 and waited % config.plateau_patience == 0:
+                            self._lr_scale *= config.plateau_factor
+        finally:
+            self._skipped = None
         if best_state is not None:
             network.load_state_dict(best_state)
         elif average is not None:  # nothing judged (a refit): the average of the last epoch's steps
@@ -341,7 +350,7 @@ class SASRec(Recommender):
     def _row_wise(self, loss: str) -> bool:
         """Whether steps with ``loss`` read and step only the item rows they use: the sampled softmax, in one
         process (row-wise steps bypass the training strategy's forward pass)."""
-        return loss == "sampled-softmax" and type(self.training) is LocalTraining
+        return loss == "sampled-softmax" and self.training.row_wise
 
     @contextlib.contextmanager
     def _multi_tensor_steps(self, row_wise: bool) -> Iterator[None]:
@@ -403,7 +412,7 @@ class SASRec(Recommender):
                 loss, n_positions, used, used_vectors = self._row_wise_loss(batch, learned, loss_rng)
                 self._step(loss, weight)  # AdamW over the rest of the network (the item table is not in the graph)
                 if used_vectors.grad is not None:
-                    self._step_item_rows(used[1:], used_vectors.grad[1:])
+                    self._step_item_rows(used[1:], used_vectors.grad[1:], average)
                 if average is not None:
                     average.update()
                 total += float(loss.detach()) * n_positions
@@ -469,36 +478,62 @@ class SASRec(Recommender):
         loss = sampled_softmax_loss(log_q, hidden, targets, local_negatives, table[1:])
         return loss, len(hidden), used, rows
 
-    def _step_item_rows(self, rows: torch.Tensor, grad: torch.Tensor) -> None:
+    def _step_item_rows(self, rows: torch.Tensor, grad: torch.Tensor, average: WeightAverage | None = None) -> None:
         """AdamW on the item table's ``rows`` (network rows) alone, given their gradient ``[len(rows), dim]``.
 
         The same arithmetic as torch's AdamW on each of those rows (its moments, bias correction,
         decoupled weight decay, learning rate; the table's one step count advances), on the AdamW state
-        the model trains with, so training and updates share moments. The other rows, and their
-        moments, are untouched (a "lazy" Adam): a dense step would read and write all of them, which at a
-        million items costs more than the rest of an update step together (docs/results.md).
+        the model trains with, so training and updates share moments. A dense step would read and write every
+        row and both moments, which at a million items costs more than the rest of a step together
+        (docs/results.md). In a row-wise ``fit`` (:attr:`_skipped` set) each row first takes the zero-gradient
+        steps it missed since it was last stepped, in closed form (:mod:`.row_wise`), and so does its moving
+        average (``average``; the table is left out of the average's own update): the dense step's trajectory.
+        In ``partial_fit`` the other rows, and their moments, are untouched (a "lazy" Adam).
         """
         optimizer, weight = self._optimizer(), self._net().item_embedding.weight
-        group = next(group for group in optimizer.param_groups if any(p is weight for p in group["params"]))
+        state = self._table_state(optimizer, weight)
+        state["step"] += 1
+        settings = self._table_settings(optimizer, weight)
+        with torch.no_grad():
+            param, exp_avg, exp_avg_sq = weight[rows], state["exp_avg"][rows], state["exp_avg_sq"][rows]
+            mean = None if average is None else average.of(weight)[rows]
+            decay = 0.0 if average is None else average.next_decay()
+            if self._skipped is not None:
+                missed = self._skipped.skipped(rows, settings.step)
+                skipped_steps(param, exp_avg, exp_avg_sq, missed, settings, mean, decay)
+                self._skipped.mark(rows, settings.step)
+            adamw_rows(param, exp_avg, exp_avg_sq, grad, settings)
+            weight.index_copy_(0, rows, param)
+            state["exp_avg"].index_copy_(0, rows, exp_avg)
+            state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
+            if average is not None and mean is not None:
+                average.of(weight).index_copy_(0, rows, mean.lerp_(param, 1 - decay))
+
+    def _flush_item_rows(self, average: WeightAverage | None) -> None:
+        """A row-wise ``fit``: bring every row of the item table (and its average) up to the current step."""
+        if self._skipped is None:
+            return
+        optimizer, weight = self._optimizer(), self._net().item_embedding.weight
+        state = self._table_state(optimizer, weight)
+        settings = self._table_settings(optimizer, weight)
+        table_average = None if average is None else average.of(weight)
+        decay = 0.0 if average is None else average.decay_at(average.steps)
+        self._skipped.flush(weight.data, state["exp_avg"], state["exp_avg_sq"], settings, table_average, decay)
+
+    @staticmethod
+    def _table_state(optimizer: torch.optim.Optimizer, weight: torch.Tensor) -> dict[str, Any]:
         state = optimizer.state[weight]
         if not state:  # as AdamW starts a parameter's state
             state["step"] = torch.tensor(0.0)
             state["exp_avg"] = torch.zeros_like(weight, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(weight, memory_format=torch.preserve_format)
-        state["step"] += 1
-        step = float(state["step"])
-        lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        with torch.no_grad():
-            param = weight[rows]
-            exp_avg = state["exp_avg"][rows].lerp_(grad, 1 - beta1)
-            exp_avg_sq = state["exp_avg_sq"][rows].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            if decay != 0:
-                param.mul_(1 - lr * decay)
-            denominator = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**step)).add_(eps)
-            param.addcdiv_(exp_avg, denominator, value=-lr / (1 - beta1**step))
-            weight.index_copy_(0, rows, param)
-            state["exp_avg"].index_copy_(0, rows, exp_avg)
-            state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
+        return state
+
+    @staticmethod
+    def _table_settings(optimizer: torch.optim.Optimizer, weight: torch.Tensor) -> AdamWSettings:
+        group = next(group for group in optimizer.param_groups if any(p is weight for p in group["params"]))
+        (beta1, beta2), step = group["betas"], int(optimizer.state[weight]["step"])
+        return AdamWSettings(group["lr"], beta1, beta2, group["eps"], group["weight_decay"], max(step, 1))
 
     def _loss_context(
         self, batch: torch.Tensor, tied: torch.Tensor | None = None
@@ -718,18 +753,35 @@ class WeightAverage:
     (``0.99 ** 60`` = 55 % after 60 steps). The averaged weights are what early stopping judges and what the
     fitted model keeps; training steps the live ones."""
 
-    def __init__(self, network: nn.Module, decay: float) -> None:
+    def __init__(self, network: nn.Module, decay: float, lazy: torch.Tensor | None = None) -> None:
+        """``lazy``: a parameter (the item table of a row-wise fit) whose rows the trainer averages itself, as
+        it steps them (:meth:`of`, :meth:`next_decay`); :meth:`update` leaves it alone."""
         self.decay = decay
         self.steps = 0
         self.parameters = [parameter.detach() for parameter in network.parameters()]
         self.average = [parameter.clone() for parameter in self.parameters]
+        self._lazy = [lazy is not None and parameter is lazy for parameter in network.parameters()]
+        self._index = {id(parameter): i for i, parameter in enumerate(network.parameters())}
+
+    def decay_at(self, step: int) -> float:
+        """The decay of the update after ``step`` steps: ``t / (t + 4)`` until that reaches ``decay``."""
+        return min(self.decay, step / (step + 4))
+
+    def next_decay(self) -> float:
+        """The decay the next :meth:`update` applies."""
+        return self.decay_at(self.steps + 1)
+
+    def of(self, parameter: torch.Tensor) -> torch.Tensor:
+        """The average of ``parameter`` (one of the network's)."""
+        return self.average[self._index[id(parameter)]]
 
     def update(self) -> None:
-        """Move the average towards the live weights after one step."""
+        """Move the average towards the live weights after one step (the lazy parameter excepted)."""
         self.steps += 1
-        weight = 1.0 - min(self.decay, self.steps / (self.steps + 4))
-        for average, parameter in zip(self.average, self.parameters, strict=True):
-            average.lerp_(parameter, weight)
+        weight = 1.0 - self.decay_at(self.steps)
+        for average, parameter, lazy in zip(self.average, self.parameters, self._lazy, strict=True):
+            if not lazy:
+                average.lerp_(parameter, weight)
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:

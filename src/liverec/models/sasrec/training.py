@@ -38,6 +38,9 @@ class Training(Protocol):
 
     #: whether this process shows progress (bars, ``verbose`` lines)
     reports: bool
+    #: whether the model may compute a sampled-softmax step on the item rows it uses and step those rows itself,
+    #: bypassing :meth:`forward` and :meth:`step` for the item table (one process: no gradient to share)
+    row_wise: bool
 
     def start_epoch(self, network: SASRecNetwork) -> None:
         """Called before each epoch's training pass over ``network`` (in training mode after it)."""
@@ -81,6 +84,7 @@ class LocalTraining:
     """One process trains every batch whole, on the CPU, drawing negatives from the epoch's generator."""
 
     reports = True
+    row_wise = True
 
     def start_epoch(self, network: SASRecNetwork) -> None:
         pass
