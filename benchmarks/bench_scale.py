@@ -18,7 +18,8 @@ Steps (``--steps``, in this order; each runs in its own child process, so that o
   state, snapshot written;
 * ``rebuild-redis``: ``RedisBackend.rebuild_state``: the stream replayed into the Redis state;
 * ``read-log``: :func:`liverec.pipeline.read_log` on the SQLite log (what ``liverec train`` trains from);
-* ``train``: SASRec with ``loss="sampled-softmax"``, one epoch, one torch thread, on what ``read-log`` read.
+* ``train``: SASRec with ``loss="sampled-softmax"``, one epoch, one torch thread, on what ``read-log`` read
+  (``--sasrec NAME=VALUE``, repeatable: other settings, e.g. ``--sasrec row_wise_from=none``).
   With ``--train-steps N`` only the first N optimiser steps are run and timed, and the epoch's time is
   extrapolated from their mean (``"extrapolated": true`` in the JSON). The validation pass SASRec runs after
   an epoch is not part of the epoch's time and is skipped (it scores every user against every item);
@@ -366,15 +367,9 @@ def step_train(size: Size, options: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     interactions, _ = _load_interactions(size)
     training = _timed_training(options.train_steps or None)
-    model = SASRec(
-        loss="sampled-softmax",
-        max_epochs=1,
-        max_len=options.max_len,
-        n_threads=1,
-        refit=False,
-        seed=0,
-        training=training,
-    )
+    overrides = dict(_override(pair) for pair in options.sasrec)
+    settings: dict[str, Any] = {"loss": "sampled-softmax", "max_len": options.max_len, **overrides}
+    model = SASRec(max_epochs=1, n_threads=1, refit=False, seed=0, training=training, **settings)
     meter = Meter()
     meter.start()
     stopped = False
@@ -400,15 +395,28 @@ def step_train(size: Size, options: argparse.Namespace) -> dict[str, Any]:
         "seconds_per_step_median": round(float(np.median(timed)), 4),
         "events_per_s": round(len(interactions) / epoch_seconds),
         "setting": {
-            "loss": "sampled-softmax",
-            "max_len": options.max_len,
+            "loss": model.config.loss,
+            "max_len": model.config.max_len,
             "batch_size": model.config.batch_size,
             "n_negatives": model.config.n_negatives,
             "dim": model.config.dim,
+            "row_wise_from": model.config.row_wise_from,
+            "average_decay": model.config.average_decay,
             "n_threads": 1,
         },
         "items_in_model": model.n_items,
     }
+
+
+def _override(pair: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` of ``--sasrec``, the value read as JSON where it parses (``none`` / ``None``: None)."""
+    name, _, text = pair.partition("=")
+    if text in ("none", "None"):
+        return name, None
+    try:
+        return name, json.loads(text)
+    except json.JSONDecodeError:
+        return name, text
 
 
 def step_load(size: Size, options: argparse.Namespace) -> dict[str, Any]:
@@ -625,6 +633,9 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=50, help="categories (the generator's clusters)")
     parser.add_argument("--train-steps", type=int, default=0, help="0: a whole epoch; N: time N steps, extrapolate")
     parser.add_argument("--max-len", type=int, default=50, help="SASRec's window (the serving benchmarks' 50)")
+    parser.add_argument(
+        "--sasrec", action="append", default=[], metavar="NAME=VALUE", help="SASRec setting of the train step"
+    )
     parser.add_argument("--queries", type=int, default=500, help="single-query searches per index")
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")

@@ -4,12 +4,14 @@ of a sampled-softmax update, the growing item table, and the negative draw updat
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from liverec.data.interactions import Histories, Interactions
+from liverec.models.base import Recommender
 from liverec.models.sasrec import SASRec, SASRecConfig
 from liverec.models.sasrec.loss import NegativeSampling
 
@@ -47,6 +49,51 @@ def test_the_update_loss_is_the_training_loss_unless_set() -> None:
     assert SASRecConfig(update_loss="softmax").for_updates().window == 2
     with pytest.raises(ValueError, match="update_loss: expected None or one of"):
         SASRecConfig(update_loss="sampled")
+
+
+def test_auto_is_the_full_softmax_up_to_softmax_max_items_and_the_sampled_one_above() -> None:
+    config = SASRecConfig()
+    assert (config.loss, config.softmax_max_items, config.n_negatives) == ("auto", 4096, 2048)
+    assert config.training_loss(4096) == "softmax" and config.training_loss(4097) == "sampled-softmax"
+    assert SASRecConfig(loss="softmax").training_loss(10**6) == "softmax"  # a loss set is the loss used
+    windowed = SASRecConfig(future_window=3)
+    assert windowed.with_loss("softmax").window == 3  # the full softmax keeps its settings
+    assert windowed.with_loss("sampled-softmax").window == 1  # the sampled one its own defaults
+    with pytest.raises(ValueError, match="loss_exclude_seen and future_window > 1 need loss='softmax'"):
+        SASRecConfig(loss="sampled-softmax", future_window=2)
+    with pytest.raises(ValueError, match="update_loss: expected None or one of softmax"):
+        SASRecConfig(update_loss="auto")
+
+
+def test_an_auto_fit_trains_and_updates_with_the_loss_its_catalogue_chose(tmp_path: Path) -> None:
+    """Above ``softmax_max_items`` the fit is the sampled softmax's, bit for bit; the choice is saved with the model
+    and updates keep it when the catalogue grows past the threshold later."""
+    data = cycle_data()
+    settings = {**SMALL, "n_negatives": 8, "softmax_max_items": N_ITEMS - 1}
+    auto = SASRec(**settings).fit(data)
+    sampled = SASRec(**{**settings, "loss": "sampled-softmax"}).fit(data)
+    assert auto.training_loss == "sampled-softmax" and auto.config.loss == "auto"
+    for name, tensor in auto.network.state_dict().items():  # type: ignore[union-attr]
+        assert torch.equal(tensor, sampled.network.state_dict()[name]), name  # type: ignore[union-attr]
+    small = SASRec(**{**SMALL, "softmax_max_items": N_ITEMS}).fit(data)  # at the threshold: the full softmax
+    assert small.training_loss == "softmax"
+    small.save(tmp_path / "model")
+    loaded = Recommender.load(tmp_path / "model")
+    assert isinstance(loaded, SASRec) and loaded.training_loss == "softmax"
+    grown = cycle_data(n_items=N_ITEMS * 2)  # the catalogue grows past the threshold
+    reference = Recommender.load(tmp_path / "model")
+    assert isinstance(reference, SASRec)
+    reference.config = dataclasses.replace(reference.config, loss="softmax")  # the full softmax, set
+    forgetful = Recommender.load(tmp_path / "model")
+    assert isinstance(forgetful, SASRec)
+    forgetful.training_loss = None  # as if the choice were not kept: the grown catalogue would choose again
+    for model in (loaded, reference, forgetful):
+        model.partial_fit(grown)  # grows the table
+        model.partial_fit(grown)  # the first update past the threshold
+    states = [model.network.state_dict() for model in (loaded, reference, forgetful)]  # type: ignore[union-attr]
+    for name, tensor in states[0].items():
+        assert torch.equal(tensor, states[1][name]), name
+    assert not torch.equal(states[0]["item_embedding.weight"], states[2]["item_embedding.weight"])
 
 
 def test_negative_sampling_draws_what_rng_choice_draws() -> None:
@@ -180,6 +227,6 @@ def test_below_row_wise_from_a_sampled_fit_is_the_dense_one_bit_for_bit() -> Non
     below = SASRec(**config, row_wise_from=N_ITEMS + 1).fit(data)
     for a, b in zip(dense.network.parameters(), below.network.parameters(), strict=True):  # type: ignore[union-attr]
         assert torch.equal(a, b)
-    assert SASRecConfig().row_wise_from is None  # off by default: it cost quality (docs/results.md)
+    assert SASRecConfig().row_wise_from == 100_000  # measured at 100k items (docs/results.md)
     with pytest.raises(ValueError, match="row_wise_from"):
         SASRecConfig(row_wise_from=0)

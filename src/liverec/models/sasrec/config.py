@@ -7,7 +7,7 @@ import math
 
 from liverec.models.base import ModelConfig
 
-LOSSES = ("softmax", "sampled-softmax", "bce")
+LOSSES = ("auto", "softmax", "sampled-softmax", "bce")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,8 +19,13 @@ class SASRecConfig(ModelConfig):
     ``n_heads``: Transformer blocks / attention heads; ``dropout``: on embeddings, residual branches and
     FFN; ``attention_dropout``: on attention weights (0 by default: on CPU it forces the unfused
     attention kernel, and drawing its random mask slows an epoch down noticeably);
-    ``loss``: one of ``softmax``, ``sampled-softmax``, ``bce``; ``n_negatives``: shared negatives per
-    batch for ``sampled-softmax``; ``max_epochs``/``patience``: early stopping, evaluated every
+    ``loss``: one of ``auto`` (the default), ``softmax``, ``sampled-softmax``, ``bce``; ``auto`` trains with the
+    full softmax while the catalogue has at most ``softmax_max_items`` items and with the sampled softmax above
+    (:meth:`training_loss`): on Amazon Beauty (12,101 items) the sampled softmax with 2,048 negatives was ahead of
+    the full one on validation NDCG@10, on ml-100k (1,682 items, fewer than the negatives) it was level on
+    validation and the full softmax is exact there and cheaper; at a million items only the sampled one fits
+    (docs/results.md, "Session 22"); ``n_negatives``: shared negatives per batch for ``sampled-softmax``;
+    ``max_epochs``/``patience``: early stopping, evaluated every
     ``eval_every`` epochs on validation NDCG@10; ``patience_steps``: stop sooner when this many optimiser
     steps (batches) brought no improvement — fewer epochs of patience where an epoch is many steps (a large
     dataset), never more than ``patience`` (:meth:`epoch_patience`); ``warmup_steps``: linear learning-rate
@@ -72,11 +77,12 @@ class SASRecConfig(ModelConfig):
     model, and the reverse on ml-100k: docs/results.md, "Online updates at a million items"), so the
     default follows ``loss`` at every catalogue size.
     ``row_wise_from``: ``fit`` with the sampled softmax (in one process) steps the same way — only the item rows
-    each batch uses, row-wise AdamW — once the catalogue has at least this many items (None, the default:
+    each batch uses, row-wise AdamW — once the catalogue has at least this many items (100,000 by default; None:
     never). A dense AdamW step reads and writes the whole ``[n_items, dim]`` table and its moments, which made a
-    training step cost 1.08 s at 917k items against 6 ms at 10k (docs/results.md, "At the size of a shop"); the
-    row-wise fit was 4× faster at 100k items but lost 40 % of validation NDCG@10 after one epoch (a row's
-    momentum stops when it leaves the batch), so it is off until that is mended ("A row-wise fit").
+    training step cost 1.08 s at 917k items against 6 ms at 10k (docs/results.md, "At the size of a shop"). Each row
+    first takes, in closed form, the zero-gradient steps it skipped since it was last used (:mod:`.row_wise`), so
+    its momentum carries it as far as the dense step would: at 100k items the row-wise fit was 2.3–4× faster and
+    within 1–2 % of the dense fit's validation NDCG@10 (two seeds; without the catch-up it lost 40 %).
     """
 
     max_len: int = 200
@@ -85,8 +91,9 @@ class SASRecConfig(ModelConfig):
     n_heads: int = 1
     dropout: float = 0.2
     attention_dropout: float = 0.0
-    loss: str = "softmax"
-    n_negatives: int = 256
+    loss: str = "auto"
+    softmax_max_items: int = 4096  # loss "auto": the full softmax up to this many items, the sampled one above
+    n_negatives: int = 2048
     batch_size: int = 64
     learning_rate: float = 2e-3
     weight_decay: float = 0.0
@@ -111,7 +118,7 @@ class SASRecConfig(ModelConfig):
     average_decay: float | None = 0.99  # fit keeps an exponential moving average of the weights (per step)
     validation_users: int | None = None  # early stopping on a sample of this many users; the rest train on theirs
     update_loss: str | None = None  # partial_fit's loss (None: the training loss)
-    row_wise_from: int | None = None  # fit with sampled-softmax steps only the rows it uses from this many items
+    row_wise_from: int | None = 100_000  # fit with sampled-softmax steps only the rows it uses from this many items
     verbose: bool = False
 
     def __post_init__(self) -> None:
@@ -123,8 +130,8 @@ class SASRecConfig(ModelConfig):
             raise ValueError(f"validation_users: expected a positive integer or None, got {self.validation_users!r}")
         if self.row_wise_from is not None and self.row_wise_from < 1:
             raise ValueError(f"row_wise_from: expected a positive integer or None, got {self.row_wise_from!r}")
-        if self.update_loss is not None and self.update_loss not in LOSSES:
-            raise ValueError(f"update_loss: expected None or one of {', '.join(LOSSES)}, got {self.update_loss!r}")
+        if self.update_loss is not None and self.update_loss not in LOSSES[1:]:
+            raise ValueError(f"update_loss: expected None or one of {', '.join(LOSSES[1:])}, got {self.update_loss!r}")
         for name in ("max_len", "dim", "n_layers", "n_heads", "batch_size", "max_epochs", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
@@ -146,8 +153,12 @@ class SASRecConfig(ModelConfig):
             raise ValueError(f"patience_steps: expected a positive integer or None, got {self.patience_steps!r}")
         if self.future_window is not None and self.future_window < 1:
             raise ValueError(f"future_window: expected a positive integer, got {self.future_window!r}")
-        if (self.loss_exclude_seen or (self.future_window or 1) > 1) and self.loss != "softmax":
+        if (self.loss_exclude_seen or (self.future_window or 1) > 1) and self.loss not in ("softmax", "auto"):
             raise ValueError(f"loss_exclude_seen and future_window > 1 need loss='softmax', got {self.loss!r}")
+        if self.softmax_max_items < 0:
+            raise ValueError(f"softmax_max_items: expected an integer >= 0, got {self.softmax_max_items!r}")
+        if self.n_negatives < 1:
+            raise ValueError(f"n_negatives: expected a positive integer, got {self.n_negatives!r}")
 
     def epoch_patience(self, epoch_steps: int) -> int:
         """Epochs without improvement before early stopping: ``patience``, or fewer when ``patience_steps``
@@ -156,24 +167,42 @@ class SASRecConfig(ModelConfig):
             return self.patience
         return min(self.patience, max(1, math.ceil(self.patience_steps / epoch_steps)))
 
+    def training_loss(self, n_items: int) -> str:
+        """The loss a fit over a catalogue of ``n_items`` items trains with: ``loss``, or for ``auto`` the full
+        softmax up to ``softmax_max_items`` items and the sampled softmax above."""
+        if self.loss != "auto":
+            return self.loss
+        return "softmax" if n_items <= self.softmax_max_items else "sampled-softmax"
+
+    def with_loss(self, loss: str) -> SASRecConfig:
+        """These settings with ``loss`` (one of the concrete losses) in place of their own. ``auto`` becoming the
+        full softmax keeps ``loss_exclude_seen`` and ``future_window`` as set; any other change of loss drops them
+        to the new loss's own defaults (they apply to the full softmax only)."""
+        if loss == self.loss:
+            return self
+        if loss == "softmax" and self.loss == "auto":
+            return dataclasses.replace(self, loss=loss)
+        return dataclasses.replace(self, loss=loss, loss_exclude_seen=None, future_window=None)
+
     def for_updates(self) -> SASRecConfig:
         """The settings ``partial_fit``'s steps train with: these, with ``loss`` replaced by ``update_loss``
         where that is set and differs; ``loss_exclude_seen`` and ``future_window`` then fall back to the
         update loss's own defaults."""
         if self.update_loss is None or self.update_loss == self.loss:
             return self
-        return dataclasses.replace(self, loss=self.update_loss, loss_exclude_seen=None, future_window=None)
+        return self.with_loss(self.update_loss)
 
     # the full softmax's defaults (chosen on validation NDCG@10); left unset, the other losses keep the
     # plain next-item loss
     @property
     def excludes_seen(self) -> bool:
-        """``loss_exclude_seen`` as it applies: unset, on for the full softmax only."""
-        return self.loss == "softmax" if self.loss_exclude_seen is None else self.loss_exclude_seen
+        """``loss_exclude_seen`` as it applies: unset, on for the full softmax only (``auto``: as the full softmax's;
+        :meth:`with_loss` unsets it where ``auto`` becomes another loss)."""
+        return self.loss in ("softmax", "auto") if self.loss_exclude_seen is None else self.loss_exclude_seen
 
     @property
     def window(self) -> int:
-        """``future_window`` as it applies: unset, 2 for the full softmax and 1 otherwise."""
+        """``future_window`` as it applies: unset, 2 for the full softmax (and ``auto``) and 1 otherwise."""
         if self.future_window is None:
-            return 2 if self.loss == "softmax" else 1
+            return 2 if self.loss in ("softmax", "auto") else 1
         return self.future_window

@@ -331,7 +331,7 @@ def fit_distributed(
             f"batch; expected batch_size >= {world.world_size}, got {config.batch_size}"
         )
     backend_name, device = resolve_dist_backend(dist_backend, world)
-    if device.type == "cuda" and config.loss == "sampled-softmax":
+    if device.type == "cuda" and config.training_loss(interactions.n_items) == "sampled-softmax":
         raise ValueError("loss: 'sampled-softmax' keeps its log-Q table on CPU in SASRec; with nccl use softmax or bce")
     threads = config.n_threads or max(1, (os.cpu_count() or 1) // world.local_world_size)
     created = _join(world, backend_name, device, timeout_s)

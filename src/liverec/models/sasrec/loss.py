@@ -197,7 +197,9 @@ def sequence_loss(
     if config.loss == "sampled-softmax":
         negatives = torch.from_numpy(sampling.draw(rng, config.n_negatives))
         return sampled_softmax_loss(sampling.log_q_tensor, hidden, targets, negatives, items)
-    return _bce_loss(hidden, targets, rng, items)
+    if config.loss == "bce":
+        return _bce_loss(hidden, targets, rng, items)
+    raise ValueError(f"loss: {config.loss!r} is chosen per catalogue; resolve it with SASRecConfig.training_loss first")
 
 
 def sampled_softmax_loss(
