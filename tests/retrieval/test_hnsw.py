@@ -32,6 +32,9 @@ def graph_for_every_row() -> Iterator[None]:
 
 
 def hnsw(items: np.ndarray, **options: object) -> VectorIndex:
+    """An HNSW index; without the norm head unless ``hnsw_head`` is given (these catalogues are smaller than the
+    default head, which would score every item exactly and leave the graph untested)."""
+    options = {"hnsw_head": 0, **options}
     index = VectorIndex(items, ann_threshold=0, ann_kind="hnsw", **options)  # type: ignore[arg-type]
     assert index.ann_kind == "hnsw" and not index.is_exact
     return index
@@ -74,6 +77,7 @@ def check_result(
     shared_mask=st.booleans(),
     n_updates=st.integers(0, 30),
     n_removed=st.integers(0, 10),
+    head=st.sampled_from([0, 1, 5, 1024]),
 )
 def test_filtered_graph_search_never_returns_an_excluded_item_and_fills_k(
     seed: int,
@@ -84,6 +88,7 @@ def test_filtered_graph_search_never_returns_an_excluded_item_and_fills_k(
     shared_mask: bool,
     n_updates: int,
     n_removed: int,
+    head: int,
 ) -> None:
     rng = np.random.default_rng(seed)
     items = varied_norms(rng, n_items, 4)
@@ -91,7 +96,7 @@ def test_filtered_graph_search_never_returns_an_excluded_item_and_fills_k(
     shape = (n_items,) if shared_mask else (n_queries, n_items)
     allowed = rng.random(shape) < density
     with graph_for_every_row():
-        index = hnsw(items, hnsw_m=4, hnsw_ef_construction=8, hnsw_ef_search=4)
+        index = hnsw(items, hnsw_m=4, hnsw_ef_construction=8, hnsw_ef_search=4, hnsw_head=head)
         updated = rng.choice(n_items, size=min(n_updates, n_items), replace=False)
         index.update(updated, varied_norms(rng, len(updated), 4))  # stale nodes must stay out too
         removed = rng.choice(n_items, size=min(n_removed, n_items), replace=False)
@@ -234,6 +239,8 @@ def test_hnsw_options_are_checked() -> None:
         VectorIndex(items, hnsw_m=1)
     with pytest.raises(ValueError, match="hnsw_ef_search: expected a positive integer, got 0"):
         VectorIndex(items, hnsw_ef_search=0)
+    with pytest.raises(ValueError, match="hnsw_head: expected an integer >= 0, got -1"):
+        VectorIndex(items, hnsw_head=-1)
     with pytest.raises(ValueError, match=r"ids: expected values in \[0, 4\), got min 0 max 4"):
         VectorIndex(items).remove(np.array([0, 4]))
     assert faiss.IndexHNSWFlat  # the graph this path builds
@@ -289,3 +296,46 @@ def test_a_graph_that_would_find_less_is_replaced_by_a_fresh_one() -> None:
     assert VectorIndex.carried(previous, before[:2000]) is None
     assert VectorIndex.succeed(previous, before[:2000]).provenance == "built"
     assert VectorIndex.succeed(exact(before), before).is_exact
+
+
+def test_a_head_over_every_item_makes_any_graph_exact() -> None:
+    """The norm head is scored exactly and merged with the graph's candidates: a head of the whole catalogue gives
+    the exact answer however poor the graph (degree 2, a one-item candidate list), with shared and per-row masks
+    and removed items."""
+    rng = np.random.default_rng(3)
+    items = varied_norms(rng, 2_000)
+    queries = rng.standard_normal((20, DIM)).astype(np.float32)
+    removed = rng.choice(2_000, size=50, replace=False)
+    poor = hnsw(items, hnsw_m=2, hnsw_ef_construction=2, hnsw_ef_search=1)
+    headed = hnsw(items, hnsw_m=2, hnsw_ef_construction=2, hnsw_ef_search=1, hnsw_head=2_000)
+    truth = exact(items)
+    for index in (poor, headed, truth):
+        index.remove(removed)
+    for allowed in (rng.random(2_000) < 0.5, rng.random((20, 2_000)) < 0.5):
+        want, _ = truth.search(queries, 10, allowed)
+        with graph_for_every_row():  # half the catalogue allowed: the graph searches every row
+            got, scores = headed.search(queries, 10, allowed)
+            missed, _ = poor.search(queries, 10, allowed)
+        np.testing.assert_array_equal(got, want)
+        present = np.ones(2_000, dtype=bool)
+        present[removed] = False
+        check_result(headed, queries, 10, allowed & present, got, scores)
+        assert (missed != want).any()  # the graph alone misses: the head is what made it exact
+
+
+def test_the_head_is_the_largest_norms_and_follows_added_and_updated_items() -> None:
+    rng = np.random.default_rng(4)
+    items = varied_norms(rng, 1_000)
+    index = hnsw(items, hnsw_m=2, hnsw_ef_construction=2, hnsw_ef_search=1, hnsw_head=8)
+    norms = np.linalg.norm(items, axis=1)
+    np.testing.assert_array_equal(index._norm_head(), np.sort(np.argsort(-norms)[:8]))
+    direction = rng.standard_normal(DIM).astype(np.float32)
+    loud = 100.0 * direction / np.linalg.norm(direction)
+    index.update(np.array([17]), loud[None, :])  # item 17 now has by far the largest vector
+    ids, _ = index.search(direction, 1)
+    assert ids[0] == 17 and 17 in index._norm_head()
+    (new,) = index.add(2.0 * loud[None, :])
+    ids, _ = index.search(direction, 2)
+    assert ids.tolist() == [new, 17]
+    index.remove(np.array([new]))
+    assert index.search(direction, 1)[0].tolist() == [17]

@@ -121,6 +121,8 @@ _TRAIN_POINTS_PER_LIST = 64
 _NORM_HEADROOM = 1.05
 #: the HNSW graph is rebuilt once stale nodes (left behind by ``update``) exceed this share of its nodes.
 _STALE_FRACTION = 0.25
+#: items of largest norm scored exactly beside each HNSW search (``hnsw_head``; docs/results.md, session 22).
+HNSW_HEAD = 1024
 
 
 class VectorIndex:
@@ -135,6 +137,10 @@ class VectorIndex:
     wanted result on filtered IVF searches, before the allowed fraction is accounted for. ``seed``: drives
     the k-means training sample and initialisation. ``hnsw_m`` (graph degree), ``hnsw_ef_construction``
     and ``hnsw_ef_search`` (candidate list while building and searching; recall vs time): the HNSW graph's.
+    ``hnsw_head``: the items of largest norm scored exactly beside every graph search and merged with what the
+    graph found (0: none). A trained model's most popular items have the largest vectors and are in most users'
+    top ten, and the inner-product reduction leaves them few links among a million small vectors: at 917k trained
+    items the graph alone found 0.67 of the exact top ten (docs/results.md, "Session 22").
     """
 
     def __init__(
@@ -152,6 +158,7 @@ class VectorIndex:
         hnsw_m: int = 32,
         hnsw_ef_construction: int = 80,
         hnsw_ef_search: int = 512,
+        hnsw_head: int = HNSW_HEAD,
     ) -> None:
         if metric not in ("ip", "cosine"):
             raise ValueError(f"metric: expected 'ip' or 'cosine', got {metric!r}")
@@ -162,6 +169,8 @@ class VectorIndex:
                 raise ValueError(f"{name}: expected an integer >= 2, got {value}")
         if hnsw_ef_search < 1:
             raise ValueError(f"hnsw_ef_search: expected a positive integer, got {hnsw_ef_search}")
+        if hnsw_head < 0:
+            raise ValueError(f"hnsw_head: expected an integer >= 0, got {hnsw_head}")
         if ann_threshold < 0:
             raise ValueError(f"ann_threshold: expected a non-negative integer, got {ann_threshold}")
         if nlist is not None and nlist < 1:
@@ -183,6 +192,8 @@ class VectorIndex:
         self._hnsw_m = hnsw_m
         self._hnsw_ef_construction = hnsw_ef_construction
         self.ef_search = hnsw_ef_search  # read by every HNSW search: may be changed between searches
+        self.hnsw_head = hnsw_head  # read by every HNSW search, as ef_search
+        self._head: np.ndarray | None = None  # ids of the hnsw_head largest norms (ascending ids); None: stale
         self._dim = vectors.shape[1]
         self._buffer = self._prepare(vectors, "item_vectors")
         self._n = len(self._buffer)
@@ -284,6 +295,7 @@ class VectorIndex:
             "hnsw_m": self._hnsw_m,
             "hnsw_ef_construction": self._hnsw_ef_construction,
             "hnsw_ef_search": self.ef_search,
+            "hnsw_head": self.hnsw_head,
         }
 
     # ----------------------------------------------------------------- properties
@@ -331,6 +343,7 @@ class VectorIndex:
             grown[:start] = self._buffer[:start]
             self._buffer = grown
         self._buffer[start:stop] = new
+        self._head = None
         if self._removed is not None:
             self._removed = np.concatenate([self._removed[:start], np.zeros(len(new), dtype=bool)])
         self._n = stop
@@ -365,6 +378,7 @@ class VectorIndex:
         if len(new) != len(ids):
             raise ValueError(f"vectors: expected {len(ids)} rows (one per id), got {len(new)}")
         self._buffer[ids] = new
+        self._head = None
         if isinstance(self._ann, _HnswGraph):
             if not self._ann.update(ids, new):
                 self._rebuild_hnsw()
@@ -528,10 +542,42 @@ class VectorIndex:
         if complete.any():
             rows, candidates = graph_rows[complete], np.sort(found[complete], axis=1)  # ascending ids: tie rule
             exact = np.einsum("rd,rcd->rc", queries[rows], self._buffer[candidates]).astype(np.float32)
+            candidates, exact = self._with_head(queries, allowed, rows, candidates, exact)
             ids[rows], scores[rows] = top_k_candidates(candidates, exact, k)
         short = np.concatenate([np.flatnonzero(few), graph_rows[~complete]])
         self._score_exact_rows(queries, k, allowed, short, ids, scores)
         return ids, scores
+
+    def _with_head(
+        self, queries: np.ndarray, allowed: np.ndarray | None, rows: np.ndarray, found: np.ndarray, scores: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The graph's candidates ``found`` ``[r, c]`` (ascending ids, exact ``scores``) of query ``rows``, joined by
+        the norm head (``hnsw_head``): scored exactly, disallowed ones and ones the graph found at -inf, every row
+        again in ascending id order (the tie rule of :func:`top_k_candidates`)."""
+        head = self._norm_head()
+        if len(head) == 0:
+            return found, scores
+        head_scores = (queries[rows] @ self._buffer[head].T).astype(np.float32)  # [r, h]
+        if allowed is not None:
+            permitted = allowed[head][None, :] if allowed.ndim == 1 else allowed[np.ix_(rows, head)]
+            head_scores[~np.broadcast_to(permitted, head_scores.shape)] = -np.inf
+        position = np.minimum(np.searchsorted(head, found), len(head) - 1)  # each found id's place in the head
+        already = head[position] == found
+        head_scores[np.nonzero(already)[0], position[already]] = -np.inf
+        ids = np.concatenate([found, np.broadcast_to(head, head_scores.shape)], axis=1)
+        joined = np.concatenate([scores, head_scores], axis=1)
+        order = np.argsort(ids, axis=1, kind="stable")
+        return np.take_along_axis(ids, order, axis=1), np.take_along_axis(joined, order, axis=1)
+
+    def _norm_head(self) -> np.ndarray:
+        """Ids (ascending) of the ``hnsw_head`` items of largest norm, recomputed after the vectors change."""
+        size = min(self.hnsw_head, self._n)
+        if self._head is None or len(self._head) != size:
+            vectors = self._buffer[: self._n]
+            norms = np.einsum("ij,ij->i", vectors, vectors)
+            largest = np.argpartition(-norms, size - 1)[:size] if 0 < size < self._n else np.arange(size)
+            self._head = np.sort(largest).astype(np.int64)
+        return self._head
 
     def _score_exact_rows(
         self,
