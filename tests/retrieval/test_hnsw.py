@@ -32,9 +32,9 @@ def graph_for_every_row() -> Iterator[None]:
 
 
 def hnsw(items: np.ndarray, **options: object) -> VectorIndex:
-    """An HNSW index; without the norm head unless ``hnsw_head`` is given (these catalogues are smaller than the
-    default head, which would score every item exactly and leave the graph untested)."""
-    options = {"hnsw_head": 0, **options}
+    """An HNSW index; without the norm head unless ``hnsw_head_share`` is given (these catalogues are small, and
+    default head's floor, and a head would leave less of the graph tested)."""
+    options = {"hnsw_head_share": 0.0, **options}
     index = VectorIndex(items, ann_threshold=0, ann_kind="hnsw", **options)  # type: ignore[arg-type]
     assert index.ann_kind == "hnsw" and not index.is_exact
     return index
@@ -77,7 +77,7 @@ def check_result(
     shared_mask=st.booleans(),
     n_updates=st.integers(0, 30),
     n_removed=st.integers(0, 10),
-    head=st.sampled_from([0, 1, 5, 1024]),
+    head=st.sampled_from([0.0, 0.01, 0.2, 1.0]),
 )
 def test_filtered_graph_search_never_returns_an_excluded_item_and_fills_k(
     seed: int,
@@ -88,7 +88,7 @@ def test_filtered_graph_search_never_returns_an_excluded_item_and_fills_k(
     shared_mask: bool,
     n_updates: int,
     n_removed: int,
-    head: int,
+    head: float,
 ) -> None:
     rng = np.random.default_rng(seed)
     items = varied_norms(rng, n_items, 4)
@@ -96,7 +96,7 @@ def test_filtered_graph_search_never_returns_an_excluded_item_and_fills_k(
     shape = (n_items,) if shared_mask else (n_queries, n_items)
     allowed = rng.random(shape) < density
     with graph_for_every_row():
-        index = hnsw(items, hnsw_m=4, hnsw_ef_construction=8, hnsw_ef_search=4, hnsw_head=head)
+        index = hnsw(items, hnsw_m=4, hnsw_ef_construction=8, hnsw_ef_search=4, hnsw_head_share=head)
         updated = rng.choice(n_items, size=min(n_updates, n_items), replace=False)
         index.update(updated, varied_norms(rng, len(updated), 4))  # stale nodes must stay out too
         removed = rng.choice(n_items, size=min(n_removed, n_items), replace=False)
@@ -239,8 +239,8 @@ def test_hnsw_options_are_checked() -> None:
         VectorIndex(items, hnsw_m=1)
     with pytest.raises(ValueError, match="hnsw_ef_search: expected a positive integer, got 0"):
         VectorIndex(items, hnsw_ef_search=0)
-    with pytest.raises(ValueError, match="hnsw_head: expected an integer >= 0, got -1"):
-        VectorIndex(items, hnsw_head=-1)
+    with pytest.raises(ValueError, match=r"hnsw_head_share: expected a number in \[0, 1\], got 1.5"):
+        VectorIndex(items, hnsw_head_share=1.5)
     with pytest.raises(ValueError, match=r"ids: expected values in \[0, 4\), got min 0 max 4"):
         VectorIndex(items).remove(np.array([0, 4]))
     assert faiss.IndexHNSWFlat  # the graph this path builds
@@ -307,7 +307,7 @@ def test_a_head_over_every_item_makes_any_graph_exact() -> None:
     queries = rng.standard_normal((20, DIM)).astype(np.float32)
     removed = rng.choice(2_000, size=50, replace=False)
     poor = hnsw(items, hnsw_m=2, hnsw_ef_construction=2, hnsw_ef_search=1)
-    headed = hnsw(items, hnsw_m=2, hnsw_ef_construction=2, hnsw_ef_search=1, hnsw_head=2_000)
+    headed = hnsw(items, hnsw_m=2, hnsw_ef_construction=2, hnsw_ef_search=1, hnsw_head_share=1.0)
     truth = exact(items)
     for index in (poor, headed, truth):
         index.remove(removed)
@@ -326,7 +326,7 @@ def test_a_head_over_every_item_makes_any_graph_exact() -> None:
 def test_the_head_is_the_largest_norms_and_follows_added_and_updated_items() -> None:
     rng = np.random.default_rng(4)
     items = varied_norms(rng, 1_000)
-    index = hnsw(items, hnsw_m=2, hnsw_ef_construction=2, hnsw_ef_search=1, hnsw_head=8)
+    index = hnsw(items, hnsw_m=2, hnsw_ef_construction=2, hnsw_ef_search=1, hnsw_head_share=0.008)
     norms = np.linalg.norm(items, axis=1)
     np.testing.assert_array_equal(index._norm_head(), np.sort(np.argsort(-norms)[:8]))
     direction = rng.standard_normal(DIM).astype(np.float32)

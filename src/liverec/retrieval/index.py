@@ -88,7 +88,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from liverec.retrieval.topk import top_k_allowed, top_k_candidates
+from liverec.retrieval.topk import top_k, top_k_allowed, top_k_candidates
 
 __all__ = ["ANN_KINDS", "AnnKind", "Metric", "VectorIndex", "exact_recall", "limit_threads"]
 
@@ -121,8 +121,10 @@ _TRAIN_POINTS_PER_LIST = 64
 _NORM_HEADROOM = 1.05
 #: the HNSW graph is rebuilt once stale nodes (left behind by ``update``) exceed this share of its nodes.
 _STALE_FRACTION = 0.25
-#: items of largest norm scored exactly beside each HNSW search (``hnsw_head``; docs/results.md, session 22).
-HNSW_HEAD = 1024
+#: the share of the catalogue, largest norms first, scored exactly beside each HNSW search (``hnsw_head_share``):
+#: at 917k trained SASRec items 98.5 % of the exact top ten lay among the largest 1/14 of the norms, and the graph
+#: found only 0.67 (docs/results.md, session 22).
+HNSW_HEAD_SHARE = 1 / 16
 
 
 class VectorIndex:
@@ -137,10 +139,11 @@ class VectorIndex:
     wanted result on filtered IVF searches, before the allowed fraction is accounted for. ``seed``: drives
     the k-means training sample and initialisation. ``hnsw_m`` (graph degree), ``hnsw_ef_construction``
     and ``hnsw_ef_search`` (candidate list while building and searching; recall vs time): the HNSW graph's.
-    ``hnsw_head``: the items of largest norm scored exactly beside every graph search and merged with what the
-    graph found (0: none). A trained model's most popular items have the largest vectors and are in most users'
-    top ten, and the inner-product reduction leaves them few links among a million small vectors: at 917k trained
-    items the graph alone found 0.67 of the exact top ten (docs/results.md, "Session 22").
+    ``hnsw_head_share``: this share of the catalogue, the items of largest norm, is scored exactly beside every
+    graph search (the graph searches the rest) and the two top-``k`` lists are merged (0: the graph alone). A
+    trained model's popular items have the largest vectors and fill most users' top ten, and the inner-product
+    reduction serves them badly: at 917k trained items the graph alone found 0.67 of the exact top ten, at any
+    efSearch up to 8,192 at most 0.72 (docs/results.md, "Session 22").
     """
 
     def __init__(
@@ -158,7 +161,7 @@ class VectorIndex:
         hnsw_m: int = 32,
         hnsw_ef_construction: int = 80,
         hnsw_ef_search: int = 512,
-        hnsw_head: int = HNSW_HEAD,
+        hnsw_head_share: float = HNSW_HEAD_SHARE,
     ) -> None:
         if metric not in ("ip", "cosine"):
             raise ValueError(f"metric: expected 'ip' or 'cosine', got {metric!r}")
@@ -169,8 +172,8 @@ class VectorIndex:
                 raise ValueError(f"{name}: expected an integer >= 2, got {value}")
         if hnsw_ef_search < 1:
             raise ValueError(f"hnsw_ef_search: expected a positive integer, got {hnsw_ef_search}")
-        if hnsw_head < 0:
-            raise ValueError(f"hnsw_head: expected an integer >= 0, got {hnsw_head}")
+        if not 0.0 <= hnsw_head_share <= 1.0:
+            raise ValueError(f"hnsw_head_share: expected a number in [0, 1], got {hnsw_head_share}")
         if ann_threshold < 0:
             raise ValueError(f"ann_threshold: expected a non-negative integer, got {ann_threshold}")
         if nlist is not None and nlist < 1:
@@ -192,8 +195,10 @@ class VectorIndex:
         self._hnsw_m = hnsw_m
         self._hnsw_ef_construction = hnsw_ef_construction
         self.ef_search = hnsw_ef_search  # read by every HNSW search: may be changed between searches
-        self.hnsw_head = hnsw_head  # read by every HNSW search, as ef_search
-        self._head: np.ndarray | None = None  # ids of the hnsw_head largest norms (ascending ids); None: stale
+        self.hnsw_head_share = hnsw_head_share  # read by every HNSW search, as ef_search
+        self._head: np.ndarray | None = None  # ids of the head's items (ascending); None: stale
+        self._head_vectors: np.ndarray | None = None  # their vectors, contiguous (cached with them)
+        self._head_mask: np.ndarray | None = None  # [n_items] False on the head (cached with it)
         self._dim = vectors.shape[1]
         self._buffer = self._prepare(vectors, "item_vectors")
         self._n = len(self._buffer)
@@ -295,7 +300,7 @@ class VectorIndex:
             "hnsw_m": self._hnsw_m,
             "hnsw_ef_construction": self._hnsw_ef_construction,
             "hnsw_ef_search": self.ef_search,
-            "hnsw_head": self.hnsw_head,
+            "hnsw_head_share": self.hnsw_head_share,
         }
 
     # ----------------------------------------------------------------- properties
@@ -532,12 +537,15 @@ class VectorIndex:
         graph_rows = np.flatnonzero(~few)
         found = np.full((len(graph_rows), k), -1, dtype=np.int64)
         ef_search = max(self.ef_search, k)
+        rest = self._outside_head()  # the graph searches the items outside the norm head (scored exactly)
         if allowed is None or allowed.ndim == 1:
             if len(graph_rows):
-                found[:] = self._ann.search(queries[graph_rows], k, allowed, ef_search)
+                mask = rest if allowed is None else (allowed if rest is None else allowed & rest)
+                found[:] = self._ann.search(queries[graph_rows], k, mask, ef_search)
         else:
             for position, row in enumerate(graph_rows):  # a selector per mask: one search call per row
-                found[position] = self._ann.search(queries[row : row + 1], k, allowed[row], ef_search)[0]
+                mask = allowed[row] if rest is None else allowed[row] & rest
+                found[position] = self._ann.search(queries[row : row + 1], k, mask, ef_search)[0]
         complete = (found >= 0).all(axis=1)
         if complete.any():
             rows, candidates = graph_rows[complete], np.sort(found[complete], axis=1)  # ascending ids: tie rule
@@ -551,32 +559,43 @@ class VectorIndex:
     def _with_head(
         self, queries: np.ndarray, allowed: np.ndarray | None, rows: np.ndarray, found: np.ndarray, scores: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The graph's candidates ``found`` ``[r, c]`` (ascending ids, exact ``scores``) of query ``rows``, joined by
-        the norm head (``hnsw_head``): scored exactly, disallowed ones and ones the graph found at -inf, every row
-        again in ascending id order (the tie rule of :func:`top_k_candidates`)."""
+        """The graph's candidates ``found`` ``[r, k]`` (ascending ids, exact ``scores``; the graph searched the items
+        outside the head) of query ``rows``, joined by the head's own top ``k`` (scored exactly over its allowed
+        items), every row in ascending id order (:func:`top_k_candidates`' tie rule; padding at -inf)."""
         head = self._norm_head()
-        if len(head) == 0:
+        if len(head) == 0 or self._head_vectors is None:
             return found, scores
-        head_scores = (queries[rows] @ self._buffer[head].T).astype(np.float32)  # [r, h]
+        head_scores = (queries[rows] @ self._head_vectors.T).astype(np.float32)  # [r, h]
         if allowed is not None:
             permitted = allowed[head][None, :] if allowed.ndim == 1 else allowed[np.ix_(rows, head)]
             head_scores[~np.broadcast_to(permitted, head_scores.shape)] = -np.inf
-        position = np.minimum(np.searchsorted(head, found), len(head) - 1)  # each found id's place in the head
-        already = head[position] == found
-        head_scores[np.nonzero(already)[0], position[already]] = -np.inf
-        ids = np.concatenate([found, np.broadcast_to(head, head_scores.shape)], axis=1)
-        joined = np.concatenate([scores, head_scores], axis=1)
+        columns, best = top_k(head_scores, found.shape[1])  # lower column, lower id: the tie rule
+        ids = np.concatenate([found, np.where(columns >= 0, head[np.maximum(columns, 0)], -1)], axis=1)
+        joined = np.concatenate([scores, best], axis=1)
         order = np.argsort(ids, axis=1, kind="stable")
         return np.take_along_axis(ids, order, axis=1), np.take_along_axis(joined, order, axis=1)
 
+    def _outside_head(self) -> np.ndarray | None:
+        """``[n_items]`` True for the items outside the norm head (None: no head)."""
+        head = self._norm_head()
+        if len(head) == 0:
+            return None
+        if self._head_mask is None:
+            self._head_mask = np.ones(self._n, dtype=bool)
+            self._head_mask[head] = False
+        return self._head_mask
+
     def _norm_head(self) -> np.ndarray:
-        """Ids (ascending) of the ``hnsw_head`` items of largest norm, recomputed after the vectors change."""
-        size = min(self.hnsw_head, self._n)
+        """Ids (ascending) of the ``hnsw_head_share`` of the items with the largest norms, recomputed after the
+        vectors change."""
+        size = min(math.ceil(self.hnsw_head_share * self._n), self._n)
         if self._head is None or len(self._head) != size:
             vectors = self._buffer[: self._n]
             norms = np.einsum("ij,ij->i", vectors, vectors)
             largest = np.argpartition(-norms, size - 1)[:size] if 0 < size < self._n else np.arange(size)
             self._head = np.sort(largest).astype(np.int64)
+            self._head_vectors = np.ascontiguousarray(vectors[self._head])
+            self._head_mask = None
         return self._head
 
     def _score_exact_rows(
