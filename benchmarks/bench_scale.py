@@ -362,12 +362,13 @@ def _timed_training(max_steps: int | None) -> Any:
 def step_train(size: Size, options: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from liverec.models import parse_params
     from liverec.models.sasrec import SASRec
 
     torch.set_num_threads(1)
     interactions, _ = _load_interactions(size)
     training = _timed_training(options.train_steps or None)
-    overrides = dict(_override(pair) for pair in options.sasrec)
+    overrides = parse_params("sasrec", options.sasrec)  # typed and checked as `liverec ... --param` is
     settings: dict[str, Any] = {"loss": "sampled-softmax", "max_len": options.max_len, **overrides}
     model = SASRec(max_epochs=1, n_threads=1, refit=False, seed=0, training=training, **settings)
     meter = Meter()
@@ -406,17 +407,6 @@ def step_train(size: Size, options: argparse.Namespace) -> dict[str, Any]:
         },
         "items_in_model": model.n_items,
     }
-
-
-def _override(pair: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` of ``--sasrec``, the value read as JSON where it parses (``none`` / ``None``: None)."""
-    name, _, text = pair.partition("=")
-    if text in ("none", "None"):
-        return name, None
-    try:
-        return name, json.loads(text)
-    except json.JSONDecodeError:
-        return name, text
 
 
 def step_load(size: Size, options: argparse.Namespace) -> dict[str, Any]:

@@ -504,7 +504,7 @@ class SASRec(Recommender):
             weight.index_copy_(0, rows, param)
             state["exp_avg"].index_copy_(0, rows, exp_avg)
             state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
-            if average is not None and mean is not None:
+            if average is not None and mean is not None:  # (mean is None exactly when average is; for mypy)
                 average.of(weight).index_copy_(0, rows, mean.lerp_(param, 1 - decay))
 
     def _flush_item_rows(self, average: WeightAverage | None) -> None:
