@@ -26,7 +26,12 @@ Steps (``--steps``, in this order; each runs in its own child process, so that o
 * ``load``: ``Recommender.load`` of the trained model;
 * ``serve``: in-process top-10 on one thread with filters (the user's seen items and a random 5 % of the
   catalogue unavailable), single queries of real users' histories: ``VectorIndex`` exact (float32 scan) and
-  ``VectorIndex(ann_kind="hnsw")`` (build seconds, p50/p99, recall@10 against the exact answers).
+  ``VectorIndex(ann_kind="hnsw")`` (build seconds, p50/p99, recall@10 against the exact answers);
+* ``http``: the whole engine: the trained model registered and promoted beside the log and the state, a real
+  ``liverec serve`` (one worker, one compute thread, updater off, default retrieval settings: above
+  ``ann_threshold`` it serves exactly while the HNSW graph builds in the background), its resident memory at
+  ready, once the graph serves and after the load, and top-10 requests from ``wrk`` (httpx without it):
+  requests/s, p50/p99 (``--http-*``).
 
 Per step: wall seconds (``time.perf_counter``) and the peak resident memory of the step itself (the child's
 ``VmHWM``, reset after the step's inputs are loaded, so the inputs it holds count and its set-up does not);
@@ -73,6 +78,7 @@ STEPS = (
     "train",
     "load",
     "serve",
+    "http",
 )
 K = 10
 SOURCE = "scale"
@@ -294,6 +300,8 @@ def step_read_log(size: Size, options: argparse.Namespace) -> dict[str, Any]:
         event_types=inter.event_types,
         sizes=np.array([inter.n_users, inter.n_items]),
         item_category=categories,
+        user_names=np.asarray(data.user_ids, dtype=str),  # the rows' ids: the http step registers and asks by them
+        item_names=np.asarray(data.item_ids, dtype=str),
     )
     return {
         **result,
@@ -495,6 +503,88 @@ def step_serve(size: Size, options: argparse.Namespace) -> dict[str, Any]:
     return {**meter.done(), **out}
 
 
+def _process_mib(pid: int) -> dict[str, int]:
+    """Resident memory now and at its peak (``VmRSS``, ``VmHWM``) of another process, in MiB."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name = line.split(":")[0]
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = round(int(line.split()[1]) / 1024)
+    return {"rss_mib": fields["VmRSS"], "peak_rss_mib": fields["VmHWM"]}
+
+
+def step_http(size: Size, options: argparse.Namespace) -> dict[str, Any]:
+    """The whole engine over HTTP: the trained model registered and promoted in the size's folder (beside the
+    log of ``import-sqlite`` and the state of ``rebuild``), a real ``liverec serve`` (one uvicorn worker, one
+    compute thread, updater off, the engine's default retrieval settings), its resident memory, and top-10
+    requests of ``--http-users`` random known users for ``--http-seconds`` seconds × ``--http-repeats`` from
+    ``--http-concurrency`` connections (``wrk`` when installed, else httpx; the client shares the 2 cores)."""
+    import asyncio
+
+    import httpx
+
+    from bench_serving import http_load, start_server, wrk_load
+    from liverec.models.base import Recommender
+    from liverec.registry import ModelRegistry
+    from liverec.settings import Settings
+
+    with np.load(size.folder / "interactions.npz", allow_pickle=False) as saved:
+        if "user_names" not in saved:
+            raise RuntimeError("interactions.npz has no user_names: rerun the read-log step")
+        user_names, item_names = saved["user_names"], saved["item_names"]
+    registry_root = size.folder / "models"  # the data folder's registry (backends.base.MODELS_DIR)
+    shutil.rmtree(registry_root, ignore_errors=True)
+    registry = ModelRegistry(registry_root)
+    model = Recommender.load(size.folder / "model")
+    version = registry.register(model, [str(item) for item in item_names], training={"source": "bench_scale"})
+    registry.promote(version, reason="bench_scale http step")
+    n_items = model.n_items
+    del model
+    rng = np.random.default_rng(size.seed)
+    users = [str(user) for user in rng.choice(user_names, size=min(options.http_users, len(user_names)), replace=False)]
+    del user_names, item_names
+
+    started = time.perf_counter()
+    process, url = start_server(size.folder, {"LIVEREC_COMPUTE_THREADS": "1"})
+    try:
+        out: dict[str, Any] = {"ready_seconds": round(time.perf_counter() - started, 1)}
+        out["memory_at_ready"] = _process_mib(process.pid)
+        out["retrieval_at_ready"] = httpx.get(f"{url}/v1/stats", timeout=30).json()["retrieval"]
+        deadline = time.monotonic() + options.http_index_wait
+        retrieval = out["retrieval_at_ready"]
+        while n_items >= Settings.model_fields["ann_threshold"].default and retrieval != "faiss-hnsw":
+            if time.monotonic() > deadline:  # measured as it is, and the JSON says which retrieval served
+                break
+            time.sleep(2)
+            retrieval = httpx.get(f"{url}/v1/stats", timeout=30).json()["retrieval"]
+        out["retrieval"] = retrieval
+        out["index_ready_seconds"] = round(time.perf_counter() - started, 1)  # start, load, background build
+        out["memory_index_ready"] = _process_mib(process.pid)
+        workdir = Path(tempfile.mkdtemp(prefix="bench-scale-http-"))
+        try:
+            runs = []
+            for _ in range(options.http_repeats):
+                if shutil.which("wrk"):
+                    run = wrk_load(url, users, options.http_concurrency, options.http_seconds, workdir)
+                else:
+                    run = asyncio.run(http_load(url, users, options.http_concurrency, options.http_seconds))
+                runs.append(run)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        runs.sort(key=lambda run: run["requests_per_s"])
+        out["median_run"] = runs[len(runs) // 2]
+        out["runs"] = runs
+        out["memory_after_load"] = _process_mib(process.pid)
+        out["retrieval_after_load"] = httpx.get(f"{url}/v1/stats", timeout=30).json()["retrieval"]
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    out["users_asked"] = len(users)
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
 STEP_FUNCTIONS: dict[str, Callable[[Size, argparse.Namespace], dict[str, Any]]] = {
     "generate": step_generate,
     "import-sqlite": step_import_sqlite,
@@ -505,6 +595,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Size, argparse.Namespace], dict[str, Any]]] 
     "train": step_train,
     "load": step_load,
     "serve": step_serve,
+    "http": step_http,
 }
 
 
@@ -627,6 +718,13 @@ def main() -> None:
         "--sasrec", action="append", default=[], metavar="NAME=VALUE", help="SASRec setting of the train step"
     )
     parser.add_argument("--queries", type=int, default=500, help="single-query searches per index")
+    parser.add_argument("--http-seconds", type=float, default=10.0, help="http step: seconds per load run")
+    parser.add_argument("--http-repeats", type=int, default=3, help="http step: load runs (the median is reported)")
+    parser.add_argument("--http-concurrency", type=int, default=8, help="http step: open connections")
+    parser.add_argument("--http-users", type=int, default=10_000, help="http step: users asked for (random)")
+    parser.add_argument(
+        "--http-index-wait", type=float, default=1800.0, help="http step: seconds to wait for the background index"
+    )
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--work", type=Path, default=None, help="folder for the sizes' data (default: a temporary one)")
