@@ -13,6 +13,8 @@ difference against the first update loss (mean and its standard error over seeds
 
     python benchmarks/bench_update_loss_replay.py --data ../shared/data/ml-100k --seeds 0,1,2
     python benchmarks/bench_update_loss_replay.py --data /tmp/syn.csv --param loss=sampled-softmax
+    python benchmarks/bench_update_loss_replay.py --data /tmp/syn.csv --param loss=sampled-softmax \
+        --vary update_negatives=null,256     # another update setting in place of the loss
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--update-losses", default="softmax,sampled-softmax")
+    parser.add_argument(
+        "--vary",
+        default=None,
+        metavar="NAME=V1,V2",
+        help="compare values of another update setting instead of --update-losses (update_negatives=null,256)",
+    )
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="SASRec hyperparameter")
     parser.add_argument("--pretrain-fraction", type=float, default=0.5)
     parser.add_argument("--update-every", type=int, default=1000)
@@ -57,19 +65,23 @@ def main() -> None:
     torch.set_num_threads(1)
     dataset = load_dataset(args.data)
     params = {name: parse_value(value) for name, _, value in (item.partition("=") for item in args.param)}
-    losses = args.update_losses.split(",")
+    name, values = "update_loss", [parse_value(loss) for loss in args.update_losses.split(",")]
+    if args.vary is not None:
+        name, _, listed = args.vary.partition("=")
+        values = [parse_value(value) for value in listed.split(",")]
+    losses = values  # the settings compared (named after the first use: update losses)
     fitted: dict[int, Recommender] = {}
     fit = replay_module._ReplayRun.fit
 
     def fit_once(run: Any, model_name: str, end: int, **model_params: Any) -> Recommender:
-        """The run's pretrained model, fitted once per seed; each update loss gets a copy with its own."""
+        """The run's pretrained model, fitted once per seed; each compared value gets a copy with its own."""
         if model_name != "sasrec":
             return fit(run, model_name, end, **model_params)
         seed = model_params["seed"]
         if seed not in fitted:
-            fitted[seed] = fit(run, model_name, end, **{**model_params, "update_loss": losses[0]})
+            fitted[seed] = fit(run, model_name, end, **{**model_params, name: losses[0]})
         model = copy.deepcopy(fitted[seed])
-        model.config = dataclasses.replace(model.config, update_loss=model_params["update_loss"])
+        model.config = dataclasses.replace(model.config, **{name: model_params[name]})
         return model
 
     replay_module._ReplayRun.fit = fit_once  # type: ignore[method-assign]
@@ -79,7 +91,7 @@ def main() -> None:
             learner = LearnerConfig(every_events=None, seed=seed, **TUNED_LEARNER["sasrec"])
             config = ReplayConfig(
                 model="sasrec",
-                params={**params, "seed": seed, "update_loss": loss, "n_threads": 1},
+                params={**params, "seed": seed, name: loss, "n_threads": 1},
                 pretrain_fraction=args.pretrain_fraction,
                 update_every=args.update_every,
                 arms=("static", "online"),
@@ -90,7 +102,7 @@ def main() -> None:
             runs.append(
                 {
                     "seed": seed,
-                    "update_loss": loss,
+                    name: loss,
                     "online": result["arms"]["online"],
                     "static": result["arms"]["static"],
                     "update_events_per_s": result["updater_events_per_s"],
@@ -100,8 +112,8 @@ def main() -> None:
             print(json.dumps(runs[-1]), flush=True)
     summary: dict[str, Any] = {}
     for loss in losses:
-        mine = [run for run in runs if run["update_loss"] == loss]
-        base = [run for run in runs if run["update_loss"] == losses[0]]
+        mine = [run for run in runs if run[name] == loss]
+        base = [run for run in runs if run[name] == losses[0]]
         entry: dict[str, Any] = {}
         for metric in ("hr@10", "ndcg@10"):
             values = np.array([run["online"][metric] for run in mine])
@@ -114,12 +126,13 @@ def main() -> None:
                 else None,
             }
         entry["update_events_per_s_median"] = round(float(np.median([run["update_events_per_s"] for run in mine])), 1)
-        summary[loss] = entry
+        summary[str(loss)] = entry
     report = {
         "runs": runs,
         "summary": summary,
         "setting": {
             "data": str(args.data),
+            "compared": name,
             "params": params,
             "pretrain_fraction": args.pretrain_fraction,
             "update_every": args.update_every,

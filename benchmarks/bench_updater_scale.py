@@ -9,7 +9,8 @@ table at the start (the catalogue less them is), so the table grows as the strea
 does in a live shop (``--no-growth``: the whole catalogue from the start). The model's training loss
 is then set to ``--loss`` (the full softmax by default, as a default fit has it; ``sampled-softmax``,
 what a model of a million items is trained with) and, when given, its ``update_loss`` to
-``--update-loss`` (by default updates use the training loss). An
+``--update-loss`` (by default updates use the training loss), and ``--param NAME=VALUE`` sets any other
+setting (``update_negatives=256``). An
 :class:`~liverec.online.OnlineLearner` with the replay's tuned setting (batch 16, last 101 items, one
 replayed user per user with new events), seeded with the first half's histories, then learns the
 second half in updates of ``--update-every`` events: one untimed warm-up update, then ``--updates``
@@ -38,6 +39,7 @@ import torch
 
 from liverec.data.interactions import Interactions
 from liverec.data.synthetic import generate
+from liverec.models import parse_params
 from liverec.models.sasrec import SASRec
 from liverec.online import LearnerConfig, OnlineLearner
 from liverec.online.learner import TUNED_LEARNER
@@ -106,6 +108,7 @@ def run_size(n_items: int, args: argparse.Namespace, profile: bool) -> dict[str,
     overrides: dict[str, Any] = {"loss": args.loss}
     if args.update_loss is not None:
         overrides["update_loss"] = args.update_loss
+    overrides.update(parse_params("sasrec", args.param))  # typed and checked as `liverec ... --param` is
     model.config = dataclasses.replace(model.config, **overrides)
     config = LearnerConfig(
         every_events=args.update_every,
@@ -155,6 +158,7 @@ def run_size(n_items: int, args: argparse.Namespace, profile: bool) -> dict[str,
         "timed_updates": len(wall),
         "fit_seconds": round(fit_seconds, 1),
         "update_loss": getattr(model.config, "update_loss", None),
+        "n_negatives_per_update_step": model.config.for_updates().n_negatives,
     }
     if profiler is not None:
         result["profile"] = profile_breakdown(profiler)
@@ -170,6 +174,13 @@ def main() -> None:
     parser.add_argument("--loss", default="softmax", help="the model's training loss (default: SASRec's own)")
     parser.add_argument("--update-loss", default=None, help="SASRecConfig.update_loss (default: the training loss)")
     parser.add_argument("--update-every", type=int, default=1000)
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another SASRec setting, e.g. update_negatives=256",
+    )
     parser.add_argument("--updates", type=int, default=10, help="timed updates per size (after one warm-up)")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="stop timing a size after this much")
     parser.add_argument("--profile", action="store_true", help="profile the updates at the largest size")

@@ -1,5 +1,6 @@
 """SASRec's full-softmax loss: computed in chunks it equals one cross-entropy, its gradients (formed in the
-forward pass) equal autograd's of a dense reference; bfloat16 logits stay close."""
+forward pass) equal autograd's of a dense reference; bfloat16 logits stay close. The sampled softmax's
+gradients (formed in the forward pass too) equal autograd's of the masked cross-entropy."""
 
 from __future__ import annotations
 
@@ -110,3 +111,34 @@ def test_window_loss_gradients_equal_autograd_of_a_dense_reference(
     assert float(loss.detach()) == pytest.approx(float(reference.detach()), rel=1e-6)
     torch.testing.assert_close(hidden.grad, hidden_ref.grad, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(items.grad, items_ref.grad, rtol=1e-5, atol=1e-7)
+
+
+def _sampled_reference(
+    log_q: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor, items: torch.Tensor
+) -> torch.Tensor:
+    """The sampled softmax as autograd computes it: a masked ``[n, 1 + n_negatives]`` cross-entropy."""
+    positive = (hidden * items[targets - 1]).sum(-1, keepdim=True) - log_q[targets - 1, None]
+    negative = hidden @ items[negatives].T - log_q[negatives][None, :]
+    negative = negative.masked_fill(negatives[None, :] == (targets[:, None] - 1), float("-inf"))
+    return F.cross_entropy(torch.cat([positive, negative], dim=1), torch.zeros(len(hidden), dtype=torch.long))
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.25])
+def test_sampled_softmax_gradients_equal_autograd_of_the_masked_cross_entropy(weight: float) -> None:
+    generator = torch.Generator().manual_seed(3)
+    log_q = torch.log_softmax(torch.randn(50, generator=generator), 0)
+    targets = torch.randint(1, 51, (120,), generator=generator)  # network rows
+    negatives = torch.randint(0, 50, (40,), generator=generator)
+    negatives[:4] = targets[:4] - 1  # some positions' own targets among the shared negatives: left out for them
+    results = []
+    for loss_function in (sasrec_loss.sampled_softmax_loss, _sampled_reference):
+        hidden = (3 * torch.randn(120, 8, generator=torch.Generator().manual_seed(4))).requires_grad_()
+        items = torch.randn(50, 8, generator=torch.Generator().manual_seed(5)).requires_grad_()
+        loss = loss_function(log_q, hidden, targets, negatives, items)
+        (loss * weight).backward()  # a distributed rank's weight scales the stored gradients
+        assert hidden.grad is not None and items.grad is not None
+        results.append((loss.detach(), hidden.grad, items.grad))
+    (fused, *fused_grads), (reference, *reference_grads) = results
+    torch.testing.assert_close(fused, reference, rtol=1e-6, atol=1e-7)
+    for got, expected in zip(fused_grads, reference_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)

@@ -3,6 +3,7 @@ of a sampled-softmax update, the growing item table, and the negative draw updat
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -174,6 +175,27 @@ def test_sampled_row_wise_updates_learn_a_planted_successor() -> None:
     assert model.n_items == N_ITEMS + 2
     ids, _ = model.recommend(history, k=3)
     assert N_ITEMS in ids[0]
+
+
+def test_update_negatives_sets_the_negatives_of_the_update_steps_alone() -> None:
+    assert SASRecConfig().for_updates().n_negatives == 2048  # unset: the training's
+    assert SASRecConfig(update_negatives=64).for_updates().n_negatives == 64
+    assert SASRecConfig(update_loss="sampled-softmax", update_negatives=8).for_updates().loss == "sampled-softmax"
+    with pytest.raises(ValueError, match="update_negatives: expected a positive integer or None, got 0"):
+        SASRecConfig(update_negatives=0)
+    data = cycle_data(n_items=300)
+    fitted = SASRec(**SMALL, loss="sampled-softmax", n_negatives=20).fit(data)
+
+    def updated(**settings: int) -> dict[str, torch.Tensor]:
+        model = copy.deepcopy(fitted)
+        model.config = dataclasses.replace(model.config, **settings)
+        model.partial_fit(data)
+        assert model.config.n_negatives == settings.get("n_negatives", 20)  # the fit's setting is back
+        return model.network.state_dict()  # type: ignore[union-attr]
+
+    fewer, same_as_fewer, unchanged = updated(update_negatives=5), updated(n_negatives=5), updated()
+    assert all(torch.equal(tensor, same_as_fewer[name]) for name, tensor in fewer.items())
+    assert not torch.equal(fewer["item_embedding.weight"], unchanged["item_embedding.weight"])
 
 
 def test_a_growing_table_keeps_spare_rows_and_is_not_copied_at_each_growth() -> None:

@@ -118,6 +118,7 @@ class SASRecConfig(ModelConfig):
     average_decay: float | None = 0.99  # fit keeps an exponential moving average of the weights (per step)
     validation_users: int | None = None  # early stopping on a sample of this many users; the rest train on theirs
     update_loss: str | None = None  # partial_fit's loss (None: the training loss)
+    update_negatives: int | None = None  # partial_fit's sampled-softmax negatives per step (None: n_negatives)
     row_wise_from: int | None = 100_000  # fit with sampled-softmax steps only the rows it uses from this many items
     verbose: bool = False
 
@@ -159,6 +160,8 @@ class SASRecConfig(ModelConfig):
             raise ValueError(f"softmax_max_items: expected an integer >= 0, got {self.softmax_max_items!r}")
         if self.n_negatives < 1:
             raise ValueError(f"n_negatives: expected a positive integer, got {self.n_negatives!r}")
+        if self.update_negatives is not None and self.update_negatives < 1:
+            raise ValueError(f"update_negatives: expected a positive integer or None, got {self.update_negatives!r}")
 
     def epoch_patience(self, epoch_steps: int) -> int:
         """Epochs without improvement before early stopping: ``patience``, or fewer when ``patience_steps``
@@ -186,11 +189,12 @@ class SASRecConfig(ModelConfig):
 
     def for_updates(self) -> SASRecConfig:
         """The settings ``partial_fit``'s steps train with: these, with ``loss`` replaced by ``update_loss``
-        where that is set and differs; ``loss_exclude_seen`` and ``future_window`` then fall back to the
-        update loss's own defaults."""
-        if self.update_loss is None or self.update_loss == self.loss:
-            return self
-        return self.with_loss(self.update_loss)
+        where that is set and differs (``loss_exclude_seen`` and ``future_window`` then fall back to the
+        update loss's own defaults), and ``n_negatives`` by ``update_negatives`` where that is set."""
+        config = self if self.update_loss is None else self.with_loss(self.update_loss)
+        if self.update_negatives is None or self.update_negatives == config.n_negatives:
+            return config
+        return dataclasses.replace(config, n_negatives=self.update_negatives)
 
     # the full softmax's defaults (chosen on validation NDCG@10); left unset, the other losses keep the
     # plain next-item loss

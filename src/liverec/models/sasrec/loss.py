@@ -1,5 +1,6 @@
 """SASRec's training losses: full softmax (with seen-item exclusion and a window of next items, its
-gradients formed in the forward pass chunk by chunk), sampled softmax (log-Q corrected) and BCE."""
+gradients formed in the forward pass chunk by chunk), sampled softmax (log-Q corrected, its gradients
+formed in the forward pass too) and BCE."""
 
 from __future__ import annotations
 
@@ -207,12 +208,59 @@ def sampled_softmax_loss(
 ) -> torch.Tensor:
     """Cross-entropy over each target and the ``negatives`` ``[n_negatives]`` shared by the batch (rows of
     ``items`` ``[n_items, dim]``), every logit less its log-probability ``log_q`` ``[n_items]`` (log-Q
-    correction); ``targets``: ``[n]`` network rows (row ``r`` is ``items[r - 1]``)."""
-    positive = (hidden * items[targets - 1]).sum(-1, keepdim=True) - log_q[targets - 1, None].to(hidden.dtype)
-    negative = hidden @ items[negatives].T - log_q[negatives][None, :].to(hidden.dtype)  # [n, n_negatives]
-    negative = negative.masked_fill(negatives[None, :] == (targets[:, None] - 1), float("-inf"))
-    logits = torch.cat([positive, negative], dim=1)
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+    correction), a negative that is the position's own target left out; ``targets``: ``[n]`` network rows
+    (row ``r`` is ``items[r - 1]``). The mean over positions, its gradients formed in the forward pass
+    (:class:`_SampledSoftmaxLoss`)."""
+    loss: torch.Tensor = _SampledSoftmaxLoss.apply(hidden, items, log_q.to(hidden.dtype), targets - 1, negatives)
+    return loss
+
+
+class _SampledSoftmaxLoss(torch.autograd.Function):
+    """:func:`sampled_softmax_loss` with its gradients computed in the forward pass, as
+    :class:`_SoftmaxWindowLoss` does for the full softmax.
+
+    Autograd's version builds the ``[n, n_negatives]`` logits, a masked copy, their concatenation with the
+    positive logits, a log-softmax and the backward pass of each (about a fifth of a Beauty training step,
+    docs/results.md). Here one ``[n, n_negatives]`` buffer becomes the logits, then in place the
+    exponentials, then the gradient of the logits. With ``m`` a row's largest logit (positive included),
+    ``Z = exp(l⁺ - m) + Σ exp(l⁻ - m)``: the loss is ``mean(log Z + m - l⁺)``, a negative logit's gradient
+    ``exp(l⁻ - m) / (n Z)`` and the positive one's ``(exp(l⁺ - m) / Z - 1) / n``. ``backward`` scales the
+    stored gradients by the incoming one (a distributed rank's loss weight)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: torch.Tensor,
+        items: torch.Tensor,
+        log_q: torch.Tensor,
+        rows: torch.Tensor,
+        negatives: torch.Tensor,
+    ) -> torch.Tensor:
+        n = len(hidden)
+        positive_items, negative_items = items[rows], items[negatives]  # [n, dim], [n_negatives, dim]
+        positive = torch.einsum("nd,nd->n", hidden, positive_items) - log_q[rows]
+        logits = torch.addmm(log_q[negatives][None, :], hidden, negative_items.T, beta=-1.0)  # less log Q
+        logits.masked_fill_(negatives[None, :] == rows[:, None], float("-inf"))  # a target is not its negative
+        top = torch.maximum(logits.amax(dim=1), positive)
+        exp_positive = (positive - top).exp_()
+        logits.sub_(top[:, None]).exp_()
+        total = logits.sum(dim=1).add_(exp_positive)
+        loss = (total.log() + top - positive).mean()
+        scale = total.reciprocal_().mul_(1.0 / n)
+        gradient = logits.mul_(scale[:, None])  # d loss / d negative logits, in the logits' buffer
+        d_positive = exp_positive.mul_(scale).sub_(1.0 / n)
+        weighted_positive = hidden * d_positive[:, None]
+        grad_hidden = torch.addmm(positive_items.mul_(d_positive[:, None]), gradient, negative_items)
+        grad_items = torch.zeros_like(items)
+        grad_items.index_add_(0, negatives, gradient.T @ hidden)
+        grad_items.index_add_(0, rows, weighted_positive)
+        ctx.save_for_backward(grad_hidden, grad_items)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        grad_hidden, grad_items = ctx.saved_tensors
+        return grad_hidden * grad, grad_items * grad, None, None, None
 
 
 def _bce_loss(
