@@ -137,6 +137,18 @@ def test_duplicates_are_stored_once(log: Any) -> None:
     assert log.count() == log.last_offset() == 4  # skipped duplicates leave no gaps in the offsets
 
 
+def test_a_known_id_late_in_a_large_batch_leaves_no_gap_and_stores_the_rest(log: Any) -> None:
+    log.append([ev("k-230"), ev("k-9")])  # ids the big batch repeats, deep inside its grouped statements
+    batch = [ev(f"k-{n}") for n in range(250)] + [ev("k-249"), ev("late")]  # and one repeated inside it
+    result = log.append(batch)
+    assert (result.stored, result.duplicates, result.last_offset) == (249, 3, 251)
+    assert [e.offset for e in result.events] == list(range(3, 252))  # consecutive: nothing rolled back burnt one
+    assert [e.event_id for e in result.events[:2]] == ["k-0", "k-1"]
+    assert log.count() == log.last_offset() == 251
+    fresh = log.append([ev("after")])
+    assert (fresh.stored, fresh.last_offset) == (1, 252)
+
+
 def test_empty_append(log: Any) -> None:
     assert log.append([]) == AppendResult(0, 0, 0, [])
     assert log.commits == 0

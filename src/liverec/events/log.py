@@ -939,11 +939,23 @@ class SQLiteEventLog:
 def _insert(conn: sqlite3.Connection, rows: list[Row]) -> tuple[list[int | None], int]:
     """Insert the rows whose event_id is new (inside the writer's transaction): each row's offset or None.
 
-    Known ids are looked up first rather than left to ``INSERT OR IGNORE``, because an ignored insert
-    still burns an AUTOINCREMENT value and offsets would get gaps. The writer holds the write lock, so
-    the new rows get consecutive offsets ending at ``last_insert_rowid()``; a plain ``INSERT`` fails
-    loudly if that ever stopped being true.
+    First, all of them in a savepoint: where every id is new (a fresh import, almost every append) that is
+    the whole work. A known id fails that ``INSERT`` (the ``UNIQUE`` constraint); the savepoint is rolled
+    back and the known ids are looked up, then the rest inserted. They are looked up rather than left to
+    ``INSERT OR IGNORE``, because an ignored insert still burns an AUTOINCREMENT value and offsets would
+    get gaps. The writer holds the write lock, so the new rows get consecutive offsets ending at
+    ``last_insert_rowid()``; a plain ``INSERT`` fails loudly if that ever stopped being true.
     """
+    conn.execute("SAVEPOINT all_new")
+    try:
+        _insert_rows(conn, rows)
+    except sqlite3.IntegrityError:  # a known id (or one repeated in the rows); another error fails again below
+        conn.execute("ROLLBACK TO all_new")
+        conn.execute("RELEASE all_new")
+    else:
+        conn.execute("RELEASE all_new")
+        last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+        return list(range(last - len(rows) + 1, last + 1)), last
     ids = json.dumps([row[0] for row in rows])
     seen = {event_id for (event_id,) in conn.execute(_KNOWN, (ids,))}
     fresh = []
@@ -954,19 +966,23 @@ def _insert(conn: sqlite3.Connection, rows: list[Row]) -> tuple[list[int | None]
     offsets: list[int | None] = [None] * len(rows)
     if not fresh:
         return offsets, conn.execute(_LAST).fetchone()[0]
-    new_rows = rows if len(fresh) == len(rows) else [rows[p] for p in fresh]
-    whole = len(new_rows) - len(new_rows) % INSERT_ROWS
-    with collector_paused():  # the flattened parameter tuples hold no cycles
-        groups = (
-            tuple(itertools.chain.from_iterable(new_rows[start : start + INSERT_ROWS]))
-            for start in range(0, whole, INSERT_ROWS)
-        )
-        conn.executemany(_INSERT_GROUP, groups)  # in row order, then the rest one by one
-        conn.executemany(_INSERT, new_rows[whole:])
+    _insert_rows(conn, rows if len(fresh) == len(rows) else [rows[p] for p in fresh])
     last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
     for offset, position in enumerate(fresh, start=last - len(fresh) + 1):
         offsets[position] = offset
     return offsets, last
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[Row]) -> None:
+    """``INSERT`` the rows in order, :data:`INSERT_ROWS` per statement, then the rest one by one."""
+    whole = len(rows) - len(rows) % INSERT_ROWS
+    with collector_paused():  # the flattened parameter tuples hold no cycles
+        groups = (
+            tuple(itertools.chain.from_iterable(rows[start : start + INSERT_ROWS]))
+            for start in range(0, whole, INSERT_ROWS)
+        )
+        conn.executemany(_INSERT_GROUP, groups)
+        conn.executemany(_INSERT, rows[whole:])
 
 
 def _impression_row(impression: Impression) -> tuple[Any, ...]:
