@@ -210,7 +210,7 @@ class _Numbering:
 
 def catalogue_metadata(event_log: EventLog, item_ids: list[str]) -> ItemMetadata | None:
     """Titles and categories of ``item_ids`` from the log's catalogue (deleted or missing records: none)."""
-    records = {record["item_id"]: record for record in event_log.items() if not record["deleted"]}
+    records = {record["item_id"]: record for record in event_log.iter_items() if not record["deleted"]}
     if not any(item in records for item in item_ids):
         return None
     described = [records.get(item, {}) for item in item_ids]

@@ -359,6 +359,13 @@ def test_catalogue(log: Any) -> None:
         log.put_item("i2", categories="Action")
 
 
+def test_iter_items_yields_the_records_items_lists(log: Any) -> None:
+    log.put_items({"item_id": f"i{n}", "title": f"T{n}", "categories": ["c"]} for n in range(2_500))
+    log.delete_item("i7")
+    assert sorted(log.iter_items(), key=lambda record: record["item_id"]) == log.items()
+    assert len(log.items()) == 2_500
+
+
 def test_put_items_writes_what_successive_puts_write(log: Any) -> None:
     records = [
         {"item_id": "i1", "title": "Heat", "categories": ["Action", "Crime"], "attributes": {"year": 1995}},

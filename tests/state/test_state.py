@@ -55,6 +55,33 @@ def test_history_is_ordered_bounded_and_seen_is_complete(make_state: StateFactor
     assert len(state.history("nobody")) == 0 and len(state.seen("nobody")) == 0
 
 
+def test_repeats_stay_in_the_history_once_in_seen_through_a_snapshot(tmp_path: Path) -> None:
+    state = State(StateConfig(max_history=4))
+    rows = [("u", item, "view", 1000.0 + n) for n, item in enumerate(["b", "a", "b", "c", "a", "d", "b"])]
+    state.apply(events([*rows, ("v", "z", "view", 2000.0)]))
+    names = state.item_ids
+    assert [names[i] for i in state.history("u")] == ["c", "a", "d", "b"]  # the newest four, repeats kept
+    assert state.seen("u").tolist() == sorted(state.seen("u").tolist())  # ascending, each item once
+    assert sorted(names[i] for i in state.seen("u")) == ["a", "b", "c", "d"]
+    state.snapshot(tmp_path / "state.npz")
+    loaded = State.load(tmp_path / "state.npz", StateConfig(max_history=4))
+    assert loaded is not None and loaded.fingerprint() == state.fingerprint()
+    loaded.apply(events([("u", "e", "view", 3000.0), ("u", "a", "view", 3001.0)], start=9))
+    assert [loaded.item_ids[i] for i in loaded.history("u")] == ["d", "b", "e", "a"]
+    assert sorted(loaded.item_ids[i] for i in loaded.seen("u")) == ["a", "b", "c", "d", "e"]
+    assert loaded.reset_users(["u"]) == 1 and not loaded.has_user("u") and loaded.has_user("v")
+
+
+def test_the_catalogue_keeps_what_serving_reads_of_a_record() -> None:
+    state = State()
+    record = {"item_id": "i", "title": "Heat", "categories": ["Action"], "available": True, "attributes": None}
+    index = state.put_item("i", {**record, "updated_at": 1.0, "deleted": False})
+    assert state.catalogue.metadata[index] == {"title": "Heat", "categories": ("Action",)}
+    assert state.catalogue.categories(index) == ["Action"]
+    bare = state.put_item("j", {"item_id": "j", "title": None, "categories": [], "available": False})
+    assert bare not in state.catalogue.metadata and not state.catalogue.available(state.n_items)[bare]
+
+
 def test_popularity_halves_every_half_life_and_weights_types(make_state: StateFactory) -> None:
     state = make_state(StateConfig(half_life_days=1.0, event_weights={"view": 1.0, "purchase": 4.0, "impression": 0.0}))
     state.apply(events([("u", "a", "view", 0.0), ("v", "b", "purchase", 0.0), ("w", "c", "impression", 0.0)]))

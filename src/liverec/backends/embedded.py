@@ -73,7 +73,7 @@ class EmbeddedBackend(Backend):
                 logger.warning("state snapshot is ahead of the log; rebuilding from the log")
                 state, recovery = State(self.state_config), "rebuild"
             _catch_up(state, event_log)
-            for record in event_log.items():
+            for record in event_log.iter_items():
                 if record["deleted"]:
                     state.remove_item(record["item_id"])
                 else:

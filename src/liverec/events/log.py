@@ -280,6 +280,11 @@ class EventLog(ImpressionLog, Protocol):
     def delete_item(self, item_id: str) -> bool: ...
     def get_item(self, item_id: str, *, include_deleted: bool = False) -> dict[str, Any] | None: ...
     def items(self) -> list[dict[str, Any]]: ...
+    def iter_items(self) -> Iterator[dict[str, Any]]:
+        """The records of :meth:`items` one at a time (in no promised order), never a list of the whole
+        catalogue: what start-up reads a million records with."""
+        ...
+
     def search_items(self, query: str, limit: int) -> list[dict[str, Any]]:
         """At most ``limit`` live catalogue records whose id or title contains ``query`` (case-insensitive),
         without reading the whole catalogue into memory where the store can avoid it."""
@@ -607,9 +612,12 @@ class SQLiteEventLog:
 
     def items(self) -> list[dict[str, Any]]:
         """Every catalogue record, tombstones of deleted items included (``deleted: True``), by item id."""
-        return [
-            _item_record(row) for row in self._reader().execute(f"SELECT {_ITEM_COLUMNS} FROM items ORDER BY item_id")
-        ]
+        return list(self.iter_items())
+
+    def iter_items(self) -> Iterator[dict[str, Any]]:
+        """:meth:`items` one record at a time, by item id (a cursor over the table, not a list)."""
+        for row in self._reader().execute(f"SELECT {_ITEM_COLUMNS} FROM items ORDER BY item_id"):
+            yield _item_record(row)
 
     def search_items(self, query: str, limit: int) -> list[dict[str, Any]]:
         """At most ``limit`` live records whose id or title contains ``query`` (ASCII case-insensitive, SQLite's

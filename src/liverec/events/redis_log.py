@@ -523,8 +523,12 @@ class RedisEventLog:
 
     def items(self) -> list[dict[str, Any]]:
         """Every catalogue record, tombstones included, by item id."""
-        records = [json.loads(raw) for raw in self.client.hvals(self.catalog_key)]
-        return sorted(records, key=lambda record: record["item_id"])
+        return sorted(self.iter_items(), key=lambda record: record["item_id"])
+
+    def iter_items(self) -> Iterator[dict[str, Any]]:
+        """Every catalogue record, tombstones included, in the order ``HSCAN`` meets them (no list of them all)."""
+        for _, raw in self.client.hscan_iter(self.catalog_key, count=1000):
+            yield json.loads(raw)
 
     def search_items(self, query: str, limit: int) -> list[dict[str, Any]]:
         """At most ``limit`` live records whose id or title contains ``query`` (case-insensitive), in the order

@@ -7,9 +7,11 @@ the request that carried the events is acknowledged), so the next request alread
 applies the log after that offset, or rebuilds from the whole log when there is no snapshot. Because
 application is deterministic and in log order, a rebuilt state equals the live one.
 
-Everything is held in process memory behind one lock: per-user deques of recent item indices (bounded
-by ``max_history``), per-user sets of every item seen (for ``exclude_seen``), and per-item arrays of
-counts and exponentially time-decayed popularity. Items get dense indices in order of first
+Everything is held in process memory behind one lock: per-user arrays of recent item indices (bounded
+by ``max_history``, oldest first), per-user sorted arrays of every item seen (for ``exclude_seen``), and
+per-item arrays of counts and exponentially time-decayed popularity. The per-user arrays hold 4-byte
+indices: a deque and a set of Python ints cost about 3.6 KB per user (3.6 GB for a million users,
+docs/results.md), these about 0.3 KB. Items get dense indices in order of first
 appearance (an event or a catalogue entry), so the serving model's item order usually matches.
 """
 
@@ -18,8 +20,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import threading
-from collections import deque
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +43,10 @@ DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {
 }
 
 _SNAPSHOT_VERSION = 1
+#: the per-user arrays' element: a 4-byte signed C int (item indices below 2**31), and the same as a NumPy dtype
+_INDEX = "i"
+_INDEX_BYTES = array(_INDEX).itemsize
+_INDEX_DTYPE = np.dtype(f"={_INDEX}{_INDEX_BYTES}")
 
 
 class EventLike(Protocol):
@@ -90,8 +98,17 @@ class Catalogue:
             self._category_masks.clear()
 
     def set(self, index: int, record: Mapping[str, Any]) -> None:
+        """Keep what serving reads of a catalogue record — title, categories (a tuple of interned strings),
+        attributes, where set — and its availability (in the mask). The rest of the record (id, times, flags)
+        stays in the log: a whole record per item cost about 0.3 GB more at a million items (docs/results.md)."""
         self._ensure(index + 1)
-        self.metadata[index] = dict(record)
+        kept = {name: record.get(name) for name in ("title", "attributes") if record.get(name) is not None}
+        if record.get("categories"):
+            kept["categories"] = tuple(sys.intern(str(category)) for category in record["categories"])
+        if kept:
+            self.metadata[index] = kept
+        else:
+            self.metadata.pop(index, None)
         self._available[index] = bool(record.get("available", True))
         self._category_masks.clear()
 
@@ -131,8 +148,8 @@ class State:
         self.item_ids: list[str] = []
         self.user_index: dict[str, int] = {}
         self.user_ids: list[str] = []
-        self._histories: list[deque[int]] = []
-        self._seen: list[set[int]] = []
+        self._histories: list[array[int]] = []  # per user: recent item indices, oldest first (max_history)
+        self._seen: list[array[int]] = []  # per user: every item index seen, sorted, each once
         self._counts = np.zeros(1024, dtype=np.int64)
         self._popularity = np.zeros(1024, dtype=np.float64)  # decayed weight as of _updated
         self._updated = np.zeros(1024, dtype=np.float64)
@@ -181,8 +198,8 @@ class State:
             index = len(self.user_ids)
             self.user_index[user_id] = index
             self.user_ids.append(user_id)
-            self._histories.append(deque(maxlen=self.config.max_history))
-            self._seen.append(set())
+            self._histories.append(array(_INDEX))
+            self._seen.append(array(_INDEX))
         return index
 
     def apply(self, events: Iterable[EventLike]) -> None:
@@ -200,8 +217,7 @@ class State:
                     continue
                 user = self._user(event.user_id)
                 item = self.item(event.item_id)
-                self._histories[user].append(item)
-                self._seen[user].add(item)
+                self._add(user, item)
                 t = float(event.timestamp)
                 last = self._updated[item]
                 if t >= last:
@@ -223,17 +239,25 @@ class State:
             targets = {user_id for user_id in user_ids if user_id in self.user_index}
             for user_id in targets:
                 user = self.user_index[user_id]
-                self._histories[user].clear()
-                self._seen[user].clear()
+                del self._histories[user][:], self._seen[user][:]
             for event in events:
                 if event.user_id in targets and float(weights.get(event.type, 0.0)) > 0:
-                    user, item = self.user_index[event.user_id], self.item(event.item_id)
-                    self._histories[user].append(item)
-                    self._seen[user].add(item)
+                    self._add(self.user_index[event.user_id], self.item(event.item_id))
             for user_id in targets:
                 if not self._seen[self.user_index[user_id]]:
                     self._remove_user(user_id)
         return len(targets)
+
+    def _add(self, user: int, item: int) -> None:
+        """``item`` joins the end of the user's history (its oldest item leaves past ``max_history``) and, if
+        new to the user, their sorted seen items."""
+        history, seen = self._histories[user], self._seen[user]
+        history.append(item)
+        if len(history) > self.config.max_history:
+            del history[0]
+        position = bisect_left(seen, item)
+        if position == len(seen) or seen[position] != item:
+            seen.insert(position, item)
 
     def _remove_user(self, user_id: str) -> None:
         """Drop a user (the last user takes its slot, so nothing else moves)."""
@@ -269,15 +293,15 @@ class State:
             user = self.user_index.get(user_id)
             if user is None:
                 return np.zeros(0, dtype=np.int64)
-            return np.fromiter(self._histories[user], dtype=np.int64, count=len(self._histories[user]))
+            return np.frombuffer(self._histories[user], dtype=_INDEX_DTYPE).astype(np.int64)
 
     def seen(self, user_id: str) -> np.ndarray:
-        """Every item index the user has interacted with (unordered)."""
+        """Every item index the user has interacted with (ascending)."""
         with self._lock:
             user = self.user_index.get(user_id)
             if user is None:
                 return np.zeros(0, dtype=np.int64)
-            return np.fromiter(self._seen[user], dtype=np.int64, count=len(self._seen[user]))
+            return np.frombuffer(self._seen[user], dtype=_INDEX_DTYPE).astype(np.int64)
 
     def user_view(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
         """The user's history (oldest first) and seen items, read together."""
@@ -335,8 +359,8 @@ class State:
             n_items = self.n_items
             user_ids = list(self.user_ids)
             item_ids = list(self.item_ids)
-            histories = [tuple(h) for h in self._histories]
-            seen = [tuple(sorted(s)) for s in self._seen]
+            histories = [bytes(h) for h in self._histories]
+            seen = [bytes(s) for s in self._seen]
             counts = self._counts[:n_items].copy()
             popularity = self._popularity[:n_items].copy()
             updated = self._updated[:n_items].copy()
@@ -353,10 +377,10 @@ class State:
         arrays: dict[str, Any] = {
             "user_ids": np.array(user_ids, dtype=str),
             "item_ids": np.array(item_ids, dtype=str),
-            "hist_lengths": np.fromiter(map(len, histories), dtype=np.int64, count=len(histories)),
-            "hist_items": np.fromiter((i for h in histories for i in h), dtype=np.int64),
-            "seen_lengths": np.fromiter(map(len, seen), dtype=np.int64, count=len(seen)),
-            "seen_items": np.fromiter((i for s in seen for i in s), dtype=np.int64),
+            "hist_lengths": np.fromiter(map(len, histories), dtype=np.int64, count=len(histories)) // _INDEX_BYTES,
+            "hist_items": np.frombuffer(b"".join(histories), dtype=_INDEX_DTYPE).astype(np.int64),
+            "seen_lengths": np.fromiter(map(len, seen), dtype=np.int64, count=len(seen)) // _INDEX_BYTES,
+            "seen_items": np.frombuffer(b"".join(seen), dtype=_INDEX_DTYPE).astype(np.int64),
             "counts": counts,
             "popularity": popularity,
             "updated": updated,
@@ -389,17 +413,17 @@ class State:
             state._counts[:n] = data["counts"]
             state._popularity[:n] = data["popularity"]
             state._updated[:n] = data["updated"]
-            hist_items = data["hist_items"].tolist()
-            seen_items = data["seen_items"].tolist()
+            hist_items = data["hist_items"].astype(_INDEX_DTYPE).tobytes()
+            seen_items = data["seen_items"].astype(_INDEX_DTYPE).tobytes()
             h = s = 0
             for user_id, hl, sl in zip(
                 data["user_ids"].tolist(), data["hist_lengths"].tolist(), data["seen_lengths"].tolist(), strict=True
             ):
                 user = state._user(user_id)
-                state._histories[user].extend(hist_items[h : h + hl])
-                state._seen[user].update(seen_items[s : s + sl])
-                h += hl
-                s += sl
+                state._histories[user].frombytes(hist_items[h : h + hl * _INDEX_BYTES])  # same max_history: checked
+                state._seen[user].frombytes(seen_items[s : s + sl * _INDEX_BYTES])  # written sorted, each once
+                h += hl * _INDEX_BYTES
+                s += sl * _INDEX_BYTES
         state.offset = int(meta["offset"])
         state.clock = float(meta["clock"])
         state.n_events = int(meta["n_events"])
