@@ -311,7 +311,10 @@ def test_a_head_over_every_item_makes_any_graph_exact() -> None:
     truth = exact(items)
     for index in (poor, headed, truth):
         index.remove(removed)
-    for allowed in (rng.random(2_000) < 0.5, rng.random((20, 2_000)) < 0.5):
+    # allowed shares: the head's best 40 hold 10 allowed items for nearly every row (0.5, 0.97: their flags alone
+    # are read) or for none (0.05: the whole head is masked)
+    masks = [rng.random(shape) < share for share in (0.5, 0.05, 0.97) for shape in ((2_000,), (20, 2_000))]
+    for allowed in masks:
         want, _ = truth.search(queries, 10, allowed)
         with graph_for_every_row():  # half the catalogue allowed: the graph searches every row
             got, scores = headed.search(queries, 10, allowed)
@@ -320,7 +323,7 @@ def test_a_head_over_every_item_makes_any_graph_exact() -> None:
         present = np.ones(2_000, dtype=bool)
         present[removed] = False
         check_result(headed, queries, 10, allowed & present, got, scores)
-        assert (missed != want).any()  # the graph alone misses: the head is what made it exact
+        assert allowed.mean() < 0.1 or (missed != want).any()  # the graph alone misses: the head made it exact
 
 
 def test_the_head_is_the_largest_norms_and_follows_added_and_updated_items() -> None:
