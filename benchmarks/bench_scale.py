@@ -546,7 +546,8 @@ def step_http(size: Size, options: argparse.Namespace) -> dict[str, Any]:
     del user_names, item_names
 
     started = time.perf_counter()
-    process, url = start_server(size.folder, {"LIVEREC_COMPUTE_THREADS": "1"})
+    environment = {"LIVEREC_COMPUTE_THREADS": "1", **dict(item.split("=", 1) for item in options.http_env)}
+    process, url = start_server(size.folder, environment)
     try:
         out: dict[str, Any] = {"ready_seconds": round(time.perf_counter() - started, 1)}
         out["memory_at_ready"] = _process_mib(process.pid)
@@ -580,7 +581,7 @@ def step_http(size: Size, options: argparse.Namespace) -> dict[str, Any]:
     finally:
         process.terminate()
         process.wait(timeout=60)
-    out["users_asked"] = len(users)
+    out["users_asked"], out["server_settings"] = len(users), environment
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out
 
@@ -722,6 +723,9 @@ def main() -> None:
     parser.add_argument("--http-repeats", type=int, default=3, help="http step: load runs (the median is reported)")
     parser.add_argument("--http-concurrency", type=int, default=8, help="http step: open connections")
     parser.add_argument("--http-users", type=int, default=10_000, help="http step: users asked for (random)")
+    parser.add_argument(
+        "--http-env", action="append", default=[], metavar="NAME=VALUE", help="http step: a server setting"
+    )
     parser.add_argument(
         "--http-index-wait", type=float, default=1800.0, help="http step: seconds to wait for the background index"
     )
