@@ -10,8 +10,8 @@ application is deterministic and in log order, a rebuilt state equals the live o
 Everything is held in process memory behind one lock: per-user arrays of recent item indices (bounded
 by ``max_history``, oldest first), per-user sorted arrays of every item seen (for ``exclude_seen``), and
 per-item arrays of counts and exponentially time-decayed popularity. The per-user arrays hold 4-byte
-indices: a deque and a set of Python ints cost about 3.6 KB per user (3.6 GB for a million users,
-docs/results.md), these about 0.3 KB. Items get dense indices in order of first
+indices: a deque and a set of Python ints cost about 2.7 KB per user (2.75 GB for a million users,
+docs/results.md), these about 0.6 KB with the user's id and index entry. Items get dense indices in order of first
 appearance (an event or a catalogue entry), so the serving model's item order usually matches.
 """
 
