@@ -123,13 +123,13 @@ class Size:
 # --- measuring one step -----------------------------------------------------------------------------
 
 
-def _status_mib(field: str) -> float:
-    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MiB."""
-    with open("/proc/self/status") as status:
+def _status_mib(field: str, pid: int | str = "self") -> float:
+    """A ``/proc/<pid>/status`` memory field (``VmRSS``, ``VmHWM``) in MiB (this process by default)."""
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
+    raise RuntimeError(f"/proc/{pid}/status has no {field}")
 
 
 def _reset_peak() -> None:
@@ -505,13 +505,7 @@ def step_serve(size: Size, options: argparse.Namespace) -> dict[str, Any]:
 
 def _process_mib(pid: int) -> dict[str, int]:
     """Resident memory now and at its peak (``VmRSS``, ``VmHWM``) of another process, in MiB."""
-    fields = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name = line.split(":")[0]
-            if name in ("VmRSS", "VmHWM"):
-                fields[name] = round(int(line.split()[1]) / 1024)
-    return {"rss_mib": fields["VmRSS"], "peak_rss_mib": fields["VmHWM"]}
+    return {"rss_mib": round(_status_mib("VmRSS", pid)), "peak_rss_mib": round(_status_mib("VmHWM", pid))}
 
 
 def step_http(size: Size, options: argparse.Namespace) -> dict[str, Any]:

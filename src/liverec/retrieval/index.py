@@ -594,7 +594,7 @@ class VectorIndex:
         columns, best = top_k(head_scores, spare)
         items = head[np.maximum(columns, 0)]
         permitted = (allowed[items] if allowed.ndim == 1 else allowed[rows[:, None], items]) & (columns >= 0)
-        enough = permitted.sum(axis=1) >= min(k, spare) if spare < len(head) else np.ones(len(rows), dtype=bool)
+        enough = (permitted.sum(axis=1) >= k) | (spare == len(head))  # the whole head read: nothing more to find
         order = np.argsort(~permitted, axis=1, kind="stable")[:, :k]  # the allowed ones first, in score order
         kept = np.take_along_axis(permitted, order, axis=1)
         columns = np.where(kept, np.take_along_axis(columns, order, axis=1), -1)
