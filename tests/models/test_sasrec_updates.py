@@ -97,13 +97,14 @@ def test_an_auto_fit_trains_and_updates_with_the_loss_its_catalogue_chose(tmp_pa
     assert not torch.equal(states[0]["item_embedding.weight"], states[2]["item_embedding.weight"])
 
 
-def test_negative_sampling_draws_what_rng_choice_draws() -> None:
-    log_q = np.log(np.random.default_rng(1).dirichlet(np.ones(500)))
+@pytest.mark.parametrize(("n_items", "size"), [(500, 64), (100_000, 2048)])  # the second draws in sorted key order
+def test_negative_sampling_draws_what_rng_choice_draws(n_items: int, size: int) -> None:
+    log_q = np.log(np.random.default_rng(1).dirichlet(np.ones(n_items)))
     sampling = NegativeSampling(log_q)
     drawn, chosen = np.random.default_rng(7), np.random.default_rng(7)
     probabilities = np.exp(log_q)
-    expected = chosen.choice(500, size=64, p=probabilities / probabilities.sum())
-    np.testing.assert_array_equal(sampling.draw(drawn, 64), expected)
+    expected = chosen.choice(n_items, size=size, p=probabilities / probabilities.sum())
+    np.testing.assert_array_equal(sampling.draw(drawn, size), expected)
     assert drawn.random() == chosen.random()  # the generator is left where choice leaves it
 
 
@@ -252,3 +253,14 @@ def test_below_row_wise_from_a_sampled_fit_is_the_dense_one_bit_for_bit() -> Non
     assert SASRecConfig().row_wise_from == 100_000  # measured at 100k items (docs/results.md)
     with pytest.raises(ValueError, match="row_wise_from"):
         SASRecConfig(row_wise_from=0)
+
+
+@pytest.mark.parametrize("power", [0.0, 0.75, 1.0])
+def test_negatives_are_drawn_in_proportion_to_count_plus_one_to_the_power(power: float) -> None:
+    data = cycle_data(n_items=300)
+    model = SASRec(**SMALL, loss="sampled-softmax", n_negatives=20, negative_power=power).fit(data)
+    counts = np.bincount(data.item_ids, minlength=data.n_items) + 1.0
+    expected = counts**power / (counts**power).sum()
+    np.testing.assert_allclose(np.exp(model.item_log_q), expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="negative_power: expected a number in \\[0, 1\\], got 1.5"):
+        SASRecConfig(negative_power=1.5)

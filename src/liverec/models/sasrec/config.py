@@ -25,6 +25,8 @@ class SASRecConfig(ModelConfig):
     the full one on validation NDCG@10, on ml-100k (1,682 items, fewer than the negatives) it was level on
     validation and the full softmax is exact there and cheaper; at a million items only the sampled one fits
     (docs/results.md, "Session 22"); ``n_negatives``: shared negatives per batch for ``sampled-softmax``;
+    ``negative_power``: they are drawn ∝ (training count + 1) ** ``negative_power`` (0: uniform; 1: in
+    proportion to popularity), with the log-Q correction;
     ``max_epochs``/``patience``: early stopping, evaluated every
     ``eval_every`` epochs on validation NDCG@10; ``patience_steps``: stop sooner when this many optimiser
     steps (batches) brought no improvement — fewer epochs of patience where an epoch is many steps (a large
@@ -98,6 +100,7 @@ class SASRecConfig(ModelConfig):
     loss: str = "auto"
     softmax_max_items: int = 4096  # loss "auto": the full softmax up to this many items, the sampled one above
     n_negatives: int = 2048
+    negative_power: float = 0.75  # sampled softmax: negatives drawn ∝ (count + 1) ** negative_power
     batch_size: int = 64
     learning_rate: float = 2e-3
     weight_decay: float = 0.0
@@ -164,6 +167,8 @@ class SASRecConfig(ModelConfig):
             raise ValueError(f"softmax_max_items: expected an integer >= 0, got {self.softmax_max_items!r}")
         if self.n_negatives < 1:
             raise ValueError(f"n_negatives: expected a positive integer, got {self.n_negatives!r}")
+        if not 0.0 <= self.negative_power <= 1.0:
+            raise ValueError(f"negative_power: expected a number in [0, 1], got {self.negative_power!r}")
         if self.update_negatives is not None and self.update_negatives < 1:
             raise ValueError(f"update_negatives: expected a positive integer or None, got {self.update_negatives!r}")
 

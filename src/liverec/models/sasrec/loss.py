@@ -147,6 +147,10 @@ def loss_context(
     return seen, future
 
 
+#: catalogues from this many items draw negatives in sorted key order (:meth:`NegativeSampling.draw`)
+_SORTED_DRAW_ITEMS = 1 << 16
+
+
 class NegativeSampling:
     """The sampled softmax's negative distribution over ``[n_items]`` items, from its log-probabilities.
 
@@ -171,7 +175,16 @@ class NegativeSampling:
     def draw(self, rng: np.random.Generator, n_negatives: int) -> np.ndarray:
         """``[min(n_negatives, n_items)]`` items drawn with replacement."""
         size = min(n_negatives, len(self.log_q))
-        return self._cumulative.searchsorted(rng.random(size), side="right").astype(np.int64)
+        keys = rng.random(size)
+        if len(self._cumulative) < _SORTED_DRAW_ITEMS:
+            return self._cumulative.searchsorted(keys, side="right").astype(np.int64)
+        # in key order each binary search starts where the one before ended, so the searches share their path
+        # through the catalogue-sized array (2,048 draws over 1M items: 0.57 -> 0.33 ms); the same items back in
+        # the order drawn
+        order = np.argsort(keys)
+        items = np.empty(size, dtype=np.int64)
+        items[order] = self._cumulative.searchsorted(keys[order], side="right")
+        return items
 
 
 def sequence_loss(
@@ -237,9 +250,11 @@ class _SampledSoftmaxLoss(torch.autograd.Function):
         negatives: torch.Tensor,
     ) -> torch.Tensor:
         n = len(hidden)
-        positive_items, negative_items = items[rows], items[negatives]  # [n, dim], [n_negatives, dim]
-        positive = torch.einsum("nd,nd->n", hidden, positive_items) - log_q[rows]
-        logits = torch.addmm(log_q[negatives][None, :], hidden, negative_items.T, beta=-1.0)  # less log Q
+        # index_select: a tensor index (items[rows]) costs about five times as much per row
+        positive_items, negative_items = items.index_select(0, rows), items.index_select(0, negatives)
+        positive = torch.einsum("nd,nd->n", hidden, positive_items) - log_q.index_select(0, rows)
+        negative_log_q = log_q.index_select(0, negatives)[None, :]
+        logits = torch.addmm(negative_log_q, hidden, negative_items.T, beta=-1.0)  # less log Q
         logits.masked_fill_(negatives[None, :] == rows[:, None], float("-inf"))  # a target is not its negative
         top = torch.maximum(logits.amax(dim=1), positive)
         exp_positive = (positive - top).exp_()

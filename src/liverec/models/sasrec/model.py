@@ -379,7 +379,7 @@ class SASRec(Recommender):
         if blend and len(self.item_log_q):
             old = np.exp(self.item_log_q) * len(interactions)
             counts[: len(old)] += old
-        weights = (counts + 1.0) ** 0.75
+        weights = (counts + 1.0) ** self.config.negative_power
         self.item_log_q = np.log(weights / weights.sum())
 
     def _train_epoch(
@@ -462,17 +462,17 @@ class SASRec(Recommender):
         used, local = torch.unique(torch.cat([padding, batch.reshape(-1), negatives]), return_inverse=True)
         local_batch = local[1 : 1 + batch.numel()].view_as(batch)  # the batch in used-row numbering
         local_negatives = local[1 + batch.numel() :] - 1  # rows of the used items (padding dropped)
-        rows = network.item_embedding.weight.detach()[used].requires_grad_()
+        rows = network.item_embedding.weight.detach().index_select(0, used).requires_grad_()
         table = rows
         if network.feature_embedding is not None:  # side features: the used rows' feature means, as item_table
-            table = rows + network.feature_embedding(network.feature_slots[used])
+            table = rows + network.feature_embedding(network.feature_slots.index_select(0, used))
         inputs, targets = local_batch[:, :-1], local_batch[:, 1:]
         hidden = network(inputs, table)[inputs > 0]
         targets = targets[inputs > 0]
         if learned is not None:  # keep the positions whose next item is to be learned
             keep = learned[inputs > 0]
             hidden, targets = hidden[keep], targets[keep]
-        log_q = sampling.log_q_tensor[used[1:] - 1]
+        log_q = sampling.log_q_tensor.index_select(0, used[1:] - 1)
         loss = sampled_softmax_loss(log_q, hidden, targets, local_negatives, table[1:])
         return loss, len(hidden), used, rows
 
@@ -493,8 +493,10 @@ class SASRec(Recommender):
         state["step"] += 1
         settings = self._table_settings(optimizer, weight)
         with torch.no_grad():
-            param, exp_avg, exp_avg_sq = weight[rows], state["exp_avg"][rows], state["exp_avg_sq"][rows]
-            mean = None if average is None else average.of(weight)[rows]
+            # index_select, not weight[rows]: a tensor index costs about five times as much per row (docs/results.md)
+            tables = (weight, state["exp_avg"], state["exp_avg_sq"])
+            param, exp_avg, exp_avg_sq = (table.index_select(0, rows) for table in tables)
+            mean = None if average is None else average.of(weight).index_select(0, rows)
             decay = 0.0 if average is None else average.next_decay()
             if self._skipped is not None:
                 missed = self._skipped.skipped(rows, settings.step)

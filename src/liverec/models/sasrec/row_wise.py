@@ -118,7 +118,7 @@ class SkippedSteps:
 
     def skipped(self, rows: torch.Tensor, step: int) -> torch.Tensor:
         """Steps before ``step`` that ``rows`` missed (0 for a row never stepped)."""
-        last = self.last[rows]
+        last = self.last.index_select(0, rows)
         return torch.where(last > 0, step - 1 - last, 0)
 
     def mark(self, rows: torch.Tensor, step: int) -> None:
@@ -139,9 +139,10 @@ class SkippedSteps:
         with torch.no_grad():
             for start in range(0, len(stale), FLUSH_ROWS):
                 rows = stale[start : start + FLUSH_ROWS]
-                param, m, v = weight[rows], exp_avg[rows], exp_avg_sq[rows]
-                mean = None if average is None else average[rows]
-                skipped_steps(param, m, v, settings.step - self.last[rows], settings, mean, average_decay)
+                param, m, v = (t.index_select(0, rows) for t in (weight, exp_avg, exp_avg_sq))
+                mean = None if average is None else average.index_select(0, rows)
+                missed = settings.step - self.last.index_select(0, rows)
+                skipped_steps(param, m, v, missed, settings, mean, average_decay)
                 weight.index_copy_(0, rows, param)
                 exp_avg.index_copy_(0, rows, m)
                 exp_avg_sq.index_copy_(0, rows, v)
