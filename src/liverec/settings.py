@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         "exact index until the graph is ready) or FAISS IVF-Flat (fast to build, far lower recall on those vectors)",
     )
     hnsw_ef_search: int = Field(
-        512, ge=1, description="HNSW candidate list per search (ann_kind hnsw): higher finds more, slower"
+        128, ge=1, description="HNSW candidate list per search (ann_kind hnsw): higher finds more, slower"
     )
     compact_threshold: int = Field(
         50_000,

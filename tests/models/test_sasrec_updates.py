@@ -262,5 +262,5 @@ def test_negatives_are_drawn_in_proportion_to_count_plus_one_to_the_power(power:
     counts = np.bincount(data.item_ids, minlength=data.n_items) + 1.0
     expected = counts**power / (counts**power).sum()
     np.testing.assert_allclose(np.exp(model.item_log_q), expected, rtol=1e-12)
-    with pytest.raises(ValueError, match="negative_power: expected a number in \\[0, 1\\], got 1.5"):
+    with pytest.raises(ValueError, match=r"negative_power: expected a number in \[0, 1\], got 1.5"):
         SASRecConfig(negative_power=1.5)

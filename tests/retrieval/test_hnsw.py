@@ -173,10 +173,16 @@ def test_added_items_are_found_at_once_including_beyond_the_norm_headroom() -> N
     (new_id,) = index.add(inside)
     assert index._ann.radius == radius and index._ann.n_nodes == 2001
     assert index.search(query, 1)[0][0] == new_id == 2000
-    beyond = (query / np.linalg.norm(query) * 1.3 * radius)[None, :]  # does not fit: the graph is rebuilt
+    beyond = (query / np.linalg.norm(query) * 1.3 * radius)[None, :]  # does not fit: it joins the exact head
     (larger_id,) = index.add(beyond)
-    assert index._ann.radius > radius
+    assert index._ann.radius == radius and index._ann.n_nodes == 2001 and index._norm_head().tolist() == [larger_id]
     np.testing.assert_array_equal(index.search(query, 2)[0], [larger_id, new_id])
+    index.update(np.array([new_id]), 2.0 * beyond)  # an item in the graph grown past the radius leaves it too
+    assert index._ann.n_stale == 1 and index._norm_head().tolist() == [new_id, larger_id]
+    np.testing.assert_array_equal(index.search(query, 2)[0], [new_id, larger_id])
+    many = rng.standard_normal((1100, DIM)).astype(np.float32) * 10 * radius  # the head past its slack: rebuilt
+    index.add(many)
+    assert index._ann.n_stale == 0 and len(index._norm_head()) == 0 and index._ann.radius > radius
 
 
 def test_update_moves_the_item_and_leaves_no_stale_copy() -> None:

@@ -29,20 +29,28 @@ Design (the measurements behind each choice are in docs/results.md, "Retrieval: 
   index anyway). More headroom would mean fewer rebuilds but costs recall: the reduction moves small-norm
   items towards the pole of the sphere, and the larger ``M`` is, the more alike they look to the graph. The
   reduction's weak spot: one item whose norm is far above the rest puts every other item near the pole, and
-  such an outlier can become hard for the graph search to reach (seen in a test with log-normal norms; the
-  trained SASRec vectors measured have median norms 0.215-0.235 and largest ones 1.19-1.61, 5-7 times more,
-  and still reach recall@10 0.95 with filters at efSearch 512). Filters run inside the search: the allowed
-  mask becomes a FAISS ``IDSelectorBitmap``, so the search keeps walking until it has ``k`` allowed items or
-  its candidate list (``efSearch``) is spent; a row left short is scored exactly over its allowed items. HNSW
-  cannot move or delete a node: ``update`` inserts the new vector as a new node, maps the item to it and marks
-  the old node stale (stale nodes are routed through but never returned); once stale nodes exceed a quarter of
-  the graph it is rebuilt over the current vectors: stale nodes cost memory and a share of each search's
-  visits (reasoned, not measured: about their share of the graph), a rebuild costs one build time, and a
-  quarter keeps the first bounded while making the second rare (figures in docs/results.md, "Session 19").
+  such an outlier can become hard for the graph search to reach (seen in a test with log-normal norms). So the
+  graph does not hold the items of largest norm: the ``hnsw_head_share`` of them (1/16) form the *head*, scored
+  exactly beside every graph search (FAISS's flat scan keeps its best few in a heap), and the graph, built over
+  the rest, takes its radius from the rest's largest norm. A trained model's popular items have the largest
+  vectors and fill most users' top ten; with them in the graph (sessions 22-23) the radius was set by them, every
+  other item sat near the pole, and the filtered search's candidate list filled with head nodes it had to skip,
+  so it needed efSearch 512. Without them, at 917k trained items, efSearch 32-512 all find recall@10 0.979 with
+  filters, and a query costs half as much (docs/results.md, "Session 24"). An item added, or updated, with a
+  norm beyond the graph's radius joins the head instead of forcing a rebuild; once the head has grown past twice
+  its share (plus 1,024 items) the graph is rebuilt. Filters run inside the search: the allowed mask becomes a
+  FAISS ``IDSelectorBitmap`` over item ids, read through ``IDSelectorTranslated`` (node → item), so the search
+  keeps walking until it has ``k`` allowed items or its candidate list (``efSearch``) is spent; a row left
+  short is scored exactly over its allowed items. HNSW cannot move or delete a node: ``update`` inserts the new
+  vector as a new node, maps the item to it and marks the old node stale (its label becomes -1, which no mask
+  allows: routed through, never returned); once stale nodes exceed a quarter of the graph it is rebuilt over
+  the current vectors: stale nodes cost memory and a share of each search's visits (reasoned, not measured:
+  about their share of the graph), a rebuild costs one build time, and a quarter keeps the first bounded while
+  making the second rare (figures in docs/results.md, "Session 19").
   FAISS was chosen over hnswlib by measurement: hnswlib filters through a Python callback per visited
   candidate (5 ms per search with a 10 % category filter at ef 256). ``VectorIndex`` defaults to IVF; the
-  engine's setting ``ann_kind`` defaults to HNSW (recall@10 with filters 0.955-0.986 at efSearch 512, where
-  IVF found 0.24-0.89).
+  engine's setting ``ann_kind`` defaults to HNSW (recall@10 with filters 0.955-0.986 at efSearch 512 before the
+  head left the graph, where IVF found 0.24-0.89; 0.979 at 917k items with efSearch 128, the default now).
 * A new model version need not rebuild the graph (:meth:`VectorIndex.succeed`): an online update moves the item
   vectors and appends new items, and the previous version's graph — its links — still routes searches among
   the new vectors. ``carried`` clones it, overwrites each node's stored vector with its item's new one (the links
@@ -121,9 +129,12 @@ _TRAIN_POINTS_PER_LIST = 64
 _NORM_HEADROOM = 1.05
 #: the HNSW graph is rebuilt once stale nodes (left behind by ``update``) exceed this share of its nodes.
 _STALE_FRACTION = 0.25
-#: the share of the catalogue, largest norms first, scored exactly beside each HNSW search (``hnsw_head_share``):
-#: at 917k trained SASRec items 98.5 % of the exact top ten lay among the largest 1/14 of the norms, and the graph
-#: found only 0.67 (docs/results.md, session 22).
+#: ... or once the items outside it (the head) exceed this many times the build's head share, plus _HEAD_SLACK
+_HEAD_GROWTH = 2
+_HEAD_SLACK = 1024
+#: the share of the catalogue, largest norms first, kept out of the HNSW graph and scored exactly beside each search
+#: (``hnsw_head_share``): at 917k trained SASRec items 98.5 % of the exact top ten lay among the largest 1/14 of the
+#: norms, and a graph over every item found only 0.67 (docs/results.md, session 22).
 HNSW_HEAD_SHARE = 1 / 16
 #: a filtered search reads the flags of the head's best ``HEAD_SPARE × k`` items only (``_head_top_k``), and masks
 #: the whole head for the rare row that has fewer than k allowed among them
@@ -142,8 +153,8 @@ class VectorIndex:
     wanted result on filtered IVF searches, before the allowed fraction is accounted for. ``seed``: drives
     the k-means training sample and initialisation. ``hnsw_m`` (graph degree), ``hnsw_ef_construction``
     and ``hnsw_ef_search`` (candidate list while building and searching; recall vs time): the HNSW graph's.
-    ``hnsw_head_share``: this share of the catalogue, the items of largest norm, is scored exactly beside every
-    graph search (the graph searches the rest) and the two top-``k`` lists are merged (0: the graph alone). A
+    ``hnsw_head_share``: this share of the catalogue, the items of largest norm, is left out of the graph and scored
+    exactly beside every graph search, and the two top-``k`` lists are merged (0: the graph alone). A
     trained model's popular items have the largest vectors and fill most users' top ten, and the inner-product
     reduction serves them badly: at 917k trained items the graph alone found 0.67 of the exact top ten, at any
     efSearch up to 8,192 at most 0.72 (docs/results.md, "Session 22").
@@ -163,7 +174,7 @@ class VectorIndex:
         ann_kind: AnnKind = "ivf",
         hnsw_m: int = 32,
         hnsw_ef_construction: int = 80,
-        hnsw_ef_search: int = 512,
+        hnsw_ef_search: int = 128,
         hnsw_head_share: float = HNSW_HEAD_SHARE,
     ) -> None:
         if metric not in ("ip", "cosine"):
@@ -201,7 +212,7 @@ class VectorIndex:
         self.hnsw_head_share = hnsw_head_share  # read by every HNSW search, as ef_search
         self._head: np.ndarray | None = None  # ids of the head's items (ascending); None: stale
         self._head_vectors: np.ndarray | None = None  # their vectors, contiguous (cached with them)
-        self._head_mask: np.ndarray | None = None  # [n_items] False on the head (cached with it)
+        self._head_flat: Any = None  # FAISS IndexFlatIP over the head's vectors (cached with them)
         self._dim = vectors.shape[1]
         self._buffer = self._prepare(vectors, "item_vectors")
         self._n = len(self._buffer)
@@ -342,7 +353,7 @@ class VectorIndex:
         """Append items (``[m, d]``); returns their ids, which continue from ``n_items``.
 
         Reaching ``ann_threshold`` this way builds the FAISS index here, in the writer's call, rather than
-        inside a later search.
+        inside a later search. On the HNSW path an item whose norm does not fit the graph's radius joins the head.
         """
         new = self._prepare(new_vectors, "new_vectors")
         start, stop = self._n, self._n + len(new)
@@ -356,8 +367,8 @@ class VectorIndex:
             self._removed = np.concatenate([self._removed[:start], np.zeros(len(new), dtype=bool)])
         self._n = stop
         if isinstance(self._ann, _HnswGraph):
-            if not self._ann.add(new, np.arange(start, stop)):
-                self._rebuild_hnsw()
+            self._ann.add(new, np.arange(start, stop))  # a norm beyond the graph's radius: the item joins the head
+            self._maybe_rebuild_hnsw()
         elif self._ann is not None:
             self._ann.add(new)
         self._maybe_build_ann()
@@ -375,9 +386,9 @@ class VectorIndex:
 
         Exact mode writes in place; IVF moves each vector to its nearest list in place too (the index keeps
         a direct map from id to list entry). HNSW cannot move a node: each new vector is inserted as a new
-        node, the item's old node becomes stale (never returned), and the graph is rebuilt when stale nodes
-        pass a quarter of it or a new norm does not fit the reduction (module docstring). A removed item
-        stays removed.
+        node (or, with a norm beyond the graph's radius, the item joins the exact head), the item's old node
+        becomes stale (never returned), and the graph is rebuilt when stale nodes pass a quarter of it or the
+        head has grown past twice its share (module docstring). A removed item stays removed.
         """
         ids = _check_ids(ids, self._n)
         if len(np.unique(ids)) != len(ids):
@@ -388,8 +399,8 @@ class VectorIndex:
         self._buffer[ids] = new
         self._head = None
         if isinstance(self._ann, _HnswGraph):
-            if not self._ann.update(ids, new):
-                self._rebuild_hnsw()
+            self._ann.update(ids, new)
+            self._maybe_rebuild_hnsw()
         elif self._ann is not None:
             self._ann.update_vectors(ids, new)
         if self._compact is not None:  # the scalar quantizer cannot replace vectors: re-encode (~ms at 100k)
@@ -540,15 +551,13 @@ class VectorIndex:
         graph_rows = np.flatnonzero(~few)
         found = np.full((len(graph_rows), k), -1, dtype=np.int64)
         ef_search = max(self.ef_search, k)
-        rest = self._outside_head()  # the graph searches the items outside the norm head (scored exactly)
+        # the graph holds the items outside the norm head (scored exactly below); its selector reads item ids
         if allowed is None or allowed.ndim == 1:
             if len(graph_rows):
-                mask = rest if allowed is None else (allowed if rest is None else allowed & rest)
-                found[:] = self._ann.search(queries[graph_rows], k, mask, ef_search)
+                found[:] = self._ann.search(queries[graph_rows], k, allowed, ef_search)
         else:
             for position, row in enumerate(graph_rows):  # a selector per mask: one search call per row
-                mask = allowed[row] if rest is None else allowed[row] & rest
-                found[position] = self._ann.search(queries[row : row + 1], k, mask, ef_search)[0]
+                found[position] = self._ann.search(queries[row : row + 1], k, allowed[row], ef_search)[0]
         complete = (found >= 0).all(axis=1)
         if complete.any():
             rows, candidates = graph_rows[complete], np.sort(found[complete], axis=1)  # ascending ids: tie rule
@@ -566,68 +575,73 @@ class VectorIndex:
         outside the head) of query ``rows``, joined by the head's own top ``k`` (scored exactly over its allowed
         items), every row in ascending id order (:func:`top_k_candidates`' tie rule; padding at -inf)."""
         head = self._norm_head()
-        if len(head) == 0 or self._head_vectors is None:
+        if len(head) == 0:
             return found, scores
         k = found.shape[1]
-        head_scores = (queries[rows] @ self._head_vectors.T).astype(np.float32)  # [r, h]
-        if allowed is None:
-            columns, best = top_k(head_scores, k)  # lower column, lower id: the tie rule
-        else:
-            columns, best = self._head_top_k(head_scores, k, allowed, rows)
+        columns, best = self._head_top_k(queries[rows], k, allowed, rows)
         ids = np.concatenate([found, np.where(columns >= 0, head[np.maximum(columns, 0)], -1)], axis=1)
         joined = np.concatenate([scores, best], axis=1)
         order = np.argsort(ids, axis=1, kind="stable")
         return np.take_along_axis(ids, order, axis=1), np.take_along_axis(joined, order, axis=1)
 
     def _head_top_k(
-        self, head_scores: np.ndarray, k: int, allowed: np.ndarray, rows: np.ndarray
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, rows: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`top_k` of the head's scores ``[r, h]`` over the allowed head items of query ``rows``.
+        """The top ``k`` head columns (``_norm_head`` positions) and exact scores of ``queries`` ``[r, d]`` (query
+        ``rows``) over the allowed head items, as :func:`top_k` of the masked ``[r, h]`` scores gives them.
 
-        The head's best ``HEAD_SPARE × k`` first, unfiltered, then only their flags: any allowed item outside
-        them ranks after every one of them (score, then column), so where ``k`` of them are allowed, those are
-        the answer, as the masked ``top_k`` gives it. Rows with fewer are masked in full. A request filters out
-        a few of the head's tens of thousands of items (its seen items, unavailable ones), so reading ``[r, h]``
-        flags for every row cost a fifth of a 1M-item request (docs/results.md)."""
-        head = self._norm_head()
+        FAISS's flat inner-product search finds the head's best ``HEAD_SPARE × k`` first, unfiltered, and only their
+        flags are read: any allowed item outside them ranks after every one of them, so where ``k`` of them are
+        allowed, those are the answer. The scan keeps its top list in a heap as it goes (at 57k head items a
+        third of NumPy's matmul and ``argpartition``: docs/results.md, session 24), and the spare items' scores
+        are recomputed as the graph's candidates' are, so both lists compare alike. A row with fewer than ``k``
+        allowed among them, or a tie at the spare's cut, is scored over the whole head with its mask."""
+        head, vectors = self._norm_head(), self._head_vectors
+        assert vectors is not None  # set with the head
         spare = min(HEAD_SPARE * k, len(head))
-        columns, best = top_k(head_scores, spare)
-        items = head[np.maximum(columns, 0)]
-        permitted = (allowed[items] if allowed.ndim == 1 else allowed[rows[:, None], items]) & (columns >= 0)
-        enough = (permitted.sum(axis=1) >= k) | (spare == len(head))  # the whole head read: nothing more to find
-        order = np.argsort(~permitted, axis=1, kind="stable")[:, :k]  # the allowed ones first, in score order
-        kept = np.take_along_axis(permitted, order, axis=1)
-        columns = np.where(kept, np.take_along_axis(columns, order, axis=1), -1)
-        best = np.where(kept, np.take_along_axis(best, order, axis=1), -np.inf).astype(np.float32)
+        _, columns = self._head_flat.search(queries, spare)  # [r, spare], best first; -1 only past the head
+        columns = np.sort(columns, axis=1)  # ascending: lower column, lower id (the tie rule)
+        valid = columns >= 0
+        safe = np.maximum(columns, 0)
+        exact = np.einsum("rd,rcd->rc", queries, vectors[safe]).astype(np.float32)
+        exact[~valid] = -np.inf
+        if allowed is None:
+            permitted = valid
+        else:
+            items = head[safe]
+            permitted = (allowed[items] if allowed.ndim == 1 else allowed[rows[:, None], items]) & valid
+        masked = np.where(permitted, exact, -np.inf).astype(np.float32)
+        picked, best = top_k(masked, k)
+        columns = np.where(picked >= 0, np.take_along_axis(columns, np.maximum(picked, 0), axis=1), -1)
+        # enough: k allowed among the spare, and the spare's last score below the k-th (no tie at its cut), or
+        # the whole head read
+        cut = np.where(valid, exact, np.inf).min(axis=1)
+        enough = (permitted.sum(axis=1) >= k) & (best[:, -1] > cut) | (spare == len(head))
         if not enough.all():
             short = np.flatnonzero(~enough)
-            masked = head_scores[short]
-            flags = allowed[head][None, :] if allowed.ndim == 1 else allowed[np.ix_(rows[short], head)]
-            masked[~np.broadcast_to(flags, masked.shape)] = -np.inf
-            columns[short], best[short] = top_k(masked, k)
+            head_scores = (queries[short] @ vectors.T).astype(np.float32)  # [s, h]
+            if allowed is not None:
+                flags = allowed[head][None, :] if allowed.ndim == 1 else allowed[np.ix_(rows[short], head)]
+                head_scores[~np.broadcast_to(flags, head_scores.shape)] = -np.inf
+            columns[short], best[short] = top_k(head_scores, k)
         return columns, best
 
-    def _outside_head(self) -> np.ndarray | None:
-        """``[n_items]`` True for the items outside the norm head (None: no head)."""
-        head = self._norm_head()
-        if len(head) == 0:
-            return None
-        if self._head_mask is None:
-            self._head_mask = np.ones(self._n, dtype=bool)
-            self._head_mask[head] = False
-        return self._head_mask
-
     def _norm_head(self) -> np.ndarray:
-        """Ids (ascending) of the ``hnsw_head_share`` of the items with the largest norms, recomputed after the
-        vectors change."""
-        size = min(math.ceil(self.hnsw_head_share * self._n), self._n)
-        if self._head is None or len(self._head) != size:
-            vectors = self._buffer[: self._n]
-            norms = np.einsum("ij,ij->i", vectors, vectors)
-            largest = np.argpartition(-norms, size - 1)[:size] if 0 < size < self._n else np.arange(size)
-            self._head = np.sort(largest).astype(np.int64)
-            self._head_vectors = np.ascontiguousarray(vectors[self._head])
-            self._head_mask = None
+        """Ids (ascending) of the items outside the graph, scored exactly beside it: the ``hnsw_head_share`` of
+        largest norms when the graph was built, and any item added or updated since with a norm beyond the graph's
+        radius."""
+        if self._head is None:
+            graph = self._ann
+            outside = np.ones(self._n, dtype=bool)
+            if isinstance(graph, _HnswGraph):
+                known = min(graph.n_items, self._n)
+                outside[:known] = graph.item_node[:known] < 0
+            self._head = np.flatnonzero(outside).astype(np.int64)
+            self._head_vectors = np.ascontiguousarray(self._buffer[self._head])
+            faiss = _load_faiss()
+            self._head_flat = faiss.IndexFlatIP(self._dim) if faiss is not None else None
+            if self._head_flat is not None and len(self._head):
+                self._head_flat.add(self._head_vectors)
         return self._head
 
     def _score_exact_rows(
@@ -685,8 +699,26 @@ class VectorIndex:
         self._ann = index
 
     def _rebuild_hnsw(self) -> None:
-        """A new HNSW graph over the current vectors (first build, too many stale nodes, or a norm beyond M)."""
-        self._ann = _HnswGraph(self._buffer[: self._n], self._hnsw_m, self._hnsw_ef_construction)
+        """A new HNSW graph over the current vectors less the ``hnsw_head_share`` of largest norms (the head, scored
+        exactly): the first build, or one :meth:`_maybe_rebuild_hnsw` asks for."""
+        vectors = self._buffer[: self._n]
+        size = min(math.ceil(self.hnsw_head_share * self._n), self._n)
+        graphed = np.ones(self._n, dtype=bool)
+        if size:
+            norms = np.einsum("ij,ij->i", vectors, vectors)
+            graphed[np.argpartition(-norms, size - 1)[:size] if size < self._n else slice(None)] = False
+        self._ann = _HnswGraph(vectors, np.flatnonzero(graphed), self._hnsw_m, self._hnsw_ef_construction)
+        self._head = None
+
+    def _maybe_rebuild_hnsw(self) -> None:
+        """Rebuild the graph once stale nodes exceed ``_STALE_FRACTION`` of it, or once the head (items outside it)
+        has grown past ``_HEAD_GROWTH`` times the build's share plus ``_HEAD_SLACK`` items."""
+        graph = self._ann
+        self._head = None
+        outside = self._n - graph.n_live
+        share = math.ceil(self.hnsw_head_share * self._n)
+        if graph.n_stale > _STALE_FRACTION * graph.n_nodes or outside > _HEAD_GROWTH * share + _HEAD_SLACK:
+            self._rebuild_hnsw()
 
     def _maybe_build_compact(self) -> None:
         """Keep a float16 copy for exact scans once the catalogue reaches ``compact_threshold`` (with FAISS)."""
@@ -707,49 +739,77 @@ class _HnswGraph:
 
     Node ``j`` holds ``[v, sqrt(M² - |v|²)]`` for the vector ``v`` item ``node_item[j]`` had when the node
     was inserted; a query ``q`` searches as ``[q, 0]``, so the L2 order is the inner-product order
-    (``|q - v'|² = |q|² + M² - 2 q·v``). ``item_node`` maps each item to its current node; older nodes of
-    an updated item are stale and excluded from every search by the selector.
+    (``|q - v'|² = |q|² + M² - 2 q·v``). The graph holds some of the items (``item_node`` is -1 for the others:
+    the head, scored exactly by the caller): an item whose vector does not fit the radius ``M`` is left out when
+    added or updated. ``item_node`` maps each item to its current node; older nodes of an updated item are stale.
+    Searches take an allowed mask over *item* ids: FAISS translates each visited node to its item through
+    ``labels`` (node → item, -1 for a stale node, which no mask allows), so no per-search copy of the mask into
+    node order is made (a gather of the whole catalogue: 0.7 ms at 1M items).
     """
 
-    def __init__(self, vectors: np.ndarray, m: int, ef_construction: int) -> None:
+    def __init__(self, vectors: np.ndarray, items: np.ndarray, m: int, ef_construction: int) -> None:
+        """A graph over ``vectors[items]`` (``vectors``: the whole ``[n_items, d]`` table), ``M`` 1.05 times their
+        largest norm."""
         faiss = _load_faiss()
-        self.radius = _NORM_HEADROOM * _max_norm(vectors)
+        chosen = vectors[items]
+        self.radius = _NORM_HEADROOM * _max_norm(chosen)
         self.index = faiss.IndexHNSWFlat(vectors.shape[1] + 1, m, faiss.METRIC_L2)
         self.index.hnsw.efConstruction = ef_construction
+        self.labels = faiss.Int64Vector()  # node -> item, -1 for a stale node: FAISS's copy of node_label
+        self.node_label = np.zeros(0, dtype=np.int64)
         self.node_item = np.zeros(0, dtype=np.int64)
-        self.item_node = np.zeros(0, dtype=np.int64)
-        self.live = np.zeros(0, dtype=bool)
+        self.item_node = np.full(len(vectors), -1, dtype=np.int64)  # its capacity may run past n_items
+        self.n_items = len(vectors)  # items known (in the graph or not): ids 0 .. n_items - 1
         self.n_nodes = 0
         self.n_stale = 0
-        self.add(vectors, np.arange(len(vectors)))
+        self.add(chosen, items)
 
-    def add(self, vectors: np.ndarray, items: np.ndarray) -> bool:
-        """Insert one node per row for ``items`` (new or updated ids); False (nothing inserted) if a norm exceeds M."""
-        if len(vectors) and float(np.einsum("ij,ij->i", vectors, vectors).max()) > self.radius**2:
-            return False
-        reduced = self._reduce(vectors)
-        start, stop = self.n_nodes, self.n_nodes + len(vectors)
-        self.index.add(reduced)
-        self.node_item = _grown(self.node_item, stop, 0)
-        self.node_item[start:stop] = items
-        self.live = _grown(self.live, stop, False)
-        self.live[start:stop] = True
-        self.item_node = _grown(self.item_node, int(items.max(initial=-1)) + 1, -1)
-        self.item_node[items] = np.arange(start, stop)
+    @property
+    def n_live(self) -> int:
+        """Items in the graph (nodes less stale ones)."""
+        return self.n_nodes - self.n_stale
+
+    def add(self, vectors: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Insert one node per row for ``items`` (new ids, or ids whose old node the caller made stale) whose norm
+        fits the radius; returns the mask of the rows inserted (the others stay out of the graph)."""
+        fits = np.einsum("ij,ij->i", vectors, vectors) <= self.radius**2
+        self.n_items = max(self.n_items, int(items.max(initial=-1)) + 1)
+        self.item_node = _grown(self.item_node, self.n_items, -1)
+        inserted, vectors = items[fits], vectors[fits]
+        start, stop = self.n_nodes, self.n_nodes + len(inserted)
+        if len(inserted):
+            self.index.add(self._reduce(vectors))
+            self.node_item = _grown(self.node_item, stop, 0)
+            self.node_item[start:stop] = inserted
+            self.node_label = _grown(self.node_label, stop, -1)
+            self.node_label[start:stop] = inserted
+            self.item_node[inserted] = np.arange(start, stop)
         self.n_nodes = stop
-        return True
+        self._sync_labels()
+        return fits
+
+    def _sync_labels(self) -> None:
+        """Copy ``node_label`` into FAISS's vector (a write's cost: 8 bytes per node)."""
+        _load_faiss().copy_array_to_vector(np.ascontiguousarray(self.node_label[: self.n_nodes]), self.labels)
 
     def carried(self, vectors: np.ndarray) -> _HnswGraph:
         """A copy whose nodes hold ``vectors`` (``[n_items, d]``: each node its item's row; rows past the items
         this graph knows are inserted as new nodes) over this graph's links. Norms grown beyond M move M out
         (``_NORM_HEADROOM`` times the largest): every node's last coordinate changes with it, one more kind of drift
-        for the caller's recall check to judge."""
+        for the caller's recall check to judge. Items outside this graph stay outside."""
         faiss = _load_faiss()
-        known = len(self.item_node)
+        known = self.n_items
         clone = copy.copy(self)
-        clone.radius = max(self.radius, _NORM_HEADROOM * _max_norm(vectors))
+        in_graph = np.concatenate([self.item_node[:known] >= 0, np.ones(len(vectors) - known, dtype=bool)])
+        clone.radius = max(self.radius, _NORM_HEADROOM * _max_norm(vectors[in_graph]))
         clone.index = faiss.clone_index(self.index)
-        clone.node_item, clone.item_node, clone.live = self.node_item.copy(), self.item_node.copy(), self.live.copy()
+        clone.node_item, clone.item_node, clone.node_label = (
+            self.node_item.copy(),
+            self.item_node.copy(),
+            self.node_label.copy(),
+        )
+        clone.labels = faiss.Int64Vector()
+        clone._sync_labels()
         storage = faiss.downcast_index(clone.index.storage)
         moved = clone._reduce(vectors[self.node_item[: self.n_nodes]])  # stale nodes too: never returned anyway
         faiss.copy_array_to_vector(moved.ravel().view(np.uint8), storage.codes)
@@ -767,32 +827,30 @@ class _HnswGraph:
         reduced[:, -1] = np.sqrt(np.maximum(self.radius**2 - squared, 0.0))
         return reduced
 
-    def update(self, items: np.ndarray, vectors: np.ndarray) -> bool:
-        """New nodes for existing ``items``, their old nodes made stale; False when the graph should be rebuilt."""
+    def update(self, items: np.ndarray, vectors: np.ndarray) -> None:
+        """New nodes for existing ``items`` (those whose new norm fits; the others leave the graph), their old
+        nodes made stale."""
         old = self.item_node[items]
-        if not self.add(vectors, items):
-            return False
-        self.live[old] = False
+        old = old[old >= 0]
+        self.item_node[items] = -1
+        self.node_label[old] = -1
         self.n_stale += len(old)
-        return self.n_stale <= _STALE_FRACTION * self.n_nodes
+        self.add(vectors, items)  # syncs the labels
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int) -> np.ndarray:
         """``[b, k]`` item ids of the nearest live, allowed nodes (``allowed``: ``[n_items]`` or None); -1 pads."""
         faiss = _load_faiss()
-        # without stale nodes, node j is item j: the graph was built over items 0..n-1 and add appends in order
-        if self.n_stale == 0:
-            node_allowed = allowed
-        elif allowed is None:
-            node_allowed = self.live[: self.n_nodes]
-        else:
-            node_allowed = self.live[: self.n_nodes] & allowed[self.node_item[: self.n_nodes]]
-        if node_allowed is None:
-            params = faiss.SearchParametersHNSW(efSearch=ef_search)
-        else:
-            bits = np.packbits(node_allowed, bitorder="little")  # must outlive the search: the selector points at it
-            # passed to the constructor, which keeps the selector alive (an assigned attribute would not)
-            selector = faiss.IDSelectorBitmap(self.n_nodes, faiss.swig_ptr(bits))
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef_search)
+        if self.n_nodes == 0:
+            return np.full((len(queries), k), -1, dtype=np.int64)
+        n_items = self.n_items
+        if allowed is None:
+            allowed = np.ones(n_items, dtype=bool)
+        bits = np.packbits(allowed[:n_items], bitorder="little")  # must outlive the search: the selector points at it
+        # passed to the constructors, which keep what they are given alive (an assigned attribute would not); the
+        # bitmap's size is in bytes: a stale node's label, -1, reads as an id far past it, so never allowed
+        bitmap = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))
+        selector = faiss.IDSelectorTranslated(self.labels, bitmap)
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef_search)
         reduced = np.zeros((len(queries), queries.shape[1] + 1), dtype=np.float32)
         reduced[:, :-1] = queries
         _, nodes = self.index.search(reduced, k, params=params)

@@ -11,7 +11,8 @@ sample per prefix). Three losses:
 
 * ``softmax`` — full softmax cross-entropy over the catalogue (default; exact while it fits).
 * ``sampled-softmax`` — cross-entropy over the target and ``n_negatives`` shared negatives drawn
-  ∝ popularity^0.75, with the log-Q correction so the estimate is unbiased for large catalogues.
+  ∝ (count + 1)^``negative_power`` (1 by default: in proportion to popularity), with the log-Q
+  correction so the estimate is unbiased for large catalogues.
 * ``bce`` — binary cross-entropy with one uniform negative per position (the original paper's loss).
 
 AdamW with linear warm-up; ``fit`` keeps a moving average of the weights (``average_decay``,
@@ -115,7 +116,7 @@ class SASRec(Recommender):
 
     @property
     def item_log_q(self) -> np.ndarray:
-        """``[n_items]`` log-probabilities of the sampled softmax's negatives (∝ popularity^0.75)."""
+        """``[n_items]`` log-probabilities of the sampled softmax's negatives (∝ (count + 1)^``negative_power``)."""
         return self._sampling.log_q
 
     @item_log_q.setter
