@@ -132,6 +132,8 @@ _STALE_FRACTION = 0.25
 #: ... or once the items outside it (the head) exceed this many times the build's head share, plus _HEAD_SLACK
 _HEAD_GROWTH = 2
 _HEAD_SLACK = 1024
+#: rows reduced per block when a graph is built (bounds the temporary copy of the vectors)
+_REDUCE_ROWS = 1 << 16
 #: the share of the catalogue, largest norms first, kept out of the HNSW graph and scored exactly beside each search
 #: (``hnsw_head_share``): at 917k trained SASRec items 98.5 % of the exact top ten lay among the largest 1/14 of the
 #: norms, and a graph over every item found only 0.67 (docs/results.md, session 22).
@@ -751,8 +753,8 @@ class _HnswGraph:
         """A graph over ``vectors[items]`` (``vectors``: the whole ``[n_items, d]`` table), ``M`` 1.05 times their
         largest norm."""
         faiss = _load_faiss()
-        chosen = vectors[items]
-        self.radius = _NORM_HEADROOM * _max_norm(chosen)
+        squared = np.einsum("ij,ij->i", vectors, vectors)[items]
+        self.radius = _NORM_HEADROOM * float(np.sqrt(squared.max(initial=0.0)))
         self.index = faiss.IndexHNSWFlat(vectors.shape[1] + 1, m, faiss.METRIC_L2)
         self.index.hnsw.efConstruction = ef_construction
         self.labels = faiss.Int64Vector()  # node -> item, -1 for a stale node: FAISS's copy of node_label
@@ -762,7 +764,13 @@ class _HnswGraph:
         self.n_items = len(vectors)  # items known (in the graph or not): ids 0 .. n_items - 1
         self.n_nodes = 0
         self.n_stale = 0
-        self.add(chosen, items)
+        # reduced a block of rows at a time: no whole [len(items), d] copy besides the reduced one FAISS reads
+        reduced = np.empty((len(items), vectors.shape[1] + 1), dtype=np.float32)
+        for start in range(0, len(items), _REDUCE_ROWS):
+            rows = slice(start, start + _REDUCE_ROWS)
+            reduced[rows, :-1] = vectors[items[rows]]
+            reduced[rows, -1] = np.sqrt(np.maximum(self.radius**2 - squared[rows], 0.0))
+        self._insert(reduced, items)
 
     @property
     def n_live(self) -> int:
@@ -773,12 +781,16 @@ class _HnswGraph:
         """Insert one node per row for ``items`` (new ids, or ids whose old node the caller made stale) whose norm
         fits the radius; returns the mask of the rows inserted (the others stay out of the graph)."""
         fits = np.einsum("ij,ij->i", vectors, vectors) <= self.radius**2
-        self.n_items = max(self.n_items, int(items.max(initial=-1)) + 1)
+        self._insert(self._reduce(vectors if fits.all() else vectors[fits]), items[fits])
+        return fits
+
+    def _insert(self, reduced: np.ndarray, inserted: np.ndarray) -> None:
+        """Add the ``reduced`` rows as nodes of items ``inserted``."""
+        self.n_items = max(self.n_items, int(inserted.max(initial=-1)) + 1)
         self.item_node = _grown(self.item_node, self.n_items, -1)
-        inserted, vectors = items[fits], vectors[fits]
         start, stop = self.n_nodes, self.n_nodes + len(inserted)
         if len(inserted):
-            self.index.add(self._reduce(vectors))
+            self.index.add(reduced)
             self.node_item = _grown(self.node_item, stop, 0)
             self.node_item[start:stop] = inserted
             self.node_label = _grown(self.node_label, stop, -1)
@@ -786,7 +798,6 @@ class _HnswGraph:
             self.item_node[inserted] = np.arange(start, stop)
         self.n_nodes = stop
         self._sync_labels()
-        return fits
 
     def _sync_labels(self) -> None:
         """Copy ``node_label`` into FAISS's vector (a write's cost: 8 bytes per node)."""
