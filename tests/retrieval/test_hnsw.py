@@ -348,3 +348,20 @@ def test_the_head_is_the_largest_norms_and_follows_added_and_updated_items() -> 
     assert ids.tolist() == [new, 17]
     index.remove(np.array([new]))
     assert index.search(direction, 1)[0].tolist() == [17]
+
+
+def test_a_graph_grown_by_live_adds_carries_every_new_item() -> None:
+    """The graph's item table grows by doubling as items are added live; carrying it must insert the items past
+    those it knows, not past its capacity (a session-22 graph counted its capacity and left them out)."""
+    rng = np.random.default_rng(13)
+    items = rng.standard_normal((2000, DIM)).astype(np.float32)
+    index = hnsw(items)
+    index.add(rng.standard_normal((1, DIM)).astype(np.float32))  # the item table's capacity doubles past 2001
+    assert len(index._ann.item_node) > 2001 and index._ann.n_items == 2001
+    after = np.concatenate([index._buffer[:2001], rng.standard_normal((50, DIM)).astype(np.float32)])
+    carried = VectorIndex.carried(index, after)
+    assert carried is not None and carried._ann.n_nodes == 2051
+    assert (carried._ann.item_node[2001:2051] >= 0).all()
+    found, _ = carried.search(after[2001:], 10)  # the graph reaches the new items: recall against exact scoring
+    wanted, _ = exact(after).search(after[2001:], 10)
+    assert np.mean([len(set(f) & set(w)) / 10 for f, w in zip(found, wanted, strict=True)]) >= 0.95
