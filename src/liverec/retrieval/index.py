@@ -606,7 +606,6 @@ class VectorIndex:
         valid = columns >= 0
         safe = np.maximum(columns, 0)
         exact = np.einsum("rd,rcd->rc", queries, vectors[safe]).astype(np.float32)
-        exact[~valid] = -np.inf
         if allowed is None:
             permitted = valid
         else:
@@ -640,9 +639,8 @@ class VectorIndex:
                 outside[:known] = graph.item_node[:known] < 0
             self._head = np.flatnonzero(outside).astype(np.int64)
             self._head_vectors = np.ascontiguousarray(self._buffer[self._head])
-            faiss = _load_faiss()
-            self._head_flat = faiss.IndexFlatIP(self._dim) if faiss is not None else None
-            if self._head_flat is not None and len(self._head):
+            self._head_flat = _load_faiss().IndexFlatIP(self._dim)  # the HNSW path has FAISS
+            if len(self._head):
                 self._head_flat.add(self._head_vectors)
         return self._head
 
@@ -716,7 +714,6 @@ class VectorIndex:
         """Rebuild the graph once stale nodes exceed ``_STALE_FRACTION`` of it, or once the head (items outside it)
         has grown past ``_HEAD_GROWTH`` times the build's share plus ``_HEAD_SLACK`` items."""
         graph = self._ann
-        self._head = None
         outside = self._n - graph.n_live
         share = math.ceil(self.hnsw_head_share * self._n)
         if graph.n_stale > _STALE_FRACTION * graph.n_nodes or outside > _HEAD_GROWTH * share + _HEAD_SLACK:
@@ -767,9 +764,7 @@ class _HnswGraph:
         # reduced a block of rows at a time: no whole [len(items), d] copy besides the reduced one FAISS reads
         reduced = np.empty((len(items), vectors.shape[1] + 1), dtype=np.float32)
         for start in range(0, len(items), _REDUCE_ROWS):
-            rows = slice(start, start + _REDUCE_ROWS)
-            reduced[rows, :-1] = vectors[items[rows]]
-            reduced[rows, -1] = np.sqrt(np.maximum(self.radius**2 - squared[rows], 0.0))
+            reduced[start : start + _REDUCE_ROWS] = self._reduce(vectors[items[start : start + _REDUCE_ROWS]])
         self._insert(reduced, items)
 
     @property
