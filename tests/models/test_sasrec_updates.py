@@ -216,6 +216,28 @@ def test_a_growing_table_keeps_spare_rows_and_is_not_copied_at_each_growth() -> 
     assert model.network.item_embedding.weight[: N_ITEMS + 3].equal(before)  # type: ignore[union-attr]
 
 
+def test_row_wise_updates_keep_the_tables_sum_so_the_new_items_mean_needs_no_pass() -> None:
+    """New items start at the mean item row. Row-wise updates move the table's sum with the rows they write, so
+    growing the table reads no other row, and the mean is the one a pass over the table gives; a write through
+    torch (or any other step) leaves the sum stale, and the next mean is a pass again."""
+    model = SASRec(**SMALL, loss="sampled-softmax", n_negatives=8).fit(cycle_data())
+    for n_items in (N_ITEMS + 3, N_ITEMS + 6, N_ITEMS + 9):
+        model.partial_fit(cycle_data(n_users=20, seed=n_items, n_items=n_items))
+    weight = model.network.item_embedding.weight  # type: ignore[union-attr]
+    kept = model._table_sum
+    assert kept is not None and kept.holds(weight, model._steps)  # carried through the updates' steps
+    torch.testing.assert_close(model._item_row_mean(weight)[0], weight.detach()[1:].mean(dim=0))
+    assert model._table_sum is kept  # no pass was made
+    with torch.no_grad():
+        weight[1] += 1.0
+    assert not kept.holds(weight, model._steps)
+    torch.testing.assert_close(model._item_row_mean(weight)[0], weight.detach()[1:].mean(dim=0))
+    model._grow_items(N_ITEMS + 12)
+    grown = model.network.item_embedding.weight  # type: ignore[union-attr]
+    torch.testing.assert_close(grown.detach()[-3:], weight.detach()[1:].mean(dim=0).expand(3, -1))
+    torch.testing.assert_close(model._item_row_mean(grown)[0], grown.detach()[1:].mean(dim=0))
+
+
 def test_a_row_wise_fit_steps_only_the_rows_it_used_and_learns() -> None:
     """``fit`` with the sampled softmax at or above ``row_wise_from`` items steps only the rows each batch used
     (items never in a batch or drawn as a negative keep their initial vectors), and still learns the cycle."""

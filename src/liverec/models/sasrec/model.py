@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
@@ -68,7 +70,7 @@ from liverec.models.sasrec.loss import (
     sequence_loss,
 )
 from liverec.models.sasrec.network import SASRecNetwork
-from liverec.models.sasrec.row_wise import AdamWSettings, SkippedSteps, adamw_rows, skipped_steps
+from liverec.models.sasrec.row_wise import AdamWSettings, SkippedSteps, adamw_rows, skipped_steps, write_rows
 from liverec.models.sasrec.training import LocalTraining, Training
 from liverec.models.torch_utils import torch_threads
 
@@ -107,6 +109,7 @@ class SASRec(Recommender):
         self.refit_epochs = 0
         self._epoch_steps = 0  # optimiser steps in the last training epoch (``patience_steps``)
         self._skipped: SkippedSteps | None = None  # a row-wise fit's last step of each item row
+        self._table_sum: _TableSum | None = None  # the item rows' sum, kept by row-wise updates (_item_row_mean)
         #: the loss ``fit`` trained with (``loss``, or what ``auto`` chose for the catalogue); updates follow it
         self.training_loss: str | None = None
         #: binary ``[n_described_items, n_features]`` side features (see :meth:`set_item_features`)
@@ -497,6 +500,9 @@ class SASRec(Recommender):
             # index_select, not weight[rows]: a tensor index costs about five times as much per row (docs/results.md)
             tables = (weight, state["exp_avg"], state["exp_avg_sq"])
             param, exp_avg, exp_avg_sq = (table.index_select(0, rows) for table in tables)
+            kept = self._table_sum
+            kept = kept if kept is not None and kept.holds(weight, self._steps - 1) else None
+            before = None if kept is None else param.sum(dim=0, dtype=torch.float64)
             mean = None if average is None else average.of(weight).index_select(0, rows)
             decay = 0.0 if average is None else average.next_decay()
             if self._skipped is not None:
@@ -504,16 +510,19 @@ class SASRec(Recommender):
                 skipped_steps(param, exp_avg, exp_avg_sq, missed, settings, mean, decay)
                 self._skipped.mark(rows, settings.step)
             adamw_rows(param, exp_avg, exp_avg_sq, grad, settings)
-            weight.index_copy_(0, rows, param)
-            state["exp_avg"].index_copy_(0, rows, exp_avg)
-            state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
+            write_rows(weight, rows, param)  # NumPy's assignment: less than half index_copy_'s cost
+            if kept is not None and before is not None:  # the rows' change keeps the table's sum (_item_row_mean)
+                self._table_sum = kept.moved_to(weight, self._steps, param.sum(dim=0, dtype=torch.float64) - before)
+            write_rows(state["exp_avg"], rows, exp_avg)
+            write_rows(state["exp_avg_sq"], rows, exp_avg_sq)
             if average is not None and mean is not None:  # (mean is None exactly when average is; for mypy)
-                average.of(weight).index_copy_(0, rows, mean.lerp_(param, 1 - decay))
+                write_rows(average.of(weight), rows, mean.lerp_(param, 1 - decay))
 
     def _flush_item_rows(self, average: WeightAverage | None) -> None:
         """A row-wise ``fit``: bring every row of the item table (and its average) up to the current step."""
         if self._skipped is None:
             return
+        self._table_sum = None  # the flush writes rows it does not sum
         optimizer, weight = self._optimizer(), self._net().item_embedding.weight
         state = self._table_state(optimizer, weight)
         settings = self._table_settings(optimizer, weight)
@@ -634,12 +643,25 @@ class SASRec(Recommender):
             return
         with torch.no_grad():
             if network.feature_embedding is None:
-                self._append_rows(network.item_embedding, old[1:].mean(dim=0, keepdim=True).expand(n_items - n_old, -1))
+                mean = self._item_row_mean(old)
+                self._append_rows(network.item_embedding, mean.expand(n_items - n_old, -1))
+                grown = network.item_embedding.weight
+                if self._table_sum is not None:  # the new rows are the mean: the sum follows without a pass
+                    self._table_sum = self._table_sum.moved_to(grown, self._steps, mean[0].double() * (n_items - n_old))
                 return
             starts = self._new_item_starts(network.item_vectors().detach().numpy(), n_items)
             self._append_rows(network.item_embedding, torch.zeros(n_items - n_old, old.shape[1]))
             network.set_feature_slots(self._feature_slots(n_items))
             network.item_embedding.weight[n_old + 1 :] = torch.from_numpy(starts) - network.feature_vectors()[n_old:]
+
+    def _item_row_mean(self, weight: torch.Tensor) -> torch.Tensor:
+        """``[1, dim]`` the mean of the item rows of ``weight`` (the table, row 0 the padding), from the sum that
+        row-wise updates keep (:meth:`_step_item_rows`) where it is still the table's, else from a pass over it
+        (at a million items that pass read 244 MB and was 4 % of an update: docs/results.md, "Session 25")."""
+        cached = self._table_sum
+        if cached is None or not cached.holds(weight, self._steps):
+            cached = self._table_sum = _TableSum.of(weight, self._steps)
+        return (cached.total / (weight.shape[0] - 1)).to(weight.dtype)[None, :]
 
     def _new_item_starts(self, old_vectors: np.ndarray, n_items: int) -> np.ndarray:
         """``[n_items - n_old, dim]`` initial vectors of new items from ``old_vectors`` ``[n_old, dim]``."""
@@ -813,6 +835,31 @@ class WeightAverage:
 def _copy(sources: list[torch.Tensor], targets: list[torch.Tensor]) -> None:
     for source, target in zip(sources, targets, strict=True):
         target.copy_(source)
+
+
+@dataclass(frozen=True)
+class _TableSum:
+    """The float64 sum of an item table's rows (row 0, the padding, left out) as of optimiser step ``steps`` and
+    the table's in-place version ``version``: it holds for the table while neither has moved since. A row-wise
+    update writes its rows through NumPy (:func:`write_rows`, no version change) and moves the sum with them; any
+    other step, or any in-place write through torch, leaves it stale, and the next mean is a pass again."""
+
+    table: weakref.ref[torch.Tensor]
+    version: int
+    steps: int
+    total: torch.Tensor
+
+    @classmethod
+    def of(cls, weight: torch.Tensor, steps: int) -> _TableSum:
+        total = weight.detach()[1:].sum(dim=0, dtype=torch.float64)
+        return cls(weakref.ref(weight), weight._version, steps, total)
+
+    def holds(self, weight: torch.Tensor, steps: int) -> bool:
+        return self.table() is weight and self.version == weight._version and self.steps == steps
+
+    def moved_to(self, weight: torch.Tensor, steps: int, change: torch.Tensor) -> _TableSum:
+        """The sum of ``weight`` at ``steps``: this one plus ``change`` (the rows written since)."""
+        return _TableSum(weakref.ref(weight), weight._version, steps, self.total + change)
 
 
 #: spare rows a grown table keeps past its end, as a share of its rows (see :func:`_with_rows`)
