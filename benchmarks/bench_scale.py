@@ -28,7 +28,7 @@ Steps (``--steps``, in this order; each runs in its own child process, so that o
   catalogue unavailable), single queries of real users' histories: ``VectorIndex`` exact (float32 scan) and
   ``VectorIndex(ann_kind="hnsw")`` (build seconds, p50/p99, recall@10 against the exact answers);
 * ``http``: the whole engine: the trained model registered and promoted beside the log and the state, a real
-  ``liverec serve`` (one worker, one compute thread, updater off, default retrieval settings: above
+  ``liverec serve`` (one worker, updater off, the engine's default settings — two compute threads, retrieval: above
   ``ann_threshold`` it serves exactly while the HNSW graph builds in the background), its resident memory at
   ready, once the graph serves and after the load, and top-10 requests from ``wrk`` (httpx without it):
   requests/s, p50/p99 (``--http-*``).
@@ -510,10 +510,11 @@ def _process_mib(pid: int) -> dict[str, int]:
 
 def step_http(size: Size, options: argparse.Namespace) -> dict[str, Any]:
     """The whole engine over HTTP: the trained model registered and promoted in the size's folder (beside the
-    log of ``import-sqlite`` and the state of ``rebuild``), a real ``liverec serve`` (one uvicorn worker, one
-    compute thread, updater off, the engine's default retrieval settings), its resident memory, and top-10
-    requests of ``--http-users`` random known users for ``--http-seconds`` seconds × ``--http-repeats`` from
-    ``--http-concurrency`` connections (``wrk`` when installed, else httpx; the client shares the 2 cores)."""
+    log of ``import-sqlite`` and the state of ``rebuild``), a real ``liverec serve`` (one uvicorn worker, updater
+    off, the engine's defaults: two compute threads, its retrieval settings; ``--http-env`` changes them), its
+    resident memory, and top-10 requests of ``--http-users`` random known users for ``--http-seconds`` seconds ×
+    ``--http-repeats`` from ``--http-concurrency`` connections (``wrk`` when installed, else httpx; the client
+    shares the 2 cores)."""
     import asyncio
 
     import httpx
@@ -540,7 +541,7 @@ def step_http(size: Size, options: argparse.Namespace) -> dict[str, Any]:
     del user_names, item_names
 
     started = time.perf_counter()
-    environment = {"LIVEREC_COMPUTE_THREADS": "1", **dict(item.split("=", 1) for item in options.http_env)}
+    environment = dict(item.split("=", 1) for item in options.http_env)
     process, url = start_server(size.folder, environment)
     try:
         out: dict[str, Any] = {"ready_seconds": round(time.perf_counter() - started, 1)}

@@ -319,7 +319,9 @@ def main() -> None:
             "repeats": args.repeats,
             "k": 10,
             "server": "one `liverec serve` process (uvicorn, 1 worker), torch_threads=1, sync=FULL, updater off",
-            "compute_threads": int(os.environ.get("LIVEREC_COMPUTE_THREADS", "1")),
+            "compute_threads": int(
+                os.environ.get("LIVEREC_COMPUTE_THREADS", Settings.model_fields["compute_threads"].default)
+            ),
         },
         "results": {},
     }

@@ -93,7 +93,11 @@ class Settings(BaseSettings):
     )
     model_poll_interval_s: float = Field(1.0, gt=0, description="how often serve checks for a newly promoted model")
     torch_threads: int = Field(1, ge=1, description="threads per scoring call (torch intra-op and NumPy BLAS)")
-    compute_threads: int = Field(1, ge=1, description="threads that score recommendation requests")
+    compute_threads: int = Field(
+        2,
+        ge=1,
+        description="threads that score batches of recommendation requests (FAISS and torch run outside the GIL)",
+    )
     recommend_batch: int = Field(
         32, ge=1, description="most concurrent recommendation requests scored in one model pass (1: one at a time)"
     )

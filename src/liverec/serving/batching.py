@@ -3,7 +3,7 @@
 A recommendation is a model pass over one history plus a search; a model pass over several histories
 costs much less per history (SASRec's user vectors: see docs/results.md), so the
 server hands the model the requests that queued up while the previous batch was computing. There is
-no timer: a request that finds the compute thread idle starts at once, alone, so batching adds no
+no timer: a request that finds a compute thread idle starts at once, alone, so batching adds no
 latency at low load and grows with the queue under load (as the dynamic batchers of model servers do).
 """
 
