@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 
 from liverec.events.log import AppendResult, SQLiteEventLog, StoredEvent
 from liverec.events.schema import Event
@@ -320,6 +321,36 @@ def test_import_columns_store_what_append_stores(open_log: LogFactory) -> None:
         entries = log.client.xrange(log.stream)
         received = json.loads(entries[0][1]["j"])[-1]
         assert [fields["j"] for _, fields in entries] == [_fields(event, received)[1] for event in expected]
+
+
+def test_a_redis_import_whose_script_fails_raises_and_leaves_its_connection_clean(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """The Redis import sends each script call before reading the reply to the one before: when a call fails, the
+    error is raised, and the connection (a reply still unread on it) is closed, not handed back to the next user."""
+    from liverec.events.redis_log import RedisEventLog, redis_client
+
+    client = redis_client(redis_url)
+    log = RedisEventLog(client, redis_prefix)
+    client.set(log.stream, "not a stream")  # every XADD fails (WRONGTYPE)
+    n = 30
+    columns: dict[str, Any] = {
+        "event_ids": [f"x:{k}" for k in range(n)],
+        "user_ids": ["u"] * n,
+        "item_ids": ["i"] * n,
+        "types": "view",
+        "timestamps": 1_700_000_000.0 + np.arange(n),
+    }
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        log.import_columns(**columns, batch_size=10)  # three calls: two in flight when the first reply fails
+    client.delete(log.stream, log._seq, log._ids)
+    for _ in range(3):  # every pooled connection answers its own commands
+        assert client.ping() is True
+    result = log.import_columns(**columns, batch_size=10)
+    assert (result.stored, result.last_offset) == (n, n)
+    assert [event.event_id for event in log.read()] == columns["event_ids"]
+    log.close()
+    client.close()
 
 
 def test_import_columns_checks_columns(log: Any) -> None:
