@@ -226,16 +226,16 @@ def test_row_wise_updates_keep_the_tables_sum_so_the_new_items_mean_needs_no_pas
     weight = model.network.item_embedding.weight  # type: ignore[union-attr]
     kept = model._table_sum
     assert kept is not None and kept.holds(weight, model._steps)  # carried through the updates' steps
-    torch.testing.assert_close(model._item_row_mean(weight)[0], weight.detach()[1:].mean(dim=0))
+    torch.testing.assert_close(model._item_row_sum(weight).mean(weight)[0], weight.detach()[1:].mean(dim=0))
     assert model._table_sum is kept  # no pass was made
     with torch.no_grad():
         weight[1] += 1.0
     assert not kept.holds(weight, model._steps)
-    torch.testing.assert_close(model._item_row_mean(weight)[0], weight.detach()[1:].mean(dim=0))
+    torch.testing.assert_close(model._item_row_sum(weight).mean(weight)[0], weight.detach()[1:].mean(dim=0))
     model._grow_items(N_ITEMS + 12)
     grown = model.network.item_embedding.weight  # type: ignore[union-attr]
     torch.testing.assert_close(grown.detach()[-3:], weight.detach()[1:].mean(dim=0).expand(3, -1))
-    torch.testing.assert_close(model._item_row_mean(grown)[0], grown.detach()[1:].mean(dim=0))
+    torch.testing.assert_close(model._item_row_sum(grown).mean(grown)[0], grown.detach()[1:].mean(dim=0))
 
 
 def test_a_row_wise_fit_steps_only_the_rows_it_used_and_learns() -> None:

@@ -109,7 +109,7 @@ class SASRec(Recommender):
         self.refit_epochs = 0
         self._epoch_steps = 0  # optimiser steps in the last training epoch (``patience_steps``)
         self._skipped: SkippedSteps | None = None  # a row-wise fit's last step of each item row
-        self._table_sum: _TableSum | None = None  # the item rows' sum, kept by row-wise updates (_item_row_mean)
+        self._table_sum: _TableSum | None = None  # the item rows' sum, kept by row-wise updates (_item_row_sum)
         #: the loss ``fit`` trained with (``loss``, or what ``auto`` chose for the catalogue); updates follow it
         self.training_loss: str | None = None
         #: binary ``[n_described_items, n_features]`` side features (see :meth:`set_item_features`)
@@ -511,7 +511,7 @@ class SASRec(Recommender):
                 self._skipped.mark(rows, settings.step)
             adamw_rows(param, exp_avg, exp_avg_sq, grad, settings)
             write_rows(weight, rows, param)  # NumPy's assignment: less than half index_copy_'s cost
-            if kept is not None and before is not None:  # the rows' change keeps the table's sum (_item_row_mean)
+            if kept is not None and before is not None:  # the rows' change keeps the table's sum (_item_row_sum)
                 self._table_sum = kept.moved_to(weight, self._steps, param.sum(dim=0, dtype=torch.float64) - before)
             write_rows(state["exp_avg"], rows, exp_avg)
             write_rows(state["exp_avg_sq"], rows, exp_avg_sq)
@@ -643,25 +643,26 @@ class SASRec(Recommender):
             return
         with torch.no_grad():
             if network.feature_embedding is None:
-                mean = self._item_row_mean(old)
+                table_sum = self._item_row_sum(old)
+                mean = table_sum.mean(old)
                 self._append_rows(network.item_embedding, mean.expand(n_items - n_old, -1))
+                # the new rows are the mean: the sum follows without a pass
                 grown = network.item_embedding.weight
-                if self._table_sum is not None:  # the new rows are the mean: the sum follows without a pass
-                    self._table_sum = self._table_sum.moved_to(grown, self._steps, mean[0].double() * (n_items - n_old))
+                self._table_sum = table_sum.moved_to(grown, self._steps, mean[0].double() * (n_items - n_old))
                 return
             starts = self._new_item_starts(network.item_vectors().detach().numpy(), n_items)
             self._append_rows(network.item_embedding, torch.zeros(n_items - n_old, old.shape[1]))
             network.set_feature_slots(self._feature_slots(n_items))
             network.item_embedding.weight[n_old + 1 :] = torch.from_numpy(starts) - network.feature_vectors()[n_old:]
 
-    def _item_row_mean(self, weight: torch.Tensor) -> torch.Tensor:
-        """``[1, dim]`` the mean of the item rows of ``weight`` (the table, row 0 the padding), from the sum that
-        row-wise updates keep (:meth:`_step_item_rows`) where it is still the table's, else from a pass over it
-        (at a million items that pass read 244 MB and was 4 % of an update: docs/results.md, "Session 25")."""
+    def _item_row_sum(self, weight: torch.Tensor) -> _TableSum:
+        """The sum of the item rows of ``weight`` (the table, row 0 the padding): the one row-wise updates keep
+        (:meth:`_step_item_rows`) where it is still the table's, else a pass over it (at a million items that pass
+        read 244 MB and was 4 % of an update: docs/results.md, "Session 25")."""
         cached = self._table_sum
         if cached is None or not cached.holds(weight, self._steps):
             cached = self._table_sum = _TableSum.of(weight, self._steps)
-        return (cached.total / (weight.shape[0] - 1)).to(weight.dtype)[None, :]
+        return cached
 
     def _new_item_starts(self, old_vectors: np.ndarray, n_items: int) -> np.ndarray:
         """``[n_items - n_old, dim]`` initial vectors of new items from ``old_vectors`` ``[n_old, dim]``."""
@@ -856,6 +857,10 @@ class _TableSum:
 
     def holds(self, weight: torch.Tensor, steps: int) -> bool:
         return self.table() is weight and self.version == weight._version and self.steps == steps
+
+    def mean(self, weight: torch.Tensor) -> torch.Tensor:
+        """``[1, dim]`` the mean item row of ``weight``, the table this sum holds for."""
+        return (self.total / (weight.shape[0] - 1)).to(weight.dtype)[None, :]
 
     def moved_to(self, weight: torch.Tensor, steps: int, change: torch.Tensor) -> _TableSum:
         """The sum of ``weight`` at ``steps``: this one plus ``change`` (the rows written since)."""
