@@ -163,6 +163,34 @@ def test_a_sampled_update_steps_only_the_rows_it_used() -> None:
     assert torch.equal(model.optimizer.state[weight]["exp_avg"][unused], moments[unused])  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("row_wise_from", [None, 1])  # an update after a dense fit, and after a row-wise one
+def test_a_row_wise_step_takes_its_rows_values_from_the_losss_leaf_as_a_gather_would(row_wise_from: int | None) -> None:
+    """The loss gathers the rows it uses into its leaf; the step reuses those values instead of gathering again
+    (nothing writes the table between the two): the weights and moments are those of a second gather, bit for bit,
+    with a moving average and skipped steps in play (a row-wise fit) or not (an update)."""
+    data = cycle_data(n_items=200)
+    settings = {**SMALL, "dropout": 0.2, "loss": "sampled-softmax", "n_negatives": 8, "row_wise_from": row_wise_from}
+    reusing = SASRec(**settings).fit(data)
+    gathering = copy.deepcopy(reusing)
+    step_item_rows = gathering._step_item_rows
+
+    def gather_again(rows: torch.Tensor, grad: torch.Tensor, average: object = None, values: object = None) -> None:
+        assert values is not None, "the loss's leaf was not passed on"
+        step_item_rows(rows, grad, average)  # type: ignore[arg-type]
+
+    gathering._step_item_rows = gather_again  # type: ignore[method-assign]
+    for model in (reusing, gathering):
+        torch.manual_seed(0)  # the dropout masks
+        model.partial_fit(cycle_data(n_users=30, seed=7, n_items=210))
+        if row_wise_from is not None:  # and a row-wise fit (its average, its skipped steps)
+            model.fit(data)
+    for name, tensor in reusing.network.state_dict().items():  # type: ignore[union-attr]
+        assert torch.equal(tensor, gathering.network.state_dict()[name]), name  # type: ignore[union-attr]
+    states = [model.optimizer.state[model.network.item_embedding.weight] for model in (reusing, gathering)]  # type: ignore[union-attr]
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(states[0][key], states[1][key]), key
+
+
 def test_sampled_row_wise_updates_learn_a_planted_successor() -> None:
     data = cycle_data(n_users=120, length=12)
     model = SASRec(**{**SMALL, "max_epochs": 20}, update_loss="sampled-softmax", n_negatives=10).fit(data)

@@ -413,8 +413,8 @@ class SASRec(Recommender):
             if row_wise:  # the item rows the step uses alone: read, stepped and counted here
                 loss, n_positions, used, used_vectors = self._row_wise_loss(batch, learned, loss_rng)
                 self._step(loss, weight)  # AdamW over the rest of the network (the item table is not in the graph)
-                if used_vectors.grad is not None:
-                    self._step_item_rows(used[1:], used_vectors.grad[1:], average)
+                if used_vectors.grad is not None:  # the leaf holds the rows' values too: no second gather
+                    self._step_item_rows(used[1:], used_vectors.grad[1:], average, used_vectors.detach()[1:])
                 if average is not None:
                     average.update()
                 total += float(loss.detach()) * n_positions
@@ -480,8 +480,17 @@ class SASRec(Recommender):
         loss = sampled_softmax_loss(log_q, hidden, targets, local_negatives, table[1:])
         return loss, len(hidden), used, rows
 
-    def _step_item_rows(self, rows: torch.Tensor, grad: torch.Tensor, average: WeightAverage | None = None) -> None:
+    def _step_item_rows(
+        self,
+        rows: torch.Tensor,
+        grad: torch.Tensor,
+        average: WeightAverage | None = None,
+        values: torch.Tensor | None = None,
+    ) -> None:
         """AdamW on the item table's ``rows`` (network rows) alone, given their gradient ``[len(rows), dim]``.
+        ``values``: the rows' current values ``[len(rows), dim]`` where the caller gathered them already (the
+        loss's leaf, :meth:`_row_wise_loss`: nothing writes the table between the two); they are stepped in place
+        and written back. At a million items each gather of the step's rows is a cache miss per row.
 
         The same arithmetic as torch's AdamW on each of those rows (its moments, bias correction,
         decoupled weight decay, learning rate; the table's one step count advances), on the AdamW state
@@ -498,8 +507,8 @@ class SASRec(Recommender):
         settings = self._table_settings(optimizer, weight)
         with torch.no_grad():
             # index_select, not weight[rows]: a tensor index costs about five times as much per row (docs/results.md)
-            tables = (weight, state["exp_avg"], state["exp_avg_sq"])
-            param, exp_avg, exp_avg_sq = (table.index_select(0, rows) for table in tables)
+            param = weight.index_select(0, rows) if values is None else values
+            exp_avg, exp_avg_sq = (state[key].index_select(0, rows) for key in ("exp_avg", "exp_avg_sq"))
             kept = self._table_sum
             kept = kept if kept is not None and kept.holds(weight, self._steps - 1) else None
             before = None if kept is None else param.sum(dim=0, dtype=torch.float64)
