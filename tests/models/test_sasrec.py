@@ -102,8 +102,8 @@ def test_an_averaged_fit_judges_and_keeps_the_averaged_weights() -> None:
     )
     assert averaged.best_validation_ndcg > 0.9
     assert not torch.equal(averaged._net().item_embedding.weight, plain._net().item_embedding.weight)
-    # decay 0 is no averaging at all, bit for bit
-    zero = SASRec(**config, average_decay=0.0).fit(validation.train, validation=validation)
+    # decay 0 (not raised to span epochs) is no averaging at all, bit for bit
+    zero = SASRec(**config, average_decay=0.0, average_epochs=None).fit(validation.train, validation=validation)
     for name, value in plain._net().state_dict().items():
         assert torch.equal(zero._net().state_dict()[name], value), name
     # a refit keeps the average of its last steps: it differs from the plain refit, and still learns the cycle
@@ -113,6 +113,32 @@ def test_an_averaged_fit_judges_and_keeps_the_averaged_weights() -> None:
     assert refitted.refit_epochs > 0 and (ids[:, 0] == expected).mean() > 0.9
     with pytest.raises(ValueError, match="average_decay"):
         SASRecConfig(average_decay=1.0)
+
+
+def test_the_average_spans_at_least_average_epochs_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The moving average's decay is ``average_decay``, raised where an epoch has so many steps that the average
+    would span less than ``average_epochs`` epochs; a fit averages with that decay."""
+    config = SASRecConfig(average_decay=0.99, average_epochs=2.0)
+    assert config.average_decay_for(15) == 0.99  # ml-100k's 15 steps an epoch: 0.99's 100 steps span 6.7 epochs
+    assert config.average_decay_for(350) == pytest.approx(1 - 1 / 700)  # Amazon Beauty's 350: two epochs
+    assert dataclasses.replace(config, average_epochs=None).average_decay_for(350) == 0.99
+    assert dataclasses.replace(config, average_decay=None).average_decay_for(350) is None
+    with pytest.raises(ValueError, match="average_epochs"):
+        SASRecConfig(average_epochs=0.0)
+    from liverec.models.sasrec import model as sasrec_model
+
+    decays: list[float] = []
+    original = sasrec_model.WeightAverage.__init__
+
+    def recording(self: object, network: torch.nn.Module, decay: float, lazy: torch.Tensor | None = None) -> None:
+        decays.append(decay)
+        original(self, network, decay, lazy)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sasrec_model.WeightAverage, "__init__", recording)
+    data = cycle_data()  # 60 users in batches of 16: 4 steps an epoch
+    SASRec(**{**SMALL, "max_epochs": 1, "refit": False}, average_decay=0.9, average_epochs=10.0).fit(data)
+    SASRec(**{**SMALL, "max_epochs": 1, "refit": False}, average_decay=0.99, average_epochs=10.0).fit(data)
+    assert decays == [pytest.approx(1 - 1 / 40), 0.99]
 
 
 def test_patience_steps_shortens_patience_where_an_epoch_is_many_steps() -> None:

@@ -44,6 +44,7 @@ How the training runs, one process or a distributed job, is the model's training
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -270,8 +271,9 @@ class SASRec(Recommender):
         table = network.item_embedding.weight
         self._skipped = SkippedSteps(len(table)) if row_wise else None  # each row catches up its skipped steps
         average = None
-        if config.average_decay is not None:
-            average = WeightAverage(network, config.average_decay, lazy=table if row_wise else None)
+        decay = config.average_decay_for(math.ceil(len(histories) / config.batch_size))  # an epoch's global batches
+        if decay is not None:
+            average = WeightAverage(network, decay, lazy=table if row_wise else None)
         try:
             with torch_threads(config.n_threads), bar:
                 for epoch in range(1, max_epochs + 1):
