@@ -149,7 +149,8 @@ def test_patience_steps_shortens_patience_where_an_epoch_is_many_steps() -> None
     assert config.epoch_patience(15) == 10  # 943 users at batch 64 (ml-100k): never more than patience
     assert config.epoch_patience(5000) == 1
     assert SASRecConfig(patience=10, patience_steps=None).epoch_patience(350) == 10  # off: epochs only
-    assert SASRecConfig().patience_steps == 1000  # the default (docs/results.md, "Session 18")
+    assert SASRecConfig().patience_steps == 700  # the default (docs/results.md, "Session 26")
+    assert SASRecConfig().epoch_patience(350) == 2
     with pytest.raises(ValueError, match="patience_steps"):
         SASRecConfig(patience_steps=0)
     data = cycle_data()

@@ -32,7 +32,10 @@ class SASRecConfig(ModelConfig):
     ``max_epochs``/``patience``: early stopping, evaluated every
     ``eval_every`` epochs on validation NDCG@10; ``patience_steps``: stop sooner when this many optimiser
     steps (batches) brought no improvement — fewer epochs of patience where an epoch is many steps (a large
-    dataset), never more than ``patience`` (:meth:`epoch_patience`); ``warmup_steps``: linear learning-rate
+    dataset), never more than ``patience`` (:meth:`epoch_patience`); 700 (two of Amazon Beauty's epochs; 1,000
+    until session 26): with the weights' average over three epochs (``average_epochs``) Beauty's validation curve
+    is smooth, and on each of five seeds the two-epoch patience kept the best epoch the three-epoch one kept, one
+    epoch sooner (docs/results.md, "Session 26"); ``warmup_steps``: linear learning-rate
     warm-up; ``n_threads``: torch threads while training and scoring (0 = all cores);
     ``partial_fit_epochs``: epochs over the new sequences in ``partial_fit``; ``crop``: which
     ``max_len + 1`` window of a longer history trains each epoch (``last``, or a ``random`` one);
@@ -114,7 +117,7 @@ class SASRecConfig(ModelConfig):
     warmup_steps: int = 10
     max_epochs: int = 200
     patience: int = 10
-    patience_steps: int | None = 1000  # also stop once this many optimiser steps brought no improvement
+    patience_steps: int | None = 700  # also stop once this many optimiser steps brought no improvement
     eval_every: int = 1
     n_threads: int = 0
     partial_fit_epochs: int = 1
