@@ -231,7 +231,8 @@ def test_forget_users_renumbers_the_remaining_user_rows() -> None:
 
     before = model.score(users([0, 1, 2, 3]))
     assert model.forget_users([1]) == 1
-    np.testing.assert_allclose(model.score(users([0, 1, 2])), before[[0, 2, 3]], rtol=1e-6)
+    # the same rows' values: a product over three rows may take another BLAS kernel than over four (last bits)
+    np.testing.assert_allclose(model.score(users([0, 1, 2])), before[[0, 2, 3]], rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("name", ["pop-decay", "pop-recent"])

@@ -64,6 +64,23 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
     assert model.validation_ndcg(validation.history, validation.targets) == pytest.approx(max(scores))
 
 
+def test_validation_ndcg_is_the_full_ranking_ndcg_of_the_validation_item_in_any_chunking() -> None:
+    """Early stopping's score is the evaluation protocol's NDCG@10 (seen items excluded), however the users are
+    blocked and chunked against the reused score buffer (uneven last chunks and blocks included)."""
+    from liverec.evaluation.protocols import evaluate_ranking
+
+    validation, _ = leave_one_out(cycle_data(seed=3))
+    config = {**SMALL, "max_epochs": 2, "refit": False, "dropout": 0.3}  # half-learned: ranks spread out
+    model = SASRec(**config).fit(validation.train, validation=validation)
+    expected = evaluate_ranking(model, validation).metrics["ndcg@10"]
+    assert 0.05 < expected < 0.95
+    whole = model.validation_ndcg(validation.history, validation.targets)
+    assert whole == pytest.approx(expected, rel=1e-9)
+    for block, chunk in [(7, 3), (5, 5), (N_ITEMS * 50, N_ITEMS * 7), (N_ITEMS * 11, N_ITEMS * 4)]:
+        chunked = model.validation_ndcg(validation.history, validation.targets, block_scores=block, chunk_scores=chunk)
+        assert chunked == pytest.approx(expected, rel=1e-9), (block, chunk)
+
+
 def test_weight_average_is_the_exponential_moving_average_and_applied_restores_the_live_weights() -> None:
     from liverec.models.sasrec.model import WeightAverage
 
