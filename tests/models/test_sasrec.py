@@ -76,8 +76,8 @@ def test_validation_ndcg_is_the_full_ranking_ndcg_of_the_validation_item_in_any_
     assert 0.05 < expected < 0.95
     whole = model.validation_ndcg(validation.history, validation.targets)
     assert whole == pytest.approx(expected, rel=1e-9)
-    for block, chunk in [(7, 3), (5, 5), (N_ITEMS * 50, N_ITEMS * 7), (N_ITEMS * 11, N_ITEMS * 4)]:
-        chunked = model.validation_ndcg(validation.history, validation.targets, block_scores=block, chunk_scores=chunk)
+    for block, chunk in [(7, 3), (5, 5 * N_ITEMS), (50, N_ITEMS * 7), (11, N_ITEMS * 4), (1, 1)]:
+        chunked = model.validation_ndcg(validation.history, validation.targets, block_users=block, chunk_scores=chunk)
         assert chunked == pytest.approx(expected, rel=1e-9), (block, chunk)
 
 

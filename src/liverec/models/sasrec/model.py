@@ -73,7 +73,7 @@ from liverec.models.sasrec.loss import (
 from liverec.models.sasrec.network import SASRecNetwork
 from liverec.models.sasrec.row_wise import AdamWSettings, SkippedSteps, adamw_rows, skipped_steps, write_rows
 from liverec.models.sasrec.training import LocalTraining, Training
-from liverec.models.torch_utils import blas_threads, torch_threads
+from liverec.models.torch_utils import torch_threads
 
 
 @register
@@ -578,38 +578,36 @@ class SASRec(Recommender):
         return sequence_loss(config, self._sampling, hidden, targets, rng, items, seen, future)
 
     def validation_ndcg(
-        self, history: Histories, targets: Histories, block_scores: int = 32_000_000, chunk_scores: int = 8_000_000
+        self, history: Histories, targets: Histories, block_users: int = 65_536, chunk_scores: int = 8_000_000
     ) -> float:
         """Mean NDCG@10 of each row's first target, full ranking, history items excluded.
 
-        Users are represented in blocks of at most ``block_scores`` scores' worth, and scored against the item
-        table in chunks of ``chunk_scores`` scores written into one reused buffer, so a large catalogue never needs a ``[users, items]``
-        matrix in memory at once. The products are NumPy's, into that buffer: a fresh 100 MB result per chunk
-        cost its page faults, and torch's own product ran at about half the speed of NumPy's on the AMD CPUs
-        measured (docs/results.md, "Session 27").
+        Users are represented ``block_users`` at a time, then scored against the item table in chunks of
+        ``chunk_scores`` scores written into one reused buffer, so a large catalogue never needs a ``[users, items]``
+        matrix in memory at once. A fresh ~100 MB product per chunk, as ``_score`` makes, cost a Beauty training
+        epoch about 1.3 s of its 7.4 (its page faults, and the pages the next epoch faulted in again); NumPy's
+        product would be faster still, but its BLAS threads spin beside torch's and slowed the training steps
+        after it (docs/results.md, "Session 27").
         """
         if len(history) == 0:
             return 0.0
         first_targets = targets.items[targets.indptr[:-1]]
-        n_items = max(self.n_items, 1)
-        block = max(1, block_scores // n_items)
-        chunk = min(block, max(1, chunk_scores // n_items), len(history))
-        items_t = self.item_vectors().T
-        buffer = np.empty((chunk, self.n_items), dtype=np.float32)
+        chunk = min(max(1, chunk_scores // max(self.n_items, 1)), len(history))
+        buffer = torch.empty((chunk, self.n_items), dtype=torch.float32)
         total = 0.0
-        for start in range(0, len(history), block):
-            part = history.select(np.arange(start, min(start + block, len(history))))
-            with torch_threads(self.config.n_threads):
-                users = self.user_vectors(part)
-            for offset in range(0, len(part), chunk):
-                rows = np.arange(offset, min(offset + chunk, len(part)))
-                with blas_threads(self.config.n_threads):
-                    scores = np.matmul(users[rows], items_t, out=buffer[: len(rows)])
-                piece = part.select(rows)
-                n_cols = max(self.n_items, int(piece.items.max(initial=-1)) + 1)
-                seen = piece.to_csr(n_cols)[:, : self.n_items].tocoo()
-                scores[seen.row, seen.col] = -np.inf
-                total += single_target_ndcg(scores, first_targets[start + rows]) * len(rows)
+        with torch_threads(self.config.n_threads), torch.inference_mode():
+            items_t = self._net().item_vectors().T
+            for start in range(0, len(history), block_users):
+                part = history.select(np.arange(start, min(start + block_users, len(history))))
+                users = torch.from_numpy(self.user_vectors(part))
+                for offset in range(0, len(part), chunk):
+                    rows = np.arange(offset, min(offset + chunk, len(part)))
+                    scores = torch.mm(users[offset : offset + len(rows)], items_t, out=buffer[: len(rows)]).numpy()
+                    piece = part.select(rows)
+                    n_cols = max(self.n_items, int(piece.items.max(initial=-1)) + 1)
+                    seen = piece.to_csr(n_cols)[:, : self.n_items].tocoo()
+                    scores[seen.row, seen.col] = -np.inf
+                    total += single_target_ndcg(scores, first_targets[start + rows]) * len(rows)
         return total / len(history)
 
     # ------------------------------------------------------------------------------------------ scoring
@@ -647,10 +645,10 @@ class SASRec(Recommender):
         return self._net().item_vectors().detach().numpy()
 
     def _score(self, histories: Histories) -> np.ndarray:
-        with torch_threads(self.config.n_threads):
-            users = self.user_vectors(histories)
-        with blas_threads(self.config.n_threads):  # NumPy's product: see validation_ndcg
-            return np.matmul(users, self.item_vectors().T)
+        with torch_threads(self.config.n_threads), torch.inference_mode():
+            users = torch.from_numpy(self.user_vectors(histories))
+            scores = users @ self._net().item_vectors().T
+        return scores.numpy().astype(np.float32, copy=False)
 
     # ------------------------------------------------------------------------------------------ growth & state
     def _grow_items(self, n_items: int) -> None:
