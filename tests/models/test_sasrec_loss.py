@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.nn import functional as F
 
 from liverec.data.interactions import Interactions
@@ -142,3 +144,20 @@ def test_sampled_softmax_gradients_equal_autograd_of_the_masked_cross_entropy(we
     torch.testing.assert_close(fused, reference, rtol=1e-6, atol=1e-7)
     for got, expected in zip(fused_grads, reference_grads, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(st.integers(0, 9), max_size=30),
+    negatives=st.lists(st.integers(0, 9), min_size=1, max_size=30),  # drawn with replacement: repeats
+)
+def test_the_targets_among_the_negatives_are_the_true_entries_of_the_equality_matrix(
+    rows: list[int], negatives: list[int]
+) -> None:
+    """The sampled softmax leaves a position's own target out of its negatives, every copy of it: the pairs it
+    finds by binary search are exactly the True entries of ``negatives[None, :] == rows[:, None]``."""
+    rows_t, negatives_t = torch.tensor(rows, dtype=torch.int64), torch.tensor(negatives, dtype=torch.int64)
+    positions, columns = sasrec_loss._matches(rows_t, negatives_t)
+    found = sorted(zip(positions.tolist(), columns.tolist(), strict=True))
+    expected = sorted(map(tuple, (negatives_t[None, :] == rows_t[:, None]).nonzero().tolist()))
+    assert found == expected

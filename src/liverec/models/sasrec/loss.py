@@ -228,6 +228,22 @@ def sampled_softmax_loss(
     return loss
 
 
+_MINUS_INFINITY = torch.tensor(float("-inf"))
+
+
+def _matches(rows: torch.Tensor, negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(position, column)`` pairs where ``negatives[column] == rows[position]``: the entries of the
+    ``[len(rows), len(negatives)]`` equality matrix that are True, found by binary search in the sorted negatives
+    rather than by forming the matrix (a Beauty step: 0.45 ms against 1.8 ms on one thread, docs/results.md,
+    "Session 27"). A position matches every copy of its row among the negatives, which are drawn with replacement."""
+    sorted_negatives, order = negatives.sort()
+    first = torch.searchsorted(sorted_negatives, rows)
+    counts = torch.searchsorted(sorted_negatives, rows, right=True) - first
+    positions = torch.repeat_interleave(torch.arange(len(rows)), counts)
+    within = torch.arange(len(positions)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    return positions, order[torch.repeat_interleave(first, counts) + within]
+
+
 class _SampledSoftmaxLoss(torch.autograd.Function):
     """:func:`sampled_softmax_loss` with its gradients computed in the forward pass, as
     :class:`_SoftmaxWindowLoss` does for the full softmax.
@@ -255,7 +271,7 @@ class _SampledSoftmaxLoss(torch.autograd.Function):
         positive = torch.einsum("nd,nd->n", hidden, positive_items) - log_q.index_select(0, rows)
         negative_log_q = log_q.index_select(0, negatives)[None, :]
         logits = torch.addmm(negative_log_q, hidden, negative_items.T, beta=-1.0)  # less log Q
-        logits.masked_fill_(negatives[None, :] == rows[:, None], float("-inf"))  # a target is not its negative
+        logits.index_put_(_matches(rows, negatives), _MINUS_INFINITY)  # a target is not its negative
         top = torch.maximum(logits.amax(dim=1), positive)
         exp_positive = (positive - top).exp_()
         logits.sub_(top[:, None]).exp_()
