@@ -234,8 +234,9 @@ _MINUS_INFINITY = torch.tensor(float("-inf"))
 def _matches(rows: torch.Tensor, negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``(position, column)`` pairs where ``negatives[column] == rows[position]``: the entries of the
     ``[len(rows), len(negatives)]`` equality matrix that are True, found by binary search in the sorted negatives
-    rather than by forming the matrix (a Beauty step: 0.45 ms against 1.8 ms on one thread, docs/results.md,
-    "Session 27"). A position matches every copy of its row among the negatives, which are drawn with replacement."""
+    rather than by forming the matrix (the loss's forward pass at Beauty's shapes 0.6–1.0 ms sooner at two threads,
+    docs/results.md, "Session 27"). A position matches every copy of its row among the negatives, which are drawn
+    with replacement."""
     sorted_negatives, order = negatives.sort()
     first = torch.searchsorted(sorted_negatives, rows)
     counts = torch.searchsorted(sorted_negatives, rows, right=True) - first

@@ -592,11 +592,12 @@ class SASRec(Recommender):
         if len(history) == 0:
             return 0.0
         first_targets = targets.items[targets.indptr[:-1]]
-        chunk = min(max(1, chunk_scores // max(self.n_items, 1)), len(history))
-        buffer = torch.empty((chunk, self.n_items), dtype=torch.float32)
         total = 0.0
         with torch_threads(self.config.n_threads), torch.inference_mode():
             items_t = self._net().item_vectors().T
+            n_columns = items_t.shape[1]
+            chunk = min(max(1, chunk_scores // max(n_columns, 1)), len(history))
+            buffer = torch.empty((chunk, n_columns), dtype=torch.float32)
             for start in range(0, len(history), block_users):
                 part = history.select(np.arange(start, min(start + block_users, len(history))))
                 users = torch.from_numpy(self.user_vectors(part))
@@ -604,8 +605,8 @@ class SASRec(Recommender):
                     rows = np.arange(offset, min(offset + chunk, len(part)))
                     scores = torch.mm(users[offset : offset + len(rows)], items_t, out=buffer[: len(rows)]).numpy()
                     piece = part.select(rows)
-                    n_cols = max(self.n_items, int(piece.items.max(initial=-1)) + 1)
-                    seen = piece.to_csr(n_cols)[:, : self.n_items].tocoo()
+                    n_cols = max(n_columns, int(piece.items.max(initial=-1)) + 1)
+                    seen = piece.to_csr(n_cols)[:, :n_columns].tocoo()
                     scores[seen.row, seen.col] = -np.inf
                     total += single_target_ndcg(scores, first_targets[start + rows]) * len(rows)
         return total / len(history)
