@@ -2,14 +2,16 @@
 gradients), optionally paired against another checkout's ``loss.py``.
 
 A Beauty training step scores about 400 positions against 2,048 shared negatives drawn in proportion to popularity
-from 12,101 items, at ``dim`` 64 (the defaults). The batches here are drawn the same way (Zipf popularity, so a
-position's own target is often among the negatives). With ``--against OTHER/src``, that checkout's
-``liverec/models/sasrec/loss.py`` runs in the same process on the same batches, the two taking turns, so a
-machine whose speed drifts (as these do) affects both alike. Prints one JSON object: per thread count, the median
+from 12,101 items, at ``dim`` 64 (the defaults). The batches here are drawn the same way: from a Zipf popularity by
+default (a position's own target is often among the negatives; about 925 distinct items in 2,048 draws), or with
+``--data`` from a dataset's own (count + 1) popularity, as the model draws them (Amazon Beauty: about 1,690
+distinct). The report gives the mean number of distinct negatives per batch. With ``--against OTHER/src``, that
+checkout's ``liverec/models/sasrec/loss.py`` runs in the same process on the same batches, the two taking turns, so
+a machine whose speed drifts (as these do) affects both alike. Prints one JSON object: per thread count, the median
 and minimum milliseconds of each code over ``--rounds`` rounds of ``--batches`` calls (the first two rounds are
 warm-up and left out of the median).
 
-    python benchmarks/bench_sasrec_step.py [--threads 1,2] [--against /tmp/old/src] [--rounds 30]
+    python benchmarks/bench_sasrec_step.py [--threads 1,2] [--against /tmp/old/src] [--rounds 30] [--data DIR]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from liverec.data.loaders import load_dataset
 from liverec.models.sasrec import loss as current
 
 
@@ -49,13 +52,19 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--batches", type=int, default=20, help="calls per round (default 20)")
     parser.add_argument("--rounds", type=int, default=30, help="rounds per code (default 30)")
+    parser.add_argument("--data", type=Path, help="draw from this dataset's (count + 1) popularity (sets --items)")
     args = parser.parse_args()
 
     codes: dict[str, ModuleType] = {"this": current}
     if args.against is not None:
         codes["against"] = load_other(args.against)
     rng = np.random.default_rng(0)
-    popularity = 1.0 / np.arange(1, args.items + 1)
+    if args.data is None:
+        popularity = 1.0 / np.arange(1, args.items + 1)
+    else:
+        interactions = load_dataset(args.data).interactions
+        args.items = interactions.n_items
+        popularity = np.bincount(interactions.item_ids, minlength=args.items) + 1.0
     popularity /= popularity.sum()
     log_q = torch.from_numpy(np.log(popularity)).float()
     hidden = torch.randn(args.positions, args.dim, requires_grad=True)
@@ -71,6 +80,8 @@ def main() -> None:
         "benchmark": "sasrec sampled-softmax loss forward",
         "shapes": {"positions": args.positions, "negatives": args.negatives, "items": args.items, "dim": args.dim},
         "against": None if args.against is None else str(args.against),
+        "popularity": "zipf" if args.data is None else str(args.data),
+        "distinct_negatives_mean": float(np.mean([len(negatives.unique()) for negatives, _ in batches])),
         "ms_per_call": {},
     }
     for threads in (int(value) for value in args.threads.split(",")):

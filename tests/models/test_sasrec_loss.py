@@ -132,6 +132,8 @@ def test_sampled_softmax_gradients_equal_autograd_of_the_masked_cross_entropy(we
     targets = torch.randint(1, 51, (120,), generator=generator)  # network rows
     negatives = torch.randint(0, 50, (40,), generator=generator)
     negatives[:4] = targets[:4] - 1  # some positions' own targets among the shared negatives: left out for them
+    negatives[4:8] = negatives[0]  # drawn with replacement: copies, the loss scores each item once with its count
+    assert len(negatives.unique()) < len(negatives)
     results = []
     for loss_function in (sasrec_loss.sampled_softmax_loss, _sampled_reference):
         hidden = (3 * torch.randn(120, 8, generator=torch.Generator().manual_seed(4))).requires_grad_()
@@ -149,14 +151,14 @@ def test_sampled_softmax_gradients_equal_autograd_of_the_masked_cross_entropy(we
 @settings(max_examples=200, deadline=None)
 @given(
     rows=st.lists(st.integers(0, 9), max_size=30),
-    negatives=st.lists(st.integers(0, 9), min_size=1, max_size=30),  # drawn with replacement: repeats
+    negatives=st.lists(st.integers(0, 9), max_size=30),
 )
 def test_the_targets_among_the_negatives_are_the_true_entries_of_the_equality_matrix(
     rows: list[int], negatives: list[int]
 ) -> None:
-    """The sampled softmax leaves a position's own target out of its negatives, every copy of it: the pairs it
+    """The sampled softmax leaves a position's own target out of its (distinct, sorted) negatives: the pairs it
     finds by binary search are exactly the True entries of ``negatives[None, :] == rows[:, None]``."""
-    rows_t, negatives_t = torch.tensor(rows, dtype=torch.int64), torch.tensor(negatives, dtype=torch.int64)
+    rows_t, negatives_t = torch.tensor(rows, dtype=torch.int64), torch.tensor(sorted(set(negatives)), dtype=torch.int64)
     positions, columns = sasrec_loss._matches(rows_t, negatives_t)
     found = sorted(zip(positions.tolist(), columns.tolist(), strict=True))
     expected = sorted(map(tuple, (negatives_t[None, :] == rows_t[:, None]).nonzero().tolist()))

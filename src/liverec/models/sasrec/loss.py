@@ -217,14 +217,30 @@ def sequence_loss(
 
 
 def sampled_softmax_loss(
-    log_q: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor, items: torch.Tensor
+    log_q: torch.Tensor,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    items: torch.Tensor,
+    copies: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy over each target and the ``negatives`` ``[n_negatives]`` shared by the batch (rows of
     ``items`` ``[n_items, dim]``), every logit less its log-probability ``log_q`` ``[n_items]`` (log-Q
     correction), a negative that is the position's own target left out; ``targets``: ``[n]`` network rows
     (row ``r`` is ``items[r - 1]``). The mean over positions, its gradients formed in the forward pass
-    (:class:`_SampledSoftmaxLoss`)."""
-    loss: torch.Tensor = _SampledSoftmaxLoss.apply(hidden, items, log_q.to(hidden.dtype), targets - 1, negatives)
+    (:class:`_SampledSoftmaxLoss`).
+
+    The negatives are drawn with replacement, so an item can come up several times (on Amazon Beauty 2,048
+    draws name about 1,690 items; over a million long-tailed items about 1,380). Its ``c`` copies add
+    ``c · exp(l - log Q)`` to each denominator, which one column with the logit ``l - log Q + log c`` adds too:
+    the loss is scored on the distinct items alone, the same function of the weights with fewer columns in its
+    three products. ``copies``: given, ``negatives`` are already distinct and sorted, and drawn this many times
+    each."""
+    if copies is None:
+        negatives, copies = torch.unique(negatives, return_counts=True)  # sorted
+    loss: torch.Tensor = _SampledSoftmaxLoss.apply(
+        hidden, items, log_q.to(hidden.dtype), targets - 1, negatives, copies.to(hidden.dtype).log_()
+    )
     return loss
 
 
@@ -232,17 +248,16 @@ _MINUS_INFINITY = torch.tensor(float("-inf"))
 
 
 def _matches(rows: torch.Tensor, negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``(position, column)`` pairs where ``negatives[column] == rows[position]``: the entries of the
-    ``[len(rows), len(negatives)]`` equality matrix that are True, found by binary search in the sorted negatives
-    rather than by forming the matrix (the loss's forward pass at Beauty's shapes 0.6–1.0 ms sooner at two threads,
-    docs/results.md, "Session 27"). A position matches every copy of its row among the negatives, which are drawn
-    with replacement."""
-    sorted_negatives, order = negatives.sort()
-    first = torch.searchsorted(sorted_negatives, rows)
-    counts = torch.searchsorted(sorted_negatives, rows, right=True) - first
-    positions = torch.repeat_interleave(torch.arange(len(rows)), counts)
-    within = torch.arange(len(positions)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-    return positions, order[torch.repeat_interleave(first, counts) + within]
+    """The ``(position, column)`` pairs where ``negatives[column] == rows[position]``, for ``negatives`` sorted and
+    without repeats (:func:`sampled_softmax_loss` counts its draws' copies): the True entries of the
+    ``[len(rows), len(negatives)]`` equality matrix, found by binary search rather than by forming the matrix (the
+    loss's forward pass at Beauty's shapes 0.6–1.0 ms sooner at two threads, docs/results.md, "Session 27")."""
+    if len(negatives) == 0:
+        empty = torch.zeros(0, dtype=torch.int64)
+        return empty, empty
+    columns = torch.searchsorted(negatives, rows).clamp_(max=len(negatives) - 1)
+    positions = (negatives.index_select(0, columns) == rows).nonzero().squeeze(1)
+    return positions, columns.index_select(0, positions)
 
 
 class _SampledSoftmaxLoss(torch.autograd.Function):
@@ -255,7 +270,8 @@ class _SampledSoftmaxLoss(torch.autograd.Function):
     exponentials, then the gradient of the logits. With ``m`` a row's largest logit (positive included),
     ``Z = exp(l⁺ - m) + Σ exp(l⁻ - m)``: the loss is ``mean(log Z + m - l⁺)``, a negative logit's gradient
     ``exp(l⁻ - m) / (n Z)`` and the positive one's ``(exp(l⁺ - m) / Z - 1) / n``. ``backward`` scales the
-    stored gradients by the incoming one (a distributed rank's loss weight)."""
+    stored gradients by the incoming one (a distributed rank's loss weight). ``negatives``: the distinct items
+    drawn, sorted; ``log_copies``: the log of how many times each was drawn, added to its logit."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -265,13 +281,14 @@ class _SampledSoftmaxLoss(torch.autograd.Function):
         log_q: torch.Tensor,
         rows: torch.Tensor,
         negatives: torch.Tensor,
+        log_copies: torch.Tensor,
     ) -> torch.Tensor:
         n = len(hidden)
         # index_select: a tensor index (items[rows]) costs about five times as much per row
         positive_items, negative_items = items.index_select(0, rows), items.index_select(0, negatives)
         positive = torch.einsum("nd,nd->n", hidden, positive_items) - log_q.index_select(0, rows)
-        negative_log_q = log_q.index_select(0, negatives)[None, :]
-        logits = torch.addmm(negative_log_q, hidden, negative_items.T, beta=-1.0)  # less log Q
+        correction = log_q.index_select(0, negatives).sub_(log_copies)[None, :]
+        logits = torch.addmm(correction, hidden, negative_items.T, beta=-1.0)  # less log Q, plus log copies
         logits.index_put_(_matches(rows, negatives), _MINUS_INFINITY)  # a target is not its negative
         top = torch.maximum(logits.amax(dim=1), positive)
         exp_positive = (positive - top).exp_()
@@ -292,7 +309,7 @@ class _SampledSoftmaxLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         grad_hidden, grad_items = ctx.saved_tensors
-        return grad_hidden * grad, grad_items * grad, None, None, None
+        return grad_hidden * grad, grad_items * grad, None, None, None, None
 
 
 def _bce_loss(

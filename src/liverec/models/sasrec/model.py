@@ -479,7 +479,9 @@ class SASRec(Recommender):
             keep = learned[inputs > 0]
             hidden, targets = hidden[keep], targets[keep]
         log_q = sampling.log_q_tensor.index_select(0, used[1:] - 1)
-        loss = sampled_softmax_loss(log_q, hidden, targets, local_negatives, table[1:])
+        copies = torch.bincount(local_negatives, minlength=len(used) - 1)  # the used rows are distinct already
+        distinct = copies.nonzero().squeeze(1)
+        loss = sampled_softmax_loss(log_q, hidden, targets, distinct, table[1:], copies.index_select(0, distinct))
         return loss, len(hidden), used, rows
 
     def _step_item_rows(
