@@ -565,7 +565,7 @@ def step_http(size: Size, options: argparse.Namespace) -> dict[str, Any]:
                     run = wrk_load(url, users, options.http_concurrency, options.http_seconds, workdir)
                 else:
                     run = asyncio.run(http_load(url, users, options.http_concurrency, options.http_seconds))
-                runs.append(run)
+                runs.append({"run": len(runs) + 1, **run})  # the order they ran in, kept through the sort
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         runs.sort(key=lambda run: run["requests_per_s"])
