@@ -35,6 +35,7 @@ from playwright.sync_api import sync_playwright
 from bench_serving import build, http_load, start_server, wrk_load
 
 CHROMIUM = "/usr/bin/chromium"
+#: Chromium as the benchmarks run it (benchmarks/screenshots.py too): headless, no sandbox (root), nothing fetched
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 from playwright.sync_api import Page, sync_playwright
 
+from bench_dashboard import CHROMIUM, CHROMIUM_ARGS
 from bench_serving import start_server
 from liverec.data.synthetic import SyntheticConfig, generate
 from liverec.events.log import SQLiteEventLog
@@ -31,16 +32,6 @@ from liverec.pipeline import import_dataset, read_log, train_and_register
 from liverec.registry import ModelRegistry
 from liverec.state.store import DEFAULT_EVENT_WEIGHTS
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CONFIG = SyntheticConfig(n_users=300, n_items=200, n_events=12_000, n_clusters=5, drift=False, p_sequential=0.2, seed=3)
 
 
