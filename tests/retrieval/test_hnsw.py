@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from liverec.retrieval import VectorIndex
 from liverec.retrieval import index as index_module
+from liverec.retrieval.topk import top_k
 
 DIM = 16
 
@@ -330,6 +331,38 @@ def test_a_head_over_every_item_makes_any_graph_exact() -> None:
         present[removed] = False
         check_result(headed, queries, 10, allowed & present, got, scores)
         assert allowed.mean() < 0.1 or (missed != want).any()  # the graph alone misses: the head made it exact
+
+
+def test_the_heads_float16_scan_never_changes_the_exact_answer() -> None:
+    """The head is scanned as float16 codes first. Items that differ below float16's resolution look alike there
+    (the scan's spare of 4 × k holds any of them), yet the answer is the exact one: a row whose k-th exact score is
+    not clear of what an item outside the spare might score is scored over the whole head. Where the items are
+    clearly apart, the spare settles every row without that scan."""
+    rng = np.random.default_rng(21)
+    base = 10.0 * rng.standard_normal(DIM).astype(np.float32)
+    alike = base + 1e-4 * rng.standard_normal((150, DIM)).astype(np.float32)  # the head: the largest norms
+    quiet = 0.1 * rng.standard_normal((150, DIM)).astype(np.float32)  # the graph's
+    queries = base + rng.standard_normal((30, DIM)).astype(np.float32)
+    spread = np.concatenate([varied_norms(rng, 150) * 10.0, quiet])
+    widths: list[int] = []
+
+    def recording_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        widths.append(scores.shape[1])
+        return top_k(scores, k)
+
+    for items, rescans in ((np.concatenate([alike, quiet]), True), (spread, False)):
+        headed, truth = hnsw(items, hnsw_head_share=0.5), exact(items)
+        assert set(headed._norm_head().tolist()) == set(range(150))
+        for k in (1, 3, 10):
+            for allowed in (None, rng.random(300) < 0.7):
+                want, want_scores = truth.search(queries, k, allowed)
+                widths.clear()
+                with graph_for_every_row(), pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(index_module, "top_k", recording_top_k)
+                    got, scores = headed.search(queries, k, allowed)
+                np.testing.assert_array_equal(got, want)
+                np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
+                assert (150 in widths) == rescans  # the whole head's 150 scored, or the spare's 4 × k alone
 
 
 def test_the_head_is_the_largest_norms_and_follows_added_and_updated_items() -> None:

@@ -31,7 +31,8 @@ Design (the measurements behind each choice are in docs/results.md, "Retrieval: 
   reduction's weak spot: one item whose norm is far above the rest puts every other item near the pole, and
   such an outlier can become hard for the graph search to reach (seen in a test with log-normal norms). So the
   graph does not hold the items of largest norm: the ``hnsw_head_share`` of them (1/16) form the *head*, scored
-  exactly beside every graph search (FAISS's flat scan keeps its best few in a heap), and the graph, built over
+  exactly beside every graph search (FAISS's flat scan of float16 codes keeps its best few in a heap; they are
+  re-scored in float32, with the rounding bound of the float16 scan below deciding each row), and the graph, built over
   the rest, takes its radius from the rest's largest norm. A trained model's popular items have the largest
   vectors and fill most users' top ten; with them in the graph (sessions 22-23) the radius was set by them, every
   other item sat near the pole, and the filtered search's candidate list filled with head nodes it had to skip,
@@ -214,7 +215,8 @@ class VectorIndex:
         self.hnsw_head_share = hnsw_head_share  # read by every HNSW search, as ef_search
         self._head: np.ndarray | None = None  # ids of the head's items (ascending); None: stale
         self._head_vectors: np.ndarray | None = None  # their vectors, contiguous (cached with them)
-        self._head_flat: Any = None  # FAISS IndexFlatIP over the head's vectors (cached with them)
+        self._head_flat: Any = None  # FAISS flat index over the head's vectors, float16 codes (cached with them)
+        self._head_max_norm: float | None = None  # the head's largest norm; None: its flat index is float32
         self._dim = vectors.shape[1]
         self._buffer = self._prepare(vectors, "item_vectors")
         self._n = len(self._buffer)
@@ -493,7 +495,7 @@ class VectorIndex:
         ids[:], scores[:] = top_k_candidates(keys, exact, k)
         # every allowed item was fetched (a padded row) -> exact; else the bound must separate the cut
         complete = ~valid.all(axis=1) | (fetch >= n)
-        bound = np.linalg.norm(queries, axis=1) * self._max_norm * (2.0**-11 + self._dim * 2.0**-23)
+        bound = _float16_bound(queries, self._max_norm, self._dim)
         last_fetched = approximate[:, -1]
         decided = complete | ((scores[:, -1] > last_fetched + 2 * bound) & (ids[:, -1] >= 0))
         undecided = np.flatnonzero(~decided)
@@ -593,16 +595,23 @@ class VectorIndex:
         ``rows``) over the allowed head items, as :func:`top_k` of the masked ``[r, h]`` scores gives them.
 
         FAISS's flat inner-product search finds the head's best ``HEAD_SPARE × k`` first, unfiltered, and only their
-        flags are read: any allowed item outside them ranks after every one of them, so where ``k`` of them are
-        allowed, those are the answer. The scan keeps its top list in a heap as it goes (at 57k head items a
-        third of NumPy's matmul and ``argpartition``: docs/results.md, session 24), and the spare items' scores
-        are recomputed as the graph's candidates' are, so both lists compare alike. A row with fewer than ``k``
-        allowed among them, or a tie at the spare's cut, is scored over the whole head with its mask."""
+        flags are read. The scan keeps its top list in a heap as it goes (at 57k head items a third of NumPy's
+        matmul and ``argpartition``: docs/results.md, session 24) and reads the head as float16 codes, half the
+        bytes of float32 (at 47k head items 0.45 -> 0.25 ms a query, docs/results.md, session 28). The spare items'
+        scores are then recomputed exactly, as the graph's candidates' are, so both lists compare alike. An item
+        outside the spare scores at most the spare's lowest float16 score ``c`` plus the rounding bound ``E`` (the
+        float16 scan's, module docstring), so where ``k`` allowed items of the spare score above ``c + 2E``, those
+        are the answer, exactly. A row with fewer, or with a k-th score not above that cut, is scored over the
+        whole head with its mask."""
         head, vectors = self._norm_head(), self._head_vectors
         assert vectors is not None  # set with the head
         spare = min(HEAD_SPARE * k, len(head))
-        _, columns = self._head_flat.search(queries, spare)  # [r, spare], best first; -1 only past the head
-        columns = np.sort(columns, axis=1)  # ascending: lower column, lower id (the tie rule)
+        approximate, columns = self._head_flat.search(queries, spare)  # [r, spare], best first; -1 past the head
+        order = np.argsort(columns, axis=1)  # ascending: lower column, lower id (the tie rule)
+        columns, approximate = (
+            np.take_along_axis(columns, order, axis=1),
+            np.take_along_axis(approximate, order, axis=1),
+        )
         valid = columns >= 0
         safe = np.maximum(columns, 0)
         exact = np.einsum("rd,rcd->rc", queries, vectors[safe]).astype(np.float32)
@@ -614,9 +623,9 @@ class VectorIndex:
         masked = np.where(permitted, exact, -np.inf).astype(np.float32)
         picked, best = top_k(masked, k)
         columns = np.where(picked >= 0, np.take_along_axis(columns, np.maximum(picked, 0), axis=1), -1)
-        # enough: k allowed among the spare, and the spare's last score below the k-th (no tie at its cut), or
-        # the whole head read
-        cut = np.where(valid, exact, np.inf).min(axis=1)
+        # enough: k allowed among the spare scoring above what any item outside it can score, or the whole head read
+        bound = 0.0 if self._head_max_norm is None else _float16_bound(queries, self._head_max_norm, self._dim)
+        cut = np.where(valid, approximate, np.inf).min(axis=1) + 2 * bound
         enough = (permitted.sum(axis=1) >= k) & (best[:, -1] > cut) | (spare == len(head))
         if not enough.all():
             short = np.flatnonzero(~enough)
@@ -638,10 +647,17 @@ class VectorIndex:
                 known = min(graph.n_items, self._n)
                 outside[:known] = graph.item_node[:known] < 0
             self._head = np.flatnonzero(outside).astype(np.int64)
-            self._head_vectors = np.ascontiguousarray(self._buffer[self._head])
-            self._head_flat = _load_faiss().IndexFlatIP(self._dim)  # the HNSW path has FAISS
+            self._head_vectors = vectors = np.ascontiguousarray(self._buffer[self._head])
+            faiss = _load_faiss()  # the HNSW path has FAISS
+            if np.abs(vectors).max(initial=0.0) <= _FLOAT16_SAFE:  # float16 codes: half the bytes a query reads
+                self._head_flat = faiss.IndexScalarQuantizer(
+                    self._dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+                )
+                self._head_max_norm = _max_norm(vectors)
+            else:  # beyond float16's range: float32
+                self._head_flat, self._head_max_norm = faiss.IndexFlatIP(self._dim), None
             if len(self._head):
-                self._head_flat.add(self._head_vectors)
+                self._head_flat.add(vectors)
         return self._head
 
     def _score_exact_rows(
@@ -894,6 +910,12 @@ def _check_ids(ids: np.ndarray, n_items: int) -> np.ndarray:
 
 def _max_norm(vectors: np.ndarray) -> float:
     return float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors).max(initial=0.0)))
+
+
+def _float16_bound(queries: np.ndarray, max_norm: float, dim: int) -> np.ndarray:
+    """``[r]``: how far a float16 code's inner product with each query can be from the float32 one, for vectors of
+    norm at most ``max_norm`` (``E`` in the module docstring)."""
+    return np.linalg.norm(queries, axis=1) * max_norm * (2.0**-11 + dim * 2.0**-23)
 
 
 def exact_recall(index: VectorIndex, queries: np.ndarray, k: int = 10) -> float:
