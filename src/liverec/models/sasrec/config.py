@@ -91,7 +91,8 @@ class SASRecConfig(ModelConfig):
     ``update_negatives``: the shared negatives of ``partial_fit``'s sampled-softmax steps; None (the default): the
     training's ``n_negatives``. 256 made updates at a million items 1.6× faster (2,021 against 1,298 events/s) but
     lost 0.011-0.012 HR@10 in the streaming replay of a 60k-item synthetic stream (two seeds; docs/results.md,
-    "Session 23").
+    "Session 23"). 1,024 reached about 2,000 events/s there and was level on that stream, but behind on ml-100k's
+    replay on three seeds (docs/results.md, "Session 28").
     ``row_wise_from``: ``fit`` with the sampled softmax (in one process) steps the same way — only the item rows
     each batch uses, row-wise AdamW — once the catalogue has at least this many items (100,000 by default; None:
     never). A dense AdamW step reads and writes the whole ``[n_items, dim]`` table and its moments, which made a
