@@ -314,3 +314,42 @@ def test_negatives_are_drawn_in_proportion_to_count_plus_one_to_the_power(power:
     np.testing.assert_allclose(np.exp(model.item_log_q), expected, rtol=1e-12)
     with pytest.raises(ValueError, match=r"negative_power: expected a number in \[0, 1\], got 1.5"):
         SASRecConfig(negative_power=1.5)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "sampled-softmax"])
+def test_an_update_computes_the_final_block_at_its_learned_columns_alone_with_the_full_passs_result(
+    loss: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An update learns its users' new events, the last items of their windows: the final block computes those
+    columns alone (``learned_tail``). With dropout off that is the same function of the weights, so the weights
+    after the update are those of an update whose final block computes every column, on the dense path (the full
+    softmax) and on the row-wise one (the sampled softmax)."""
+    import liverec.models.sasrec.model as model_module
+
+    data = cycle_data(n_users=40, length=12)
+    model = SASRec(**SMALL, loss=loss, n_negatives=8).fit(data)
+    position = np.tile(np.arange(12), 40)
+    user = np.repeat(np.arange(40), 12)
+    data = data.subset(np.flatnonzero(position >= user % 4))  # windows of 9 to 12 items
+    position, user = position[position >= user % 4], user[position >= user % 4]
+    learn = (position >= 12 - 1 - user % 3) | (user < 8)  # one to three new events; eight users learned whole
+    tails: list[int | None] = []
+    learned_tail = model_module.learned_tail
+
+    def recording(learned: torch.Tensor | None, inputs: torch.Tensor) -> int | None:
+        tails.append(learned_tail(learned, inputs))
+        return tails[-1]
+
+    with_tail, without = copy.deepcopy(model), copy.deepcopy(model)
+    monkeypatch.setattr(model_module, "learned_tail", recording)
+    with_tail.partial_fit(data, learn)
+    assert None in tails and any(tail is not None for tail in tails)  # with rehearsed users, and new events only
+    monkeypatch.setattr(model_module, "learned_tail", lambda learned, inputs: None)
+    without.partial_fit(data, learn)
+    state, other = with_tail._get_state(), without._get_state()
+    assert state.keys() == other.keys()
+    weights = [name for name, value in state.items() if np.issubdtype(value.dtype, np.floating)]
+    assert any("item_embedding" in name for name in weights)
+    for name in weights:
+        np.testing.assert_allclose(state[name], other[name], rtol=1e-4, atol=2e-5, err_msg=name)
+    assert not np.array_equal(with_tail.item_vectors(), model.item_vectors())  # the update did learn

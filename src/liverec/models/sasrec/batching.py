@@ -62,19 +62,35 @@ class EpochPlan:
         return batch, tied, learned
 
 
+def learned_tail(learned: torch.Tensor | None, inputs: torch.Tensor) -> int | None:
+    """How many trailing columns of a batch's ``inputs`` ``[batch, width]`` hold every position to learn (``learned``:
+    ``[batch, width]``, or None: every position), so that the network's final block need compute those alone
+    (``SASRecNetwork.forward``'s ``tail``); None when that is every column. An update learns a user's new events,
+    which are the last items of the user's window: a few columns of a window of up to ``max_len``."""
+    if learned is None:
+        return None
+    columns = (learned & (inputs > 0)).any(dim=0).nonzero()
+    width = inputs.shape[1]
+    tail = width - int(columns[0]) if len(columns) else width
+    return tail if tail < width else None
+
+
 def plan_epoch(
     histories: Histories,
     config: SASRecConfig,
     rng: np.random.Generator,
     learn: Histories | None = None,
     shuffle: bool = False,
+    min_positions: int | None = None,
 ) -> EpochPlan:
     """Cut one epoch over every row of ``histories`` into batches of users of similar length (little padding).
 
     ``learn``: per item of ``histories``, 1 if it is to be learned as a target, 0 if it is context only (a
     batch with no target to learn is left out). ``shuffle``: reorder each run of items logged at most
     ``shuffle_gap_s`` apart, at random, for this epoch (when that is set; full training only: see
-    :func:`_shuffled_runs`). Every random number of the epoch's data is drawn here, from ``rng``.
+    :func:`_shuffled_runs`). ``min_positions``: a batch takes more than ``batch_size`` windows while its windows
+    hold fewer than this many positions (None: ``batch_size`` windows each). Every random number of the epoch's
+    data is drawn here, from ``rng``.
     """
     windows, take = _windows(histories, config.max_len + 1, rng if config.crop == "random" else None)
     if shuffle and config.shuffle_gap_s is not None and windows.timestamps is not None:
@@ -86,18 +102,41 @@ def plan_epoch(
     if config.window > 1 and config.window_gap_s is not None and not untimed_window:
         ties = _tie_flags(windows, config.window_gap_s)  # without timestamps: no ties, the next item only
     targets_to_learn = None  # per window: how many of its targets (items after the first) are learned
+    learned_span = np.zeros(len(lengths), dtype=np.int64)  # per window: items from its first learned target on
     if learn is not None:
         learn = Histories(windows.users, windows.indptr, learn.items[take])
         flags = learn.items.copy()
         flags[windows.indptr[:-1]] = 0  # a window's first item is never a target
         targets_to_learn = np.add.reduceat(flags, windows.indptr[:-1]) if len(flags) else flags
-    # sort by length with random tie order, cut into batches, visit batches in random order
-    by_length = np.lexsort((rng.random(len(lengths)), lengths))
-    batches = [by_length[i : i + config.batch_size] for i in range(0, len(by_length), config.batch_size)]
+        if len(flags):
+            offsets = np.arange(len(flags)) - np.repeat(windows.indptr[:-1], lengths)
+            first = np.minimum.reduceat(np.where(flags > 0, offsets, lengths.max()), windows.indptr[:-1])
+            learned_span = np.maximum(lengths - first, 0)
+    # sort by length (and, in an update, by the span its learned targets take: windows whose new events are their
+    # last few items batch together, so the final block computes few columns, learned_tail), with random tie
+    # order; cut into batches, visit batches in random order
+    by_length = np.lexsort((rng.random(len(lengths)), learned_span, lengths))
+    batches = _cut(by_length, lengths - 1, config.batch_size, min_positions)
     visited = [batches[index] for index in rng.permutation(len(batches))]
     if targets_to_learn is not None:  # decided on the global batch, before sharing it out across processes
         visited = [rows for rows in visited if targets_to_learn[rows].any()]
     return EpochPlan(windows, lengths, ties, learn, visited)
+
+
+def _cut(order: np.ndarray, positions: np.ndarray, size: int, min_positions: int | None) -> list[np.ndarray]:
+    """``order`` cut into consecutive batches of ``size`` rows, a batch taking more rows while its rows hold fewer
+    than ``min_positions`` of ``positions`` (per row; None: ``size`` rows each)."""
+    if min_positions is None:
+        return [order[i : i + size] for i in range(0, len(order), size)]
+    total = np.cumsum(positions[order])  # positions of the first j + 1 rows
+    batches, start = [], 0
+    while start < len(order):
+        before = int(total[start - 1]) if start else 0
+        enough = int(np.searchsorted(total, before + min_positions)) + 1  # rows from start holding min_positions
+        stop = min(len(order), max(start + size, enough))
+        batches.append(order[start:stop])
+        start = stop
+    return batches
 
 
 def trainable(histories: Histories) -> Histories:

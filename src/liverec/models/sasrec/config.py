@@ -93,6 +93,10 @@ class SASRecConfig(ModelConfig):
     lost 0.011-0.012 HR@10 in the streaming replay of a 60k-item synthetic stream (two seeds; docs/results.md,
     "Session 23"). 1,024 reached about 2,000 events/s there and was level on that stream, but behind on ml-100k's
     replay on three seeds (docs/results.md, "Session 28").
+    ``update_batch_positions``: a batch of ``partial_fit`` takes more than ``batch_size`` windows while its windows
+    hold fewer than this many positions (None, the default: ``batch_size`` windows). A step costs about the same
+    whatever its size below a few hundred positions (the negatives' rows, the optimiser, the per-operation cost),
+    and a shop's stream brings many users with two or three items.
     ``row_wise_from``: ``fit`` with the sampled softmax (in one process) steps the same way — only the item rows
     each batch uses, row-wise AdamW — once the catalogue has at least this many items (100,000 by default; None:
     never). A dense AdamW step reads and writes the whole ``[n_items, dim]`` table and its moments, which made a
@@ -138,6 +142,7 @@ class SASRecConfig(ModelConfig):
     validation_users: int | None = None  # early stopping on a sample of this many users; the rest train on theirs
     update_loss: str | None = None  # partial_fit's loss (None: the training loss)
     update_negatives: int | None = None  # partial_fit's sampled-softmax negatives per step (None: n_negatives)
+    update_batch_positions: int | None = None  # partial_fit's batches take more windows while under this many positions
     row_wise_from: int | None = 100_000  # fit with sampled-softmax steps only the rows it uses from this many items
     verbose: bool = False
 
@@ -183,6 +188,10 @@ class SASRecConfig(ModelConfig):
             raise ValueError(f"n_negatives: expected a positive integer, got {self.n_negatives!r}")
         if not 0.0 <= self.negative_power <= 1.0:
             raise ValueError(f"negative_power: expected a number in [0, 1], got {self.negative_power!r}")
+        if self.update_batch_positions is not None and self.update_batch_positions < 1:
+            raise ValueError(
+                f"update_batch_positions: expected a positive integer or None, got {self.update_batch_positions!r}"
+            )
         if self.update_negatives is not None and self.update_negatives < 1:
             raise ValueError(f"update_negatives: expected a positive integer or None, got {self.update_negatives!r}")
 

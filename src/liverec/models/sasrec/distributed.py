@@ -178,11 +178,12 @@ class _TrainingForward(nn.Module):
         super().__init__()
         self.network = network
 
-    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``inputs``: ``[batch, seq_len]`` item rows, left-padded -> hidden ``[n_positions, dim]``, table
-        ``[n_items + 1, dim]``."""
+    def forward(self, inputs: torch.Tensor, tail: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``inputs``: ``[batch, seq_len]`` item rows, left-padded -> hidden ``[n_positions, dim]`` (of the last
+        ``tail`` columns' positions where given), table ``[n_items + 1, dim]``."""
         table = self.network.item_table()
-        return self.network(inputs, table)[inputs > 0], table
+        columns = inputs if tail is None else inputs[:, -tail:]
+        return self.network(inputs, table, tail=tail)[columns > 0], table
 
 
 class DistributedTraining(LocalTraining):
@@ -240,8 +241,10 @@ class DistributedTraining(LocalTraining):
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device)
 
-    def forward(self, network: SASRecNetwork, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden, table = self._wrapped(network)(inputs)  # DDP all-reduces the gradients in backward
+    def forward(
+        self, network: SASRecNetwork, inputs: torch.Tensor, tail: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden, table = self._wrapped(network)(inputs, tail)  # DDP all-reduces the gradients in backward
         return hidden, table
 
     def loss_rng(self, rng: np.random.Generator, loss: str) -> np.random.Generator:

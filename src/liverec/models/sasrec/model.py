@@ -61,7 +61,7 @@ from liverec.data.interactions import Histories, Interactions
 from liverec.data.splits import RankingSplit, last_event_split, sample_validation, with_held_out
 from liverec.evaluation.metrics import single_target_ndcg
 from liverec.models.base import ModelConfig, Recommender, register
-from liverec.models.sasrec.batching import padded_sequences, plan_epoch, trainable
+from liverec.models.sasrec.batching import learned_tail, padded_sequences, plan_epoch, trainable
 from liverec.models.sasrec.config import SASRecConfig
 from liverec.models.sasrec.loss import (
     NegativeSampling,
@@ -362,7 +362,9 @@ class SASRec(Recommender):
         try:
             with torch_threads(config.n_threads):
                 for _ in range(config.partial_fit_epochs):
-                    self._train_epoch(histories, rng, flags, row_wise=row_wise)
+                    self._train_epoch(
+                        histories, rng, flags, row_wise=row_wise, min_positions=config.update_batch_positions
+                    )
         finally:
             self.config = config
 
@@ -396,16 +398,18 @@ class SASRec(Recommender):
         shuffle: bool = False,
         row_wise: bool = False,
         average: WeightAverage | None = None,
+        min_positions: int | None = None,
     ) -> float:
         """One pass over every user's window (:func:`~liverec.models.sasrec.batching.plan_epoch`: ``learn``,
         ``shuffle``); each global batch is trained as the training strategy says (this process's share of
         it, on its device). ``row_wise`` (sampled softmax, one process): each step reads and steps only the
-        item rows it uses (:meth:`_row_wise_loss`); ``average``: updated after every step (``fit``'s). Returns
-        the epoch's mean loss per position."""
+        item rows it uses (:meth:`_row_wise_loss`); ``average``: updated after every step (``fit``'s);
+        ``min_positions``: see :func:`~liverec.models.sasrec.batching.plan_epoch`. Returns the epoch's mean loss
+        per position."""
         network, training = self._net(), self.training
         training.start_epoch(network)
         network.train()
-        plan = plan_epoch(histories, self.config, rng, learn, shuffle)
+        plan = plan_epoch(histories, self.config, rng, learn, shuffle, min_positions)
         self._epoch_steps = len(plan.batches)  # optimiser steps per epoch: what patience_steps counts in
         loss_rng = training.loss_rng(rng, self.config.loss)
         total, count = 0.0, 0
@@ -423,12 +427,14 @@ class SASRec(Recommender):
                 count += n_positions
                 continue
             inputs, targets = batch[:, :-1], batch[:, 1:]
-            hidden, table = training.forward(network, inputs)  # hidden at non-padding positions, the item table
+            tail = learned_tail(learned, inputs)  # an update: the final block computes its new events' columns
+            hidden, table = training.forward(network, inputs, tail)  # hidden at non-padding positions, the item table
             seen, future = self._loss_context(batch, tied)
             targets = targets[inputs > 0]
             if learned is not None:  # keep the positions whose next item is to be learned
                 keep = learned[inputs > 0]
-                hidden, targets = hidden[keep], targets[keep]
+                hidden = hidden[keep if tail is None else learned[:, -tail:][inputs[:, -tail:] > 0]]
+                targets = targets[keep]
                 future = None if future is None else future[keep]
                 seen = None if seen is None else SeenItems(seen.sequences, seen.row[keep], seen.column[keep])
             loss = self._loss(hidden, targets, loss_rng, table[1:], seen, future)
@@ -473,11 +479,10 @@ class SASRec(Recommender):
         if network.feature_embedding is not None:  # side features: the used rows' feature means, as item_table
             table = rows + network.feature_embedding(network.feature_slots.index_select(0, used))
         inputs, targets = local_batch[:, :-1], local_batch[:, 1:]
-        hidden = network(inputs, table)[inputs > 0]
-        targets = targets[inputs > 0]
-        if learned is not None:  # keep the positions whose next item is to be learned
-            keep = learned[inputs > 0]
-            hidden, targets = hidden[keep], targets[keep]
+        wanted = inputs > 0 if learned is None else (inputs > 0) & learned  # the positions whose next item is learned
+        tail = learned_tail(learned, inputs)  # an update: the final block computes its new events' columns alone
+        hidden = network(inputs, table, tail=tail)[wanted if tail is None else wanted[:, -tail:]]
+        targets = targets[wanted]
         log_q = sampling.log_q_tensor.index_select(0, used[1:] - 1)
         copies = torch.bincount(local_negatives, minlength=len(used) - 1)  # the used rows are distinct already
         distinct = copies.nonzero().squeeze(1)
@@ -629,7 +634,7 @@ class SASRec(Recommender):
             recent = known.items[-self.config.max_len :] + 1
             sequence = torch.from_numpy(recent if len(recent) else np.zeros(1, dtype=np.int64))[None]
             with torch.inference_mode():
-                return network(sequence, last_only=True)[:, -1, :].numpy().copy()
+                return network(sequence, tail=1)[:, -1, :].numpy().copy()
         # rows sorted by length and run in chunks padded to the chunk's longest row: little padding
         lengths = np.minimum(known.lengths(), self.config.max_len)
         order = np.argsort(lengths, kind="stable")
@@ -640,7 +645,7 @@ class SASRec(Recommender):
                 rows = order[start : start + 256]
                 width = int(max(1, lengths[rows].max()))
                 sequences = torch.from_numpy(padded_sequences(known.select(rows), width))
-                out[rows] = network(sequences, table, last_only=True)[:, -1, :].numpy()
+                out[rows] = network(sequences, table, tail=1)[:, -1, :].numpy()
         return out
 
     def item_vectors(self) -> np.ndarray:

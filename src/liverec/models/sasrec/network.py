@@ -37,29 +37,33 @@ class TransformerBlock(nn.Module):
         self.n_heads = n_heads
         self.attention_dropout = attention_dropout
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None, last_only: bool = False) -> torch.Tensor:
-        """``x``: ``[batch, seq_len, dim]`` -> ``[batch, seq_len, dim]`` (``[batch, 1, dim]`` if ``last_only``).
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None, tail: int | None = None) -> torch.Tensor:
+        """``x``: ``[batch, seq_len, dim]`` -> ``[batch, seq_len, dim]`` (``[batch, tail, dim]`` with ``tail``).
 
         ``attention_mask`` ``[batch, 1, seq_len, seq_len]`` (additive: 0 = may attend, -inf = may not):
         position t sees the non-padding positions <= t, so the result does not depend on how much
         padding a row has; ``None`` when no row has padding (plain causal attention).
-        ``last_only``: compute the output of the last position alone (its query against every key),
-        which is all the final block must produce for a user vector: the other positions' queries,
-        attention output and feed-forward are skipped.
+        ``tail``: compute the outputs of the last ``tail`` positions alone (their queries against every key),
+        which is all the final block must produce for a user vector (1) or for a loss whose positions all lie in
+        the last ``tail`` columns (an update's new events): the other positions' queries, attention output and
+        feed-forward are skipped. Each output is the one the full pass gives at its position.
         """
         batch, seq_len, dim = x.shape
         head_dim = dim // self.n_heads
         normed = self.attention_norm(x)
-        if last_only:
+        is_causal = attention_mask is None
+        if tail is not None and tail < seq_len:
             weight, bias = self.query_key_value.weight, self.query_key_value.bias
-            query = F.linear(normed[:, -1:], weight[:dim], bias[:dim])
+            query = F.linear(normed[:, -tail:], weight[:dim], bias[:dim])
             key_value = F.linear(normed, weight[dim:], bias[dim:])
-            query = query.view(batch, 1, self.n_heads, head_dim).transpose(1, 2)
+            query = query.view(batch, tail, self.n_heads, head_dim).transpose(1, 2)
             key_value = key_value.view(batch, seq_len, 2, self.n_heads, head_dim).permute(2, 0, 3, 1, 4)
             keys, values = key_value[0], key_value[1]
             if attention_mask is not None:
-                attention_mask = attention_mask[:, :, -1:]
-            x, seq_len = x[:, -1:], 1  # the last query sees every key: no causal mask needed
+                attention_mask = attention_mask[:, :, -tail:]
+            elif tail > 1:  # query i (column seq_len - tail + i) sees the keys up to its own column
+                attention_mask = torch.ones(tail, seq_len, dtype=torch.bool, device=x.device).tril(seq_len - tail)
+            x, seq_len, is_causal = x[:, -tail:], tail, False  # a lone last query sees every key: no mask
         else:
             qkv = self.query_key_value(normed)
             qkv = qkv.view(batch, seq_len, 3, self.n_heads, head_dim).permute(2, 0, 3, 1, 4)
@@ -70,7 +74,7 @@ class TransformerBlock(nn.Module):
             values,
             attn_mask=attention_mask,
             dropout_p=self.attention_dropout if self.training else 0.0,
-            is_causal=attention_mask is None and not last_only,
+            is_causal=is_causal,
         )  # [batch, heads, seq_len, head_dim]
         attended = attended.transpose(1, 2).reshape(batch, seq_len, dim)
         x = x + self.dropout(self.attention_out(attended))
@@ -135,15 +139,16 @@ class SASRecNetwork(nn.Module):
         return vectors + self.feature_embedding(slots).view(vectors.shape)
 
     def forward(
-        self, sequences: torch.Tensor, table: torch.Tensor | None = None, last_only: bool = False
+        self, sequences: torch.Tensor, table: torch.Tensor | None = None, tail: int | None = None
     ) -> torch.Tensor:
         """``sequences``: ``[batch, seq_len]`` item rows, left-padded with 0 -> hidden ``[batch, seq_len, dim]``.
 
         Positions are counted from the right edge (the newest item always has position ``max_len - 1``),
         so a batch padded to its own longest row gives the same result as one padded to ``max_len``.
-        ``table``: :meth:`item_table` if already computed (see :meth:`embed`). ``last_only``: return
-        only the last position, ``[batch, 1, dim]`` — the user vector — skipping the final block's
-        work for the other positions (a third less compute at 2 blocks).
+        ``table``: :meth:`item_table` if already computed (see :meth:`embed`). ``tail``: return only the
+        last ``tail`` positions, ``[batch, tail, dim]`` (1: the user vector; an update: the columns of its new
+        events), skipping the final block's work for the other positions (at 2 blocks, a third less compute for
+        a user vector).
         """
         seq_len = sequences.shape[1]
         if seq_len > self.max_len:
@@ -164,10 +169,10 @@ class SASRecNetwork(nn.Module):
         x = x * not_padding
         last = len(self.blocks) - 1
         for n, block in enumerate(self.blocks):
-            if last_only and n == last:
-                return self.final_norm(block(x, attention_mask, last_only=True) * not_padding[:, -1:])
+            if tail is not None and n == last:
+                return self.final_norm(block(x, attention_mask, tail=tail) * not_padding[:, -tail:])
             x = block(x, attention_mask) * not_padding
-        return self.final_norm(x[:, -1:] if last_only else x)
+        return self.final_norm(x if tail is None else x[:, -tail:])
 
     def item_vectors(self) -> torch.Tensor:
         """``[n_items, dim]``: the output item table (padding row dropped), side features included."""

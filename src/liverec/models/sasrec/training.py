@@ -55,8 +55,11 @@ class Training(Protocol):
         """A batch array as a tensor on the training device."""
         ...
 
-    def forward(self, network: SASRecNetwork, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hidden states at the non-padding positions of ``inputs`` ``[n, dim]`` and the item table
+    def forward(
+        self, network: SASRecNetwork, inputs: torch.Tensor, tail: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states at the non-padding positions of ``inputs`` ``[n, dim]`` (of its last ``tail`` columns
+        alone where given: :func:`~liverec.models.sasrec.batching.learned_tail`) and the item table
         ``[n_items + 1, dim]`` they are scored against (built once per step: it feeds both the inputs and
         the output scores)."""
         ...
@@ -95,9 +98,12 @@ class LocalTraining:
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array)
 
-    def forward(self, network: SASRecNetwork, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, network: SASRecNetwork, inputs: torch.Tensor, tail: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         table = network.item_table()
-        return network(inputs, table)[inputs > 0], table
+        columns = inputs if tail is None else inputs[:, -tail:]
+        return network(inputs, table, tail=tail)[columns > 0], table
 
     def loss_rng(self, rng: np.random.Generator, loss: str) -> np.random.Generator:
         return rng
