@@ -353,3 +353,22 @@ def test_an_update_computes_the_final_block_at_its_learned_columns_alone_with_th
     for name in weights:
         np.testing.assert_allclose(state[name], other[name], rtol=1e-4, atol=2e-5, err_msg=name)
     assert not np.array_equal(with_tail.item_vectors(), model.item_vectors())  # the update did learn
+
+
+def test_update_batch_positions_packs_an_updates_short_windows_into_fewer_steps() -> None:
+    """Windows of three items hold two positions each: batches of 16 hold 32; with ``update_batch_positions`` 64 an
+    update takes 32 windows a step, half the steps. A fit ignores the setting (the same weights, bit for bit)."""
+    with pytest.raises(ValueError, match="update_batch_positions: expected a positive integer or None, got 0"):
+        SASRecConfig(update_batch_positions=0)
+    data = cycle_data(n_users=64, length=3)
+    model = SASRec(**SMALL).fit(data)
+    steps = {}
+    for positions in (None, 64):
+        updated = copy.deepcopy(model)
+        updated.config = dataclasses.replace(updated.config, update_batch_positions=positions)
+        before = updated._steps
+        updated.partial_fit(data)
+        steps[positions] = updated._steps - before
+    assert steps == {None: 4, 64: 2}
+    packed_fit = SASRec(**SMALL, update_batch_positions=64).fit(data)
+    assert np.array_equal(packed_fit.item_vectors(), model.item_vectors())
