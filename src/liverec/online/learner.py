@@ -44,7 +44,8 @@ DEFAULT_MAX_SEQUENCE = 201
 #: Online-update settings per model that :class:`LearnerConfig` leaves to the model, chosen on the first half of
 #: the ml-100k replay as the most accurate of the settings fast enough to follow a busy stream on one core:
 #: training steps of 16 sequences (several steps per update instead of one) on each user's last 101 items.
-#: The measurements are in docs/results.md, "Streaming replay". Used by the replay and by the updater.
+#: The measurements are in docs/results.md, "Streaming replay". Used by the replay and by the updater. (SASRec's
+#: own ``update_batch_positions`` then lets a batch of short windows take more than 16 of them.)
 TUNED_LEARNER: dict[str, dict[str, int]] = {"sasrec": {"batch_size": 16, "max_sequence": 101}}
 
 
