@@ -62,7 +62,7 @@ from liverec.data.splits import RankingSplit
 from liverec.models.sasrec.config import SASRecConfig
 from liverec.models.sasrec.model import SASRec
 from liverec.models.sasrec.network import SASRecNetwork
-from liverec.models.sasrec.training import LocalTraining
+from liverec.models.sasrec.training import LocalTraining, hidden_and_table
 
 __all__ = [
     "DIST_BACKENDS",
@@ -181,9 +181,7 @@ class _TrainingForward(nn.Module):
     def forward(self, inputs: torch.Tensor, tail: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``inputs``: ``[batch, seq_len]`` item rows, left-padded -> hidden ``[n_positions, dim]`` (of the last
         ``tail`` columns' positions where given), table ``[n_items + 1, dim]``."""
-        table = self.network.item_table()
-        columns = inputs if tail is None else inputs[:, -tail:]
-        return self.network(inputs, table, tail=tail)[columns > 0], table
+        return hidden_and_table(self.network, inputs, tail)
 
 
 class DistributedTraining(LocalTraining):

@@ -101,9 +101,7 @@ class LocalTraining:
     def forward(
         self, network: SASRecNetwork, inputs: torch.Tensor, tail: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        table = network.item_table()
-        columns = inputs if tail is None else inputs[:, -tail:]
-        return network(inputs, table, tail=tail)[columns > 0], table
+        return hidden_and_table(network, inputs, tail)
 
     def loss_rng(self, rng: np.random.Generator, loss: str) -> np.random.Generator:
         return rng
@@ -118,3 +116,13 @@ class LocalTraining:
 
     def validation_ndcg(self, model: SASRec, history: Histories, targets: Histories) -> float:
         return model.validation_ndcg(history, targets)
+
+
+def hidden_and_table(
+    network: SASRecNetwork, inputs: torch.Tensor, tail: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hidden states at the non-padding positions of ``inputs`` (of its last ``tail`` columns where given) and
+    the item table they are scored against: :meth:`Training.forward` in one process, and what DDP wraps."""
+    table = network.item_table()
+    columns = inputs if tail is None else inputs[:, -tail:]
+    return network(inputs, table, tail=tail)[columns > 0], table
