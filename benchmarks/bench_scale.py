@@ -520,10 +520,16 @@ def step_http(size: Size, options: argparse.Namespace) -> dict[str, Any]:
     import httpx
 
     from bench_serving import http_load, start_server, wrk_load
+    from liverec.backends import STATE_FILE
     from liverec.models.base import Recommender
     from liverec.registry import ModelRegistry
     from liverec.settings import Settings
 
+    # without the rebuild's snapshot the server replays the whole log as it starts (minutes at 20M events), past
+    # the ready wait: say which step is missing instead of "did not become ready"
+    for needed, step in ((STATE_FILE, "rebuild"), ("model", "train"), ("interactions.npz", "read-log")):
+        if not (size.folder / needed).exists():
+            raise RuntimeError(f"{size.folder / needed}: missing; run the {step} step first")
     with np.load(size.folder / "interactions.npz", allow_pickle=False) as saved:
         if "user_names" not in saved:
             raise RuntimeError("interactions.npz has no user_names: rerun the read-log step")
