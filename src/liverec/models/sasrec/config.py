@@ -100,7 +100,8 @@ class SASRecConfig(ModelConfig):
     items. 128 (the default) made updates at a million items 1.2-1.5x faster (three paired runs); in the streaming
     replay it was level or ahead on a 60k-item synthetic stream (three seeds: HR@10 +0.0014 on average) and changed
     nothing on ml-100k, whose update batches all hold more (three seeds, the same figures to the last digit;
-    docs/results.md, "Session 29").
+    docs/results.md, "Session 29"). 256 and 512 were faster still (about 1.13x and 1.33x), but fewer steps per update
+    put the synthetic stream's online arm behind on three seeds (HR@10 -0.0014 and -0.0022; "Session 30").
     ``row_wise_from``: ``fit`` with the sampled softmax (in one process) steps the same way — only the item rows
     each batch uses, row-wise AdamW — once the catalogue has at least this many items (100,000 by default; None:
     never). A dense AdamW step reads and writes the whole ``[n_items, dim]`` table and its moments, which made a
