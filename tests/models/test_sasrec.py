@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -184,18 +185,20 @@ def test_fit_without_validation_holds_out_last_events() -> None:
     assert len(model.history) == 5 and all(0 <= e["val_ndcg@10"] <= 1 for e in model.history)
 
 
-def test_refit_trains_afresh_on_the_validation_events_for_the_chosen_epoch_count() -> None:
+@pytest.mark.parametrize("refit_scale", [1.0, 1.5])
+def test_refit_trains_afresh_on_the_validation_events_for_the_chosen_epoch_count(refit_scale: float) -> None:
     data = cycle_data(n_users=60)
     validation, test = leave_one_out(data)
-    config = {**SMALL, "max_epochs": 12, "patience": 4, "dropout": 0.2}
+    config = {**SMALL, "max_epochs": 12, "patience": 4, "dropout": 0.2, "refit_scale": refit_scale}
     refit = SASRec(**config).fit(test.train, validation=validation)
     selected = SASRec(**config, refit=False).fit(test.train, validation=validation)
-    assert refit.best_epoch == selected.best_epoch == refit.refit_epochs > 0
+    assert refit.best_epoch == selected.best_epoch > 0
+    epochs = math.ceil(selected.best_epoch * refit_scale)
+    assert refit.refit_epochs == epochs
     # the selection's record, not the refit's
     assert [e["val_ndcg@10"] for e in refit.history] == [e["val_ndcg@10"] for e in selected.history]
     # the same as training from scratch on training + validation events for that many epochs
     everything = Interactions.concat([test.train, validation.test_events])
-    epochs = selected.best_epoch
     fresh = SASRec(**{**config, "max_epochs": epochs, "eval_every": epochs}, refit=False)
     fresh.fit(everything, validation=validation)
     for name, value in fresh._net().state_dict().items():
@@ -429,6 +432,12 @@ def test_masked_losses_learn_a_planted_successor() -> None:
     ids, _ = model.recommend(test.history, k=1)
     expected = (test.history.items[test.history.indptr[1:] - 1] + 1) % N_ITEMS
     assert (ids[:, 0] == expected).mean() > 0.9
+
+
+def test_bad_refit_scale_is_rejected() -> None:
+    with pytest.raises(ValueError, match=r"refit_scale: expected a number >= 1, got 0\.5"):
+        SASRec(refit_scale=0.5)
+    assert SASRecConfig(refit_scale=1.25).refit_epochs(8) == 10 and SASRecConfig(refit_scale=1.0).refit_epochs(8) == 8
 
 
 def test_bad_loss_options_are_rejected() -> None:

@@ -238,9 +238,10 @@ class SASRec(Recommender):
             n_users, n_items = max(self.n_users, interactions.n_users), max(self.n_items, interactions.n_items)
             interactions = interactions.with_sizes(n_users, n_items)
         selected = (self.best_epoch, self.best_validation_ndcg, self.history)
-        self._train(interactions, None, self.best_epoch)
+        epochs = self.config.refit_epochs(self.best_epoch)
+        self._train(interactions, None, epochs)
         self.best_epoch, self.best_validation_ndcg, self.history = selected
-        self.refit_epochs = self.best_epoch
+        self.refit_epochs = epochs
         self.n_users, self.n_items = interactions.n_users, interactions.n_items
         return self
 
