@@ -73,25 +73,26 @@ def import_dataset(
         order = order[:limit]
     type_names = np.asarray(inter.event_type_names, dtype=object)
     stored = duplicates = 0
-    for start in range(0, len(order), IMPORT_SLICE):  # the ids of one slice at a time: no string per event held
-        rows = order[start : start + IMPORT_SLICE]
-        result = event_log.import_columns(
-            event_ids=[f"{source}:{row}" for row in range(start, start + len(rows))],
-            user_ids=dataset.user_map.to_external(inter.user_ids[rows]),
-            item_ids=dataset.item_map.to_external(inter.item_ids[rows]),
-            types=type_names[inter.event_types[rows]],
-            timestamps=inter.timestamps[rows],
-            values=inter.values[rows],
-        )
-        stored, duplicates = stored + result.stored, duplicates + result.duplicates
-    described = 0
-    if dataset.items is not None:
-        described = event_log.put_items(
-            {"item_id": str(item_id), "title": None if title is None else str(title), "categories": list(genres)}
-            for item_id, title, genres in zip(
-                dataset.item_map.external_ids, dataset.items.titles, dataset.items.genres, strict=True
+    with event_log.bulk_import():
+        for start in range(0, len(order), IMPORT_SLICE):  # the ids of one slice at a time: no string per event held
+            rows = order[start : start + IMPORT_SLICE]
+            result = event_log.import_columns(
+                event_ids=[f"{source}:{row}" for row in range(start, start + len(rows))],
+                user_ids=dataset.user_map.to_external(inter.user_ids[rows]),
+                item_ids=dataset.item_map.to_external(inter.item_ids[rows]),
+                types=type_names[inter.event_types[rows]],
+                timestamps=inter.timestamps[rows],
+                values=inter.values[rows],
             )
-        )
+            stored, duplicates = stored + result.stored, duplicates + result.duplicates
+        described = 0
+        if dataset.items is not None:
+            described = event_log.put_items(
+                {"item_id": str(item_id), "title": None if title is None else str(title), "categories": list(genres)}
+                for item_id, title, genres in zip(
+                    dataset.item_map.external_ids, dataset.items.titles, dataset.items.genres, strict=True
+                )
+            )
     seconds = time.perf_counter() - started
     return ImportSummary(len(order), stored, duplicates, described, seconds, inter.timed)
 

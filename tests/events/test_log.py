@@ -283,7 +283,8 @@ def test_import_columns_is_idempotent(open_log: LogFactory) -> None:
         "values": np.where(np.arange(n) % 5 == 0, np.nan, 4.0),
     }
     log = open_log(on_commit=seen.extend)
-    first = log.import_columns(**columns, batch_size=1_000)
+    with log.bulk_import():  # what import_dataset wraps its slices in
+        first = log.import_columns(**columns, batch_size=1_000)
     assert (first.stored, first.duplicates, first.last_offset) == (n, 0, n)
     assert log.commits <= 3  # chunks waiting together may share a commit
     again = log.import_columns(**columns, batch_size=1_000)
@@ -293,6 +294,24 @@ def test_import_columns_is_idempotent(open_log: LogFactory) -> None:
     assert len(events) == n
     assert events[5] == StoredEvent("ml:5", "5", "i5", "rating", 1_000_000_005.0, None, None, None, offset=6)
     assert events[6].value == 4.0
+
+
+def test_a_bulk_import_raises_the_page_cache_and_gives_it_back(db: Path) -> None:
+    from liverec.events.log import CACHE_MIB, IMPORT_CACHE_MIB
+
+    def cache_kib(log: SQLiteEventLog) -> int:
+        return -int(log._call(lambda conn: conn.execute("PRAGMA cache_size").fetchone()[0], False))
+
+    with SQLiteEventLog(db) as log:
+        assert cache_kib(log) == CACHE_MIB * 1024
+        with log.bulk_import():
+            assert cache_kib(log) == IMPORT_CACHE_MIB * 1024 > CACHE_MIB * 1024
+            log.import_columns(["a:1"], ["u"], ["i"], "view", [1e9])
+        assert cache_kib(log) == CACHE_MIB * 1024
+        with pytest.raises(RuntimeError, match="stopped"), log.bulk_import():
+            raise RuntimeError("stopped")
+        assert cache_kib(log) == CACHE_MIB * 1024  # given back when the block fails too
+        assert log.count() == 1
 
 
 def test_import_columns_store_what_append_stores(open_log: LogFactory) -> None:

@@ -53,6 +53,12 @@ logger = logging.getLogger(__name__)
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Most events the writer puts in one transaction (a bigger single batch still goes alone).
 MAX_GROUP_EVENTS = 50_000
+#: The writer connection's page cache (MiB): the event_id index of a big log stays in memory.
+CACHE_MIB = 64
+#: ... and during a bulk import (:meth:`SQLiteEventLog.bulk_import`): once the ``event_id`` index outgrows the cache,
+#: inserts read and write its pages through the OS. At 20M events (a 1.8 GB log) 256 MiB made the import 11-12 %
+#: faster than 64 MiB in three pairs of runs, for 213 MiB more peak memory (docs/results.md, "Session 31").
+IMPORT_CACHE_MIB = 256
 #: How long the writer lets impressions gather when nothing else waits (nobody waits on them: one commit, and one
 #: sync, per this many seconds of served lists instead of one per list).
 IMPRESSION_DELAY_S = 0.01
@@ -258,6 +264,10 @@ class EventLog(ImpressionLog, Protocol):
         values: Sequence[float | None] | np.ndarray | None = None,
         batch_size: int = ...,
     ) -> ImportResult: ...
+    def bulk_import(self) -> contextlib.AbstractContextManager[None]:
+        """A block of bulk imports (:meth:`import_columns` calls): the store may trade memory for speed inside it."""
+        ...
+
     def read(self, after_offset: int = 0, limit: int = 10_000) -> list[StoredEvent]: ...
     def iter_all(self, batch: int = 50_000) -> Iterator[list[StoredEvent]]: ...
     def iter_columns(self, up_to: int | None = None, batch: int = 50_000) -> Iterator[EventColumns]:
@@ -411,7 +421,7 @@ class SQLiteEventLog:
         if self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
             raise RuntimeError(f"{self.path}: SQLite could not switch the file to WAL mode")
         self._conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        self._conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: the event_id index of a big log stays in memory
+        self._conn.execute(f"PRAGMA cache_size = -{CACHE_MIB * 1024}")
         # deleted content is overwritten with zeros (erasure; also whatever else a write frees)
         self._conn.execute("PRAGMA secure_delete = ON")
         self._conn.executescript(_SCHEMA)
@@ -488,6 +498,20 @@ class SQLiteEventLog:
                 yield rows
 
         return self._import(chunks())
+
+    @contextlib.contextmanager
+    def bulk_import(self) -> Iterator[None]:
+        """A block of bulk imports: the writer's page cache holds up to ``IMPORT_CACHE_MIB`` inside it, and is cut
+        back to ``CACHE_MIB`` after it (SQLite frees the pages over the limit), so a long-running server that
+        imported once does not keep the import's cache."""
+        self._set_cache(IMPORT_CACHE_MIB)
+        try:
+            yield
+        finally:
+            self._set_cache(CACHE_MIB)
+
+    def _set_cache(self, mib: int) -> None:
+        self._call(lambda conn: conn.execute(f"PRAGMA cache_size = -{mib * 1024}"), False)
 
     def _import(self, chunks: Iterable[list[Row]]) -> ImportResult:
         """Write ``chunks`` one transaction each, building the next chunk while the writer writes this one."""

@@ -46,6 +46,7 @@ erasure epoch); one erasure at a time (``P:erasure-lock``).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -342,6 +343,11 @@ class RedisEventLog:
             result = self._append_events(chunk, keep=False)
             stored, duplicates, last = stored + result.stored, duplicates + result.duplicates, result.last_offset
         return ImportResult(stored, duplicates, last)
+
+    @contextlib.contextmanager
+    def bulk_import(self) -> Iterator[None]:
+        """A block of bulk imports: nothing to change here (each script call is its own unit)."""
+        yield
 
     def import_columns(
         self,
