@@ -6,7 +6,18 @@ Score-vector models (popularity, ItemKNN) go through :func:`top_k_allowed`; vect
 item, return exactly ``k`` items whenever ``k`` are allowed, and break ties towards the lower item id.
 """
 
+from liverec.retrieval.allowed import AllowedBase, AllowedItems
 from liverec.retrieval.index import ANN_KINDS, AnnKind, Metric, VectorIndex, exact_recall, limit_threads
 from liverec.retrieval.topk import top_k_allowed
 
-__all__ = ["ANN_KINDS", "AnnKind", "Metric", "VectorIndex", "exact_recall", "limit_threads", "top_k_allowed"]
+__all__ = [
+    "ANN_KINDS",
+    "AllowedBase",
+    "AllowedItems",
+    "AnnKind",
+    "Metric",
+    "VectorIndex",
+    "exact_recall",
+    "limit_threads",
+    "top_k_allowed",
+]

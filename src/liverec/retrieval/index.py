@@ -97,6 +97,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from liverec.retrieval.allowed import AllowedItems
 from liverec.retrieval.topk import top_k, top_k_allowed, top_k_candidates
 
 __all__ = ["ANN_KINDS", "AnnKind", "Metric", "VectorIndex", "exact_recall", "limit_threads"]
@@ -424,23 +425,37 @@ class VectorIndex:
         self._removed[ids] = True
 
     # ----------------------------------------------------------------- search
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | AllowedItems | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` item ids (int64) and scores (float32) per query, best first.
 
         ``queries`` is ``[b, d]`` (results ``[b, k]``) or ``[d]`` (results ``[k]``). ``allowed`` is a
-        boolean ``[n_items]`` mask shared by all queries, a ``[b, n_items]`` mask, or None.
+        boolean ``[n_items]`` mask shared by all queries, a ``[b, n_items]`` mask, an :class:`AllowedItems`
+        shared by all queries (the graph search reads its count and bitmap without a pass over the catalogue;
+        the other paths read its dense mask), or None.
         """
         if k < 1:
             raise ValueError(f"k: expected a positive integer, got {k}")
         raw = np.asarray(queries)
         single = raw.ndim == 1
         batch = self._prepare(raw[None, :] if single else raw, "queries")
-        mask = _check_mask(allowed, len(batch), self._n, single)
+        mask: np.ndarray | AllowedItems | None
+        if isinstance(allowed, AllowedItems):
+            if len(allowed) != self._n:
+                raise ValueError(f"allowed: expected {self._n} items, got {len(allowed)}")
+            graph = isinstance(self._ann, _HnswGraph) and self._removed is None
+            mask = allowed if graph else allowed.mask
+        else:
+            mask = _check_mask(allowed, len(batch), self._n, single)
         if self._removed is not None:
+            assert not isinstance(mask, AllowedItems)  # made dense above
             present = ~self._removed[: self._n]
             mask = present if mask is None else mask & present
         if isinstance(self._ann, _HnswGraph):
             ids, scores = self._search_hnsw(batch, k, mask)
+        elif isinstance(mask, AllowedItems):
+            raise AssertionError("an AllowedItems filter reaches the graph search alone")
         elif self._ann is None and self._compact is not None and (mask is None or mask.ndim == 1):
             ids, scores = self._search_compact(batch, k, mask)
         elif self._ann is None:
@@ -540,7 +555,9 @@ class VectorIndex:
         self._score_exact_rows(queries, k, allowed, np.concatenate(exact_rows), ids, scores)
         return ids, scores
 
-    def _search_hnsw(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_hnsw(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | AllowedItems | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Graph search with the filter inside it (a bitmap selector), exact scoring where it cannot give k.
 
         Rows whose allowed set is small are scored exactly over it, as on the IVF path (a graph search
@@ -556,7 +573,7 @@ class VectorIndex:
         found = np.full((len(graph_rows), k), -1, dtype=np.int64)
         ef_search = max(self.ef_search, k)
         # the graph holds the items outside the norm head (scored exactly below); its selector reads item ids
-        if allowed is None or allowed.ndim == 1:
+        if allowed is None or isinstance(allowed, AllowedItems) or allowed.ndim == 1:
             if len(graph_rows):
                 found[:] = self._ann.search(queries[graph_rows], k, allowed, ef_search)
         else:
@@ -573,7 +590,12 @@ class VectorIndex:
         return ids, scores
 
     def _with_head(
-        self, queries: np.ndarray, allowed: np.ndarray | None, rows: np.ndarray, found: np.ndarray, scores: np.ndarray
+        self,
+        queries: np.ndarray,
+        allowed: np.ndarray | AllowedItems | None,
+        rows: np.ndarray,
+        found: np.ndarray,
+        scores: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The graph's candidates ``found`` ``[r, k]`` (ascending ids, exact ``scores``; the graph searched the items
         outside the head) of query ``rows``, joined by the head's own top ``k`` (scored exactly over its allowed
@@ -589,7 +611,7 @@ class VectorIndex:
         return np.take_along_axis(ids, order, axis=1), np.take_along_axis(joined, order, axis=1)
 
     def _head_top_k(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, rows: np.ndarray
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | AllowedItems | None, rows: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` head columns (``_norm_head`` positions) and exact scores of ``queries`` ``[r, d]`` (query
         ``rows``) over the allowed head items, as :func:`top_k` of the masked ``[r, h]`` scores gives them.
@@ -618,8 +640,7 @@ class VectorIndex:
         if allowed is None:
             permitted = valid
         else:
-            items = head[safe]
-            permitted = (allowed[items] if allowed.ndim == 1 else allowed[rows[:, None], items]) & valid
+            permitted = _flags(allowed, rows, head[safe]) & valid
         masked = np.where(permitted, exact, -np.inf).astype(np.float32)
         picked, best = top_k(masked, k)
         columns = np.where(picked >= 0, np.take_along_axis(columns, np.maximum(picked, 0), axis=1), -1)
@@ -631,7 +652,7 @@ class VectorIndex:
             short = np.flatnonzero(~enough)
             head_scores = (queries[short] @ vectors.T).astype(np.float32)  # [s, h]
             if allowed is not None:
-                flags = allowed[head][None, :] if allowed.ndim == 1 else allowed[np.ix_(rows[short], head)]
+                flags = _flags(allowed, rows[short, None], head[None, :])
                 head_scores[~np.broadcast_to(flags, head_scores.shape)] = -np.inf
             columns[short], best[short] = top_k(head_scores, k)
         return columns, best
@@ -664,7 +685,7 @@ class VectorIndex:
         self,
         queries: np.ndarray,
         k: int,
-        allowed: np.ndarray | None,
+        allowed: np.ndarray | AllowedItems | None,
         rows: np.ndarray,
         ids: np.ndarray,
         scores: np.ndarray,
@@ -672,6 +693,8 @@ class VectorIndex:
         """Write the exact top-``k`` of ``rows`` (restricted to their allowed items) into ``ids`` / ``scores``."""
         if len(rows):
             self.ann_fallbacks += len(rows)
+            if isinstance(allowed, AllowedItems):
+                allowed = allowed.mask
             mask = allowed[rows] if allowed is not None and allowed.ndim == 2 else allowed
             ids[rows], scores[rows] = self._search_exact(queries[rows], k, mask)
 
@@ -859,15 +882,21 @@ class _HnswGraph:
         self.n_stale += len(old)
         self.add(vectors, items)  # syncs the labels
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int) -> np.ndarray:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | AllowedItems | None, ef_search: int
+    ) -> np.ndarray:
         """``[b, k]`` item ids of the nearest live, allowed nodes (``allowed``: ``[n_items]`` or None); -1 pads."""
         faiss = _load_faiss()
         if self.n_nodes == 0:
             return np.full((len(queries), k), -1, dtype=np.int64)
         n_items = self.n_items
-        if allowed is None:
-            allowed = np.ones(n_items, dtype=bool)
-        bits = np.packbits(allowed[:n_items], bitorder="little")  # must outlive the search: the selector points at it
+        # the bitmap must outlive the search: the selector points at it. An id past the graph's items is never a
+        # node's label, so a longer bitmap (an AllowedItems over more items) reads the same
+        if isinstance(allowed, AllowedItems):
+            bits = allowed.bits()
+        else:
+            mask = np.ones(n_items, dtype=bool) if allowed is None else allowed[:n_items]
+            bits = np.packbits(mask, bitorder="little")
         # passed to the constructors, which keep what they are given alive (an assigned attribute would not); the
         # bitmap's size is in bytes: a stale node's label, -1, reads as an id far past it, so never allowed
         bitmap = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))
@@ -888,13 +917,26 @@ def _grown(array: np.ndarray, size: int, fill: Any) -> np.ndarray:
     return grown
 
 
-def _allowed_counts(allowed: np.ndarray | None, n_rows: int, n_items: int) -> np.ndarray:
+def _allowed_counts(allowed: np.ndarray | AllowedItems | None, n_rows: int, n_items: int) -> np.ndarray:
     """``[n_rows]`` allowed items per query row."""
     if allowed is None:
         return np.full(n_rows, n_items)
+    if isinstance(allowed, AllowedItems):
+        return np.full(n_rows, allowed.count)
     if allowed.ndim == 1:
         return np.full(n_rows, np.count_nonzero(allowed))
     return np.count_nonzero(allowed, axis=1)
+
+
+def _flags(allowed: np.ndarray | AllowedItems, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Whether each of ``items`` is allowed for its query: ``items`` ``[r, c]`` ids of query ``rows`` ``[r]``
+    (``[r, 1]`` with ``items`` ``[1, c]`` for the same columns in every row), under a shared filter or a
+    ``[b, n_items]`` mask."""
+    if isinstance(allowed, AllowedItems):
+        return allowed.contains(items)
+    if allowed.ndim == 1:
+        return allowed[items]
+    return allowed[rows[:, None] if rows.ndim == 1 else rows, items]
 
 
 def _check_ids(ids: np.ndarray, n_items: int) -> np.ndarray:

@@ -43,7 +43,7 @@ from liverec.explain import attribute, describe
 from liverec.policies import Candidates, ExploreConfig, Policy, Slate, create_policy
 from liverec.registry import LoadedModel
 from liverec.rerank import MMR, RERANKERS, RerankCatalogue, create_reranker
-from liverec.retrieval import AnnKind, VectorIndex, exact_recall, limit_threads, top_k_allowed
+from liverec.retrieval import AllowedItems, AnnKind, VectorIndex, exact_recall, limit_threads, top_k_allowed
 from liverec.settings import RERANK_DEFAULT_LAMBDA, Settings
 from liverec.state.base import StateStore
 
@@ -150,7 +150,7 @@ class _Draft:
 
     request: RecommendRequest
     history: np.ndarray  # state item indices, oldest first
-    allowed: np.ndarray  # [n_items] bool over state items
+    allowed: AllowedItems  # over state items
     fallback: str | None = None
     reason: str | None = None
     model_history: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -293,13 +293,14 @@ class ServingModel:
         mapped = self._state_to_model[inside]
         return mapped[mapped >= 0]
 
-    def allowed(self, allowed_state: np.ndarray) -> np.ndarray:
+    def allowed(self, allowed_state: AllowedItems) -> AllowedItems:
+        """The state's allowed items in this model's item ids."""
         if self._identity:
-            return allowed_state[: len(self.model_to_state)]
-        return allowed_state[self.model_to_state]
+            return allowed_state.prefix(len(self.model_to_state))
+        return AllowedItems.from_mask(allowed_state.mask[self.model_to_state])
 
     def recommend(
-        self, histories: Sequence[np.ndarray], ks: Sequence[int], allowed_states: Sequence[np.ndarray]
+        self, histories: Sequence[np.ndarray], ks: Sequence[int], allowed_states: Sequence[AllowedItems]
     ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray | None]:
         """Top-``ks[r]`` state item indices for each model-id history, within ``allowed_states[r]``, and the
         histories' query vectors (``[rows, dim]``; None for a model that scores without vectors).
@@ -318,16 +319,16 @@ class ServingModel:
             found = [self.index.search(users[r : r + 1], k, self.allowed(allowed)) for r, (k, allowed) in rows]
         else:
             scores = self.model.score(batch)
-            found = [top_k_allowed(scores[r : r + 1], k, self.allowed(allowed)) for r, (k, allowed) in rows]
+            found = [top_k_allowed(scores[r : r + 1], k, self.allowed(allowed).mask) for r, (k, allowed) in rows]
         answers = []
         for ids, top in found:
             valid = ids[0] >= 0
             answers.append((self.model_to_state[ids[0][valid]], top[0][valid]))
         return answers, users
 
-    def similar(self, item: int, k: int, allowed_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def similar(self, item: int, k: int, allowed_state: AllowedItems) -> tuple[np.ndarray, np.ndarray]:
         """Items close to model item ``item``: cosine of item vectors, or the model's next-item scores."""
-        allowed = self.allowed(allowed_state).copy()
+        allowed = self.allowed(allowed_state).mask.copy()
         allowed[item] = False
         if self.index is not None:
             vectors = self.model.item_vectors()
@@ -606,7 +607,7 @@ class Engine:
         *,
         k: int,
         wanted: int,
-        allowed: np.ndarray,
+        allowed: AllowedItems,
         history: np.ndarray,
         serving: ServingModel | None,
         fallback: bool,
@@ -633,7 +634,7 @@ class Engine:
         ids: np.ndarray,
         scores: np.ndarray,
         k: int,
-        allowed: np.ndarray,
+        allowed: AllowedItems,
         serving: ServingModel | None,
         shadow: bool = False,
         user_vector: np.ndarray | None = None,
@@ -645,11 +646,11 @@ class Engine:
         cold = self._cold_items(serving) if policy.needs_cold else None
         cold_scores = None
         if cold is not None and serving is not None and user_vector is not None:
-            cold_scores = self._cold_scores(serving, user_vector, cold & allowed[: len(cold)])
+            cold_scores = self._cold_scores(serving, user_vector, cold & allowed.mask[: len(cold)])
         candidates = Candidates(
             ids,
             scores,
-            eligible=allowed if policy.needs_eligible or policy.needs_cold else None,
+            eligible=allowed.mask if policy.needs_eligible or policy.needs_cold else None,
             cold=cold,
             cold_scores=cold_scores,
         )
@@ -867,18 +868,13 @@ class Engine:
             logger.exception("reloading the serving model after an erasure failed")
 
     # -- recommendations -------------------------------------------------------------------------
-    def _allowed(self, include: Sequence[str], exclude: Sequence[str]) -> np.ndarray:
+    def _allowed(
+        self, include: Sequence[str], exclude: Sequence[str], removed: np.ndarray | Sequence[int] = ()
+    ) -> AllowedItems:
+        """The available items within the categories, less ``removed`` (state item indices): the catalogue's
+        shared base for those categories (:meth:`Catalogue.allowed_base`) and this request's own ids."""
         state = self.state
-        n = state.n_items
-        allowed = state.catalogue.available(n).copy()
-        if include:
-            wanted = np.zeros(n, dtype=bool)
-            for category in include:
-                wanted |= state.catalogue.category_mask(category, n)
-            allowed &= wanted
-        for category in exclude:
-            allowed &= ~state.catalogue.category_mask(category, n)
-        return allowed
+        return AllowedItems(state.catalogue.allowed_base(state.n_items, include, exclude), removed)
 
     def recommend(
         self,
@@ -1108,9 +1104,8 @@ class Engine:
         else:
             history = state.item_indices(list(request.items or []))
             seen = history
-        allowed = self._allowed(request.include_categories, request.exclude_categories)
-        if request.exclude_seen and len(seen):
-            allowed[seen] = False
+        removed = seen if request.exclude_seen else ()
+        allowed = self._allowed(request.include_categories, request.exclude_categories, removed)
         return self._bind(_Draft(request, history, allowed), serving)
 
     def _bind(self, draft: _Draft, serving: ServingModel | None) -> _Draft:
@@ -1128,12 +1123,12 @@ class Engine:
         return draft
 
     def _fill_with_popularity(
-        self, ids: np.ndarray, scores: np.ndarray, k: int, allowed: np.ndarray
+        self, ids: np.ndarray, scores: np.ndarray, k: int, allowed: AllowedItems
     ) -> tuple[np.ndarray, np.ndarray]:
         """Append the most popular allowed items not already chosen until there are k (or none is left)."""
         if len(ids) >= k:
             return ids, scores
-        remaining = allowed.copy()
+        remaining = allowed.mask.copy()
         remaining[ids] = False
         extra_ids, extra_scores = top_k_allowed(self.state.popularity(), k - len(ids), remaining)
         keep = extra_ids >= 0
@@ -1162,8 +1157,7 @@ class Engine:
             return None
         self._follow_serving_policy()
         serving = self._serving
-        allowed = self._allowed((), ())
-        allowed[index] = False
+        allowed = self._allowed((), (), [index])
         ids = np.zeros(0, dtype=np.int64)
         scores = np.zeros(0, dtype=np.float32)
         fallback = reason = None

@@ -27,9 +27,12 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from liverec.retrieval.allowed import AllowedBase
 
 #: Event types and their weights when nothing is configured (kept in step with the events schema).
 DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {
@@ -80,22 +83,33 @@ class StateConfig:
 class Catalogue:
     """Item metadata and availability, aligned with the state's item indices.
 
-    Items seen only in events are available and have no metadata. ``allowed`` builds the boolean
-    mask every recommendation is filtered with; per-category masks are cached and rebuilt lazily
-    after a change.
+    Items seen only in events are available and have no metadata. :meth:`allowed_base` gives the
+    shared part of the filter every recommendation uses (available, within the request's categories);
+    it and the per-category masks are cached and rebuilt lazily after a change.
     """
+
+    ALLOWED_BASES = 16  # allowed_base keeps this many (size, categories) bases, the oldest dropped first
 
     def __init__(self) -> None:
         self._available = np.ones(0, dtype=bool)
         self.metadata: dict[int, dict[str, Any]] = {}
         self._category_masks: dict[str, np.ndarray] = {}
+        # a base is used while the version it was built at is current: a change bumps the version first, so a
+        # base built from a half-changed catalogue, or stored after the change, is never used
+        self._version = 0
+        self._bases: dict[tuple[int, tuple[str, ...], tuple[str, ...]], tuple[int, AllowedBase]] = {}
+        self._bases_lock = threading.Lock()
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._category_masks.clear()
 
     def _ensure(self, n_items: int) -> None:
         if len(self._available) < n_items:
             grown = np.ones(max(n_items, 2 * len(self._available), 1024), dtype=bool)
             grown[: len(self._available)] = self._available
             self._available = grown
-            self._category_masks.clear()
+            self._changed()
 
     def set(self, index: int, record: Mapping[str, Any]) -> None:
         """Keep what serving reads of a catalogue record — title, categories (a tuple of interned strings),
@@ -110,14 +124,14 @@ class Catalogue:
         else:
             self.metadata.pop(index, None)
         self._available[index] = bool(record.get("available", True))
-        self._category_masks.clear()
+        self._changed()
 
     def remove(self, index: int) -> None:
         """Forget an item's metadata and never recommend it again (until it is put back)."""
         self._ensure(index + 1)
         self.metadata.pop(index, None)
         self._available[index] = False
-        self._category_masks.clear()
+        self._changed()
 
     def available(self, n_items: int) -> np.ndarray:
         self._ensure(n_items)
@@ -136,6 +150,34 @@ class Catalogue:
                     mask[index] = True
             self._category_masks[category] = mask
         return mask[:n_items]
+
+    def allowed_base(self, n_items: int, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> AllowedBase:
+        """The items of ``0 .. n_items - 1`` that are available, in at least one of the ``include`` categories
+        (any, when none is named) and in none of the ``exclude`` ones: the part of a recommendation's filter that
+        every request naming the same categories shares (each request removes its own seen items from it,
+        :class:`AllowedItems`). Built once per catalogue change, so a request does not copy, count or pack the
+        whole catalogue (docs/results.md, "Session 32")."""
+        key = (n_items, tuple(include), tuple(exclude))
+        version = self._version
+        cached = self._bases.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        from liverec.retrieval.allowed import AllowedBase  # here: the retrieval package imports the models (torch)
+
+        mask = self.available(n_items)  # the base keeps a copy of its own
+        if include:
+            wanted = np.zeros(n_items, dtype=bool)
+            for category in include:
+                wanted |= self.category_mask(category, n_items)
+            mask = mask & wanted
+        for category in exclude:
+            mask = mask & ~self.category_mask(category, n_items)
+        base = AllowedBase(mask)
+        with self._bases_lock:
+            if len(self._bases) >= self.ALLOWED_BASES and key not in self._bases:
+                del self._bases[next(iter(self._bases))]
+            self._bases[key] = (version, base)
+        return base
 
 
 class State:
