@@ -433,7 +433,7 @@ class VectorIndex:
         ``queries`` is ``[b, d]`` (results ``[b, k]``) or ``[d]`` (results ``[k]``). ``allowed`` is a
         boolean ``[n_items]`` mask shared by all queries, a ``[b, n_items]`` mask, an :class:`AllowedItems`
         shared by all queries (the graph search reads its count and bitmap without a pass over the catalogue;
-        the other paths read its dense mask), or None.
+        the other paths, and the graph's once items were removed, read its dense mask), or None.
         """
         if k < 1:
             raise ValueError(f"k: expected a positive integer, got {k}")
@@ -454,8 +454,8 @@ class VectorIndex:
             mask = present if mask is None else mask & present
         if isinstance(self._ann, _HnswGraph):
             ids, scores = self._search_hnsw(batch, k, mask)
-        elif isinstance(mask, AllowedItems):
-            raise AssertionError("an AllowedItems filter reaches the graph search alone")
+        elif isinstance(mask, AllowedItems):  # made dense above for every path but the graph's
+            raise AssertionError("AllowedItems past the graph path")
         elif self._ann is None and self._compact is not None and (mask is None or mask.ndim == 1):
             ids, scores = self._search_compact(batch, k, mask)
         elif self._ann is None:
