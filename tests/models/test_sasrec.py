@@ -213,9 +213,16 @@ def test_a_training_strategy_sees_every_epoch_and_step_and_changes_nothing_by_it
         def __init__(self) -> None:
             self.epochs, self.steps, self.validations = 0, 0, 0
 
-        def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, weight: float) -> None:
+        def step(
+            self,
+            optimizer: torch.optim.Optimizer,
+            loss: torch.Tensor,
+            weight: float,
+            clip_norm: float | None = None,
+            rows: torch.Tensor | None = None,
+        ) -> None:
             self.steps += 1
-            super().step(optimizer, loss, weight)
+            super().step(optimizer, loss, weight, clip_norm, rows)
 
         def finish_epoch(self, network: SASRecNetwork, total: float, count: int, rng: np.random.Generator) -> float:
             self.epochs += 1

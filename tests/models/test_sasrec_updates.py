@@ -41,8 +41,9 @@ def cycle_data(n_users: int = 60, length: int = 10, n_items: int = N_ITEMS, seed
 
 
 def test_the_update_loss_is_the_training_loss_unless_set() -> None:
-    config = SASRecConfig(future_window=3)
+    config = SASRecConfig(future_window=3, clip_norm=None)
     assert config.for_updates() is config
+    assert SASRecConfig().for_updates() == SASRecConfig(clip_norm=None)  # updates do not clip: the fit's setting
     assert SASRecConfig(loss="sampled-softmax").for_updates().loss == "sampled-softmax"
     sampled = SASRecConfig(update_loss="sampled-softmax", future_window=3).for_updates()
     assert sampled.loss == "sampled-softmax"
@@ -372,3 +373,56 @@ def test_update_batch_positions_packs_an_updates_short_windows_into_fewer_steps(
     assert steps == {None: 4, 64: 2}
     packed_fit = SASRec(**SMALL, update_batch_positions=64).fit(data)
     assert np.array_equal(packed_fit.item_vectors(), model.item_vectors())
+
+
+@pytest.mark.parametrize("clip_norm", [None, 1e-3])
+def test_a_row_wise_step_clips_its_gradients_as_the_dense_step_does(clip_norm: float | None) -> None:
+    """The norm a step clips by is the joint one of the network's gradients and the item rows' (a row-wise step
+    holds the rows' in its leaf, outside the optimiser): one step from the same start, the same batch and the
+    same negatives gives the same weights either way, and the gradients the step applied have at most that norm."""
+    from liverec.models.sasrec.batching import trainable
+
+    data = cycle_data(n_users=12, length=6, n_items=200)
+    config = {**SMALL, "batch_size": 12, "loss": "sampled-softmax", "n_negatives": 8, "clip_norm": clip_norm}
+    histories = trainable(Histories.from_interactions(data))
+    after, norms = [], []
+    for row_wise in (False, True):
+        model = SASRec(**config)
+        model._initialise(data)  # seeded: both start from the same weights, with no optimiser state
+        step = model.training.step
+
+        def recording(optimizer: torch.optim.Optimizer, *args: object, step: object = step) -> None:
+            step(optimizer, *args)  # type: ignore[operator]
+            rows = args[-1]  # the row-wise step's leaf, or None; the gradients stay until the next step
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            grads += [rows.grad] if isinstance(rows, torch.Tensor) else []
+            norms.append(float(torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]))))
+
+        model.training.step = recording  # type: ignore[method-assign]
+        model._train_epoch(histories, np.random.default_rng(0), row_wise=row_wise)  # one batch: one step
+        assert model._steps == 1
+        after.append({name: value.detach().clone() for name, value in model.network.named_parameters()})  # type: ignore[union-attr]
+    for name in after[0]:
+        torch.testing.assert_close(after[1][name], after[0][name], rtol=0, atol=1e-6)
+    assert norms[0] == pytest.approx(norms[1], rel=1e-5)  # the same joint norm, dense and row-wise
+    if clip_norm is None:
+        assert norms[0] > 1e-2  # what the clipped run clips from
+    else:
+        assert norms[0] <= clip_norm * (1 + 1e-5)
+
+
+def test_clip_gradients_rescales_the_joint_norm_and_returns_the_one_before() -> None:
+    from liverec.models.sasrec.training import clip_gradients
+
+    weight = torch.nn.Parameter(torch.zeros(2))
+    weight.grad = torch.tensor([3.0, 0.0])
+    rows = torch.zeros(1, requires_grad=True)
+    rows.grad = torch.tensor([4.0])
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    assert clip_gradients(optimizer, 1.0, rows) == pytest.approx(5.0)
+    torch.testing.assert_close(weight.grad, torch.tensor([0.6, 0.0]))
+    torch.testing.assert_close(rows.grad, torch.tensor([0.8]))
+    assert clip_gradients(optimizer, 10.0) == pytest.approx(0.6)  # under the bound: left as it is
+    torch.testing.assert_close(weight.grad, torch.tensor([0.6, 0.0]))
+    with pytest.raises(ValueError, match="clip_norm"):
+        SASRecConfig(clip_norm=0.0)

@@ -127,6 +127,7 @@ class SASRecConfig(ModelConfig):
     negative_power: float = 1.0  # sampled softmax: negatives drawn ∝ (count + 1) ** negative_power
     batch_size: int = 64
     learning_rate: float = 2e-3
+    clip_norm: float | None = 1.0  # each optimiser step rescales the gradients to at most this L2 norm (None: never)
     weight_decay: float = 0.0
     warmup_steps: int = 10
     max_epochs: int = 200
@@ -178,6 +179,8 @@ class SASRecConfig(ModelConfig):
             raise ValueError(f"n_heads: dim={self.dim} must be divisible by n_heads, got {self.n_heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a number in [0, 1), got {self.dropout!r}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"clip_norm: expected a positive number or None, got {self.clip_norm!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate: expected a positive number, got {self.learning_rate!r}")
         if self.crop not in ("last", "random"):
@@ -246,11 +249,13 @@ class SASRecConfig(ModelConfig):
     def for_updates(self) -> SASRecConfig:
         """The settings ``partial_fit``'s steps train with: these, with ``loss`` replaced by ``update_loss``
         where that is set and differs (``loss_exclude_seen`` and ``future_window`` then fall back to the
-        update loss's own defaults), and ``n_negatives`` by ``update_negatives`` where that is set."""
+        update loss's own defaults), ``n_negatives`` by ``update_negatives`` where that is set, and no
+        gradient clipping (``clip_norm`` is the fit's)."""
         config = self if self.update_loss is None else self.with_loss(self.update_loss)
-        if self.update_negatives is None or self.update_negatives == config.n_negatives:
+        negatives = config.n_negatives if self.update_negatives is None else self.update_negatives
+        if negatives == config.n_negatives and config.clip_norm is None:
             return config
-        return dataclasses.replace(config, n_negatives=self.update_negatives)
+        return dataclasses.replace(config, n_negatives=negatives, clip_norm=None)
 
     # the full softmax's defaults (chosen on validation NDCG@10); left unset, the other losses keep the
     # plain next-item loss

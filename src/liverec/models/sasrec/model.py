@@ -419,7 +419,7 @@ class SASRec(Recommender):
             batch, tied, learned = plan.tensors(rows, training.tensor)
             if row_wise:  # the item rows the step uses alone: read, stepped and counted here
                 loss, n_positions, used, used_vectors = self._row_wise_loss(batch, learned, loss_rng)
-                self._step(loss, weight)  # AdamW over the rest of the network (the item table is not in the graph)
+                self._step(loss, weight, used_vectors)  # AdamW over the rest (the item table is not in the graph)
                 if used_vectors.grad is not None:  # the leaf holds the rows' values too: no second gather
                     self._step_item_rows(used[1:], used_vectors.grad[1:], average, used_vectors.detach()[1:])
                 if average is not None:
@@ -447,14 +447,16 @@ class SASRec(Recommender):
                 count += len(hidden)
         return training.finish_epoch(network, total, count, rng)
 
-    def _step(self, loss: torch.Tensor, weight: float) -> None:
-        """One optimiser step on ``loss`` (weighted by ``weight``) at the warm-up / plateau learning rate."""
+    def _step(self, loss: torch.Tensor, weight: float, rows: torch.Tensor | None = None) -> None:
+        """One optimiser step on ``loss`` (weighted by ``weight``) at the warm-up / plateau learning rate, its
+        gradients clipped to ``clip_norm`` together with those of ``rows`` (a row-wise step's item rows, which
+        :meth:`_step_item_rows` applies after)."""
         config, optimizer = self.config, self._optimizer()
         self._steps += 1
         scale = min(1.0, self._steps / config.warmup_steps) if config.warmup_steps > 0 else 1.0
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * scale * self._lr_scale
-        self.training.step(optimizer, loss, weight)
+        self.training.step(optimizer, loss, weight, config.clip_norm, rows)
 
     def _row_wise_loss(
         self, batch: torch.Tensor, learned: torch.Tensor | None, rng: np.random.Generator

@@ -68,8 +68,17 @@ class Training(Protocol):
         """The generator loss ``loss`` draws negatives from this epoch; ``rng`` is the epoch's shared one."""
         ...
 
-    def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, weight: float) -> None:
-        """Backward pass of ``loss`` weighted by ``weight`` (from :meth:`share`), then one optimiser step."""
+    def step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        loss: torch.Tensor,
+        weight: float,
+        clip_norm: float | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> None:
+        """Backward pass of ``loss`` weighted by ``weight`` (from :meth:`share`), then one optimiser step;
+        ``clip_norm``: before the step, the gradients are rescaled to at most this L2 norm together
+        (:func:`clip_gradients`: the optimiser's parameters' and ``rows``', a row-wise step's item rows)."""
         ...
 
     def finish_epoch(self, network: SASRecNetwork, total: float, count: int, rng: np.random.Generator) -> float:
@@ -106,9 +115,18 @@ class LocalTraining:
     def loss_rng(self, rng: np.random.Generator, loss: str) -> np.random.Generator:
         return rng
 
-    def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, weight: float) -> None:
+    def step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        loss: torch.Tensor,
+        weight: float,
+        clip_norm: float | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> None:
         optimizer.zero_grad(set_to_none=True)
         (loss if weight == 1.0 else loss * weight).backward()
+        if clip_norm is not None:  # DDP: after backward every rank holds the same all-reduced gradients
+            clip_gradients(optimizer, clip_norm, rows)
         optimizer.step()
 
     def finish_epoch(self, network: SASRecNetwork, total: float, count: int, rng: np.random.Generator) -> float:
@@ -126,3 +144,16 @@ def hidden_and_table(
     table = network.item_table()
     columns = inputs if tail is None else inputs[:, -tail:]
     return network(inputs, table, tail=tail)[columns > 0], table
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float, rows: torch.Tensor | None = None) -> float:
+    """Rescale the gradients of ``optimizer``'s parameters, and of ``rows`` (the leaf a row-wise step computes its
+    item rows' gradient in, outside the optimiser) where given, so that their joint L2 norm is at most ``max_norm``;
+    returns the norm before. A row-wise step's item rows are the only rows of the item table with a gradient, so the
+    norm is the one the dense step over the whole table would clip by."""
+    tensors = [
+        parameter for group in optimizer.param_groups for parameter in group["params"] if parameter.grad is not None
+    ]
+    if rows is not None and rows.grad is not None:
+        tensors.append(rows)
+    return float(torch.nn.utils.clip_grad_norm_(tensors, max_norm))
