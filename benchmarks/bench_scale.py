@@ -349,8 +349,8 @@ def _timed_training(max_steps: int | None) -> Any:
         def start_epoch(self, network: Any) -> None:
             self._epoch_started = self._last = time.perf_counter()
 
-        def step(self, optimizer: Any, loss: Any, weight: float) -> None:
-            super().step(optimizer, loss, weight)
+        def step(self, optimizer: Any, loss: Any, weight: float, *clipping: Any) -> None:
+            super().step(optimizer, loss, weight, *clipping)
             now = time.perf_counter()
             self.step_seconds.append(now - self._last)  # the whole step: batch, forward, loss, backward, update
             self._last = now
