@@ -282,6 +282,8 @@ def test_operations_endpoints(server: Server) -> None:
     assert server.client.get("/docs").status_code == 200
     assert "/v1/events" in server.client.get("/openapi.json").json()["paths"]
     assert "liverec_settings" in server.output(), "effective settings are printed at start-up"
+    frozen = [json.loads(line) for line in server.output().splitlines() if "froze the start-up heap" in line]
+    assert len(frozen) == 1 and frozen[0]["objects"] > 10_000, "the collector leaves the start-up heap alone"
     models = server.client.get("/v1/models").json()
     assert models["serving"] == "v0001" and models["versions"][0]["metrics"]["ndcg@10"] > 0
 
