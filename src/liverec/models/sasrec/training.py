@@ -146,14 +146,15 @@ def hidden_and_table(
     return network(inputs, table, tail=tail)[columns > 0], table
 
 
-def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float, rows: torch.Tensor | None = None) -> float:
+def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Rescale the gradients of ``optimizer``'s parameters, and of ``rows`` (the leaf a row-wise step computes its
     item rows' gradient in, outside the optimiser) where given, so that their joint L2 norm is at most ``max_norm``;
-    returns the norm before. A row-wise step's item rows are the only rows of the item table with a gradient, so the
-    norm is the one the dense step over the whole table would clip by."""
+    returns the norm before, as a tensor (reading it on a GPU would wait for the device at every step). A row-wise
+    step's item rows are the only rows of the item table with a gradient, so the norm is the one the dense step over
+    the whole table would clip by."""
     tensors = [
         parameter for group in optimizer.param_groups for parameter in group["params"] if parameter.grad is not None
     ]
     if rows is not None and rows.grad is not None:
         tensors.append(rows)
-    return float(torch.nn.utils.clip_grad_norm_(tensors, max_norm))
+    return torch.nn.utils.clip_grad_norm_(tensors, max_norm)
