@@ -71,6 +71,12 @@ class SASRecConfig(ModelConfig):
     default: a longer refit was no better when the whole procedure (selection, then refit) was judged on Amazon
     Beauty's validation item — 1.25 gained 0.0008, 0.0005 and 0.0005 NDCG@10 on three seeds, nothing on one and lost
     0.0011 on the seed whose chosen epoch was latest (docs/results.md, "Session 31").
+    ``parallel_refit``: run the refit in a second process from the start, beside the selection, keeping the weights
+    of the epoch validation judges best so far (:mod:`~liverec.models.sasrec.parallel_refit`); the two share
+    ``n_threads`` (0: one per core), and it applies where that is at least two, ``refit_scale`` is 1, the fit runs
+    in one process and not row-wise. The same model as the refit after the selection (to the bit where both
+    train at one thread), in about the selection's time: a step of a small catalogue is a few hundred small
+    operations that a second thread barely speeds up (Amazon Beauty on two cores: ``liverec evaluate`` TODO).
     ``validation_users``: where more users than this are held out, early stopping compares epochs on a seeded
     sample of this many of them, and every other user's held-out event is trained on from the start, so there
     is no refit (None, the default: every user held out, then ``refit``). It saves the refit's epochs, but on
@@ -155,6 +161,7 @@ class SASRecConfig(ModelConfig):
     shuffle_gap_s: float | None = 0.0  # each training epoch, reorder runs of items at most this far apart
     refit: bool = True  # after early stopping, train afresh on training + validation events for best_epoch epochs
     refit_scale: float = 1.0  # ... times this (rounded up)
+    parallel_refit: bool = True  # ... in a second process, beside the selection (half of n_threads each)
     average_decay: float | None = 0.99  # fit keeps an exponential moving average of the weights (per step)
     average_epochs: float | None = 3.0  # ... and it spans at least this many epochs' steps (raising the decay)
     validation_users: int | None = None  # early stopping on a sample of this many users; the rest train on theirs

@@ -44,10 +44,12 @@ How the training runs, one process or a distributed job, is the model's training
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import math
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -71,9 +73,12 @@ from liverec.models.sasrec.loss import (
     sequence_loss,
 )
 from liverec.models.sasrec.network import SASRecNetwork
+from liverec.models.sasrec.parallel_refit import RefitFailed, RefitProcess, RefitState
 from liverec.models.sasrec.row_wise import AdamWSettings, SkippedSteps, adamw_rows, skipped_steps, write_rows
 from liverec.models.sasrec.training import LocalTraining, Training
-from liverec.models.torch_utils import torch_threads
+from liverec.models.torch_utils import available_cores, torch_threads
+
+logger = logging.getLogger(__name__)
 
 
 @register
@@ -220,10 +225,35 @@ class SASRec(Recommender):
             # the other users train on their held-out events from the start: nothing is left to refit on
             interactions, validation = sample_validation(interactions, validation, limit, self.config.seed)
             everything = None
-        self._train(interactions, (validation.history, validation.targets), self.config.max_epochs)
+        if everything is not None:
+            everything = self._refit_sized(everything)
+        held_out = (validation.history, validation.targets)
+        beside = self._start_parallel_refit(everything) if self.config.refit and everything is not None else None
+        if beside is None:
+            self._train(interactions, held_out, self.config.max_epochs)
+        else:  # the selection on its share of the threads, telling the refit process each epoch's verdict
+            process, threads = beside
+            requested = self.config
+            self.config = dataclasses.replace(requested, n_threads=threads)
+            try:
+                self._train(interactions, held_out, requested.max_epochs, process.judged)
+            except BaseException:
+                process.close()
+                raise
+            finally:
+                self.config = requested
         self.refit_epochs = 0
-        if self.config.refit and everything is not None and self.best_epoch > 0:
-            self.refit_on(everything)
+        if not (self.config.refit and everything is not None and self.best_epoch > 0):
+            if beside is not None:
+                beside[0].close()
+            return
+        if beside is not None:
+            try:
+                self._adopt_refit(beside[0].finish(self.best_epoch), everything)
+                return
+            except RefitFailed as error:
+                logger.warning("sasrec: %s; refitting in this process instead", error)
+        self.refit_on(everything)
 
     def refit_on(self, interactions: Interactions) -> Self:
         """Train afresh on ``interactions`` (the training and validation events) for ``best_epoch`` epochs.
@@ -234,9 +264,7 @@ class SASRec(Recommender):
         """
         if self.best_epoch < 1:
             raise RuntimeError("refit_on: no epoch count was chosen yet (call fit with validation first)")
-        if interactions.n_items < self.n_items or interactions.n_users < self.n_users:
-            n_users, n_items = max(self.n_users, interactions.n_users), max(self.n_items, interactions.n_items)
-            interactions = interactions.with_sizes(n_users, n_items)
+        interactions = self._refit_sized(interactions)
         selected = (self.best_epoch, self.best_validation_ndcg, self.history)
         epochs = self.config.refit_epochs(self.best_epoch)
         self._train(interactions, None, epochs)
@@ -245,20 +273,86 @@ class SASRec(Recommender):
         self.n_users, self.n_items = interactions.n_users, interactions.n_items
         return self
 
-    def _train(self, interactions: Interactions, held_out: tuple[Histories, Histories] | None, max_epochs: int) -> None:
+    def _refit_sized(self, interactions: Interactions) -> Interactions:
+        """``interactions`` in id spaces at least as large as the model's (a refit never shrinks them)."""
+        if interactions.n_items < self.n_items or interactions.n_users < self.n_users:
+            n_users, n_items = max(self.n_users, interactions.n_users), max(self.n_items, interactions.n_items)
+            interactions = interactions.with_sizes(n_users, n_items)
+        return interactions
+
+    def _start_parallel_refit(self, everything: Interactions) -> tuple[RefitProcess, int] | None:
+        """The refit process beside the selection, and the selection's threads, where ``parallel_refit`` applies
+        (see :class:`SASRecConfig`); None where it does not or the process cannot start (then the refit follows
+        the selection, in this process)."""
+        config = self.config
+        threads = config.n_threads if config.n_threads > 0 else available_cores()
+        loss = config.training_loss(everything.n_items)
+        row_wise = config.row_wise_from is not None and everything.n_items >= config.row_wise_from
+        if (
+            not config.parallel_refit
+            or threads < 2
+            or config.refit_scale != 1.0
+            or type(self.training) is not LocalTraining
+            or (self._row_wise(loss) and row_wise)
+        ):
+            return None
+        child = dataclasses.replace(config, n_threads=threads // 2, verbose=False)
+        try:
+            process = RefitProcess(child, everything, self.item_features, self.feature_names)
+        except RefitFailed as error:
+            logger.warning("sasrec: %s; the refit will follow the selection", error)
+            return None
+        logger.info(
+            "sasrec: refitting in a second process beside the selection (%d + %d threads)",
+            *(threads - threads // 2, threads // 2),
+        )
+        return process, threads - threads // 2
+
+    def _adopt_refit(self, state: RefitState, interactions: Interactions) -> None:
+        """Take the refit process's weights, as :meth:`refit_on` would have left them."""
+        selected = (self.best_epoch, self.best_validation_ndcg, self.history)
+        requested = self.config
+        self.training_loss = requested.training_loss(interactions.n_items)
+        self.config = requested.with_loss(self.training_loss)
+        try:
+            network = self._initialise(interactions)  # the refit's network, optimiser and sampling distribution
+        finally:
+            self.config = requested
+        network.load_state_dict(state.network)
+        self._optimizer().load_state_dict(state.optimizer)
+        self._steps = state.steps
+        self.best_epoch, self.best_validation_ndcg, self.history = selected
+        self.refit_epochs = state.epoch
+        self.n_users, self.n_items = interactions.n_users, interactions.n_items
+
+    def _train(
+        self,
+        interactions: Interactions,
+        held_out: tuple[Histories, Histories] | None,
+        max_epochs: int,
+        on_epoch: EpochHook | None = None,
+    ) -> None:
         """Initialise (seeded) and train up to ``max_epochs``, keeping the epoch best on ``held_out`` if given; the
-        loss is :meth:`SASRecConfig.training_loss` of the catalogue (``training_loss``, kept for the updates)."""
+        loss is :meth:`SASRecConfig.training_loss` of the catalogue (``training_loss``, kept for the updates);
+        ``on_epoch``: see :meth:`_train_with`."""
         requested = self.config
         self.training_loss = requested.training_loss(interactions.n_items)
         self.config = requested.with_loss(self.training_loss)  # the steps read their loss from the config
         try:
-            self._train_with(interactions, held_out, max_epochs)
+            self._train_with(interactions, held_out, max_epochs, on_epoch)
         finally:
             self.config = requested
 
     def _train_with(
-        self, interactions: Interactions, held_out: tuple[Histories, Histories] | None, max_epochs: int
+        self,
+        interactions: Interactions,
+        held_out: tuple[Histories, Histories] | None,
+        max_epochs: int,
+        on_epoch: EpochHook | None = None,
     ) -> None:
+        """:meth:`_train`'s loop. ``on_epoch(epoch, improved, average)`` is called at the end of every epoch, after it
+        was judged (``improved``: it is the best on ``held_out`` so far; always False without ``held_out``), with the
+        weight average (None without one); it returns True to stop training after that epoch."""
         config = self.config
         network = self._initialise(interactions)
         rng = np.random.default_rng(config.seed)
@@ -281,31 +375,41 @@ class SASRec(Recommender):
                     loss = self._train_epoch(histories, rng, shuffle=True, row_wise=row_wise, average=average)
                     self._flush_item_rows(average)  # a row-wise fit: every row up to date before it is judged or kept
                     bar.update()
+                    improved = stop = False
                     if held_out is None or (epoch % config.eval_every and epoch != max_epochs):
                         self.history.append({"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started})
-                        continue
-                    with average.applied() if average is not None else contextlib.nullcontext():
-                        ndcg = self.training.validation_ndcg(self, *held_out)
-                        if ndcg > best_ndcg:  # the weights judged are the ones kept: the average, where there is one
-                            best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-                    self.history.append(
-                        {"epoch": epoch, "loss": loss, "val_ndcg@10": ndcg, "seconds": time.perf_counter() - started}
-                    )
-                    if config.verbose and reports:
-                        print(
-                            f"epoch {epoch:4d} loss {loss:.4f} val ndcg@10 {ndcg:.4f} "
-                            f"({time.perf_counter() - started:.1f}s)",
-                            flush=True,
-                        )
-                    bar.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{ndcg:.4f}")
-                    if ndcg > best_ndcg:
-                        best_ndcg, best_epoch, waited = ndcg, epoch, 0
                     else:
-                        waited += config.eval_every
-                        if waited >= config.epoch_patience(self._epoch_steps):
-                            break
-                        if config.plateau_factor < 1.0 and waited % config.plateau_patience == 0:
-                            self._lr_scale *= config.plateau_factor
+                        with average.applied() if average is not None else contextlib.nullcontext():
+                            ndcg = self.training.validation_ndcg(self, *held_out)
+                            improved = ndcg > best_ndcg
+                            if improved:  # the weights judged are the ones kept: the average, where there is one
+                                best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+                        self.history.append(
+                            {
+                                "epoch": epoch,
+                                "loss": loss,
+                                "val_ndcg@10": ndcg,
+                                "seconds": time.perf_counter() - started,
+                            }
+                        )
+                        if config.verbose and reports:
+                            print(
+                                f"epoch {epoch:4d} loss {loss:.4f} val ndcg@10 {ndcg:.4f} "
+                                f"({time.perf_counter() - started:.1f}s)",
+                                flush=True,
+                            )
+                        bar.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{ndcg:.4f}")
+                        if improved:
+                            best_ndcg, best_epoch, waited = ndcg, epoch, 0
+                        else:
+                            waited += config.eval_every
+                            stop = waited >= config.epoch_patience(self._epoch_steps)
+                            if not stop and config.plateau_factor < 1.0 and waited % config.plateau_patience == 0:
+                                self._lr_scale *= config.plateau_factor
+                    if on_epoch is not None and on_epoch(epoch, improved, average):
+                        stop = True
+                    if stop:
+                        break
         finally:
             self._skipped = None
         if best_state is not None:
@@ -865,6 +969,10 @@ class WeightAverage:
     def apply(self) -> None:
         """The network keeps the averaged weights."""
         _copy(self.average, self.parameters)
+
+
+#: ``SASRec._train``'s ``on_epoch(epoch, improved, average)``: called after every epoch, returns True to stop
+EpochHook = Callable[[int, bool, "WeightAverage | None"], bool]
 
 
 def _copy(sources: list[torch.Tensor], targets: list[torch.Tensor]) -> None:
