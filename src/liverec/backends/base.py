@@ -130,6 +130,11 @@ class Backend(ABC):
         """Raise :class:`~liverec.errors.UsageError` when there is no log to read (``hint``: what to do)."""
         return None  # a log that lives in a server always exists
 
+    def migrate(self) -> list[str]:
+        """Bring the stored layout up to date, once every process of the deployment runs this version (an older one
+        may not read the new layout); returns a line per change made (none: nothing was needed)."""
+        return []
+
     # -- the state ---------------------------------------------------------------------------------
     @abstractmethod
     def open_state(self) -> StateStore:

@@ -63,6 +63,15 @@ class RedisBackend(Backend):
     def describe(self) -> str:
         return f"{self.settings.redis_url} ({self.prefix})"
 
+    def migrate(self) -> list[str]:
+        """Fold the event-id hash of the versions before session 34 into the id set
+        (:meth:`RedisEventLog.retire_legacy_event_ids`)."""
+        with self.open_log() as log:
+            folded = log.retire_legacy_event_ids()
+        if not folded:
+            return []
+        return [f"folded {folded} event ids from {self.prefix}:event-ids (a hash) into {self.prefix}:event-id-set"]
+
     # -- the state ---------------------------------------------------------------------------------
     def open_state(self, *, popularity_ttl_s: float | None = None) -> RedisState:
         """The shared state (events stored but not applied by a replica are applied by ``liverec worker``).

@@ -68,7 +68,7 @@ def add_parser(subparsers: Subparsers) -> None:
 
 
 def _add_worker_parsers(subparsers: Subparsers) -> None:
-    """``liverec worker`` and ``liverec rebuild``."""
+    """``liverec worker``, ``liverec rebuild`` and ``liverec migrate``."""
     worker = subparsers.add_parser(
         "worker",
         help="run the online updater on its own (with the Redis backend: also apply events to the shared state)",
@@ -91,6 +91,18 @@ def _add_worker_parsers(subparsers: Subparsers) -> None:
     )
     _add_data_dir_option(rebuild)
     rebuild.set_defaults(handler=run_rebuild)
+
+    migrate = subparsers.add_parser(
+        "migrate",
+        help="bring the store's layout up to date (once every replica runs this version)",
+        description="Change what an earlier version stored to this version's layout, where that version's "
+        "processes could not read the new one; until then this version reads and writes both. Run it once every API "
+        "replica and worker of the deployment runs this version. With LIVEREC_BACKEND=redis: fold the event-id hash "
+        "of versions before session 34 (PREFIX:event-ids) into the id set (PREFIX:event-id-set); the embedded "
+        "backend has nothing to change. Safe to run again, and while the engine serves.",
+    )
+    _add_data_dir_option(migrate)
+    migrate.set_defaults(handler=run_migrate)
 
 
 def _add_data_dir_option(parser: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -197,6 +209,19 @@ def run_worker(args: argparse.Namespace) -> int:
     with open_backend(settings) as backend:
         backend.require_log()
         server.run_worker(settings, backend)
+    return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from liverec.backends import open_backend
+
+    settings = load_settings(args)
+    with open_backend(settings) as backend:
+        changes = backend.migrate()
+        for line in changes:
+            print(line)
+        if not changes:
+            print(f"the store at {backend.describe()} is up to date: nothing to migrate")
     return 0
 
 

@@ -9,7 +9,10 @@ append script touches several keys atomically):
   Offsets are the same gap-free integers 1, 2, 3, ... as in the SQLite log, so every reader (state
   catch-up, the updater, the replay) works unchanged on either backend: ``read(after_offset)`` is an
   ``XRANGE`` from ``after_offset + 1``.
-* ``P:seq`` — the last offset given out; ``P:event-ids`` — a hash ``event_id -> offset`` (idempotency).
+* ``P:seq`` — the last offset given out; ``P:event-id-set`` — the set of stored event ids (idempotency).
+  Until session 34 the ids were a hash ``P:event-ids`` (``event_id -> offset``; the offset was never read): a store
+  that still has it is read and written in both until :meth:`RedisEventLog.retire_legacy_event_ids` (``liverec
+  migrate``) folds the hash into the set, once no replica of an older version runs (see docs/deployment.md).
 * ``P:catalog`` — a hash ``item_id -> JSON record`` (deleted items keep a tombstone record), and
   ``P:catalog:changes``, a list of the item ids changed, in order: an API replica keeps the catalogue in
   memory and reads only the changes after the last one it applied.
@@ -38,7 +41,7 @@ listpack node; its bytes stay there (``DUMP``, RDB and AOF rewrites carry them) 
 is gone. So after the ``XDEL`` the stream is rewritten without them: the entries are copied, in chunks, to a
 new key with the same entry ids, and one script copies what was appended meanwhile, recreates the consumer
 groups (last-delivered id, entries read, consumers, pending entries with their idle time and delivery count)
-and the stream's last id, and renames the copy over the original. The erased events' ids leave ``P:event-ids``
+and the stream's last id, and renames the copy over the original. The erased events' ids leave ``P:event-id-set``
 (so a resent erased event is stored again). Erasures are recorded in the list ``P:erasures`` (its length is the
 erasure epoch); one erasure at a time (``P:erasure-lock``).
 """
@@ -94,18 +97,23 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 #: Events per append script call during bulk imports (one script blocks Redis while it runs: keep it short).
 IMPORT_CHUNK = 1000
 
-# Known ids are asked for with one HMGET per 1,000 events, the new offsets taken with one INCRBY and remembered with
-# one HSET per 500: only the XADD is a call per event (a call per step cost Redis 6-8 us per imported event; issue
-# 22). The first of an id repeated inside the batch is the one stored; the last element is the last offset.
+# Known ids are asked for with one SMISMEMBER per 1,000 events, the new offsets taken with one INCRBY and remembered
+# with one SADD per 1,000: only the XADD is a call per event (a call per step cost Redis 6-8 us per imported event;
+# issue 22). The first of an id repeated inside the batch is the one stored; the last element is the last offset.
+# KEYS[4], the hash ``event_id -> offset`` that held the ids until session 34, is read and written too while it
+# exists (a rolling upgrade: replicas of the version before read it alone), until ``retire_legacy_event_ids``.
 _APPEND = """
 local n = #ARGV / 2
+local legacy = redis.call('EXISTS', KEYS[4]) == 1
 local ids = {}
 for i = 1, n do ids[i] = ARGV[2 * i - 1] end
 local known = {}
 for first = 1, n, 1000 do
-  local found = redis.call('HMGET', KEYS[3], unpack(ids, first, math.min(first + 999, n)))
+  local last = math.min(first + 999, n)
+  local found = redis.call('SMISMEMBER', KEYS[3], unpack(ids, first, last))
+  local old = legacy and redis.call('HMGET', KEYS[4], unpack(ids, first, last)) or {}
   for k = 1, #found do
-    if found[k] then known[first + k - 1] = true end
+    if found[k] == 1 or old[k] then known[first + k - 1] = true end
   end
 end
 local out, fresh, seen = {}, {}, {}
@@ -119,21 +127,39 @@ for i = 1, n do
 end
 local offset = tonumber(redis.call('GET', KEYS[1]) or '0')
 if #fresh > 0 then offset = redis.call('INCRBY', KEYS[1], #fresh) - #fresh end
-local written = {}
+local written, pairs_ = {}, {}
+local function flush()
+  redis.call('SADD', KEYS[3], unpack(written))
+  if legacy then redis.call('HSET', KEYS[4], unpack(pairs_)) end
+  written, pairs_ = {}, {}
+end
 for _, i in ipairs(fresh) do
   offset = offset + 1
   redis.call('XADD', KEYS[2], offset .. '-0', 'e', ids[i], 'j', ARGV[2 * i])
   out[i] = offset
   written[#written + 1] = ids[i]
-  written[#written + 1] = offset
-  if #written >= 1000 then
-    redis.call('HSET', KEYS[3], unpack(written))
-    written = {}
+  if legacy then
+    pairs_[#pairs_ + 1] = ids[i]
+    pairs_[#pairs_ + 1] = offset
   end
+  if #written >= 1000 then flush() end
 end
-if #written > 0 then redis.call('HSET', KEYS[3], unpack(written)) end
+if #written > 0 then flush() end
 out[n + 1] = offset
 return out
+"""
+
+# Folds a chunk of the legacy id hash into the id set: HSCAN from the cursor ARGV[1], COUNT ARGV[2]; returns the next
+# cursor ('0' once the whole hash was walked: then the hash is deleted).
+_FOLD_LEGACY_IDS = """
+local reply = redis.call('HSCAN', KEYS[2], ARGV[1], 'COUNT', ARGV[2])
+local fields, ids = reply[2], {}
+for i = 1, #fields, 2 do ids[#ids + 1] = fields[i] end
+for first = 1, #ids, 1000 do
+  redis.call('SADD', KEYS[1], unpack(ids, first, math.min(first + 999, #ids)))
+end
+if reply[1] == '0' then redis.call('DEL', KEYS[2]) end
+return reply[1]
 """
 
 _DELETE_ITEM = """
@@ -270,7 +296,8 @@ class RedisEventLog:
         self._pseudonymise = pseudonymise
         self.stream = f"{prefix}:events"
         self._seq = f"{prefix}:seq"
-        self._ids = f"{prefix}:event-ids"
+        self._ids = f"{prefix}:event-id-set"
+        self._legacy_ids = f"{prefix}:event-ids"  # the hash of the versions before session 34
         self.catalog_key = f"{prefix}:catalog"
         self.catalog_changes_key = f"{prefix}:catalog:changes"
         self._meta = f"{prefix}:meta"
@@ -286,6 +313,7 @@ class RedisEventLog:
         self._swap = client.register_script(_SWAP)
         self._release_lock = client.register_script(_RELEASE_LOCK)
         self._delete_item = client.register_script(_DELETE_ITEM)
+        self._fold_legacy_ids = client.register_script(_FOLD_LEGACY_IDS)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="liverec-redis-log")
         self._closed = False
         self._lock = threading.Lock()
@@ -318,7 +346,8 @@ class RedisEventLog:
         """Run the append script on ``args`` (``event_id``, body pairs). ``events()`` gives the events they encode;
         it is called only when someone takes the stored ones (``keep``, ``on_commit``): a bulk import without
         ``on_commit`` builds no event object."""
-        return self._appended(self._append(keys=[self._seq, self.stream, self._ids], args=args), events, keep=keep)
+        keys = [self._seq, self.stream, self._ids, self._legacy_ids]
+        return self._appended(self._append(keys=keys, args=args), events, keep=keep)
 
     def _appended(self, result: list[Any], events: Callable[[], Sequence[Event]], *, keep: bool) -> AppendResult:
         """The append script's reply (each event's offset, 0 for a known id, then the last offset) as a result;
@@ -404,7 +433,7 @@ class RedisEventLog:
         reply and builds the next. With one call in flight from a worker thread, Redis waited on Python between
         calls: 163.7k against 277.1k events/s importing 5M events (docs/results.md, "Session 25")."""
         sha = self.client.script_load(_APPEND)  # EVALSHA below, outside the Script object's own NOSCRIPT retry
-        keys = (self._seq, self.stream, self._ids)
+        keys = (self._seq, self.stream, self._ids, self._legacy_ids)
         pool = self.client.connection_pool
         connection = pool.get_connection()
         sent: collections.deque[Callable[[], list[Event]]] = collections.deque()
@@ -594,6 +623,16 @@ class RedisEventLog:
             raise ValueError("erase_events: expected exactly one of user_id and before")
         if before is not None and not math.isfinite(before):
             raise ValueError(f"before: expected finite Unix seconds, got {before!r}")
+        with self._erasure_locked():
+            erased = self._erase_locked(user_id, before)
+        if on_erased is not None and erased.count:
+            remaining = [] if before is None else self.read_users(erased.users)
+            on_erased(erased, remaining)
+        return erased
+
+    @contextlib.contextmanager
+    def _erasure_locked(self) -> Iterator[None]:
+        """Hold ``P:erasure-lock`` in the block: one erasure (or id fold) at a time across every replica."""
         owner = uuid.uuid4().hex
         deadline = time.monotonic() + 600
         while not self.client.set(self._erasure_lock, owner, nx=True, px=600_000):
@@ -601,31 +640,47 @@ class RedisEventLog:
                 raise TimeoutError(f"{self._erasure_lock}: another erasure holds the lock")
             time.sleep(0.05)
         try:
-            impressions = self._erase_impressions(user_id, before)
-            entry_ids: list[str] = []
-            event_ids: list[str] = []
-            users: set[str] = set()
-            for entry_id, fields in self._entries():
-                user, timestamp = _user_and_time(fields["j"])
-                if user == user_id or (before is not None and timestamp < before):
-                    entry_ids.append(entry_id)
-                    event_ids.append(fields["e"])
-                    users.add(user)
-            if not entry_ids:
-                return ErasedEvents(impressions=impressions)
-            with self.client.pipeline(transaction=True) as pipe:
-                for start in range(0, len(entry_ids), 1000):
-                    pipe.xdel(self.stream, *entry_ids[start : start + 1000])
-                    pipe.hdel(self._ids, *event_ids[start : start + 1000])
-                pipe.execute()
-            self.rewrite_stream()
-            erased = ErasedEvents(len(entry_ids), sorted(int(e[:-2]) for e in entry_ids), sorted(users), impressions)
+            yield
         finally:
             self._release_lock(keys=[self._erasure_lock], args=[owner])
-        if on_erased is not None:
-            remaining = [] if before is None else self.read_users(erased.users)
-            on_erased(erased, remaining)
-        return erased
+
+    def _erase_locked(self, user_id: str | None, before: float | None) -> ErasedEvents:
+        """:meth:`erase_events`' work, under the lock."""
+        impressions = self._erase_impressions(user_id, before)
+        entry_ids: list[str] = []
+        event_ids: list[str] = []
+        users: set[str] = set()
+        for entry_id, fields in self._entries():
+            user, timestamp = _user_and_time(fields["j"])
+            if user == user_id or (before is not None and timestamp < before):
+                entry_ids.append(entry_id)
+                event_ids.append(fields["e"])
+                users.add(user)
+        if not entry_ids:
+            return ErasedEvents(impressions=impressions)
+        with self.client.pipeline(transaction=True) as pipe:
+            for start in range(0, len(entry_ids), 1000):
+                pipe.xdel(self.stream, *entry_ids[start : start + 1000])
+                pipe.srem(self._ids, *event_ids[start : start + 1000])
+                pipe.hdel(self._legacy_ids, *event_ids[start : start + 1000])
+            pipe.execute()
+        self.rewrite_stream()
+        return ErasedEvents(len(entry_ids), sorted(int(e[:-2]) for e in entry_ids), sorted(users), impressions)
+
+    def retire_legacy_event_ids(self, chunk: int = 10_000) -> int:
+        """Fold the hash of event ids that versions before session 34 kept (``P:event-ids``) into the id set, and
+        delete it; returns how many ids it held (0: there was none). Run once every replica runs this version
+        (``liverec migrate``): until then the appends read and write both, so that an older replica still sees
+        every id; after it, an older replica would store an id again. Holds the erasure lock, so that no id an
+        erasure removes is folded back in."""
+        with self._erasure_locked():
+            held = int(self.client.hlen(self._legacy_ids))
+            cursor = "0"
+            while held:
+                cursor = self._fold_legacy_ids(keys=[self._ids, self._legacy_ids], args=[cursor, chunk])
+                if cursor == "0":
+                    break
+        return held
 
     def rewrite_stream(self, stream: str | None = None) -> None:
         """Copy the stream (default: the events) to a new key without its deleted entries' bytes and rename it

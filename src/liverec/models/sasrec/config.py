@@ -76,7 +76,8 @@ class SASRecConfig(ModelConfig):
     ``n_threads`` (0: one per core), and it applies where that is at least two, ``refit_scale`` is 1, the fit runs
     in one process and not row-wise. The same model as the refit after the selection (to the bit where both
     train at one thread), in about the selection's time: a step of a small catalogue is a few hundred small
-    operations that a second thread barely speeds up (Amazon Beauty on two cores: ``liverec evaluate`` TODO).
+    operations that a second thread barely speeds up (Amazon Beauty on session 34's two cores: ``liverec evaluate``
+    in 2 min 31 s against 3 min 16 s, the same NDCG@10; ml-100k level; docs/results.md, "Session 34").
     ``validation_users``: where more users than this are held out, early stopping compares epochs on a seeded
     sample of this many of them, and every other user's held-out event is trained on from the start, so there
     is no refit (None, the default: every user held out, then ``refit``). It saves the refit's epochs, but on
