@@ -227,29 +227,38 @@ class SASRec(Recommender):
             everything = None
         if everything is not None:
             everything = self._refit_sized(everything)
-        held_out = (validation.history, validation.targets)
-        beside = self._start_parallel_refit(everything) if self.config.refit and everything is not None else None
+        refit = self.config.refit and everything is not None
+        beside = self._start_parallel_refit(everything) if refit and everything is not None else None
+        try:
+            self._select(interactions, (validation.history, validation.targets), beside)
+            self.refit_epochs = 0
+            if refit and everything is not None and self.best_epoch > 0:
+                self._refit(everything, beside)
+        finally:
+            if beside is not None:
+                beside.close()
+
+    def _select(
+        self, interactions: Interactions, held_out: tuple[Histories, Histories], beside: RefitProcess | None
+    ) -> None:
+        """Train with early stopping on ``held_out``; with a refit process ``beside``, on the threads it leaves,
+        telling it each epoch's verdict."""
         if beside is None:
             self._train(interactions, held_out, self.config.max_epochs)
-        else:  # the selection on its share of the threads, telling the refit process each epoch's verdict
-            process, threads = beside
-            requested = self.config
-            self.config = dataclasses.replace(requested, n_threads=threads)
-            try:
-                self._train(interactions, held_out, requested.max_epochs, process.judged)
-            except BaseException:
-                process.close()
-                raise
-            finally:
-                self.config = requested
-        self.refit_epochs = 0
-        if not (self.config.refit and everything is not None and self.best_epoch > 0):
-            if beside is not None:
-                beside[0].close()
             return
+        requested = self.config
+        self.config = dataclasses.replace(requested, n_threads=self._threads() - beside.threads)
+        try:
+            self._train(interactions, held_out, requested.max_epochs, beside.judged)
+        finally:
+            self.config = requested
+
+    def _refit(self, everything: Interactions, beside: RefitProcess | None) -> None:
+        """The refit on ``everything``: the weights of the process ``beside`` where there is one and it delivers,
+        else trained here (:meth:`refit_on`)."""
         if beside is not None:
             try:
-                self._adopt_refit(beside[0].finish(self.best_epoch), everything)
+                self._adopt_refit(beside.finish(self.best_epoch), everything)
                 return
             except RefitFailed as error:
                 logger.warning("sasrec: %s; refitting in this process instead", error)
@@ -280,20 +289,22 @@ class SASRec(Recommender):
             interactions = interactions.with_sizes(n_users, n_items)
         return interactions
 
-    def _start_parallel_refit(self, everything: Interactions) -> tuple[RefitProcess, int] | None:
-        """The refit process beside the selection, and the selection's threads, where ``parallel_refit`` applies
-        (see :class:`SASRecConfig`); None where it does not or the process cannot start (then the refit follows
-        the selection, in this process)."""
-        config = self.config
-        threads = config.n_threads if config.n_threads > 0 else available_cores()
-        loss = config.training_loss(everything.n_items)
+    def _threads(self) -> int:
+        """The torch threads ``fit`` may use: ``n_threads``, or (0) one per core this process may run on."""
+        return self.config.n_threads if self.config.n_threads > 0 else available_cores()
+
+    def _start_parallel_refit(self, everything: Interactions) -> RefitProcess | None:
+        """The refit process beside the selection, on half of the threads, where ``parallel_refit`` applies (see
+        :class:`SASRecConfig`); None where it does not or the process cannot start (then the refit follows the
+        selection, in this process)."""
+        config, threads = self.config, self._threads()
         row_wise = config.row_wise_from is not None and everything.n_items >= config.row_wise_from
         if (
             not config.parallel_refit
             or threads < 2
             or config.refit_scale != 1.0
             or type(self.training) is not LocalTraining
-            or (self._row_wise(loss) and row_wise)
+            or (row_wise and self._row_wise(config.training_loss(everything.n_items)))
         ):
             return None
         child = dataclasses.replace(config, n_threads=threads // 2, verbose=False)
@@ -304,9 +315,10 @@ class SASRec(Recommender):
             return None
         logger.info(
             "sasrec: refitting in a second process beside the selection (%d + %d threads)",
-            *(threads - threads // 2, threads // 2),
+            threads - process.threads,
+            process.threads,
         )
-        return process, threads - threads // 2
+        return process
 
     def _adopt_refit(self, state: RefitState, interactions: Interactions) -> None:
         """Take the refit process's weights, as :meth:`refit_on` would have left them."""

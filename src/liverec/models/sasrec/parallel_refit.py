@@ -77,13 +77,15 @@ class RefitProcess:
     ) -> None:
         """Start refitting ``interactions`` (training and validation events, sized as the refit's) with ``config``
         (its ``n_threads``: the child's). Raises :class:`RefitFailed` if the child cannot be started."""
+        #: the child's torch threads
+        self.threads = max(config.n_threads, 1)
         self._setup = tempfile.NamedTemporaryFile(prefix="liverec-refit-", suffix=".pickle", delete=False)
         self._stderr = tempfile.TemporaryFile()
         self._failure: str | None = None
         try:
             with self._setup as file:
                 pickle.dump((config, interactions, item_features, feature_names), file, pickle.HIGHEST_PROTOCOL)
-            env = dict(os.environ, OMP_NUM_THREADS=str(max(config.n_threads, 1)))
+            env = dict(os.environ, OMP_NUM_THREADS=str(self.threads))
             env["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)  # the parent's liverec
             self._process = subprocess.Popen(
                 [*COMMAND, self._setup.name],
@@ -92,7 +94,7 @@ class RefitProcess:
                 stderr=self._stderr,
                 env=env,
             )
-        except (OSError, pickle.PicklingError) as error:
+        except (OSError, pickle.PicklingError, TypeError, AttributeError) as error:  # what pickle.dump raises
             self.close()
             raise RefitFailed(f"could not start the refit process: {error}") from error
 
@@ -108,30 +110,35 @@ class RefitProcess:
         if self._failure is None:
             try:
                 reply = pickle.load(self._stdout)
-            except (EOFError, pickle.UnpicklingError, OSError) as error:
+            except Exception as error:  # EOFError where the child died; anything unpickling may raise
                 self._failure = f"it ended without its weights ({type(error).__name__})"
             else:
                 if reply[0] == "state" and reply[1] == best_epoch:
                     self.close()
                     return RefitState(*reply[1:])
                 self._failure = reply[1] if reply[0] == "error" else f"it sent the weights of epoch {reply[1]}"
-        failure = self._failure
+        self._stop()
+        failure = f"the refit process failed: {self._failure}{self._stderr_tail()}"
         self.close()
-        raise RefitFailed(f"the refit process failed: {failure}{self._stderr_tail()}")
+        raise RefitFailed(failure)
 
     def close(self) -> None:
-        """Stop the child if it still runs; remove the setup file."""
+        """Stop the child if it still runs; remove the setup file and the child's output (again: nothing)."""
+        self._stop()
+        self._stderr.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._setup.name)
+
+    def _stop(self) -> None:
         process = getattr(self, "_process", None)
         if process is not None:
             with contextlib.suppress(OSError):
-                process.stdin.close()
+                process.stdin.close()  # type: ignore[union-attr]
             if process.poll() is None:
                 process.kill()
             process.wait()
             with contextlib.suppress(OSError):
-                process.stdout.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self._setup.name)
+                process.stdout.close()  # type: ignore[union-attr]
 
     @property
     def _stdout(self) -> IO[bytes]:
@@ -150,7 +157,6 @@ class RefitProcess:
         try:
             self._stderr.seek(0)
             text = self._stderr.read().decode(errors="replace").strip()
-            self._stderr.close()
         except (OSError, ValueError):
             return ""
         return f"; its last output: {text[-limit:]}" if text else ""
