@@ -323,13 +323,8 @@ class SASRec(Recommender):
     def _adopt_refit(self, state: RefitState, interactions: Interactions) -> None:
         """Take the refit process's weights, as :meth:`refit_on` would have left them."""
         selected = (self.best_epoch, self.best_validation_ndcg, self.history)
-        requested = self.config
-        self.training_loss = requested.training_loss(interactions.n_items)
-        self.config = requested.with_loss(self.training_loss)
-        try:
+        with self._training_loss_of(interactions):
             network = self._initialise(interactions)  # the refit's network, optimiser and sampling distribution
-        finally:
-            self.config = requested
         network.load_state_dict(state.network)
         self._optimizer().load_state_dict(state.optimizer)
         self._steps = state.steps
@@ -347,11 +342,18 @@ class SASRec(Recommender):
         """Initialise (seeded) and train up to ``max_epochs``, keeping the epoch best on ``held_out`` if given; the
         loss is :meth:`SASRecConfig.training_loss` of the catalogue (``training_loss``, kept for the updates);
         ``on_epoch``: see :meth:`_train_with`."""
+        with self._training_loss_of(interactions):
+            self._train_with(interactions, held_out, max_epochs, on_epoch)
+
+    @contextlib.contextmanager
+    def _training_loss_of(self, interactions: Interactions) -> Iterator[None]:
+        """Inside the block the config's loss is the one training on ``interactions`` uses (``training_loss``, kept
+        for the updates): the steps read their loss from the config."""
         requested = self.config
         self.training_loss = requested.training_loss(interactions.n_items)
-        self.config = requested.with_loss(self.training_loss)  # the steps read their loss from the config
+        self.config = requested.with_loss(self.training_loss)
         try:
-            self._train_with(interactions, held_out, max_epochs, on_epoch)
+            yield
         finally:
             self.config = requested
 
