@@ -16,7 +16,7 @@ from liverec.models.sasrec.parallel_refit import Verdicts
 
 from .test_sasrec import SMALL, cycle_data
 
-CONFIG = {**SMALL, "max_epochs": 12, "patience": 3, "dropout": 0.2}
+CONFIG = {**SMALL, "max_epochs": 12, "patience": 3, "dropout": 0.2, "parallel_refit_from_s": 0.0}
 
 
 def _fits(**overrides: object) -> tuple[SASRec, SASRec]:
@@ -76,7 +76,7 @@ def test_a_refit_process_that_fails_leaves_the_refit_to_this_process(
     assert "the refit process failed: " in caplog.text and "its last output: no refit today" in caplog.text
     assert "refitting in this process instead" in caplog.text
     # the selection ran at one thread, the refit after it at both: the serial fit's refit at two threads
-    serial = SASRec(**{**CONFIG, "n_threads": 2, "parallel_refit": False}).fit(test.train, validation=validation)
+    serial = SASRec(**{**CONFIG, "n_threads": 2, "parallel_refit_from_s": None}).fit(test.train, validation=validation)
     _assert_same(fallen_back, serial, selection=False)
 
 
@@ -84,7 +84,8 @@ def test_the_refit_stays_after_the_selection_where_it_does_not_apply(caplog: pyt
     validation, test = leave_one_out(cycle_data(n_users=40))
     for overrides in (
         {"n_threads": 1},
-        {"n_threads": 2, "parallel_refit": False},
+        {"n_threads": 2, "parallel_refit_from_s": None},
+        {"n_threads": 2, "parallel_refit_from_s": 60.0},  # a first epoch shorter than that: not worth a process
         {"n_threads": 2, "refit_scale": 1.5},
     ):
         with caplog.at_level(logging.INFO, logger="liverec.models.sasrec.model"):
@@ -126,3 +127,8 @@ def test_a_child_behind_the_selection_trains_on_to_the_chosen_epoch_without_wait
 def test_an_unexpected_message_is_an_error() -> None:
     with pytest.raises(ValueError, match="unexpected message"):
         _verdicts(("bogus", 1)).keep(1)
+
+
+def test_the_threshold_is_checked() -> None:
+    with pytest.raises(ValueError, match="parallel_refit_from_s: expected seconds >= 0 or None, got -1"):
+        SASRec(parallel_refit_from_s=-1)

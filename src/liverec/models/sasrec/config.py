@@ -71,13 +71,15 @@ class SASRecConfig(ModelConfig):
     default: a longer refit was no better when the whole procedure (selection, then refit) was judged on Amazon
     Beauty's validation item — 1.25 gained 0.0008, 0.0005 and 0.0005 NDCG@10 on three seeds, nothing on one and lost
     0.0011 on the seed whose chosen epoch was latest (docs/results.md, "Session 31").
-    ``parallel_refit``: run the refit in a second process from the start, beside the selection, keeping the weights
-    of the epoch validation judges best so far (:mod:`~liverec.models.sasrec.parallel_refit`); the two share
-    ``n_threads`` (0: one per core), and it applies where that is at least two, ``refit_scale`` is 1, the fit runs
-    in one process and not row-wise. The same model as the refit after the selection (to the bit where both
-    train at one thread), in about the selection's time: a step of a small catalogue is a few hundred small
-    operations that a second thread barely speeds up (Amazon Beauty on session 34's two cores: ``liverec evaluate``
-    in 2 min 31 s against 3 min 16 s, the same NDCG@10; ml-100k level; docs/results.md, "Session 34").
+    ``parallel_refit_from_s``: where the selection's first epoch took at least this many seconds, the refit runs in
+    a second process from then on, beside the selection, keeping the weights of the epoch validation judges best so
+    far (:mod:`~liverec.models.sasrec.parallel_refit`); None: never. The two share ``n_threads`` (0: one per core),
+    and it applies where that is at least two, ``refit_scale`` is 1, the fit runs in one process and not row-wise.
+    The same model as the refit after the selection (to the bit where both train at one thread), in about the
+    selection's time: a step of a small catalogue is a few hundred small operations that a second thread barely
+    speeds up (Amazon Beauty on session 34's two cores: ``liverec evaluate`` in 2 min 31 s against 3 min 16 s, the
+    same NDCG@10; ml-100k level; docs/results.md, "Session 34"). 2 s, the default: the child takes about 3.5 s to
+    start (importing torch), which a fit of a few short epochs would wait for (a 0.3 s fit took 3.8 s).
     ``validation_users``: where more users than this are held out, early stopping compares epochs on a seeded
     sample of this many of them, and every other user's held-out event is trained on from the start, so there
     is no refit (None, the default: every user held out, then ``refit``). It saves the refit's epochs, but on
@@ -162,7 +164,7 @@ class SASRecConfig(ModelConfig):
     shuffle_gap_s: float | None = 0.0  # each training epoch, reorder runs of items at most this far apart
     refit: bool = True  # after early stopping, train afresh on training + validation events for best_epoch epochs
     refit_scale: float = 1.0  # ... times this (rounded up)
-    parallel_refit: bool = True  # ... in a second process, beside the selection (half of n_threads each)
+    parallel_refit_from_s: float | None = 2.0  # ... in a second process beside the selection, if epoch 1 took this
     average_decay: float | None = 0.99  # fit keeps an exponential moving average of the weights (per step)
     average_epochs: float | None = 3.0  # ... and it spans at least this many epochs' steps (raising the decay)
     validation_users: int | None = None  # early stopping on a sample of this many users; the rest train on theirs
@@ -183,6 +185,10 @@ class SASRecConfig(ModelConfig):
             raise ValueError(f"validation_users: expected a positive integer or None, got {self.validation_users!r}")
         if not self.refit_scale >= 1.0:
             raise ValueError(f"refit_scale: expected a number >= 1, got {self.refit_scale!r}")
+        if self.parallel_refit_from_s is not None and not self.parallel_refit_from_s >= 0:
+            raise ValueError(
+                f"parallel_refit_from_s: expected seconds >= 0 or None, got {self.parallel_refit_from_s!r}"
+            )
         if self.row_wise_from is not None and self.row_wise_from < 1:
             raise ValueError(f"row_wise_from: expected a positive integer or None, got {self.row_wise_from!r}")
         if self.update_loss is not None and self.update_loss not in LOSSES[1:]:

@@ -228,30 +228,20 @@ class SASRec(Recommender):
         if everything is not None:
             everything = self._refit_sized(everything)
         refit = self.config.refit and everything is not None
-        beside = self._start_parallel_refit(everything) if refit and everything is not None else None
+        beside = _RefitBeside(self, everything) if refit and everything is not None else None
         try:
-            self._select(interactions, (validation.history, validation.targets), beside)
+            self._train(
+                interactions,
+                (validation.history, validation.targets),
+                self.config.max_epochs,
+                None if beside is None else beside.on_epoch,
+            )
             self.refit_epochs = 0
             if refit and everything is not None and self.best_epoch > 0:
-                self._refit(everything, beside)
+                self._refit(everything, None if beside is None else beside.process)
         finally:
             if beside is not None:
                 beside.close()
-
-    def _select(
-        self, interactions: Interactions, held_out: tuple[Histories, Histories], beside: RefitProcess | None
-    ) -> None:
-        """Train with early stopping on ``held_out``; with a refit process ``beside``, on the threads it leaves,
-        telling it each epoch's verdict."""
-        if beside is None:
-            self._train(interactions, held_out, self.config.max_epochs)
-            return
-        requested = self.config
-        self.config = dataclasses.replace(requested, n_threads=self._threads() - beside.threads)
-        try:
-            self._train(interactions, held_out, requested.max_epochs, beside.judged)
-        finally:
-            self.config = requested
 
     def _refit(self, everything: Interactions, beside: RefitProcess | None) -> None:
         """The refit on ``everything``: the weights of the process ``beside`` where there is one and it delivers,
@@ -294,13 +284,13 @@ class SASRec(Recommender):
         return self.config.n_threads if self.config.n_threads > 0 else available_cores()
 
     def _start_parallel_refit(self, everything: Interactions) -> RefitProcess | None:
-        """The refit process beside the selection, on half of the threads, where ``parallel_refit`` applies (see
-        :class:`SASRecConfig`); None where it does not or the process cannot start (then the refit follows the
-        selection, in this process)."""
+        """The refit process beside the selection, on half of the threads, where it applies (``parallel_refit_from_s``
+        in :class:`SASRecConfig`: the caller has timed the first epoch); None where it does not or the process cannot
+        start (then the refit follows the selection, in this process)."""
         config, threads = self.config, self._threads()
         row_wise = config.row_wise_from is not None and everything.n_items >= config.row_wise_from
         if (
-            not config.parallel_refit
+            config.parallel_refit_from_s is None
             or threads < 2
             or config.refit_scale != 1.0
             or type(self.training) is not LocalTraining
@@ -983,6 +973,34 @@ class WeightAverage:
     def apply(self) -> None:
         """The network keeps the averaged weights."""
         _copy(self.average, self.parameters)
+
+
+class _RefitBeside:
+    """``fit``'s refit process, started after the selection's first epoch where that epoch took at least
+    ``parallel_refit_from_s`` (a child costs a few seconds to start: below, the refit after the selection finishes
+    sooner); its :meth:`on_epoch` is the selection's hook, telling the process every epoch's verdict."""
+
+    def __init__(self, model: SASRec, everything: Interactions) -> None:
+        self.model, self.everything = model, everything
+        #: the refit process, once started
+        self.process: RefitProcess | None = None
+
+    def on_epoch(self, epoch: int, improved: bool, average: WeightAverage | None) -> bool:
+        threshold = self.model.config.parallel_refit_from_s
+        if epoch == 1 and threshold is not None and self.model.history[-1]["seconds"] >= threshold:
+            self.process = self.model._start_parallel_refit(self.everything)
+            if self.process is not None:  # the selection goes on with the threads the process leaves
+                threads = self.model._threads() - self.process.threads
+                torch.set_num_threads(threads)  # the steps (the training loop's torch_threads restores it)
+                # the validation passes read the config's; ``_train`` puts back the config it started with
+                self.model.config = dataclasses.replace(self.model.config, n_threads=threads)
+        if self.process is not None:
+            self.process.judged(epoch, improved)
+        return False
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.close()
 
 
 #: ``SASRec._train``'s ``on_epoch(epoch, improved, average)``: called after every epoch, returns True to stop
