@@ -78,8 +78,8 @@ class SASRecConfig(ModelConfig):
     The same model as the refit after the selection (to the bit where both train at one thread), in about the
     selection's time: a step of a small catalogue is a few hundred small operations that a second thread barely
     speeds up (Amazon Beauty on session 34's two cores: ``liverec evaluate`` in a median of 2 min 18 s against 3 min
-    21 s, the same NDCG@10; ml-100k level; docs/results.md, "Session 34"). 2 s, the default: the child takes about 3.5 s to
-    start (importing torch), which a fit of a few short epochs would wait for (a 0.3 s fit took 3.8 s).
+    21 s, the same NDCG@10; ml-100k level; docs/results.md, "Session 34"). 2 s, the default: the child takes about
+    3.5 s to start (importing torch), which a fit of a few short epochs would wait for (a 0.3 s fit took 3.8 s).
     ``validation_users``: where more users than this are held out, early stopping compares epochs on a seeded
     sample of this many of them, and every other user's held-out event is trained on from the start, so there
     is no refit (None, the default: every user held out, then ``refit``). It saves the refit's epochs, but on
