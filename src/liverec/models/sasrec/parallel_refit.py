@@ -3,7 +3,8 @@
 ``fit`` trains twice: once on the training events, judged on validation after every epoch to choose the
 epoch count (the selection), and then afresh, same seed, for that many epochs on the training and validation
 events together (the refit, :meth:`SASRec.refit_on`). The refit's epoch ``e`` does not depend on how many
-epochs it will run, so it can start with the selection and keep, of the epochs it has trained, the one the
+epochs it will run, so it can run beside the selection (started after its first epoch where that took at least
+``parallel_refit_from_s``: ``SASRec``'s ``_RefitBeside``) and keep, of the epochs it has trained, the one the
 selection judges best so far. On a small catalogue a training step is a few hundred small operations that a
 second thread barely speeds up (Amazon Beauty: an epoch took 8.2 s at one thread and 8.5 s at two on session
 34's machine), so two processes of one thread each finish both trainings in about the selection's time
