@@ -223,13 +223,23 @@ def step_import_sqlite(size: Size, options: argparse.Namespace) -> dict[str, Any
     return result
 
 
+def _settled_used_memory(client: Any, wait_s: float = 300.0) -> int:
+    """Redis' ``used_memory`` once it has freed what an earlier ``UNLINK`` left to its background thread
+    (``lazyfree_pending_objects`` at 0, or ``wait_s`` passed): read while a deleted 20M-event stream was still being
+    freed, a size's "memory added" came out about 1.2 GB short (docs/results.md, "Session 35")."""
+    deadline = time.monotonic() + wait_s
+    while int(client.info("memory")["lazyfree_pending_objects"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return int(client.info("memory")["used_memory"])
+
+
 def step_import_redis(size: Size, options: argparse.Namespace) -> dict[str, Any]:
     from liverec.events.redis_log import RedisEventLog, delete_prefix, redis_client
 
     client = redis_client(size.redis_url)
     try:
         delete_prefix(client, size.redis_prefix)
-        before = int(client.info("memory")["used_memory"])
+        before = _settled_used_memory(client)
         result = _import(size, lambda: RedisEventLog(client, size.redis_prefix))
         result["redis_used_memory_added_mib"] = round((int(client.info("memory")["used_memory"]) - before) / 2**20)
         return result
@@ -259,7 +269,7 @@ def step_rebuild_redis(size: Size, options: argparse.Namespace) -> dict[str, Any
         with backend.open_log() as event_log:
             if event_log.count() != size.n_events:
                 raise RuntimeError(f"{backend.describe()}: holds {event_log.count()} events; run import-redis first")
-        before = int(backend.client.info("memory")["used_memory"])
+        before = _settled_used_memory(backend.client)
         meter = Meter()
         meter.start()
         state = backend.rebuild_state()
