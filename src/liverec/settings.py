@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     recommend_batch: int = Field(
         32, ge=1, description="most concurrent recommendation requests scored in one model pass (1: one at a time)"
     )
+    switch_interval_ms: float = Field(
+        1.0,
+        gt=0,
+        le=1000,
+        description="serve's interpreter thread switch interval (sys.setswitchinterval; Python's default 5): how long "
+        "a thread back from FAISS or torch can wait for the GIL while another runs Python",
+    )
 
     updater: bool = Field(True, description="run the online updater as a child process of serve")
     updater_every_events: int | None = Field(1000, ge=1, description="learn after this many new events")
