@@ -101,12 +101,13 @@ class Settings(BaseSettings):
     recommend_batch: int = Field(
         32, ge=1, description="most concurrent recommendation requests scored in one model pass (1: one at a time)"
     )
-    switch_interval_ms: float = Field(
-        1.0,
+    switch_interval_ms: float | None = Field(
+        None,
         gt=0,
         le=1000,
-        description="serve's interpreter thread switch interval (sys.setswitchinterval; Python's default 5): how long "
-        "a thread back from FAISS or torch can wait for the GIL while another runs Python",
+        description="serve's interpreter thread switch interval (sys.setswitchinterval): how long a thread back from "
+        "FAISS or torch can wait for the GIL while another runs Python; None: 1 ms where the served catalogue reaches "
+        "ann_threshold with ann_kind hnsw (many short graph calls), Python's own 5 ms below it",
     )
 
     updater: bool = Field(True, description="run the online updater as a child process of serve")

@@ -84,7 +84,8 @@ def serve(settings: Settings) -> None:
     print(json.dumps({"liverec_settings": settings.describe()}), file=sys.stderr, flush=True)
     engine = Engine(settings)
     freeze_startup_heap()
-    set_switch_interval(settings.switch_interval_ms)
+    serving = engine.serving
+    set_switch_interval(switch_interval_ms(settings, len(serving.item_ids) if serving is not None else 0))
     worker = start_worker_process(settings) if settings.updater else None
     try:
         uvicorn.Server(_uvicorn_config(settings, engine, own_engine=True)).run()
@@ -112,14 +113,31 @@ def freeze_startup_heap() -> int:
     return frozen
 
 
-def set_switch_interval(milliseconds: float) -> None:
-    """How long a thread that wants the GIL waits for the one running Python to hand it over
-    (``sys.setswitchinterval``). A scoring thread drops the GIL in every FAISS and torch call and must win it back
-    to go on, while the event loop and the other scoring thread run Python; at Python's 5 ms each return could
-    wait up to 5 ms. At 1 ms the HTTP benchmark at a million items answered more requests in each of nine paired
-    runs (+7 % on the median, p99 26 against 28.5 ms; docs/results.md, "Session 35")."""
-    sys.setswitchinterval(milliseconds / 1000)
-    logger.info("interpreter switch interval set", extra={"switch_interval_ms": milliseconds})
+#: the switch interval ``liverec serve`` sets where the served catalogue is searched through the HNSW graph
+GRAPH_SWITCH_INTERVAL_MS = 1.0
+
+
+def switch_interval_ms(settings: Settings, n_items: int) -> float | None:
+    """The interpreter switch interval ``liverec serve`` sets for a served catalogue of ``n_items`` (None: leave
+    Python's own, 5 ms): ``switch_interval_ms`` where set, else :data:`GRAPH_SWITCH_INTERVAL_MS` where the graph will
+    answer (``ann_kind`` hnsw, ``n_items`` ≥ ``ann_threshold``). Decided once, at start-up.
+
+    A scoring thread drops the GIL in every FAISS and torch call and must win it back to go on, while the event loop
+    and the other scoring thread run Python; at 5 ms each return can wait up to 5 ms. A graph search is many short
+    calls: at a million items 1 ms answered more requests than 5 in each of nine paired runs (+7 % on the median,
+    p99 26 against 28.5 ms). The exact float16 scan of 100k items makes fewer, longer calls, and there 1 ms answered
+    fewer in seven of nine (about −4 %; docs/results.md, "Session 35")."""
+    if settings.switch_interval_ms is not None:
+        return settings.switch_interval_ms
+    graph = settings.ann_kind == "hnsw" and n_items >= settings.ann_threshold
+    return GRAPH_SWITCH_INTERVAL_MS if graph else None
+
+
+def set_switch_interval(milliseconds: float | None) -> None:
+    """``sys.setswitchinterval`` in milliseconds (None: leave it); logs the interval in effect."""
+    if milliseconds is not None:
+        sys.setswitchinterval(milliseconds / 1000)
+    logger.info("interpreter switch interval set", extra={"switch_interval_ms": sys.getswitchinterval() * 1000})
 
 
 def is_loopback(host: str) -> bool:
