@@ -6,6 +6,8 @@ answer a query filtered by it exactly as it answers the same query filtered by t
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -100,6 +102,48 @@ def test_every_search_path_answers_a_filter_as_it_answers_its_dense_mask(kind: s
         check_result(index, queries[row : row + 1], 10, allowed.mask, by_filter[0][None], by_filter[1][None])
     with pytest.raises(ValueError, match="expected 3000 items"):
         index.search(queries[0], 10, AllowedItems(AllowedBase(np.ones(n_items - 1, dtype=bool))))
+
+
+@pytest.mark.parametrize("every_row_to_the_graph", [False, True])
+@pytest.mark.parametrize("kind", ["exact", "float16", "ivf", "hnsw", "hnsw-head", "hnsw-removed"])
+def test_one_filter_per_query_answers_each_row_as_it_is_answered_alone(kind: str, every_row_to_the_graph: bool) -> None:
+    """A batch of queries, each with its own :class:`AllowedItems` (a server's batch of requests): every row's answer
+    is the one it gets searched alone, on every path, with the head, removed items, a few-item row and an empty
+    one."""
+    rng = np.random.default_rng(12)
+    n_items, dim = 3000, 16
+    items = varied_norms(rng, n_items, dim)
+    queries = rng.standard_normal((9, dim)).astype(np.float32)
+    if kind.startswith("hnsw"):
+        index = hnsw(items, hnsw_head_share=0.05 if kind == "hnsw-head" else 0.0)
+    else:
+        options = {
+            "exact": {"ann_threshold": 10**6},
+            "float16": {"ann_threshold": 10**6, "compact_threshold": 1},
+            "ivf": {"ann_threshold": 0, "ann_kind": "ivf"},
+        }[kind]
+        index = VectorIndex(items, **options)  # type: ignore[arg-type]
+    if kind == "hnsw-removed":
+        index.remove(rng.choice(n_items, size=40, replace=False))
+    shared, few = AllowedBase(rng.random(n_items) < 0.9), AllowedBase(rng.random(n_items) < 0.002)
+    filters = []
+    for row in range(len(queries)):
+        nearest = np.argsort(-(items @ queries[row]))[: 5 * row]  # a user's seen items: the best ones, 0 to 40
+        base = few if row == 3 else AllowedBase(np.zeros(n_items, dtype=bool)) if row == 5 else shared
+        filters.append(AllowedItems(base, nearest))
+    with graph_for_every_row() if every_row_to_the_graph else nullcontext():
+        ids, scores = index.search(queries, 10, filters)
+        for row, allowed in enumerate(filters):
+            alone = index.search(queries[row], 10, allowed)
+            np.testing.assert_array_equal(ids[row], alone[0])
+            np.testing.assert_array_equal(scores[row], alone[1])
+            check_result(index, queries[row : row + 1], 10, allowed.mask, ids[row][None], scores[row][None])
+        with pytest.raises(ValueError, match="one AllowedItems per query"):
+            index.search(queries, 10, filters[:-1])
+        with pytest.raises(ValueError, match="one AllowedItems per query"):
+            index.search(queries[0], 10, filters[:1])
+        with pytest.raises(TypeError, match="AllowedItems per query"):
+            index.search(queries[:2], 10, [filters[0], filters[1].mask])
 
 
 def test_a_catalogue_shares_one_base_until_it_changes() -> None:

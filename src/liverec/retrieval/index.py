@@ -93,6 +93,7 @@ import functools
 import importlib
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -106,6 +107,8 @@ logger = logging.getLogger(__name__)
 
 Metric = Literal["ip", "cosine"]
 AnnKind = Literal["ivf", "hnsw"]
+#: What a search's paths take as its filter: none, a shared or per-row mask, a shared AllowedItems, one per row.
+Filter = np.ndarray | AllowedItems | list[AllowedItems] | None
 #: the approximate indexes :class:`VectorIndex` can build at or above ``ann_threshold``
 ANN_KINDS: tuple[AnnKind, ...] = ("ivf", "hnsw")
 
@@ -426,35 +429,53 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- search
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | AllowedItems | None = None
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | AllowedItems | Sequence[AllowedItems] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` item ids (int64) and scores (float32) per query, best first.
 
         ``queries`` is ``[b, d]`` (results ``[b, k]``) or ``[d]`` (results ``[k]``). ``allowed`` is a
         boolean ``[n_items]`` mask shared by all queries, a ``[b, n_items]`` mask, an :class:`AllowedItems`
         shared by all queries (the graph search reads its count and bitmap without a pass over the catalogue;
-        the other paths, and the graph's once items were removed, read its dense mask), or None.
+        the other paths, and the graph's once items were removed, read its dense mask), a sequence of ``b``
+        :class:`AllowedItems`, one per query, or None.
+
+        With one :class:`AllowedItems` per query, each row's answer is the one it gets searched alone: the graph
+        searches each row with its own bitmap and scores the batch's head and candidates together (the batched
+        NumPy work is what a server's batch of requests saves); every other path searches row by row.
         """
         if k < 1:
             raise ValueError(f"k: expected a positive integer, got {k}")
         raw = np.asarray(queries)
         single = raw.ndim == 1
         batch = self._prepare(raw[None, :] if single else raw, "queries")
-        mask: np.ndarray | AllowedItems | None
+        graph = isinstance(self._ann, _HnswGraph) and self._removed is None
+        mask: Filter
         if isinstance(allowed, AllowedItems):
-            if len(allowed) != self._n:
-                raise ValueError(f"allowed: expected {self._n} items, got {len(allowed)}")
-            graph = isinstance(self._ann, _HnswGraph) and self._removed is None
+            _check_length(allowed, self._n)
             mask = allowed if graph else allowed.mask
+        elif isinstance(allowed, Sequence):
+            if single or len(allowed) != len(batch):
+                raise ValueError(f"allowed: expected one AllowedItems per query ({len(batch)}), got {len(allowed)}")
+            for row_allowed in allowed:
+                if not isinstance(row_allowed, AllowedItems):
+                    raise TypeError(f"allowed: expected AllowedItems per query, got {type(row_allowed).__name__}")
+                _check_length(row_allowed, self._n)
+            if not graph:  # every other path takes one filter at a time
+                ids = np.empty((len(batch), k), dtype=np.int64)
+                scores = np.empty((len(batch), k), dtype=np.float32)
+                for row, row_allowed in enumerate(allowed):
+                    ids[row], scores[row] = self.search(batch[row], k, row_allowed)
+                return ids, scores
+            mask = list(allowed)
         else:
             mask = _check_mask(allowed, len(batch), self._n, single)
         if self._removed is not None:
-            assert not isinstance(mask, AllowedItems)  # made dense above
+            assert not isinstance(mask, AllowedItems | list)  # made dense above, or searched row by row
             present = ~self._removed[: self._n]
             mask = present if mask is None else mask & present
         if isinstance(self._ann, _HnswGraph):
             ids, scores = self._search_hnsw(batch, k, mask)
-        elif isinstance(mask, AllowedItems):  # made dense above for every path but the graph's
+        elif isinstance(mask, AllowedItems | list):  # made dense above, or searched row by row, on every other path
             raise AssertionError("AllowedItems past the graph path")
         elif self._ann is None and self._compact is not None and (mask is None or mask.ndim == 1):
             ids, scores = self._search_compact(batch, k, mask)
@@ -555,9 +576,7 @@ class VectorIndex:
         self._score_exact_rows(queries, k, allowed, np.concatenate(exact_rows), ids, scores)
         return ids, scores
 
-    def _search_hnsw(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | AllowedItems | None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _search_hnsw(self, queries: np.ndarray, k: int, allowed: Filter) -> tuple[np.ndarray, np.ndarray]:
         """Graph search with the filter inside it (a bitmap selector), exact scoring where it cannot give k.
 
         Rows whose allowed set is small are scored exactly over it, as on the IVF path (a graph search
@@ -573,11 +592,15 @@ class VectorIndex:
         found = np.full((len(graph_rows), k), -1, dtype=np.int64)
         ef_search = max(self.ef_search, k)
         # the graph holds the items outside the norm head (scored exactly below); its selector reads item ids
-        if allowed is None or isinstance(allowed, AllowedItems) or allowed.ndim == 1:
+        if (
+            allowed is None
+            or isinstance(allowed, AllowedItems)
+            or (isinstance(allowed, np.ndarray) and allowed.ndim == 1)
+        ):
             if len(graph_rows):
                 found[:] = self._ann.search(queries[graph_rows], k, allowed, ef_search)
         else:
-            for position, row in enumerate(graph_rows):  # a selector per mask: one search call per row
+            for position, row in enumerate(graph_rows):  # a selector per filter: one search call per row
                 found[position] = self._ann.search(queries[row : row + 1], k, allowed[row], ef_search)[0]
         complete = (found >= 0).all(axis=1)
         if complete.any():
@@ -592,7 +615,7 @@ class VectorIndex:
     def _with_head(
         self,
         queries: np.ndarray,
-        allowed: np.ndarray | AllowedItems | None,
+        allowed: Filter,
         rows: np.ndarray,
         found: np.ndarray,
         scores: np.ndarray,
@@ -611,7 +634,7 @@ class VectorIndex:
         return np.take_along_axis(ids, order, axis=1), np.take_along_axis(joined, order, axis=1)
 
     def _head_top_k(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | AllowedItems | None, rows: np.ndarray
+        self, queries: np.ndarray, k: int, allowed: Filter, rows: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` head columns (``_norm_head`` positions) and exact scores of ``queries`` ``[r, d]`` (query
         ``rows``) over the allowed head items, as :func:`top_k` of the masked ``[r, h]`` scores gives them.
@@ -648,13 +671,12 @@ class VectorIndex:
         bound = 0.0 if self._head_max_norm is None else _float16_bound(queries, self._head_max_norm, self._dim)
         cut = np.where(valid, approximate, np.inf).min(axis=1) + 2 * bound
         enough = (permitted.sum(axis=1) >= k) & (best[:, -1] > cut) | (spare == len(head))
-        if not enough.all():
-            short = np.flatnonzero(~enough)
-            head_scores = (queries[short] @ vectors.T).astype(np.float32)  # [s, h]
+        # row by row: a matmul's rounding depends on its batch, and a row's answer must be the one it gets alone
+        for short in np.flatnonzero(~enough):
+            head_scores = (queries[short : short + 1] @ vectors.T).astype(np.float32)  # [1, h]
             if allowed is not None:
-                flags = _flags(allowed, rows[short, None], head[None, :])
-                head_scores[~np.broadcast_to(flags, head_scores.shape)] = -np.inf
-            columns[short], best[short] = top_k(head_scores, k)
+                head_scores[~_flags(allowed, rows[short : short + 1, None], head[None, :])] = -np.inf
+            (columns[short],), (best[short],) = top_k(head_scores, k)
         return columns, best
 
     def _norm_head(self) -> np.ndarray:
@@ -682,19 +704,17 @@ class VectorIndex:
         return self._head
 
     def _score_exact_rows(
-        self,
-        queries: np.ndarray,
-        k: int,
-        allowed: np.ndarray | AllowedItems | None,
-        rows: np.ndarray,
-        ids: np.ndarray,
-        scores: np.ndarray,
+        self, queries: np.ndarray, k: int, allowed: Filter, rows: np.ndarray, ids: np.ndarray, scores: np.ndarray
     ) -> None:
         """Write the exact top-``k`` of ``rows`` (restricted to their allowed items) into ``ids`` / ``scores``."""
         if len(rows):
             self.ann_fallbacks += len(rows)
             if isinstance(allowed, AllowedItems):
                 allowed = allowed.mask
+            elif isinstance(allowed, list):  # row by row, as each is scored alone (a matmul's rounding is the batch's)
+                for row in rows:
+                    ids[row], scores[row] = self._search_exact(queries[row : row + 1], k, allowed[row].mask)
+                return
             mask = allowed[rows] if allowed is not None and allowed.ndim == 2 else allowed
             ids[rows], scores[rows] = self._search_exact(queries[rows], k, mask)
 
@@ -917,23 +937,28 @@ def _grown(array: np.ndarray, size: int, fill: Any) -> np.ndarray:
     return grown
 
 
-def _allowed_counts(allowed: np.ndarray | AllowedItems | None, n_rows: int, n_items: int) -> np.ndarray:
+def _allowed_counts(allowed: Filter, n_rows: int, n_items: int) -> np.ndarray:
     """``[n_rows]`` allowed items per query row."""
     if allowed is None:
         return np.full(n_rows, n_items)
     if isinstance(allowed, AllowedItems):
         return np.full(n_rows, allowed.count)
+    if isinstance(allowed, list):
+        return np.array([row_allowed.count for row_allowed in allowed], dtype=np.int64)
     if allowed.ndim == 1:
         return np.full(n_rows, np.count_nonzero(allowed))
     return np.count_nonzero(allowed, axis=1)
 
 
-def _flags(allowed: np.ndarray | AllowedItems, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+def _flags(allowed: np.ndarray | AllowedItems | list[AllowedItems], rows: np.ndarray, items: np.ndarray) -> np.ndarray:
     """Whether each of ``items`` is allowed for its query: ``items`` ``[r, c]`` ids of query ``rows`` ``[r]``
-    (``[r, 1]`` with ``items`` ``[1, c]`` for the same columns in every row), under a shared filter or a
-    ``[b, n_items]`` mask."""
+    (``[r, 1]`` with ``items`` ``[1, c]`` for the same columns in every row), under a shared filter, a
+    ``[b, n_items]`` mask or one :class:`AllowedItems` per query."""
     if isinstance(allowed, AllowedItems):
         return allowed.contains(items)
+    if isinstance(allowed, list):
+        per_row = np.broadcast_to(items, (len(rows), items.shape[-1]))
+        return np.stack([allowed[row].contains(ids) for row, ids in zip(rows.ravel().tolist(), per_row, strict=True)])
     if allowed.ndim == 1:
         return allowed[items]
     return allowed[rows[:, None] if rows.ndim == 1 else rows, items]
@@ -999,6 +1024,11 @@ def _load_faiss() -> Any:
             "faiss is not installed (pip install 'liverec[ann]'): vector search stays exact above ann_threshold"
         )
         return None
+
+
+def _check_length(allowed: AllowedItems, n_items: int) -> None:
+    if len(allowed) != n_items:
+        raise ValueError(f"allowed: expected {n_items} items, got {len(allowed)}")
 
 
 def _check_mask(allowed: np.ndarray | None, n_rows: int, n_items: int, single: bool) -> np.ndarray | None:

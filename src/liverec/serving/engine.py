@@ -306,24 +306,34 @@ class ServingModel:
         histories' query vectors (``[rows, dim]``; None for a model that scores without vectors).
 
         The model runs once for all the histories (one batched pass costs much less per history than one
-        pass each: docs/results.md); each row is then searched on its own, as its allowed set is its own.
+        pass each: docs/results.md). The rows asking for the same ``k`` are searched in one call with a filter
+        per row (:meth:`VectorIndex.search`), which answers each row as it would alone.
         """
         lengths = np.array([len(h) for h in histories], dtype=np.int64)
         batch = Histories(
             np.full(len(histories), -1), np.concatenate([[0], np.cumsum(lengths)]), np.concatenate(histories)
         )
-        rows = list(enumerate(zip(ks, allowed_states, strict=True)))
         users = None
+        found: list[tuple[np.ndarray, np.ndarray]] = []
         if self.index is not None:
             users = self.model.user_vectors(batch)
-            found = [self.index.search(users[r : r + 1], k, self.allowed(allowed)) for r, (k, allowed) in rows]
+            found = [(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))] * len(histories)
+            groups: dict[int, list[int]] = {}
+            for row, k in enumerate(ks):
+                groups.setdefault(k, []).append(row)
+            for k, rows in groups.items():
+                ids, top = self.index.search(users[rows], k, [self.allowed(allowed_states[row]) for row in rows])
+                for position, row in enumerate(rows):
+                    found[row] = ids[position], top[position]
         else:
             scores = self.model.score(batch)
-            found = [top_k_allowed(scores[r : r + 1], k, self.allowed(allowed).mask) for r, (k, allowed) in rows]
+            for row, (k, allowed) in enumerate(zip(ks, allowed_states, strict=True)):
+                ids, top = top_k_allowed(scores[row : row + 1], k, self.allowed(allowed).mask)
+                found.append((ids[0], top[0]))
         answers = []
         for ids, top in found:
-            valid = ids[0] >= 0
-            answers.append((self.model_to_state[ids[0][valid]], top[0][valid]))
+            valid = ids >= 0
+            answers.append((self.model_to_state[ids[valid]], top[valid]))
         return answers, users
 
     def similar(self, item: int, k: int, allowed_state: AllowedItems) -> tuple[np.ndarray, np.ndarray]:
