@@ -71,12 +71,11 @@ def test_the_base_and_the_dense_mask_are_read_only_and_bits_are_the_callers() ->
         AllowedBase(np.ones(3, dtype=np.int8))
 
 
-@pytest.mark.parametrize("kind", ["exact", "float16", "ivf", "hnsw", "hnsw-head", "hnsw-removed"])
-def test_every_search_path_answers_a_filter_as_it_answers_its_dense_mask(kind: str) -> None:
-    rng = np.random.default_rng(11)
-    n_items, dim = 3000, 16
-    items = varied_norms(rng, n_items, dim)
-    queries = rng.standard_normal((12, dim)).astype(np.float32)
+PATHS = ["exact", "float16", "ivf", "hnsw", "hnsw-head", "hnsw-removed"]
+
+
+def index_of_kind(kind: str, items: np.ndarray, rng: np.random.Generator) -> VectorIndex:
+    """An index over ``items`` whose searches take one of the :data:`PATHS` (``hnsw-removed``: 40 items removed)."""
     if kind.startswith("hnsw"):
         index = hnsw(items, hnsw_head_share=0.05 if kind == "hnsw-head" else 0.0)
     else:
@@ -87,7 +86,17 @@ def test_every_search_path_answers_a_filter_as_it_answers_its_dense_mask(kind: s
         }[kind]
         index = VectorIndex(items, **options)  # type: ignore[arg-type]
     if kind == "hnsw-removed":
-        index.remove(rng.choice(n_items, size=40, replace=False))
+        index.remove(rng.choice(len(items), size=40, replace=False))
+    return index
+
+
+@pytest.mark.parametrize("kind", PATHS)
+def test_every_search_path_answers_a_filter_as_it_answers_its_dense_mask(kind: str) -> None:
+    rng = np.random.default_rng(11)
+    n_items, dim = 3000, 16
+    items = varied_norms(rng, n_items, dim)
+    queries = rng.standard_normal((12, dim)).astype(np.float32)
+    index = index_of_kind(kind, items, rng)
     base = AllowedBase(rng.random(n_items) < 0.9)
     for row in range(len(queries)):
         # the query's own nearest items removed, as a user's seen items are: the filter must be read, not skipped
@@ -105,7 +114,7 @@ def test_every_search_path_answers_a_filter_as_it_answers_its_dense_mask(kind: s
 
 
 @pytest.mark.parametrize("every_row_to_the_graph", [False, True])
-@pytest.mark.parametrize("kind", ["exact", "float16", "ivf", "hnsw", "hnsw-head", "hnsw-removed"])
+@pytest.mark.parametrize("kind", PATHS)
 def test_one_filter_per_query_answers_each_row_as_it_is_answered_alone(kind: str, every_row_to_the_graph: bool) -> None:
     """A batch of queries, each with its own :class:`AllowedItems` (a server's batch of requests): every row's answer
     is the one it gets searched alone, on every path, with the head, removed items, a few-item row and an empty
@@ -114,17 +123,7 @@ def test_one_filter_per_query_answers_each_row_as_it_is_answered_alone(kind: str
     n_items, dim = 3000, 16
     items = varied_norms(rng, n_items, dim)
     queries = rng.standard_normal((9, dim)).astype(np.float32)
-    if kind.startswith("hnsw"):
-        index = hnsw(items, hnsw_head_share=0.05 if kind == "hnsw-head" else 0.0)
-    else:
-        options = {
-            "exact": {"ann_threshold": 10**6},
-            "float16": {"ann_threshold": 10**6, "compact_threshold": 1},
-            "ivf": {"ann_threshold": 0, "ann_kind": "ivf"},
-        }[kind]
-        index = VectorIndex(items, **options)  # type: ignore[arg-type]
-    if kind == "hnsw-removed":
-        index.remove(rng.choice(n_items, size=40, replace=False))
+    index = index_of_kind(kind, items, rng)
     shared, few = AllowedBase(rng.random(n_items) < 0.9), AllowedBase(rng.random(n_items) < 0.002)
     filters = []
     for row in range(len(queries)):
