@@ -530,9 +530,14 @@ def test_a_continued_version_carries_the_served_graph(data_dir: Path) -> None:
         engine.close()
 
 
-def test_a_batch_of_requests_gets_the_answers_each_gets_alone(data_dir: Path, prepared: Prepared) -> None:
-    """`Engine.recommend_many` (what the server's batcher calls) answers each request as `recommend` does."""
-    engine = Engine(Settings.load(data_dir=data_dir, updater=False), background=False)
+@pytest.mark.parametrize("graph", [False, True])
+def test_a_batch_of_requests_gets_the_answers_each_gets_alone(data_dir: Path, prepared: Prepared, graph: bool) -> None:
+    """`Engine.recommend_many` (what the server's batcher calls) answers each request as `recommend` does, from the
+    exact index and from the HNSW graph (where a batch's rows are searched in one call, each with its own filter)."""
+    retrieval = {"ann_threshold": 1, "ann_kind": "hnsw"} if graph else {}
+    engine = Engine(Settings.load(data_dir=data_dir, updater=False, **retrieval), background=False)
+    serving = engine.serving
+    assert serving is not None and serving.index is not None and (serving.index.ann_kind == "hnsw") is graph
     try:
         users = [str(u) for u in prepared.dataset.user_map.external_ids[:24]]
         cluster = cluster_items(prepared.truth, prepared.dataset, 1, 5)

@@ -319,7 +319,7 @@ class ServingModel:
             users = self.model.user_vectors(batch)
             found = [(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))] * len(histories)
             groups: dict[int, list[int]] = {}
-            for row, k in enumerate(ks):
+            for row, (k, _) in enumerate(zip(ks, allowed_states, strict=True)):
                 groups.setdefault(k, []).append(row)
             for k, rows in groups.items():
                 ids, top = self.index.search(users[rows], k, [self.allowed(allowed_states[row]) for row in rows])
